@@ -1,0 +1,32 @@
+"""Assembling the ASGI application from the route tables."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trioserver.api.client import account, admin, devices, discovery, filters, login, register
+from trioserver.api.http import MatrixApp, Route
+
+if TYPE_CHECKING:
+    from trioserver.api.deps import ApiDeps
+
+ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
+    discovery.ROUTES,
+    login.ROUTES,
+    register.ROUTES,
+    account.ROUTES,
+    devices.ROUTES,
+    filters.ROUTES,
+    admin.ROUTES,
+]
+
+
+def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
+    """The client-server API (and Synapse admin registration) as an ASGI app."""
+    routes = [r for table in ROUTE_TABLES for r in table]
+    return MatrixApp(
+        deps,
+        routes,
+        authenticate=deps.auth.authenticate,
+        max_body_size=deps.http.max_request_body_size,
+    )

@@ -1,0 +1,81 @@
+"""Registration (client-server API, "Account registration") with m.login.dummy UIA."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trioserver.api.client.login import login_response
+from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
+from trioserver.api.params import optional
+from trioserver.errors import MatrixError
+from trioserver.handlers.accounts import check_password_shape
+
+if TYPE_CHECKING:
+    from trioserver.api.deps import ApiDeps
+
+REGISTER_FLOWS = [["m.login.dummy"]]
+
+
+async def _dummy_stage(auth: JsonDict) -> str:
+    return ""
+
+
+def _check_enabled(deps: ApiDeps) -> None:
+    if not deps.registration.enabled:
+        raise MatrixError("M_FORBIDDEN", "Registration has been disabled")
+
+
+async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
+    """POST /register."""
+    kind = request.query_param("kind") or "user"
+    if kind == "guest":
+        raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+    if kind != "user":
+        raise MatrixError("M_UNKNOWN", "Invalid kind")
+    _check_enabled(deps)
+    body = deps.uia.with_stored_params(request.json())
+    username = optional(body, "username", str)
+    password = body.get("password")
+    if password is not None:
+        password = check_password_shape(password)
+    if username is not None:
+        # Checked before UIA so that clients learn of a taken name at once (as Synapse does).
+        username = username.lower()
+        if not await deps.accounts.is_available(username):
+            raise MatrixError("M_USER_IN_USE", "User ID already taken.")
+    inhibit_login = optional(body, "inhibit_login", bool, False)
+    device_id = optional(body, "device_id", str)
+    display_name = optional(body, "initial_device_display_name", str)
+    await deps.uia.check(
+        body,
+        flows=REGISTER_FLOWS,
+        operation=f"POST {request.path}",
+        checkers={"m.login.dummy": _dummy_stage},
+    )
+    deps.ratelimits.registration.check(request.client_ip or "unknown")
+    result = await deps.accounts.register(
+        username,
+        password,
+        login=not inhibit_login,
+        device_id=device_id,
+        device_display_name=display_name,
+        ip=request.client_ip,
+    )
+    return login_response(deps, result)
+
+
+async def get_register_available(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /register/available?username=..."""
+    _check_enabled(deps)
+    username = request.query_param("username")
+    if username is None:
+        raise MatrixError("M_MISSING_PARAM", "Missing string query param: username")
+    if not await deps.accounts.is_available(username.lower()):
+        raise MatrixError("M_USER_IN_USE", "User ID already taken.")
+    return {"available": True}
+
+
+ROUTES: list[Route[ApiDeps]] = [
+    route("POST", f"{CLIENT}/register", post_register, auth="none"),
+    route("GET", f"{CLIENT}/register/available", get_register_available, auth="none"),
+]

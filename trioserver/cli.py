@@ -1,0 +1,154 @@
+"""The `trioserver` command: run | generate-config | register-user."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+import trio
+
+from trioserver.config import Config, load_config
+from trioserver.errors import ConfigError, MatrixError
+from trioserver.setup_files import CONFIG_FILE_NAME, ensure_config, ensure_data_files, generate
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger("trioserver")
+
+DEFAULT_DATA_DIR = "./trioserver-data"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trioserver", description="A Matrix homeserver.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the server (creating its files on first start)")
+    run.add_argument("--config", type=Path, help="config file (default: DATA_DIR/trioserver.toml)")
+    run.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    run.add_argument("--server-name", help="server name for a new config (default: localhost)")
+    run.add_argument("--bind", help="listen on this address instead of the config's")
+    run.add_argument("--port", type=int, help="listen on this port instead of the config's")
+
+    gen = commands.add_parser("generate-config", help="write config, signing key and database")
+    gen.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    gen.add_argument("--server-name", required=True)
+
+    reg = commands.add_parser("register-user", help="create a user account")
+    reg.add_argument("--config", type=Path, default=Path(DEFAULT_DATA_DIR) / CONFIG_FILE_NAME)
+    reg.add_argument("--user", required=True, help="the localpart, e.g. alice")
+    reg.add_argument("--password", help="prompted for when not given")
+    reg.add_argument("--admin", action="store_true")
+    return parser
+
+
+def _config_for_run(args: argparse.Namespace) -> Config:
+    if args.config is not None:
+        config_path: Path = args.config
+    else:
+        config_path = args.data_dir / CONFIG_FILE_NAME
+        if ensure_config(config_path, args.server_name or "localhost"):
+            print(f"Wrote a new config file to {config_path}")
+    config = load_config(config_path)
+    if args.server_name is not None and args.server_name != config.server_name:
+        raise ConfigError(
+            f"--server-name {args.server_name} differs from server_name"
+            f" {config.server_name!r} in {config_path}"
+        )
+    http = config.http
+    if args.bind is not None:
+        http = attrs.evolve(http, bind_addresses=(args.bind,))
+    if args.port is not None:
+        http = attrs.evolve(http, port=args.port)
+    return attrs.evolve(config, http=http)
+
+
+async def _run(config: Config, config_path_hint: str) -> None:
+    from trioserver.nursery import serve
+
+    await ensure_data_files(config)
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as server_nursery:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        if shutdown.is_set():
+                            # A second signal: stop waiting for in-flight requests.
+                            server_nursery.cancel_scope.cancel()
+                            return
+                        logger.info("received %s, shutting down", signal.Signals(signum).name)
+                        shutdown.set()
+
+                nursery.start_soon(stop_on_signal)
+                running = await server_nursery.start(partial(serve, config, shutdown=shutdown))
+                print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
+                print(
+                    "Create the first user with:\n"
+                    f"  trioserver register-user --config {config_path_hint} --user alice --admin",
+                    flush=True,
+                )
+            # serve() has returned: in-flight requests are done. Stop watching for signals.
+            nursery.cancel_scope.cancel()
+    logger.info("stopped")
+
+
+def _register_user(args: argparse.Namespace) -> None:
+    from trioserver.handlers.accounts import AccountsHandler
+    from trioserver.handlers.auth import AuthHandler
+    from trioserver.stores.accounts import AccountStore
+    from trioserver.stores.database import open_database
+
+    config = load_config(args.config)
+    password = args.password
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Confirm password: "):
+            raise SystemExit("Passwords do not match")
+    if not password:
+        raise SystemExit("The password may not be empty")
+
+    async def register() -> str:
+        async with open_database(config.data_path(config.database.path), readers=1) as db:
+            store = AccountStore(db)
+            auth = AuthHandler(store, bcrypt_rounds=config.registration.bcrypt_rounds)
+            handler = AccountsHandler(store, auth, server_name=config.server_name)
+            result = await handler.register(
+                args.user.lower(), password, admin=args.admin, login=False
+            )
+            return result.user_id
+
+    print(f"Created {trio.run(register)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `trioserver` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            config = _config_for_run(args)
+            logging.basicConfig(
+                level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+            hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
+            trio.run(_run, config, hint)
+        elif args.command == "generate-config":
+            config_path, config = trio.run(generate, args.data_dir, args.server_name)
+            print(f"Config: {config_path}\nServer name: {config.server_name}")
+        elif args.command == "register-user":
+            _register_user(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except MatrixError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        raise SystemExit(1) from None

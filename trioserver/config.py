@@ -1,0 +1,222 @@
+"""Configuration: frozen attrs classes built by cattrs from TOML.
+
+Every key has a default, unknown keys are errors, and types are checked strictly (a string is
+never turned into a number). All problems in a file are reported together, each with its key
+path, in one `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import attrs
+import cattrs
+from cattrs.preconf.tomllib import make_converter
+
+from trioserver.errors import ConfigError
+
+
+@attrs.frozen
+class HttpConfig:
+    """The client-facing HTTP listener."""
+
+    bind_addresses: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 8008
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+    # The URL clients should use; advertised in /.well-known/matrix/client. When unset, the
+    # scheme and Host of the request are used, which is right for a server on loopback.
+    public_baseurl: str | None = None
+    # JSON request bodies above this are refused with 413 M_TOO_LARGE.
+    max_request_body_size: int = 1024 * 1024
+    # Seconds that in-flight requests get to finish after SIGINT/SIGTERM.
+    graceful_shutdown_seconds: float = 10.0
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """Where and how the database is kept."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "homeserver.db"
+    # SQLite `synchronous` for the writer connection. FULL survives power loss; NORMAL only
+    # survives a process crash (see BENCHMARKS.md for what each costs).
+    synchronous: Literal["full", "normal"] = "full"
+    reader_connections: int = 4
+
+
+@attrs.frozen
+class RegistrationConfig:
+    """Account creation."""
+
+    enabled: bool = False
+    shared_secret: str | None = None
+    bcrypt_rounds: int = 12
+
+
+@attrs.frozen
+class RateLimit:
+    """A token bucket: `burst_count` actions at once, refilled at `per_second`."""
+
+    per_second: float
+    burst_count: float
+
+
+@attrs.frozen
+class RatelimitConfig:
+    """Per-action rate limits (Synapse's defaults)."""
+
+    enabled: bool = True
+    message: RateLimit = RateLimit(per_second=0.2, burst_count=10)
+    login: RateLimit = RateLimit(per_second=0.003, burst_count=5)
+    registration: RateLimit = RateLimit(per_second=0.17, burst_count=3)
+
+
+@attrs.frozen
+class RoomsConfig:
+    """Room creation defaults."""
+
+    default_room_version: str = "12"
+
+
+@attrs.frozen
+class StreamWritersConfig:
+    """Which instance writes each stream; only the named instance persists events."""
+
+    events: str = "main"
+
+
+@attrs.frozen
+class InstanceLocation:
+    """Where another instance's internal HTTP listener is."""
+
+    host: str
+    port: int
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration of one server instance."""
+
+    server_name: str = "localhost"
+    # Relative to the config file; absolute after `load_config`.
+    data_dir: str = "."
+    signing_key_path: str = "signing.key"
+    enable_ephemeral_messages: bool = False
+    instance_name: str = "main"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http: HttpConfig = HttpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    registration: RegistrationConfig = RegistrationConfig()
+    ratelimit: RatelimitConfig = RatelimitConfig()
+    rooms: RoomsConfig = RoomsConfig()
+    stream_writers: StreamWritersConfig = StreamWritersConfig()
+    instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
+
+    def data_path(self, relative: str) -> Path:
+        """A path from the config, resolved against `data_dir`."""
+        return Path(self.data_dir) / relative
+
+    @property
+    def is_events_writer(self) -> bool:
+        """Whether this instance persists events (seed 2: only the configured writer does)."""
+        return self.stream_writers.events == self.instance_name
+
+
+T = TypeVar("T")
+
+
+def _strict(expected: type[T], name: str) -> Callable[[Any, Any], T]:
+    def structure(value: Any, _type: Any) -> T:
+        # bool is an int subclass; `port = true` must not become port 1.
+        if isinstance(value, bool) and expected is not bool:
+            raise ValueError(f"expected {name}, got a boolean")
+        if not isinstance(value, expected):
+            raise ValueError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _structure_float(value: Any, _type: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(str, _strict(str, "a string"))
+    converter.register_structure_hook(bool, _strict(bool, "a boolean"))
+    converter.register_structure_hook(float, _structure_float)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
+    """Build and validate a `Config` from parsed TOML.
+
+    Args:
+        raw: the parsed TOML document.
+        base_dir: the directory `data_dir` is relative to (the config file's directory).
+
+    Raises:
+        ConfigError: naming every bad key.
+    """
+    try:
+        config = _converter.structure(dict(raw), Config)
+    except Exception as exc:  # cattrs raises ClassValidationError / ForbiddenExtraKeysError
+        messages = cattrs.transform_error(exc, path="config")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages)) from None
+    config = attrs.evolve(config, data_dir=str((base_dir / config.data_dir).resolve()))
+    _check_consistency(config)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read a TOML config file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or has bad keys.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_mapping(raw, base_dir=path.resolve().parent)
+
+
+def _check_consistency(config: Config) -> None:
+    from trioserver.identifiers import is_valid_server_name
+
+    problems = []
+    if not is_valid_server_name(config.server_name):
+        problems.append(f"config.server_name: {config.server_name!r} is not a valid server name")
+    if not 0 <= config.http.port <= 65535:
+        problems.append("config.http.port: must be between 0 and 65535")
+    if not config.http.bind_addresses:
+        problems.append("config.http.bind_addresses: needs at least one address")
+    tls = (config.http.tls_certificate_path, config.http.tls_private_key_path)
+    if (tls[0] is None) != (tls[1] is None):
+        problems.append(
+            "config.http: tls_certificate_path and tls_private_key_path must be set together"
+        )
+    if not 4 <= config.registration.bcrypt_rounds <= 31:
+        problems.append("config.registration.bcrypt_rounds: must be between 4 and 31")
+    if config.database.reader_connections < 1:
+        problems.append("config.database.reader_connections: must be at least 1")
+    writer = config.stream_writers.events
+    if writer != config.instance_name and writer not in config.instance_map:
+        problems.append(
+            f"config.stream_writers.events: instance {writer!r} is not in config.instance_map"
+        )
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,235 @@
+"""Accounts: registration, login sessions, passwords and deactivation."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from trioserver.errors import MatrixError
+from trioserver.identifiers import MAX_USER_ID_LENGTH, is_valid_new_localpart, split_user_id
+from trioserver.stores.accounts import NewLogin, UserRow
+
+if TYPE_CHECKING:
+    from trioserver.handlers.auth import AuthHandler, Requester
+    from trioserver.handlers.uia import StageChecker
+    from trioserver.stores.accounts import AccountStore, DeviceRow
+
+# Synapse refuses passwords longer than this; bcrypt only uses the first 72 bytes anyway.
+MAX_PASSWORD_LENGTH = 512
+
+
+@attrs.frozen
+class LoginResult:
+    """What a successful login or registration hands back."""
+
+    user_id: str
+    device_id: str | None = None
+    access_token: str | None = None
+
+
+def _new_device_id() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
+
+
+def _new_access_token() -> str:
+    return "tsv_" + secrets.token_urlsafe(32)
+
+
+def check_password_shape(password: Any, key: str = "password") -> str:
+    """A password from a request body: a non-empty string of bounded length."""
+    if not isinstance(password, str):
+        raise MatrixError("M_INVALID_PARAM", f"'{key}' must be a string")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise MatrixError("M_INVALID_PARAM", "Password too long")
+    return password
+
+
+class AccountsHandler:
+    """Creates accounts and login sessions and ends them."""
+
+    def __init__(self, accounts: AccountStore, auth: AuthHandler, *, server_name: str) -> None:
+        self._accounts = accounts
+        self._auth = auth
+        self.server_name = server_name
+
+    def user_id_for(self, localpart: str) -> str:
+        """The full user id of a local user."""
+        return f"@{localpart}:{self.server_name}"
+
+    def check_new_localpart(self, localpart: str) -> str:
+        """Validate a requested username for a new account; return its user id.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_USERNAME``.
+        """
+        if not localpart:
+            raise MatrixError("M_INVALID_USERNAME", "User ID cannot be empty")
+        if not is_valid_new_localpart(localpart):
+            raise MatrixError(
+                "M_INVALID_USERNAME",
+                "User ID can only contain characters a-z, 0-9, or '=_-./+' "
+                "and may not begin with '_'",
+            )
+        if localpart.isdigit():
+            raise MatrixError(
+                "M_INVALID_USERNAME", "Numeric user IDs are reserved for generated user IDs."
+            )
+        user_id = self.user_id_for(localpart)
+        if len(user_id) > MAX_USER_ID_LENGTH:
+            raise MatrixError(
+                "M_INVALID_USERNAME", f"User ID may not be longer than {MAX_USER_ID_LENGTH}"
+            )
+        return user_id
+
+    async def is_available(self, localpart: str) -> bool:
+        """Whether a new user could take `localpart` (validating it first)."""
+        user_id = self.check_new_localpart(localpart)
+        return await self._accounts.get_user(user_id) is None
+
+    async def register(
+        self,
+        localpart: str | None,
+        password: str | None,
+        *,
+        admin: bool = False,
+        user_type: str | None = None,
+        displayname: str | None = None,
+        login: bool = True,
+        device_id: str | None = None,
+        device_display_name: str | None = None,
+        ip: str | None = None,
+    ) -> LoginResult:
+        """Create an account, and a first login session unless `login` is False.
+
+        Raises:
+            MatrixError: ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``.
+        """
+        if localpart is None:
+            localpart = str(await self._accounts.next_numeric_localpart(self.server_name))
+            user_id = self.user_id_for(localpart)
+        else:
+            user_id = self.check_new_localpart(localpart)
+        password_hash = await self._auth.hash_password(password) if password else None
+        now_ms = int(time.time() * 1000)
+        user = UserRow(user_id, password_hash, admin, False, user_type, now_ms)
+        new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
+        created = await self._accounts.create_user(
+            user, displayname=displayname or localpart, login=new_login
+        )
+        if not created:
+            raise MatrixError("M_USER_IN_USE", "User ID already taken.")
+        if new_login is None:
+            return LoginResult(user_id)
+        return LoginResult(user_id, new_login.device_id, new_login.token)
+
+    def _new_login(
+        self, user_id: str, device_id: str | None, display_name: str | None, ip: str | None
+    ) -> NewLogin:
+        return NewLogin(
+            user_id=user_id,
+            device_id=device_id or _new_device_id(),
+            token=_new_access_token(),
+            display_name=display_name,
+            ip=ip,
+            now_ms=int(time.time() * 1000),
+        )
+
+    def resolve_user(self, user: str) -> str:
+        """The user id meant by a login identifier: a full user id or a localpart.
+
+        Localparts are matched case-insensitively, as registration stores them lower-cased.
+        """
+        if user.startswith("@"):
+            parts = split_user_id(user)
+            if parts is None:
+                raise MatrixError("M_INVALID_PARAM", "Invalid user ID")
+            return f"@{parts[0].lower()}:{parts[1]}"
+        return self.user_id_for(user.lower())
+
+    async def login_with_password(
+        self,
+        user: str,
+        password: str,
+        *,
+        device_id: str | None,
+        device_display_name: str | None,
+        ip: str | None,
+    ) -> LoginResult:
+        """Check a password and open a login session.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` for a wrong user or password,
+                403 ``M_USER_DEACTIVATED`` for a deactivated account.
+        """
+        user_id = self.resolve_user(user)
+        row = await self._accounts.get_user(user_id)
+        if row is not None and row.deactivated:
+            raise MatrixError("M_USER_DEACTIVATED", "This account has been deactivated")
+        if row is None or not await self._auth.check_password(user_id, password):
+            raise MatrixError("M_FORBIDDEN", "Invalid username or password")
+        login = self._new_login(user_id, device_id, device_display_name, ip)
+        # Logging in on an existing device ends that device's old token.
+        self._auth.forget_tokens(await self._accounts.add_login(login))
+        return LoginResult(user_id, login.device_id, login.token)
+
+    def password_stage(self, requester_user_id: str) -> StageChecker:
+        """A UIA ``m.login.password`` checker that must authenticate as the requester."""
+
+        async def check(auth: dict[str, Any]) -> str:
+            identifier = auth.get("identifier")
+            user = auth.get("user")
+            if isinstance(identifier, dict) and identifier.get("type") == "m.id.user":
+                user = identifier.get("user")
+            password = auth.get("password")
+            if not isinstance(user, str) or not isinstance(password, str):
+                raise MatrixError("M_MISSING_PARAM", "Missing user or password", status=400)
+            user_id = self.resolve_user(user)
+            if user_id != requester_user_id or not await self._auth.check_password(
+                user_id, password
+            ):
+                raise MatrixError("M_FORBIDDEN", "Invalid username or password")
+            return user_id
+
+        return check
+
+    async def logout(self, requester: Requester) -> None:
+        """End this session: delete its device and token."""
+        tokens = await self._accounts.delete_devices(requester.user_id, [requester.device_id])
+        self._auth.forget_tokens([requester.access_token, *tokens])
+
+    async def devices(self, user_id: str) -> list[DeviceRow]:
+        """The user's devices."""
+        return await self._accounts.get_devices(user_id)
+
+    async def device(self, user_id: str, device_id: str) -> DeviceRow | None:
+        """One of the user's devices, or None."""
+        return await self._accounts.get_device(user_id, device_id)
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str) -> bool:
+        """Set a device's display name; False when there is no such device."""
+        return await self._accounts.update_device(user_id, device_id, display_name)
+
+    async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> None:
+        """Delete devices (all when None) and end their sessions."""
+        tokens = await self._accounts.delete_devices(user_id, device_ids)
+        self._auth.forget_tokens(tokens)
+
+    async def change_password(
+        self, user_id: str, new_password: str, *, logout_other_devices: bool, keep: str | None
+    ) -> None:
+        """Set a new password; optionally end every session except device `keep`."""
+        await self._accounts.set_password_hash(
+            user_id, await self._auth.hash_password(new_password)
+        )
+        if logout_other_devices:
+            tokens = await self._accounts.delete_other_devices(user_id, keep)
+            self._auth.forget_tokens(tokens)
+
+    async def deactivate(self, user_id: str) -> None:
+        """Deactivate an account: no password, no devices, no sessions."""
+        tokens = await self._accounts.deactivate(user_id)
+        self._auth.forget_tokens(tokens)

@@ -1,0 +1,130 @@
+"""Who is making a request: access tokens, their cache, and password hashing.
+
+Authenticating a request must not cost a database round trip (DESIGN.md, "HTTP edge"), so
+tokens that were seen once are kept in a bounded LRU cache. Every path that ends a token
+(logout, device deletion, password change, deactivation) goes through `forget_tokens`, which
+is the only place the cache shrinks other than eviction.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+import attrs
+import bcrypt
+
+import trio
+
+from trioserver.errors import MatrixError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from trioserver.api.http import AuthMode, Request
+    from trioserver.stores.accounts import AccountStore
+
+# bcrypt only looks at the first 72 bytes; bcrypt>=5 raises instead of truncating, so we
+# truncate ourselves (which also keeps hashes made by older bcrypt versions valid).
+_BCRYPT_MAX_BYTES = 72
+
+
+@attrs.frozen
+class Requester:
+    """The authenticated user behind a request."""
+
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def _extract_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError("M_MISSING_TOKEN", "Invalid Authorization header.", status=401)
+        return token.strip()
+    return request.query_param("access_token")
+
+
+class TokenCache:
+    """A bounded LRU map from access token to `Requester`."""
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self._entries: collections.OrderedDict[str, Requester] = collections.OrderedDict()
+        self._max_size = max_size
+
+    def get(self, token: str) -> Requester | None:
+        """The cached requester for `token`, marking it recently used."""
+        requester = self._entries.get(token)
+        if requester is not None:
+            self._entries.move_to_end(token)
+        return requester
+
+    def put(self, requester: Requester) -> None:
+        """Remember a token, evicting the least recently used one when full."""
+        self._entries[requester.access_token] = requester
+        if len(self._entries) > self._max_size:
+            self._entries.popitem(last=False)
+
+    def discard(self, tokens: Iterable[str]) -> None:
+        """Forget tokens that no longer work."""
+        for token in tokens:
+            self._entries.pop(token, None)
+
+
+class AuthHandler:
+    """Resolves access tokens and checks passwords."""
+
+    def __init__(self, accounts: AccountStore, *, bcrypt_rounds: int) -> None:
+        self._accounts = accounts
+        self._bcrypt_rounds = bcrypt_rounds
+        self._cache = TokenCache()
+
+    async def authenticate(self, request: Request, mode: AuthMode) -> Requester | None:
+        """The requester behind `request`, as the route's auth mode demands.
+
+        Raises:
+            MatrixError: 401 ``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN``.
+        """
+        if mode == "none":
+            return None
+        token = _extract_token(request)
+        if token is None:
+            if mode == "optional":
+                return None
+            raise MatrixError("M_MISSING_TOKEN", "Missing access token.", status=401)
+        requester = self._cache.get(token)
+        if requester is None:
+            row = await self._accounts.get_token(token)
+            if row is None:
+                raise MatrixError(
+                    "M_UNKNOWN_TOKEN",
+                    "Invalid access token passed.",
+                    status=401,
+                    extra={"soft_logout": False},
+                )
+            requester = Requester(row.user_id, row.device_id, row.token)
+            self._cache.put(requester)
+        return requester
+
+    def forget_tokens(self, tokens: Iterable[str]) -> None:
+        """Drop ended tokens from the cache; call after deleting them from the database."""
+        self._cache.discard(tokens)
+
+    async def hash_password(self, password: str) -> str:
+        """A bcrypt hash of `password`, computed in a worker thread. Checkpoint: yes."""
+        secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
+        salt = bcrypt.gensalt(self._bcrypt_rounds)
+        hashed = await trio.to_thread.run_sync(bcrypt.hashpw, secret, salt)
+        return hashed.decode("ascii")
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        """Whether `password` is the user's current password. Checkpoint: yes."""
+        user = await self._accounts.get_user(user_id)
+        if user is None or user.password_hash is None or user.deactivated:
+            return False
+        secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
+        stored = user.password_hash.encode("ascii")
+        return await trio.to_thread.run_sync(bcrypt.checkpw, secret, stored)

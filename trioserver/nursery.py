@@ -1,0 +1,163 @@
+"""The supervisor: one nursery that owns every subsystem of a server instance.
+
+Theory of operation
+-------------------
+`serve` opens the database, builds the stores and handlers the config asks for, and starts
+each subsystem with ``await nursery.start(run_x, ...)``, so that when `serve` reports itself
+started (``task_status.started``) every subsystem is ready. Nothing outlives the nursery: no
+threads, tasks or global state, so several servers can run in one ``trio.run``.
+
+Shutdown has two forms. Setting the `shutdown` event is graceful: the HTTP listener stops
+accepting, in-flight requests get ``http.graceful_shutdown_seconds`` to finish, then the
+background subsystems are cancelled and the database closed. Cancelling `serve` from outside
+is abrupt, but still safe for data: a transaction already handed to its thread always runs to
+COMMIT or ROLLBACK (see `stores.database`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import attrs
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from trioserver.api.app import create_app
+from trioserver.api.deps import ApiDeps
+from trioserver.handlers.accounts import AccountsHandler
+from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.shared_secret import SharedSecretRegistration
+from trioserver.handlers.uia import InteractiveAuth
+from trioserver.keys import key_id, load_key_file
+from trioserver.stores.accounts import AccountStore
+from trioserver.stores.database import Database, open_database
+from trioserver.stores.filters import FilterStore
+from trioserver.stores.meta import check_server_name
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from trioserver.api.http import MatrixApp
+    from trioserver.config import Config, HttpConfig
+
+logger = logging.getLogger(__name__)
+
+# Room versions a client may ask for, as advertised in /capabilities.
+ROOM_VERSIONS = {str(v): "stable" for v in range(1, 13)}
+
+
+@attrs.frozen
+class RunningServer:
+    """What `serve` reports once it is ready."""
+
+    base_urls: tuple[str, ...]
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener (useful when the config asked for port 0)."""
+        port = urlsplit(self.base_urls[0]).port
+        assert port is not None
+        return port
+
+
+def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [
+        f"[{addr}]:{http.port}" if ":" in addr else f"{addr}:{http.port}"
+        for addr in http.bind_addresses
+    ]
+    if http.tls_certificate_path is not None:
+        hc.certfile = http.tls_certificate_path
+        hc.keyfile = http.tls_private_key_path
+    hc.graceful_timeout = http.graceful_shutdown_seconds
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.include_server_header = False
+    return hc
+
+
+async def run_http_api(
+    app: MatrixApp[ApiDeps],
+    http: HttpConfig,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the client API until `shutdown_trigger` returns, then drain in-flight requests.
+
+    Calls ``task_status.started(RunningServer)`` once listening.
+    """
+
+    async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await hypercorn_serve(
+            app,
+            _hypercorn_config(http),
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+            mode="asgi",
+        )
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(serve)
+        task_status.started(RunningServer(tuple(binds)))
+
+
+def build_api_deps(config: Config, db: Database) -> ApiDeps:
+    """The stores and handlers of the client API, wired together (no I/O)."""
+    account_store = AccountStore(db)
+    auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
+    accounts = AccountsHandler(account_store, auth, server_name=config.server_name)
+    return ApiDeps(
+        server_name=config.server_name,
+        http=config.http,
+        registration=config.registration,
+        default_room_version=config.rooms.default_room_version,
+        room_versions=ROOM_VERSIONS,
+        enable_ephemeral_messages=config.enable_ephemeral_messages,
+        auth=auth,
+        accounts=accounts,
+        uia=InteractiveAuth(),
+        ratelimits=Ratelimiters.from_config(config.ratelimit),
+        shared_secret=SharedSecretRegistration(config.registration.shared_secret, accounts),
+        filters=FilterStore(db),
+    )
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one server instance until `shutdown` is set (graceful) or it is cancelled.
+
+    Args:
+        config: the instance's configuration (data files must exist: see `cli`).
+        shutdown: set it to stop gracefully.
+
+    Calls ``task_status.started(RunningServer)`` when every subsystem is ready.
+    """
+    if shutdown is None:
+        shutdown = trio.Event()
+    signing_key = load_key_file(config.data_path(config.signing_key_path))
+    logger.info("server %s, signing key %s", config.server_name, key_id(signing_key))
+    async with open_database(
+        config.data_path(config.database.path),
+        synchronous=config.database.synchronous,
+        readers=config.database.reader_connections,
+    ) as db:
+        await check_server_name(db, config.server_name)
+        deps = build_api_deps(config, db)
+        async with trio.open_nursery() as background:
+            async with trio.open_nursery() as http_nursery:
+                running = await http_nursery.start(
+                    run_http_api, create_app(deps), config.http, shutdown.wait
+                )
+                task_status.started(running)
+            # The HTTP API has drained; nothing can start new work any more.
+            background.cancel_scope.cancel()

@@ -1,0 +1,102 @@
+"""First-start files: the commented config, the signing key and the database."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import trio
+
+from trioserver.config import Config, load_config
+from trioserver.keys import generate_key_file
+from trioserver.stores.database import open_database
+from trioserver.stores.meta import check_server_name
+
+CONFIG_FILE_NAME = "trioserver.toml"
+
+_TEMPLATE = """\
+# trioserver configuration. Every key has a default; unknown keys are errors.
+
+# The domain in your user ids (@alice:{server_name}). It cannot change once users exist.
+server_name = "{server_name}"
+
+# Signing key, database and media live here; relative paths are relative to this file.
+data_dir = "."
+signing_key_path = "signing.key"
+
+# Self-destructing messages (MSC2228): a message whose content carries an integer
+# `org.matrix.self_destruct_after` (or `m.self_destruct_after`) timestamp in milliseconds
+# is pruned at that time.
+enable_ephemeral_messages = false
+
+# log_level = "INFO"
+
+[http]
+bind_addresses = ["127.0.0.1"]
+port = 8008
+# Serve HTTPS directly (both keys together):
+# tls_certificate_path = "/path/to/fullchain.pem"
+# tls_private_key_path = "/path/to/privkey.pem"
+# The URL clients reach this server at, advertised in /.well-known/matrix/client:
+# public_baseurl = "https://matrix.example.org/"
+
+[database]
+backend = "sqlite"
+path = "homeserver.db"
+# "full" survives power loss; "normal" is faster but only survives a crash of the process.
+synchronous = "full"
+
+[registration]
+# Open registration through POST /_matrix/client/v3/register (m.login.dummy).
+enabled = false
+# For `trioserver register-user` and Synapse-compatible admin tools
+# (POST /_synapse/admin/v1/register). Keep it secret.
+shared_secret = "{shared_secret}"
+bcrypt_rounds = 12
+
+[ratelimit]
+enabled = true
+# message = {{ per_second = 0.2, burst_count = 10 }}
+# login = {{ per_second = 0.003, burst_count = 5 }}
+# registration = {{ per_second = 0.17, burst_count = 3 }}
+
+[rooms]
+default_room_version = "12"
+"""
+
+
+def render_config(server_name: str) -> str:
+    """A commented config file for a new server, with a fresh shared secret."""
+    return _TEMPLATE.format(server_name=server_name, shared_secret=secrets.token_urlsafe(32))
+
+
+def ensure_config(config_path: Path, server_name: str) -> bool:
+    """Write a new config file at `config_path` unless one exists; True when written."""
+    if config_path.exists():
+        return False
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(render_config(server_name), encoding="utf-8")
+    return True
+
+
+def _ensure_dir_and_key(config: Config) -> None:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    key_path = config.data_path(config.signing_key_path)
+    if not key_path.exists():
+        generate_key_file(key_path)
+
+
+async def ensure_data_files(config: Config) -> None:
+    """Create the data dir, signing key and database if missing (idempotent)."""
+    await trio.to_thread.run_sync(_ensure_dir_and_key, config)
+    async with open_database(config.data_path(config.database.path), readers=1) as db:
+        await check_server_name(db, config.server_name)
+
+
+async def generate(data_dir: Path, server_name: str) -> tuple[Path, Config]:
+    """Everything `trioserver generate-config` writes; returns the config path and config."""
+    config_path = data_dir / CONFIG_FILE_NAME
+    ensure_config(config_path, server_name)
+    config = load_config(config_path)
+    await ensure_data_files(config)
+    return config_path, config

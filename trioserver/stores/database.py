@@ -1,0 +1,213 @@
+"""Database connections and the one way to run SQL: a transaction function in one thread hop.
+
+Theory of operation
+-------------------
+A transaction is a plain synchronous function ``fn(txn, *args)`` over a `Txn`. It never awaits
+and never does anything but SQL, so it can run start to finish in a worker thread:
+``await db.run_txn("verb_noun", fn, *args)`` costs one thread hop however many statements it
+runs (DESIGN.md, "Database: decided by measurement").
+
+SQLite in WAL mode allows one writer and many readers at once. `Database` therefore keeps one
+writer connection, used by one transaction at a time (a `trio.Lock`), and a small pool of
+read-only connections for `run_read`. Readers see every transaction committed before they
+began, so a read issued after a write has returned sees that write.
+
+Thread hops are not cancellable (`abandon_on_cancel=False`): once a transaction has started it
+commits or rolls back before cancellation is delivered, so a shutdown never leaves a write half
+done and an acknowledged write is always committed.
+
+SQL uses ``?`` placeholders; a PostgreSQL backend will convert them (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Row = tuple[Any, ...]
+
+
+class Txn:
+    """The cursor a transaction function works with.
+
+    A thin wrapper over a DB-API cursor so that transaction functions do not depend on the
+    backend (placeholder style, row types).
+    """
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Txn:
+        """Run one statement."""
+        self._cur.execute(sql, params)
+        return self
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        self._cur.executemany(sql, rows)
+
+    def fetchone(self) -> Row | None:
+        """The next result row, or None."""
+        row: Row | None = self._cur.fetchone()
+        return row
+
+    def fetchall(self) -> list[Row]:
+        """All remaining result rows."""
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last INSERT/UPDATE/DELETE."""
+        return self._cur.rowcount
+
+
+def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
+    # check_same_thread=False: a connection is used from whichever worker thread trio picks,
+    # but never by two at once (the writer lock / reader pool guarantee that).
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=256
+    )
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if read_only:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    return conn
+
+
+class Database:
+    """One SQLite database: a writer connection and a pool of reader connections."""
+
+    def __init__(self, writer: sqlite3.Connection, readers: list[sqlite3.Connection]) -> None:
+        self._writer = writer
+        self._write_lock = trio.Lock()
+        self._idle_readers = list(readers)
+        self._all_readers = list(readers)
+        self._reader_slots = trio.Semaphore(len(readers))
+
+    async def run_txn(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run `fn(txn, *args)` as one write transaction, committed before this returns.
+
+        Args:
+            name: the transaction's name, for logs (``verb_noun``).
+            fn: a synchronous function doing only SQL.
+
+        Returns:
+            Whatever `fn` returns.
+
+        Raises:
+            Whatever `fn` raises; the transaction is then rolled back.
+
+        Checkpoint: yes (waits for the writer, then one thread hop).
+        """
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(
+                _run_in_transaction, self._writer, name, "BEGIN IMMEDIATE", fn, args, kwargs
+            )
+
+    async def run_read(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run `fn(txn, *args)` on a read-only connection, as one consistent snapshot.
+
+        Checkpoint: yes.
+        """
+        async with self._reader_slots:
+            conn = self._idle_readers.pop()
+            try:
+                return await trio.to_thread.run_sync(
+                    _run_in_transaction, conn, name, "BEGIN", fn, args, kwargs
+                )
+            finally:
+                self._idle_readers.append(conn)
+
+    def close(self) -> None:
+        """Close every connection. Only call once no transaction can be running."""
+        for conn in [self._writer, *self._all_readers]:
+            conn.close()
+
+
+def _run_in_transaction(
+    conn: sqlite3.Connection,
+    name: str,
+    begin: str,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> R:
+    started = time.perf_counter()
+    cur = conn.cursor()
+    try:
+        cur.execute(begin)
+        result = fn(Txn(cur), *args, **kwargs)
+        cur.execute("COMMIT")
+    except BaseException:
+        # SQLite may already have rolled back (e.g. SQLITE_FULL); only roll back what is open.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        cur.close()
+    elapsed = (time.perf_counter() - started) * 1000
+    if elapsed > 200:
+        logger.warning("transaction %s took %.1f ms", name, elapsed)
+    return result
+
+
+@asynccontextmanager
+async def open_database(
+    path: Path, *, synchronous: str = "full", readers: int = 4
+) -> AsyncIterator[Database]:
+    """Open (creating if needed) the SQLite database at `path` and apply the schema.
+
+    Args:
+        path: the database file.
+        synchronous: the writer's `PRAGMA synchronous` (``full`` or ``normal``).
+        readers: how many read-only connections to keep.
+
+    Yields:
+        The `Database`; every connection is closed on exit.
+    """
+    from trioserver.stores.schema import apply_schema
+
+    def open_all() -> Database:
+        writer = _connect(path, read_only=False, synchronous=synchronous)
+        apply_schema(writer)
+        reader_conns = [
+            _connect(path, read_only=True, synchronous=synchronous) for _ in range(readers)
+        ]
+        return Database(writer, reader_conns)
+
+    db = await trio.to_thread.run_sync(open_all)
+    try:
+        yield db
+    finally:
+        db.close()
