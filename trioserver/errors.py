@@ -38,6 +38,7 @@ ERRCODE_STATUS: dict[str, int] = {
     "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM": 403,
     "M_THREEPID_DENIED": 403,
     "M_WEAK_PASSWORD": 400,
+    "M_BAD_ALIAS": 400,
 }
 
 

@@ -30,25 +30,41 @@ from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.directory import DirectoryHandler
+from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.room_creation import RoomCreationHandler
+from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
+from trioserver.handlers.state_checks import StateContentChecker
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.keys import key_id, load_key_file
+from trioserver.storage.persistence import EventPersister
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.database import Database, open_database
+from trioserver.stores.directory import DirectoryStore
+from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
+from trioserver.stores.persist_events import PersistEventStore
+from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.room_reads import RoomReadStore
+from trioserver.stores.state import StateStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from signedjson.types import SigningKey
+
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
 
-logger = logging.getLogger(__name__)
+from trioserver.errors import ConfigError
+from trioserver.events import KNOWN_ROOM_VERSIONS
 
-# Room versions a client may ask for, as advertised in /capabilities.
-ROOM_VERSIONS = {str(v): "stable" for v in range(1, 13)}
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -107,17 +123,55 @@ async def run_http_api(
         task_status.started(RunningServer(tuple(binds)))
 
 
-def build_api_deps(config: Config, db: Database) -> ApiDeps:
-    """The stores and handlers of the client API, wired together (no I/O)."""
+@attrs.frozen
+class Components:
+    """Everything one instance runs, wired together."""
+
+    deps: ApiDeps
+    persister: EventPersister | None
+
+
+def build_components(config: Config, db: Database, signing_key: SigningKey) -> Components:
+    """The stores, handlers and (on the events writer) the persister, wired together (no I/O).
+
+    Raises:
+        ConfigError: this instance is not the events writer; forwarding events to another
+            instance comes with worker processes (a later issue).
+    """
     account_store = AccountStore(db)
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
     accounts = AccountsHandler(account_store, auth, server_name=config.server_name)
-    return ApiDeps(
+    events = EventStore(db, EventCache())
+    state = StateStore(db)
+    profiles = ProfileStore(db)
+    directory = DirectoryStore(db)
+    if not config.is_events_writer:
+        raise ConfigError(
+            f"instance {config.instance_name!r} is not the events writer"
+            f" ({config.stream_writers.events!r}); worker instances are not supported yet"
+        )
+    # Seed 2: the write side of event persistence exists only on the events writer.
+    persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
+    persister = EventPersister(
+        persist_store,
+        events,
+        db,
+        server_name=config.server_name,
+        signing_key=signing_key,
+        ephemeral_messages=config.enable_ephemeral_messages,
+    )
+    membership = MembershipHandler(
+        persister, db, events, state, profiles, directory, server_name=config.server_name
+    )
+    send = SendHandler(
+        persister, events, state, StateContentChecker(directory, server_name=config.server_name)
+    )
+    deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
         registration=config.registration,
         default_room_version=config.rooms.default_room_version,
-        room_versions=ROOM_VERSIONS,
+        room_versions=dict.fromkeys(KNOWN_ROOM_VERSIONS, "stable"),
         enable_ephemeral_messages=config.enable_ephemeral_messages,
         auth=auth,
         accounts=accounts,
@@ -125,7 +179,24 @@ def build_api_deps(config: Config, db: Database) -> ApiDeps:
         ratelimits=Ratelimiters.from_config(config.ratelimit),
         shared_secret=SharedSecretRegistration(config.registration.shared_secret, accounts),
         filters=FilterStore(db),
+        events=events,
+        state=state,
+        profiles=profiles,
+        directory=directory,
+        membership=membership,
+        room_creation=RoomCreationHandler(
+            persister, membership, directory, profiles, server_name=config.server_name
+        ),
+        send=send,
+        profile=ProfileHandler(profiles, membership, state, server_name=config.server_name),
+        directory_handler=DirectoryHandler(
+            directory, state, events, send, server_name=config.server_name
+        ),
+        room_reads=RoomReadHandler(
+            events, state, RoomReadStore(db), server_name=config.server_name
+        ),
     )
+    return Components(deps, persister)
 
 
 async def serve(
@@ -152,11 +223,13 @@ async def serve(
         readers=config.database.reader_connections,
     ) as db:
         await check_server_name(db, config.server_name)
-        deps = build_api_deps(config, db)
+        components = build_components(config, db, signing_key)
         async with trio.open_nursery() as background:
+            if components.persister is not None:
+                await background.start(components.persister.run)
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
-                    run_http_api, create_app(deps), config.http, shutdown.wait
+                    run_http_api, create_app(components.deps), config.http, shutdown.wait
                 )
                 task_status.started(running)
             # The HTTP API has drained; nothing can start new work any more.

@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from trioserver.config import Config, load_config
+from trioserver.errors import ConfigError
 from trioserver.keys import generate_key_file
 from trioserver.stores.database import open_database
 from trioserver.stores.meta import check_server_name
@@ -94,9 +95,19 @@ async def ensure_data_files(config: Config) -> None:
 
 
 async def generate(data_dir: Path, server_name: str) -> tuple[Path, Config]:
-    """Everything `trioserver generate-config` writes; returns the config path and config."""
+    """Everything `trioserver generate-config` writes; returns the config path and config.
+
+    Raises:
+        ConfigError: the config exists with another server name, or is invalid.
+    """
     config_path = data_dir / CONFIG_FILE_NAME
     ensure_config(config_path, server_name)
     config = load_config(config_path)
+    if config.server_name != server_name:
+        # An existing config is kept; do not let the caller believe it names another server.
+        raise ConfigError(
+            f"{config_path} already exists with server_name {config.server_name!r},"
+            f" not {server_name!r}"
+        )
     await ensure_data_files(config)
     return config_path, config

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trioserver.api.client import account, admin, devices, discovery, filters, login, register
+from trioserver.api.client import (
+    account,
+    admin,
+    devices,
+    directory,
+    discovery,
+    filters,
+    login,
+    profile,
+    register,
+    room_reads,
+    room_send,
+    rooms,
+)
 from trioserver.api.http import MatrixApp, Route
 
 if TYPE_CHECKING:
@@ -18,6 +31,11 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     devices.ROUTES,
     filters.ROUTES,
     admin.ROUTES,
+    rooms.ROUTES,
+    room_send.ROUTES,
+    room_reads.ROUTES,
+    profile.ROUTES,
+    directory.ROUTES,
 ]
 
 

@@ -9,10 +9,20 @@ import attrs
 from trioserver.config import HttpConfig, RegistrationConfig
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.directory import DirectoryHandler
+from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.room_creation import RoomCreationHandler
+from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.uia import InteractiveAuth
+from trioserver.stores.directory import DirectoryStore
+from trioserver.stores.events import EventStore
 from trioserver.stores.filters import FilterStore
+from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.state import StateStore
 
 
 @attrs.frozen
@@ -31,3 +41,13 @@ class ApiDeps:
     ratelimits: Ratelimiters
     shared_secret: SharedSecretRegistration
     filters: FilterStore
+    events: EventStore
+    state: StateStore
+    profiles: ProfileStore
+    directory: DirectoryStore
+    membership: MembershipHandler
+    room_creation: RoomCreationHandler
+    send: SendHandler
+    profile: ProfileHandler
+    directory_handler: DirectoryHandler
+    room_reads: RoomReadHandler

@@ -108,19 +108,19 @@ class AccountsHandler:
         Raises:
             MatrixError: ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``.
         """
-        if localpart is None:
-            localpart = str(await self._accounts.next_numeric_localpart(self.server_name))
-            user_id = self.user_id_for(localpart)
-        else:
-            user_id = self.check_new_localpart(localpart)
+        # Without a localpart, the store picks the next free number when it creates the user.
+        user_id = "" if localpart is None else self.check_new_localpart(localpart)
         password_hash = await self._auth.hash_password(password) if password else None
         now_ms = int(time.time() * 1000)
         user = UserRow(user_id, password_hash, admin, False, user_type, now_ms)
         new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
-        created = await self._accounts.create_user(
+        if localpart is None:
+            user_id = await self._accounts.create_numbered_user(
+                self.server_name, user, displayname=displayname or None, login=new_login
+            )
+        elif not await self._accounts.create_user(
             user, displayname=displayname or localpart, login=new_login
-        )
-        if not created:
+        ):
             raise MatrixError("M_USER_IN_USE", "User ID already taken.")
         if new_login is None:
             return LoginResult(user_id)

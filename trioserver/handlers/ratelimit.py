@@ -45,8 +45,11 @@ class Ratelimiter:
         tokens, then = self._buckets.get(key, (self._limit.burst_count, now))
         return min(self._limit.burst_count, tokens + (now - then) * self._limit.per_second)
 
-    def check(self, key: str) -> None:
-        """Take one token from `key`'s bucket.
+    def check(self, key: str, *, update: bool = True) -> None:
+        """Take one token from `key`'s bucket (only look when `update` is False).
+
+        Looking first lets a multi-step action (registration through UIA) be refused at its
+        first step rather than after the client completed every step.
 
         Raises:
             MatrixError: 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
@@ -64,6 +67,8 @@ class Ratelimiter:
                 extra={"retry_after_ms": retry_after_ms},
                 headers={"Retry-After": str(math.ceil(wait_s))},
             )
+        if not update:
+            return
         self._buckets[key] = (tokens - 1, now)
         if len(self._buckets) > _PRUNE_ABOVE:
             self._prune(now)

@@ -98,7 +98,9 @@ class SharedSecretRegistration:
         password = _text_field(body, "password").decode()
         admin = bool(body.get("admin"))
         user_type = body.get("user_type")
-        if user_type is not None and user_type not in USER_TYPES:
+        if user_type is not None and (
+            not isinstance(user_type, str) or user_type not in USER_TYPES
+        ):
             raise _bad("Invalid user type")
         displayname = body.get("displayname")
         if displayname is not None and not isinstance(displayname, str):

@@ -231,6 +231,27 @@ def _next_numeric_localpart_txn(txn: Txn, server_name: str) -> int:
     return int(row[0] or 0) + 1 if row is not None else 1
 
 
+def _create_numbered_user_txn(
+    txn: Txn,
+    server_name: str,
+    user: UserRow,
+    displayname: str | None,
+    login: NewLogin | None,
+) -> str:
+    # The number is chosen in the write transaction that creates the user, so concurrent
+    # registrations cannot pick the same one.
+    localpart = str(_next_numeric_localpart_txn(txn, server_name))
+    user_id = f"@{localpart}:{server_name}"
+    created = _create_user_txn(
+        txn,
+        attrs.evolve(user, user_id=user_id),
+        displayname if displayname is not None else localpart,
+        None if login is None else attrs.evolve(login, user_id=user_id),
+    )
+    assert created, f"{user_id} was the next free numeric user id but exists"
+    return user_id
+
+
 class AccountStore:
     """Users, devices and access tokens."""
 
@@ -308,8 +329,28 @@ class AccountStore:
         """How many accounts exist. Checkpoint: yes."""
         return await self._db.run_read("count_users", _count_users_txn)
 
-    async def next_numeric_localpart(self, server_name: str) -> int:
-        """A free numeric localpart for a user who registers without a username."""
-        return await self._db.run_read(
-            "next_numeric_localpart", _next_numeric_localpart_txn, server_name
+    async def create_numbered_user(
+        self,
+        server_name: str,
+        user: UserRow,
+        *,
+        displayname: str | None,
+        login: NewLogin | None = None,
+    ) -> str:
+        """Create a user whose localpart is the next free number (no username was asked for).
+
+        The user ids in `user` and `login` are ignored: the new id is chosen in the same
+        transaction, so concurrent calls get distinct ids. `displayname` defaults to the
+        localpart.
+
+        Returns:
+            The new user id. Checkpoint: yes.
+        """
+        return await self._db.run_txn(
+            "create_numbered_user",
+            _create_numbered_user_txn,
+            server_name,
+            user,
+            displayname,
+            login,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
@@ -10,6 +11,9 @@ from trioserver.handlers.filter_schema import validate_filter
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
+
+# Not str.isdigit(): it and int() also accept non-ASCII digits (superscripts, Arabic-Indic).
+_FILTER_ID = re.compile(r"[0-9]+")
 
 
 def _own_user(request: Request, verb: str) -> str:
@@ -32,9 +36,11 @@ async def get_filter(deps: ApiDeps, request: Request) -> JsonDict:
     """GET /user/{userId}/filter/{filterId}."""
     user_id = _own_user(request, "get")
     raw_id = request.path_params["filter"]
-    if not raw_id.isdigit():
+    if not _FILTER_ID.fullmatch(raw_id):
         raise MatrixError("M_UNKNOWN", "Invalid filter_id")
-    found = await deps.filters.get_filter(user_id, int(raw_id))
+    filter_id = int(raw_id)
+    # Larger ids are never issued (and do not fit the database's integers).
+    found = await deps.filters.get_filter(user_id, filter_id) if filter_id < 2**63 else None
     if found is None:
         raise MatrixError("M_NOT_FOUND", "No such filter")
     return found

@@ -33,6 +33,9 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
     if kind != "user":
         raise MatrixError("M_UNKNOWN", "Invalid kind")
     _check_enabled(deps)
+    # Refuse a rate-limited client before it goes through UIA; the token is taken at the end.
+    client_key = request.client_ip or "unknown"
+    deps.ratelimits.registration.check(client_key, update=False)
     body = deps.uia.with_stored_params(request.json())
     username = optional(body, "username", str)
     password = body.get("password")
@@ -52,7 +55,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
         operation=f"POST {request.path}",
         checkers={"m.login.dummy": _dummy_stage},
     )
-    deps.ratelimits.registration.check(request.client_ip or "unknown")
+    deps.ratelimits.registration.check(client_key)
     result = await deps.accounts.register(
         username,
         password,

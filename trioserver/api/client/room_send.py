@@ -1,0 +1,66 @@
+"""Sending into rooms: messages, state and redactions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
+from trioserver.api.params import optional
+
+if TYPE_CHECKING:
+    from trioserver.api.deps import ApiDeps
+
+
+async def put_send(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /rooms/{roomId}/send/{eventType}/{txnId}."""
+    params = request.path_params
+    content = request.json()
+    deps.ratelimits.message.check(request.requester.user_id)
+    event_id = await deps.send.send_message(
+        request.requester, params["room"], params["type"], content, params["txn"]
+    )
+    return {"event_id": event_id}
+
+
+async def put_state(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /rooms/{roomId}/state/{eventType}/{stateKey}."""
+    params = request.path_params
+    content = request.json()
+    requester = request.requester
+    room_id, event_type, state_key = params["room"], params["type"], params.get("key", "")
+    if event_type == "m.room.member":
+        # Membership sent as raw state goes through the membership rules (Synapse does too).
+        membership = content.get("membership")
+        extra = {k: v for k, v in content.items() if k not in ("membership", "reason")}
+        event_id = await deps.membership.update_membership(
+            requester.user_id,
+            room_id,
+            state_key,
+            membership if isinstance(membership, str) else "",
+            reason=optional(content, "reason", str),
+            extra_content=extra,
+        )
+    else:
+        event_id = await deps.send.send_state(requester, room_id, event_type, state_key, content)
+    return {"event_id": event_id}
+
+
+async def put_redact(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /rooms/{roomId}/redact/{eventId}/{txnId}."""
+    params = request.path_params
+    body = request.json_or_empty()
+    deps.ratelimits.message.check(request.requester.user_id)
+    event_id = await deps.send.redact(
+        request.requester, params["room"], params["event"], body.get("reason"), params["txn"]
+    )
+    return {"event_id": event_id}
+
+
+ROUTES: list[Route[ApiDeps]] = [
+    route("PUT", f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}", put_send, auth="required"),
+    route(
+        "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}", put_state, auth="required"
+    ),
+    route("PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required"),
+    route("PUT", f"{CLIENT}/rooms/{{room}}/redact/{{event}}/{{txn}}", put_redact, auth="required"),
+]

@@ -1,0 +1,203 @@
+"""Membership changes: join, invite, leave, kick, ban, unban, knock and forget.
+
+The authorization rules (checked by the writer) decide who may do what; this module prepares
+the member event the way Synapse does (profile in join and invite events, restricted-join
+authorisation, no new event when nothing would change) and refuses what the client API
+forbids beyond the rules (joining a room this server is no longer in, unbanning someone who is
+not banned).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trioserver.errors import MatrixError
+from trioserver.events import (
+    KNOWN_ROOM_VERSIONS,
+    get_named_level,
+    get_user_power_level,
+    is_valid_room_alias,
+    is_valid_room_id,
+    is_valid_user_id,
+)
+from trioserver.storage.persistence import EventIntent
+
+if TYPE_CHECKING:
+    from trioserver.events import Event
+    from trioserver.storage.persistence import EventPersister
+    from trioserver.stores.database import Database, Txn
+    from trioserver.stores.directory import DirectoryStore
+    from trioserver.stores.events import EventStore
+    from trioserver.stores.profiles import ProfileStore
+    from trioserver.stores.state import StateStore
+
+MEMBER = "m.room.member"
+RESTRICTED_RULES = ("restricted", "knock_restricted")
+
+
+def _forget_txn(txn: Txn, user_id: str, room_id: str) -> None:
+    txn.execute(
+        "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
+        (user_id, room_id),
+    )
+
+
+class MembershipHandler:
+    """Changes room memberships on behalf of local users."""
+
+    def __init__(
+        self,
+        persister: EventPersister,
+        db: Database,
+        events: EventStore,
+        state: StateStore,
+        profiles: ProfileStore,
+        directory: DirectoryStore,
+        *,
+        server_name: str,
+    ) -> None:
+        self._persister = persister
+        self._db = db
+        self._events = events
+        self._state = state
+        self._profiles = profiles
+        self._directory = directory
+        self._server_suffix = ":" + server_name
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        """A room id from a room id or a local alias.
+
+        Raises:
+            MatrixError: 400 for neither, 404 for an unknown alias.
+        """
+        if room_id_or_alias.startswith("#"):
+            if not is_valid_room_alias(room_id_or_alias):
+                raise MatrixError("M_INVALID_PARAM", "Invalid room alias")
+            row = await self._directory.get_alias(room_id_or_alias)
+            if row is None:
+                raise MatrixError("M_NOT_FOUND", "Room alias not found")
+            return row.room_id
+        if not is_valid_room_id(room_id_or_alias):
+            raise MatrixError("M_INVALID_PARAM", f"{room_id_or_alias} is not a room id or alias")
+        return room_id_or_alias
+
+    async def _state_events(self, room_id: str) -> dict[tuple[str, str], Event]:
+        ids = await self._state.current_state(room_id)
+        found = await self._events.get_events(ids.values())
+        return {key: found[eid].event for key, eid in ids.items() if eid in found}
+
+    async def update_membership(
+        self,
+        sender: str,
+        room_id: str,
+        target: str,
+        membership: str,
+        *,
+        reason: str | None = None,
+        extra_content: dict[str, Any] | None = None,
+    ) -> str:
+        """Send a member event for `target`, built like Synapse builds it.
+
+        Args:
+            membership: join, invite, leave, ban or knock ("unban" is leave by `unban`).
+
+        Returns:
+            The member event id (an existing one when nothing would change).
+        """
+        if not is_valid_user_id(target, historical=True):
+            raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {target}")
+        state = await self._state_events(room_id)
+        if not state:
+            await self._raise_not_in_room(room_id, membership)
+        content: dict[str, Any] = dict(extra_content or {})
+        content["membership"] = membership
+        if reason is not None:
+            content["reason"] = reason
+        if membership in ("join", "invite") and target.endswith(self._server_suffix):
+            await self._add_profile(target, content)
+        if membership == "join":
+            self._authorise_restricted_join(
+                state, target, content, await self._joined_rooms(target)
+            )
+        current = state.get((MEMBER, target))
+        if current is not None and current.sender == sender and dict(current.content) == content:
+            return current.event_id
+        intent = EventIntent(type=MEMBER, sender=sender, content=content, state_key=target)
+        (stored,) = await self._persister.submit(room_id, [intent])
+        return stored.event_id
+
+    async def unban(self, sender: str, room_id: str, target: str, reason: str | None) -> str:
+        """Lift a ban (membership leave); only a banned user can be unbanned."""
+        state = await self._state_events(room_id)
+        current = state.get((MEMBER, target))
+        if current is None or current.membership != "ban":
+            raise MatrixError("M_FORBIDDEN", "The user is not banned from the room")
+        return await self.update_membership(sender, room_id, target, "leave", reason=reason)
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        """Forget a room the user has left (it disappears from their sync)."""
+        row = await self._state.local_membership(user_id, room_id)
+        if row is not None and row.membership not in ("leave", "ban"):
+            raise MatrixError("M_UNKNOWN", f"User {user_id} is in room {room_id}", status=400)
+        await self._db.run_txn("forget_room", _forget_txn, user_id, room_id)
+
+    async def _raise_not_in_room(self, room_id: str, membership: str) -> None:
+        if await self._state.room_version(room_id) is None or membership in ("join", "knock"):
+            # Seed 4: once no local user is joined we hold no state for the room, and joining
+            # again would need a server that is still in it.
+            raise MatrixError("M_NOT_FOUND", "No known servers")
+        raise MatrixError("M_FORBIDDEN", "This server is not in the room")
+
+    async def _add_profile(self, user_id: str, content: dict[str, Any]) -> None:
+        profile = await self._profiles.get_profile(user_id)
+        if profile is None:
+            return
+        if profile.displayname is not None:
+            content.setdefault("displayname", profile.displayname)
+        if profile.avatar_url is not None:
+            content.setdefault("avatar_url", profile.avatar_url)
+
+    async def _joined_rooms(self, user_id: str) -> set[str]:
+        rows = await self._state.local_memberships(user_id, ["join"])
+        return {row.room_id for row in rows}
+
+    def _authorise_restricted_join(
+        self,
+        state: dict[tuple[str, str], Event],
+        user_id: str,
+        content: dict[str, Any],
+        joined_rooms: set[str],
+    ) -> None:
+        # Spec "Restricted rooms": a join without an invite names a local user who may invite,
+        # vouching that the joiner is in one of the allowed rooms.
+        join_rules = state.get(("m.room.join_rules", ""))
+        create = state.get(("m.room.create", ""))
+        if join_rules is None or create is None:
+            return
+        if join_rules.content.get("join_rule") not in RESTRICTED_RULES:
+            return
+        current = state.get((MEMBER, user_id))
+        if current is not None and current.membership in ("join", "invite"):
+            return
+        allow = join_rules.content.get("allow")
+        allowed_rooms = {
+            entry.get("room_id")
+            for entry in (allow if isinstance(allow, list) else [])
+            if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
+        }
+        if not allowed_rooms & joined_rooms:
+            return  # the auth rules will refuse the join
+        version = KNOWN_ROOM_VERSIONS[create.content.get("room_version", "1")]
+        power_levels = state.get(("m.room.power_levels", ""))
+        invite_level = get_named_level(
+            version, "invite", power_levels.content if power_levels is not None else None
+        )
+        for (event_type, member), event in state.items():
+            if (
+                event_type == MEMBER
+                and member.endswith(self._server_suffix)
+                and event.membership == "join"
+                and get_user_power_level(version, member, state) >= invite_level
+            ):
+                content["join_authorised_via_users_server"] = member
+                return

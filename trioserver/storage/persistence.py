@@ -1,0 +1,515 @@
+"""The event persistence controller: the one path by which events are created and stored.
+
+Theory of operation
+-------------------
+Handlers describe the events they want (`EventIntent`: type, sender, content, state key) and
+`submit` them; they never build or store events themselves. `submit` puts the request on a
+memory channel and waits. One task, `run`, reads the channel: it takes up to `MAX_BATCH` events
+of waiting requests, builds each event on the writer's in-memory view of its room (so every
+event's ``prev_events``, ``auth_events`` and ``depth`` follow from the events before it, with no
+forks), authorises it with the room version's rules, signs it, and then stores the whole batch
+in one transaction (`PersistEventStore`). Only after COMMIT are the waiting requests answered:
+an acknowledged event is durable. Requests are handled in arrival order, so events of one room
+keep their order; a request that fails its checks is answered with the error and leaves the
+room unchanged, without affecting the others in the batch.
+
+This class and its task exist only on the events writer (seed 2); other instances will hand
+their requests to the writer over HTTP.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import string
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import trio
+
+from trioserver.errors import MatrixError
+from trioserver.events import (
+    KNOWN_ROOM_VERSIONS,
+    AuthError,
+    Event,
+    InvalidEventError,
+    RoomVersion,
+    auth_types_for_event,
+    build_event,
+    check_auth_rules,
+    check_client_redaction,
+    compute_reference_hash,
+    should_apply_redaction,
+)
+from trioserver.storage.live_room import LiveRoom, RoomView, load_room_head_txn
+from trioserver.stores.events import EventStore, StoredEvent
+from trioserver.stores.persist_events import (
+    MAX_STATE_CHAIN,
+    EventWrite,
+    NewStateGroup,
+    PersistEventStore,
+    RoomWrite,
+    StateChange,
+    TxnKey,
+    state_change_for,
+)
+
+if TYPE_CHECKING:
+    from trioserver.stores.database import Database
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+CREATE_KEY = ("m.room.create", "")
+# Clients use the unstable name; the original design (MSC2228) named it without the prefix.
+SELF_DESTRUCT_FIELDS = ("org.matrix.self_destruct_after", "m.self_destruct_after")
+
+PersistListener = Callable[[Sequence[StoredEvent]], None]
+
+
+@attrs.frozen
+class EventIntent:
+    """An event a handler wants sent; the writer fills in everything else."""
+
+    type: str
+    sender: str
+    content: dict[str, Any]
+    state_key: str | None = None
+    redacts: str | None = None
+    txn_key: TxnKey | None = None
+
+
+@attrs.frozen
+class NewRoom:
+    """A request creates this room; its first intent is the ``m.room.create`` event."""
+
+    room_version: RoomVersion
+
+
+@attrs.define(eq=False)
+class _Request:
+    room_id: str | None
+    intents: list[EventIntent]
+    new_room: NewRoom | None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: list[StoredEvent] = attrs.field(factory=list)
+    error: BaseException | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
+@attrs.define
+class _Built:
+    """An event built and authorised, not yet placed in the batch."""
+
+    event: Event
+    state_group: int | None
+    replaces_state: str | None
+    new_group: NewStateGroup | None
+    txn_key: TxnKey | None
+    expiry_ts: int | None
+    applies_redaction_to: str | None
+
+
+@attrs.define
+class _RoomBatch:
+    """What one batch changes about one room."""
+
+    room: LiveRoom
+    min_stream: int
+    changes: dict[tuple[str, str], StateChange] = attrs.field(factory=dict)
+    new_room_version: str | None = None
+    creator: str | None = None
+    created_ts: int = 0
+
+
+def expiry_ts_of(event: Event) -> int | None:
+    """When a self-destructing message expires (issue 5), or None.
+
+    Only non-state events with an integer timestamp qualify: booleans, strings and floats are
+    ignored, as in Synapse since v1.77.
+    """
+    if event.is_state():
+        return None
+    for field in SELF_DESTRUCT_FIELDS:
+        value = event.content.get(field)
+        if type(value) is int:
+            return value
+    return None
+
+
+def _new_room_id(server_name: str) -> str:
+    localpart = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
+    return f"!{localpart}:{server_name}"
+
+
+class EventPersister:
+    """Builds, authorises, signs and stores events; the events writer's controller."""
+
+    def __init__(
+        self,
+        store: PersistEventStore,
+        events: EventStore,
+        db: Database,
+        *,
+        server_name: str,
+        signing_key: Any,
+        ephemeral_messages: bool,
+        clock: Callable[[], float] = time.time,
+        max_cached_rooms: int = 1_000,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._db = db
+        self._server_name = server_name
+        self._server_suffix = ":" + server_name
+        self._signing_key = signing_key
+        self._ephemeral = ephemeral_messages
+        self._clock = clock
+        self._rooms: collections.OrderedDict[str, LiveRoom] = collections.OrderedDict()
+        self._max_rooms = max_cached_rooms
+        self._send, self._receive = trio.open_memory_channel[_Request](10_000)
+        self._listeners: list[PersistListener] = []
+        self._next_stream = 0
+        self._next_group = 0
+        self.stream_position = 0
+
+    def add_listener(self, listener: PersistListener) -> None:
+        """Call `listener` with each committed batch of events (in stream order)."""
+        self._listeners.append(listener)
+
+    async def submit(
+        self, room_id: str | None, intents: list[EventIntent], new_room: NewRoom | None = None
+    ) -> list[StoredEvent]:
+        """Build, authorise and store events; return them once committed.
+
+        Args:
+            room_id: the room, or None when `new_room` is given and the room id comes from
+                the create event (room version 12).
+            intents: the events, in order; all are stored or none.
+            new_room: set when the first intent creates the room.
+
+        Raises:
+            MatrixError: 403 when an event fails the authorization rules, 400/413 for an
+                invalid event, 404 for an unknown room.
+
+        Checkpoint: yes. If the caller is cancelled after submitting, the events may still be
+        stored.
+        """
+        request = _Request(room_id, intents, new_room)
+        await self._send.send(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: batch, build and persist submitted events until cancelled."""
+        self._next_stream, self._next_group = await self._store.max_ids()
+        self.stream_position = self._next_stream
+        task_status.started()
+        while True:
+            batch = [await self._receive.receive()]
+            size = len(batch[0].intents)
+            while size < MAX_BATCH:
+                try:
+                    request = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(request)
+                size += len(request.intents)
+            await self._process(batch)
+
+    async def _process(self, batch: list[_Request]) -> None:
+        writes: list[EventWrite] = []
+        rooms: dict[str, _RoomBatch] = {}
+        accepted: list[_Request] = []
+        now_ms = int(self._clock() * 1000)
+        for request in batch:
+            try:
+                built, room = await self._build_request(request, now_ms)
+            except MatrixError as err:
+                request.finish(err)
+                continue
+            self._add_to_batch(request, built, room, rooms, writes, now_ms)
+            accepted.append(request)
+        if not writes:
+            return
+        room_writes = [self._room_write(rb) for rb in rooms.values()]
+        try:
+            await self._store.persist_batch(writes, room_writes)
+        except Exception:  # boundary: the batch's waiters get the error, the loop goes on
+            logger.exception("persisting a batch of %d events failed", len(writes))
+            for room_id in rooms:
+                self._rooms.pop(room_id, None)  # reload from the database next time
+            for request in accepted:
+                request.finish(MatrixError("M_UNKNOWN", "Failed to persist event", status=500))
+            return
+        self._after_commit(writes, accepted)
+
+    def _after_commit(self, writes: list[EventWrite], accepted: list[_Request]) -> None:
+        stored = [w.stored for w in writes]
+        for item in stored:
+            self._events.cache.put(item)
+        self._events.cache.invalidate(
+            w.applies_redaction_to for w in writes if w.applies_redaction_to is not None
+        )
+        self.stream_position = max(self.stream_position, stored[-1].stream_ordering)
+        for request in accepted:
+            request.finish()
+        for listener in self._listeners:
+            listener(stored)
+
+    def _add_to_batch(
+        self,
+        request: _Request,
+        built: list[_Built],
+        view: RoomView,
+        rooms: dict[str, _RoomBatch],
+        writes: list[EventWrite],
+        now_ms: int,
+    ) -> None:
+        view.commit()
+        room = view.room
+        room_batch = rooms.get(room.room_id)
+        if room_batch is None:
+            room_batch = _RoomBatch(room, min_stream=self._next_stream + 1)
+            rooms[room.room_id] = room_batch
+        if request.new_room is not None:
+            room_batch.new_room_version = room.room_version.identifier
+            room_batch.creator = request.intents[0].sender
+            room_batch.created_ts = now_ms
+            self._cache_room(room)
+        for item in built:
+            self._next_stream += 1
+            stored = StoredEvent(
+                event=item.event,
+                stream_ordering=self._next_stream,
+                topological_ordering=item.event.depth,
+                state_group=item.state_group,
+                replaces_state=item.replaces_state,
+                redacted_by=None,
+                rejected=None,
+            )
+            writes.append(
+                EventWrite(
+                    stored,
+                    received_ts=now_ms,
+                    new_state_group=item.new_group,
+                    txn_key=item.txn_key,
+                    expiry_ts=item.expiry_ts,
+                    applies_redaction_to=item.applies_redaction_to,
+                )
+            )
+            if item.event.state_key is not None:
+                change = state_change_for(item.event, self._next_stream)
+                room_batch.changes[(change.type, change.state_key)] = change
+            request.result.append(stored)
+
+    def _room_write(self, room_batch: _RoomBatch) -> RoomWrite:
+        room = room_batch.room
+        server_left = False
+        local_member_changed = any(
+            t == "m.room.member" and k.endswith(self._server_suffix) and c.membership != "join"
+            for (t, k), c in room_batch.changes.items()
+        )
+        # Seed 4: only a local member leaving (or being kicked/banned) can make us leave.
+        if local_member_changed and not room.local_user_joined(self._server_suffix):
+            server_left = True
+            room.state.clear()
+        return RoomWrite(
+            room_id=room.room_id,
+            extremities=tuple(e.event_id for e in room.extremities),
+            state_changes=tuple(room_batch.changes.values()),
+            min_stream_ordering=room_batch.min_stream,
+            new_room_version=room_batch.new_room_version,
+            creator=room_batch.creator,
+            created_ts=room_batch.created_ts,
+            server_left=server_left,
+        )
+
+    async def _build_request(
+        self, request: _Request, now_ms: int
+    ) -> tuple[list[_Built], RoomView]:
+        if request.new_room is not None:
+            view = self._new_room_view(request)
+        else:
+            assert request.room_id is not None
+            room = await self._live_room(request.room_id)
+            if room is None:
+                raise MatrixError("M_NOT_FOUND", "Unknown room")
+            view = RoomView.of(room)
+        built = []
+        for intent in request.intents:
+            built.append(await self._build_one(view, intent, now_ms))
+            if request.new_room is not None and view.room.room_id == "":
+                view.room.room_id = built[0].event.room_id
+        return built, view
+
+    def _new_room_view(self, request: _Request) -> RoomView:
+        assert request.new_room is not None
+        version = request.new_room.room_version
+        # Room version 12 derives the room id from the create event, once it is built.
+        room_id = "" if version.room_id_from_create_event else _new_room_id(self._server_name)
+        if request.intents[0].type != "m.room.create":
+            raise MatrixError("M_UNKNOWN", "A new room starts with its create event", status=500)
+        return RoomView.of(LiveRoom(room_id, version, {}, [], 0, None, 0))
+
+    async def _build_one(self, view: RoomView, intent: EventIntent, now_ms: int) -> _Built:
+        version = view.room.room_version
+        keys = auth_types_for_event(
+            version,
+            type=intent.type,
+            sender=intent.sender,
+            state_key=intent.state_key,
+            content=intent.content,
+        )
+        auth_state = {k: e for k in keys if (e := view.get(k)) is not None}
+        event = self._build_event(view, intent, list(auth_state.values()), now_ms)
+        create = view.get(CREATE_KEY)
+        if create is not None:
+            auth_state[CREATE_KEY] = create  # v12 leaves it out of auth_events; the rules need it
+        applies_to = None
+        try:
+            check_auth_rules(version, event, auth_state)
+            if event.type == "m.room.redaction":
+                applies_to = await self._check_redaction(view, event, auth_state)
+        except AuthError as err:
+            raise MatrixError("M_FORBIDDEN", err.reason) from None
+        replaced = view.get((event.type, event.state_key)) if event.state_key is not None else None
+        group, chain, new_group = self._state_group_for(view, event)
+        view.apply(event, group, chain)
+        return _Built(
+            event=event,
+            state_group=group,
+            replaces_state=replaced.event_id if replaced is not None else None,
+            new_group=new_group,
+            txn_key=intent.txn_key,
+            expiry_ts=expiry_ts_of(event) if self._ephemeral else None,
+            applies_redaction_to=applies_to,
+        )
+
+    def _build_event(
+        self, view: RoomView, intent: EventIntent, auth_events: list[Event], now_ms: int
+    ) -> Event:
+        version = view.room.room_version
+        prev_events = view.extremities
+        unsigned: dict[str, Any] = {}
+        if intent.state_key is not None:
+            replaced = view.get((intent.type, intent.state_key))
+            if replaced is not None:
+                unsigned = {
+                    "replaces_state": replaced.event_id,
+                    "prev_content": dict(replaced.content),
+                    "prev_sender": replaced.sender,
+                }
+        reference_hashes = None
+        if version.event_id_in_pdu:
+            reference_hashes = {
+                e.event_id: compute_reference_hash(version, e.get_pdu_json())
+                for e in [*auth_events, *prev_events]
+            }
+        is_create = intent.type == "m.room.create"
+        room_id = None if is_create and version.room_id_from_create_event else view.room.room_id
+        try:
+            return build_event(
+                version,
+                type=intent.type,
+                sender=intent.sender,
+                content=intent.content,
+                state_key=intent.state_key,
+                room_id=room_id,
+                prev_event_ids=[e.event_id for e in prev_events],
+                auth_event_ids=[e.event_id for e in auth_events],
+                depth=view.depth + 1,
+                origin_server_ts=now_ms,
+                server_name=self._server_name,
+                signing_key=self._signing_key,
+                redacts=intent.redacts,
+                reference_hashes=reference_hashes,
+                unsigned=unsigned,
+            )
+        except InvalidEventError as err:
+            if "larger than" in str(err):
+                raise MatrixError("M_TOO_LARGE", "Event is too large") from None
+            raise MatrixError("M_BAD_JSON", str(err)) from None
+
+    async def _check_redaction(
+        self, view: RoomView, event: Event, auth_state: dict[tuple[str, str], Event]
+    ) -> str | None:
+        target_id = event.redacts
+        if target_id is None:
+            return None  # seed 5: stored, served, but redacts nothing
+        stored = await self._events.get_event(target_id)
+        target = stored.event if stored is not None else None
+        if target is not None and target.room_id != view.room.room_id:
+            target = None
+        version = view.room.room_version
+        check_client_redaction(
+            version,
+            sender=event.sender,
+            room_id=view.room.room_id,
+            target=target,
+            auth_events=auth_state,
+        )
+        if target is not None and should_apply_redaction(version, event, target, auth_state):
+            return target.event_id
+        return None
+
+    def _state_group_for(
+        self, view: RoomView, event: Event
+    ) -> tuple[int | None, int, NewStateGroup | None]:
+        if event.state_key is None:
+            return view.state_group, view.chain_length, None
+        self._next_group += 1
+        key = (event.type, event.state_key)
+        if view.state_group is None or view.chain_length >= MAX_STATE_CHAIN:
+            # A full snapshot: the state before this event plus the event itself.
+            entries = {k: e.event_id for k, e in view.items()}
+            entries[key] = event.event_id
+            group = NewStateGroup(
+                self._next_group, view.room.room_id or event.room_id, None, 0, entries
+            )
+        else:
+            group = NewStateGroup(
+                self._next_group,
+                view.room.room_id,
+                view.state_group,
+                view.chain_length + 1,
+                {key: event.event_id},
+            )
+        return group.id, group.chain_length, group
+
+    async def _live_room(self, room_id: str) -> LiveRoom | None:
+        room = self._rooms.get(room_id)
+        if room is not None:
+            self._rooms.move_to_end(room_id)
+            return room
+        head = await self._db.run_read("load_room_head", load_room_head_txn, room_id)
+        if head is None:
+            return None
+        ids = [*head.state_ids.values(), *head.extremity_ids]
+        found = await self._events.get_events(ids)
+        room = LiveRoom(
+            room_id=room_id,
+            room_version=KNOWN_ROOM_VERSIONS[head.room_version],
+            state={k: found[e].event for k, e in head.state_ids.items() if e in found},
+            extremities=[found[e].event for e in head.extremity_ids if e in found],
+            depth=head.depth,
+            state_group=head.state_group,
+            chain_length=head.chain_length,
+        )
+        self._cache_room(room)
+        return room
+
+    def _cache_room(self, room: LiveRoom) -> None:
+        self._rooms[room.room_id] = room
+        self._rooms.move_to_end(room.room_id)
+        if len(self._rooms) > self._max_rooms:
+            self._rooms.popitem(last=False)

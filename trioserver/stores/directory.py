@@ -1,0 +1,97 @@
+"""Room aliases and the public room directory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from trioserver.stores.database import Database, Txn
+
+
+@attrs.frozen
+class AliasRow:
+    """A local alias and who created it."""
+
+    room_alias: str
+    room_id: str
+    creator: str
+
+
+def _create_alias_txn(txn: Txn, alias: str, room_id: str, creator: str) -> bool:
+    txn.execute(
+        "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)"
+        " ON CONFLICT (room_alias) DO NOTHING",
+        (alias, room_id, creator),
+    )
+    return txn.rowcount > 0
+
+
+def _get_alias_txn(txn: Txn, alias: str) -> AliasRow | None:
+    row = txn.execute(
+        "SELECT room_alias, room_id, creator FROM room_aliases WHERE room_alias = ?", (alias,)
+    ).fetchone()
+    return None if row is None else AliasRow(*row)
+
+
+def _delete_alias_txn(txn: Txn, alias: str) -> bool:
+    txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,))
+    return txn.rowcount > 0
+
+
+def _aliases_for_room_txn(txn: Txn, room_id: str) -> list[str]:
+    rows = txn.execute(
+        "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", (room_id,)
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _set_public_txn(txn: Txn, room_id: str, public: bool) -> bool:
+    txn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id))
+    return txn.rowcount > 0
+
+
+def _is_public_txn(txn: Txn, room_id: str) -> bool | None:
+    row = txn.execute("SELECT is_public FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def _public_room_ids_txn(txn: Txn) -> list[str]:
+    rows = txn.execute("SELECT room_id FROM rooms WHERE is_public = 1").fetchall()
+    return [row[0] for row in rows]
+
+
+class DirectoryStore:
+    """Aliases and directory visibility."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        """Map `alias` to `room_id`; False when the alias is taken. Checkpoint: yes."""
+        return await self._db.run_txn("create_alias", _create_alias_txn, alias, room_id, creator)
+
+    async def get_alias(self, alias: str) -> AliasRow | None:
+        """What an alias points at, or None. Checkpoint: yes."""
+        return await self._db.run_read("get_alias", _get_alias_txn, alias)
+
+    async def delete_alias(self, alias: str) -> bool:
+        """Remove an alias; False when it did not exist. Checkpoint: yes."""
+        return await self._db.run_txn("delete_alias", _delete_alias_txn, alias)
+
+    async def aliases_for_room(self, room_id: str) -> list[str]:
+        """The local aliases of a room. Checkpoint: yes."""
+        return await self._db.run_read("aliases_for_room", _aliases_for_room_txn, room_id)
+
+    async def set_public(self, room_id: str, public: bool) -> bool:
+        """Publish or unpublish a room; False for an unknown room. Checkpoint: yes."""
+        return await self._db.run_txn("set_room_public", _set_public_txn, room_id, public)
+
+    async def is_public(self, room_id: str) -> bool | None:
+        """Whether the room is published; None for an unknown room. Checkpoint: yes."""
+        return await self._db.run_read("is_room_public", _is_public_txn, room_id)
+
+    async def public_room_ids(self) -> list[str]:
+        """Every published room. Checkpoint: yes."""
+        return await self._db.run_read("public_room_ids", _public_room_ids_txn)
