@@ -195,7 +195,7 @@ def load_config(path: Path) -> Config:
 
 
 def _check_consistency(config: Config) -> None:
-    from trioserver.identifiers import is_valid_server_name
+    from trioserver.events import is_valid_server_name
 
     problems = []
     if not is_valid_server_name(config.server_name):

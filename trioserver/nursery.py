@@ -131,8 +131,17 @@ class Components:
     persister: EventPersister | None
 
 
-def build_components(config: Config, db: Database, signing_key: SigningKey) -> Components:
+def build_components(
+    config: Config,
+    db: Database,
+    signing_key: SigningKey,
+    *,
+    persist_store: PersistEventStore | None = None,
+) -> Components:
     """The stores, handlers and (on the events writer) the persister, wired together (no I/O).
+
+    Args:
+        persist_store: the writer store to use (tests pass an instrumented one).
 
     Raises:
         ConfigError: this instance is not the events writer; forwarding events to another
@@ -142,7 +151,7 @@ def build_components(config: Config, db: Database, signing_key: SigningKey) -> C
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
     accounts = AccountsHandler(account_store, auth, server_name=config.server_name)
     events = EventStore(db, EventCache())
-    state = StateStore(db)
+    state = StateStore(db, server_name=config.server_name)
     profiles = ProfileStore(db)
     directory = DirectoryStore(db)
     if not config.is_events_writer:
@@ -151,7 +160,8 @@ def build_components(config: Config, db: Database, signing_key: SigningKey) -> C
             f" ({config.stream_writers.events!r}); worker instances are not supported yet"
         )
     # Seed 2: the write side of event persistence exists only on the events writer.
-    persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
+    if persist_store is None:
+        persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
     persister = EventPersister(
         persist_store,
         events,

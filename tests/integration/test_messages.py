@@ -139,6 +139,9 @@ async def test_default_direction_and_limit(alice: Client) -> None:
         ({"dir": "b", "from": "garbage"}, "M_INVALID_PARAM"),
         ({"dir": "b", "from": "t1"}, "M_INVALID_PARAM"),
         ({"dir": "b", "to": "x1-2"}, "M_INVALID_PARAM"),
+        ({"dir": "b", "from": "t99999999999999999999999-1"}, "M_INVALID_PARAM"),
+        ({"dir": "f", "from": "s99999999999999999999999"}, "M_INVALID_PARAM"),
+        ({"dir": "b", "from": "t-1-2"}, "M_INVALID_PARAM"),
         ({"dir": "b", "limit": "-1"}, "M_INVALID_PARAM"),
         ({"dir": "b", "limit": "ten"}, "M_INVALID_PARAM"),
         ({"dir": "b", "filter": "{not json"}, "M_NOT_JSON"),
@@ -192,6 +195,8 @@ async def test_type_sender_and_url_filters(alice: Client, bob: Client) -> None:
     assert [b for _, b in await page({"contains_url": True})] == ["image"]
     assert "image" not in [b for _, b in await page({"contains_url": False})]
     assert await page({"types": []}) == []
+    # `rooms` and `not_rooms` do not apply: the path names the room.
+    assert len(await page({"not_rooms": [room_id], "rooms": ["!other:localhost"]})) == 5
     # `not_` wins over the positive list.
     assert await page({"senders": [bob.user_id], "not_senders": [bob.user_id]}) == []
 

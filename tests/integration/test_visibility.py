@@ -230,3 +230,18 @@ async def test_seed4_last_local_user_leaves_and_still_reads(
     assert_ok(await alice.get(f"/rooms/{room_id}/event/{sent[0]}"))
     context = assert_ok(await alice.get(f"/rooms/{room_id}/context/{sent[1]}"))
     assert ids(context["events_after"])[:1] == [sent[2]]
+
+
+async def test_rejected_invite_shows_only_the_rejection(alice: Client, bob: Client) -> None:
+    room_id = await create_room(alice)
+    await send_text(alice, room_id, "not for bob")
+    await invite(alice, room_id, bob.user_id)
+    await leave(bob, room_id)
+    await send_text(alice, room_id, "later")
+    events, _ = await paginate_all(bob, room_id, "b", 5)
+    assert [(e["type"], e["content"].get("membership")) for e in events] == [
+        ("m.room.member", "leave")
+    ]
+    # The state as of the rejection, like Synapse.
+    state = await room_state(bob, room_id)
+    assert ("m.room.member", bob.user_id) in {(e["type"], e["state_key"]) for e in state}

@@ -73,3 +73,15 @@ def test_before_or_after_allows_special_events() -> None:
     assert is_visible(stored, NEVER_JOINED, Snapshot("joined", "join"), after)
     assert is_visible(stored, NEVER_JOINED, Snapshot("world_readable", None), after)
     assert is_visible(stored, NEVER_JOINED, None, Snapshot("world_readable", None))
+
+
+def test_own_leave_after_invite_is_visible() -> None:
+    room = Room(V10)
+    room.set_member(ALICE, "invite", sender=room.create.sender)
+    leave = room.set_member(ALICE, "leave")
+    stored = StoredEvent(leave, 9, 9, 1, None, None, None)
+    before = Snapshot("shared", "invite")
+    after = Snapshot("shared", "leave")
+    assert is_visible(stored, NEVER_JOINED, before, after)
+    # Someone else's event with the same snapshots is not (rule 3 needs a later join).
+    assert not is_visible(_stored(9), NEVER_JOINED, None, after)

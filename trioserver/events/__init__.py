@@ -27,6 +27,7 @@ from trioserver.events.constants import JoinRule, Membership
 from trioserver.events.errors import (
     AuthError,
     EventSignatureError,
+    EventTooLargeError,
     InvalidEventError,
     InvalidIdentifierError,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "Event",
     "EventIdFormat",
     "EventSignatureError",
+    "EventTooLargeError",
     "InvalidEventError",
     "InvalidIdentifierError",
     "JoinRule",

@@ -11,6 +11,10 @@ class InvalidEventError(ValueError):
     """
 
 
+class EventTooLargeError(InvalidEventError):
+    """A PDU exceeds the 65536-byte limit (clients get 413 ``M_TOO_LARGE``)."""
+
+
 class InvalidIdentifierError(ValueError):
     """A Matrix identifier (user ID, room ID, server name, ...) is malformed."""
 

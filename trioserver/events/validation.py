@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trioserver.events import constants as c
-from trioserver.events.errors import InvalidEventError
+from trioserver.events.errors import EventTooLargeError, InvalidEventError
 from trioserver.events.hashing import canonical_json
 from trioserver.events.identifiers import is_valid_room_id, is_valid_user_id
 from trioserver.events.jsonutil import domain_of, is_json_int
@@ -170,7 +170,7 @@ def validate_pdu_limits(room_version: RoomVersion, pdu: Mapping[str, Any], event
         InvalidEventError: If any limit is exceeded.
     """
     if len(canonical_json(pdu)) > c.MAX_PDU_SIZE:
-        raise InvalidEventError(f"PDU is larger than {c.MAX_PDU_SIZE} bytes")
+        raise EventTooLargeError(f"PDU is larger than {c.MAX_PDU_SIZE} bytes")
     fields = {"sender": pdu["sender"], "type": pdu["type"], "event_id": event_id}
     if isinstance(pdu.get("room_id"), str):
         fields["room_id"] = pdu["room_id"]

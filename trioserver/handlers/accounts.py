@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from trioserver.errors import MatrixError
-from trioserver.identifiers import MAX_USER_ID_LENGTH, is_valid_new_localpart, split_user_id
+from trioserver.events import InvalidIdentifierError, parse_user_id
+from trioserver.identifiers import MAX_USER_ID_LENGTH, is_valid_new_localpart
 from trioserver.stores.accounts import NewLogin, UserRow
 
 if TYPE_CHECKING:
@@ -144,10 +145,11 @@ class AccountsHandler:
         Localparts are matched case-insensitively, as registration stores them lower-cased.
         """
         if user.startswith("@"):
-            parts = split_user_id(user)
-            if parts is None:
-                raise MatrixError("M_INVALID_PARAM", "Invalid user ID")
-            return f"@{parts[0].lower()}:{parts[1]}"
+            try:
+                localpart, server_name = parse_user_id(user, historical=True)
+            except InvalidIdentifierError:
+                raise MatrixError("M_INVALID_PARAM", "Invalid user ID") from None
+            return f"@{localpart.lower()}:{server_name}"
         return self.user_id_for(user.lower())
 
     async def login_with_password(

@@ -9,6 +9,7 @@ not banned).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from trioserver.stores.events import EventStore
     from trioserver.stores.profiles import ProfileStore
     from trioserver.stores.state import StateStore
+
+logger = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 RESTRICTED_RULES = ("restricted", "knock_restricted")
@@ -133,6 +136,15 @@ class MembershipHandler:
         if current is None or current.membership != "ban":
             raise MatrixError("M_FORBIDDEN", "The user is not banned from the room")
         return await self.update_membership(sender, room_id, target, "leave", reason=reason)
+
+    async def leave_all_rooms(self, user_id: str) -> None:
+        """Leave every room, reject every invite and withdraw every knock (deactivation)."""
+        rows = await self._state.local_memberships(user_id, ["join", "invite", "knock"])
+        for row in rows:
+            try:
+                await self.update_membership(user_id, row.room_id, user_id, "leave")
+            except MatrixError as err:  # boundary: one room's refusal must not stop the rest
+                logger.warning("%s could not leave %s: %s", user_id, row.room_id, err)
 
     async def forget(self, user_id: str, room_id: str) -> None:
         """Forget a room the user has left (it disappears from their sync)."""

@@ -46,6 +46,8 @@ MEMBER = "m.room.member"
 MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 _ROOM_TOKEN = re.compile(r"t(\d+)-(\d+)(?:_.*)?\Z", re.DOTALL)
 _STREAM_TOKEN = re.compile(r"s(\d+)(?:_.*)?\Z", re.DOTALL)
+# Positions are SQL integers; larger numbers in a token are not ours (and would not bind).
+_MAX_POSITION = 2**62
 
 
 def _forbidden() -> MatrixError:
@@ -159,11 +161,15 @@ class RoomReadHandler:
         return await self._state.current_state(room_id)
 
     async def _position(self, room_id: str, token: str) -> RoomPosition:
-        if (match := _ROOM_TOKEN.match(token)) is not None:
-            return RoomPosition(int(match[1]), int(match[2]))
-        if (match := _STREAM_TOKEN.match(token)) is not None:
-            return await self._reads.position_at_stream(room_id, int(match[1]))
-        raise MatrixError("M_INVALID_PARAM", f"Invalid pagination token: {token!r}")
+        room_match = _ROOM_TOKEN.match(token)
+        stream_match = _STREAM_TOKEN.match(token)
+        match = room_match or stream_match
+        numbers = [] if match is None else [int(n) for n in match.groups()]
+        if not numbers or max(numbers) > _MAX_POSITION:
+            raise MatrixError("M_INVALID_PARAM", f"Invalid pagination token: {token!r}")
+        if room_match is not None:
+            return RoomPosition(numbers[0], numbers[1])
+        return await self._reads.position_at_stream(room_id, numbers[0])
 
     # -- Single events and state ----------------------------------------------------------
 

@@ -11,7 +11,9 @@ either side would:
 - an ``m.room.history_visibility`` event is visible if the visibility before *or* after it
   allows it;
 - the user's own ``m.room.member`` event is visible if their membership before *or* after it
-  allows it (so a user always sees their own join, and their leave after being joined).
+  allows it (so a user always sees their own join, and their leave after being joined). Like
+  Synapse, a user also always sees their own leave after an invite (a rejected invite), so
+  that the room can be seen to go.
 
 For a state map (before or after), in order (spec, "Server behaviour"):
 
@@ -23,8 +25,10 @@ For a state map (before or after), in order (spec, "Server behaviour"):
 4. ``invited`` and the user's membership is ``invite``: allow;
 5. deny.
 
-A missing or unknown visibility counts as ``shared``. The batch API looks up each state group
-once per call (most events of a page share one) and fetches the events it needs in one go.
+A missing or unknown visibility counts as ``shared``. `VisibilityFilter.filter` looks up each
+state group once per call (most events of a page share one) and fetches the events it needs in
+one go; `VisibilityFilter.scan` reads a room's history in batches until it has found enough
+visible events (``/messages``, ``/context``, and the timeline of ``/sync``).
 """
 
 from __future__ import annotations
@@ -98,7 +102,15 @@ def is_visible(
     state events) before it."""
     if allowed_by(after, viewer, stored.stream_ordering):
         return True
-    return before is not None and allowed_by(before, viewer, stored.stream_ordering)
+    if before is None:
+        return False
+    if (
+        stored.event.state_key == viewer.user_id
+        and after.membership == "leave"
+        and before.membership in ("join", "invite")
+    ):
+        return True  # the user's own leave (Synapse: "otherwise they won't see the room go")
+    return allowed_by(before, viewer, stored.stream_ordering)
 
 
 def _special_key(stored: StoredEvent, user_id: str) -> bool:
@@ -157,10 +169,11 @@ class VisibilityFilter:
             membership = member.membership if member is not None else None
             return Snapshot(visibility_of(event_at(state.get(_HV_KEY))), membership)
 
+        after_by_group = {group: snapshot(state) for group, state in groups.items()}
         result: list[tuple[StoredEvent, str]] = []
         for item in stored:
             after_state = groups[item.state_group]
-            after = snapshot(after_state)
+            after = after_by_group[item.state_group]
             before = None
             if _special_key(item, viewer.user_id):
                 key = (item.event.type, item.event.state_key or "")

@@ -36,6 +36,7 @@ from trioserver.events import (
     KNOWN_ROOM_VERSIONS,
     AuthError,
     Event,
+    EventTooLargeError,
     InvalidEventError,
     RoomVersion,
     auth_types_for_event,
@@ -435,9 +436,9 @@ class EventPersister:
                 reference_hashes=reference_hashes,
                 unsigned=unsigned,
             )
+        except EventTooLargeError:
+            raise MatrixError("M_TOO_LARGE", "Event is too large") from None
         except InvalidEventError as err:
-            if "larger than" in str(err):
-                raise MatrixError("M_TOO_LARGE", "Event is too large") from None
             raise MatrixError("M_BAD_JSON", str(err)) from None
 
     async def _check_redaction(

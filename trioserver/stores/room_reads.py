@@ -25,7 +25,6 @@ class RoomAccess:
     """What decides a user's read access to a room, read in one transaction.
 
     Attributes:
-        room_known: the server has ever stored an event of the room.
         membership: the user's latest membership (`local_current_membership`, which outlives
             the server leaving the room: seed 4), or None when they never had one.
         member_event_id: the event that set `membership`.
@@ -36,7 +35,6 @@ class RoomAccess:
             room has none, or the server has left the room).
     """
 
-    room_known: bool
     membership: str | None
     member_event_id: str | None
     forgotten: bool
@@ -54,7 +52,6 @@ class JoinedProfile:
 
 
 def _room_access_txn(txn: Txn, user_id: str, room_id: str) -> RoomAccess:
-    known = txn.execute("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
     member = txn.execute(
         "SELECT l.membership, l.event_id, COALESCE(m.forgotten, 0)"
         " FROM local_current_membership AS l"
@@ -73,7 +70,6 @@ def _room_access_txn(txn: Txn, user_id: str, room_id: str) -> RoomAccess:
         (room_id,),
     ).fetchone()
     return RoomAccess(
-        room_known=known is not None,
         membership=None if member is None else str(member[0]),
         member_event_id=None if member is None else str(member[1]),
         forgotten=member is not None and bool(member[2]),

@@ -98,8 +98,9 @@ def _room_version_txn(txn: Txn, room_id: str) -> str | None:
 class StateStore:
     """Reads of room state and memberships."""
 
-    def __init__(self, db: Database, *, cache_size: int = 2_000) -> None:
+    def __init__(self, db: Database, *, server_name: str, cache_size: int = 2_000) -> None:
         self._db = db
+        self._server_suffix = ":" + server_name
         self._groups: collections.OrderedDict[int, StateMap] = collections.OrderedDict()
         self._cache_size = cache_size
 
@@ -132,12 +133,21 @@ class StateStore:
     ) -> list[MembershipRow]:
         """A local user's latest membership in every room (seed 6), optionally filtered.
 
+        Raises:
+            ValueError: `user_id` is not a local user (the table only knows local users).
+
         Checkpoint: yes.
         """
+        self._check_local(user_id)
         return await self._db.run_read(
             "local_memberships", _local_memberships_txn, user_id, memberships
         )
 
     async def local_membership(self, user_id: str, room_id: str) -> MembershipRow | None:
         """A local user's latest membership of one room. Checkpoint: yes."""
+        self._check_local(user_id)
         return await self._db.run_read("local_membership", _local_membership_txn, user_id, room_id)
+
+    def _check_local(self, user_id: str) -> None:
+        if not user_id.endswith(self._server_suffix):
+            raise ValueError(f"{user_id} is not a local user")

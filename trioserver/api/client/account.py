@@ -51,6 +51,8 @@ async def post_deactivate(deps: ApiDeps, request: Request) -> JsonDict:
     body = deps.uia.with_stored_params(request.json_or_empty())
     optional(body, "erase", bool)
     await require_password_uia(deps, request, body)
+    # Like Synapse: leave rooms and reject invites first, so that others see the user go.
+    await deps.membership.leave_all_rooms(request.requester.user_id)
     await deps.accounts.deactivate(request.requester.user_id)
     deps.auth.forget_tokens([request.requester.access_token])
     # We bind no third-party identifiers, so there is nothing to unbind at identity servers.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
+
 from trioserver.api.http import CLIENT, JsonDict, Request, Response, Route, route
 from trioserver.api.params import query_int
 from trioserver.errors import MatrixError
@@ -46,7 +48,9 @@ def _filter(request: Request) -> tuple[RoomEventFilter, SerializeOptions]:
     body = parse_json_param(raw)
     # Synapse also honours `event_format` (and we `event_fields`) inside a RoomEventFilter.
     event_format, event_fields = parse_event_format(body)
-    return parse_room_event_filter(body), SerializeOptions(
+    # The room is named by the path: `rooms` and `not_rooms` do not apply here.
+    room_filter = attrs.evolve(parse_room_event_filter(body), rooms=None, not_rooms=())
+    return room_filter, SerializeOptions(
         user_id=requester.user_id,
         device_id=requester.device_id,
         event_format=event_format,

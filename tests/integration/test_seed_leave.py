@@ -1,0 +1,173 @@
+"""Seeds 4 and 6: current state is deleted when the server leaves a room, while
+`local_current_membership` keeps every local user's latest membership (SEED-SPEC 4.4, 6.5)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.integration.writer_env import WriterEnv, writer_env
+
+MEMBER = "m.room.member"
+
+
+def _current_state(env: WriterEnv, room_id: str) -> dict[tuple[str, str], str]:
+    rows = env.query(
+        "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
+        (room_id,),
+    )
+    return {(t, k): e for t, k, e in rows}
+
+
+def _local_membership(env: WriterEnv, room_id: str) -> list[tuple[str, str, str]]:
+    return env.query(
+        "SELECT user_id, event_id, membership FROM local_current_membership"
+        " WHERE room_id = ? ORDER BY user_id",
+        (room_id,),
+    )
+
+
+async def _leave(env: WriterEnv, user_id: str, room_id: str) -> str:
+    membership = env.components.deps.membership
+    return await membership.update_membership(user_id, room_id, user_id, "leave")
+
+
+async def test_last_local_user_leaving_deletes_current_state(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice = await env.user("alice")
+        room_id = await env.create_room(alice, room_version="11")
+        membership = env.components.deps.membership
+        await membership.update_membership(alice, room_id, "@r:other", "invite")
+        before = _current_state(env, room_id)
+        assert (MEMBER, "@r:other") in before
+
+        leave_id = await _leave(env, alice, room_id)
+
+        assert _current_state(env, room_id) == {}
+        (leave_ordering,) = env.query(
+            "SELECT stream_ordering FROM events WHERE event_id = ?", (leave_id,)
+        )[0]
+        removed = env.query(
+            "SELECT type, state_key, prev_event_id, stream_id FROM current_state_delta_stream"
+            " WHERE room_id = ? AND event_id IS NULL",
+            (room_id,),
+        )
+        assert {(t, k): prev for t, k, prev, _ in removed} == before
+        assert {stream for *_, stream in removed} == {leave_ordering}
+        assert env.query("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,)) == [
+            ("11",)
+        ]
+        # Seed 6: the leave is still recorded for the local user.
+        assert _local_membership(env, room_id) == [(alice, leave_id, "leave")]
+        rows = await env.components.deps.state.local_memberships(alice, ["leave"])
+        assert [row.room_id for row in rows] == [room_id]
+        assert await env.components.deps.state.local_memberships(alice, ["join"]) == []
+        assert await env.components.deps.state.room_version(room_id) == "11"
+
+
+async def test_state_is_kept_while_another_local_user_is_joined(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice, bob = await env.user("alice"), await env.user("bob")
+        room_id = await env.create_room(alice, preset="public_chat")
+        membership = env.components.deps.membership
+        await membership.update_membership(bob, room_id, bob, "join")
+
+        leave_id = await _leave(env, alice, room_id)
+
+        state = _current_state(env, room_id)
+        assert state[(MEMBER, alice)] == leave_id
+        assert env.query(
+            "SELECT membership FROM current_state_events WHERE room_id = ? AND state_key = ?",
+            (room_id, alice),
+        ) == [("leave",)]
+        assert env.query(
+            "SELECT COUNT(*) FROM current_state_delta_stream WHERE room_id = ?"
+            " AND event_id IS NULL",
+            (room_id,),
+        ) == [(0,)]
+
+
+async def test_a_topic_change_deletes_nothing(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice = await env.user("alice")
+        room_id = await env.create_room(alice)
+        before = _current_state(env, room_id)
+        requester = env.requester("alice")
+        topic_id = await env.components.deps.send.send_state(
+            requester, room_id, "m.room.topic", "", {"topic": "new"}
+        )
+        after = _current_state(env, room_id)
+        assert after == {**before, ("m.room.topic", ""): topic_id}
+
+
+async def test_join_then_leave_keeps_one_local_membership_row(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice, bob = await env.user("alice"), await env.user("bob")
+        room_id = await env.create_room(alice, preset="public_chat")
+        membership = env.components.deps.membership
+        join_id = await membership.update_membership(bob, room_id, bob, "join")
+        rows = [r for r in _local_membership(env, room_id) if r[0] == bob]
+        assert rows == [(bob, join_id, "join")]
+        leave_id = await _leave(env, bob, room_id)
+        rows = [r for r in _local_membership(env, room_id) if r[0] == bob]
+        assert rows == [(bob, leave_id, "leave")]
+
+
+async def test_remote_members_get_no_local_membership_row(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice = await env.user("alice")
+        room_id = await env.create_room(alice)
+        await env.components.deps.membership.update_membership(
+            alice, room_id, "@r:other", "invite"
+        )
+        users = {row[0] for row in _local_membership(env, room_id)}
+        assert users == {alice}
+
+
+async def test_local_membership_table_shape(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        columns = env.query("PRAGMA table_info(local_current_membership)")
+        not_null = {name for _, name, _, notnull, _, _ in columns if notnull}
+        assert {"room_id", "user_id", "event_id", "membership"} <= not_null
+        indexes = {
+            row[1]: row[2] for row in env.query("PRAGMA index_list(local_current_membership)")
+        }
+        assert indexes["local_current_membership_idx"] == 1  # unique
+        assert "local_current_membership_room_idx" in indexes
+        conn = sqlite3.connect(env.db_path)
+        try:
+            insert = (
+                "INSERT INTO local_current_membership"
+                " (room_id, user_id, event_id, membership, event_stream_ordering)"
+                " VALUES ('!r:blue', '@a:blue', ?, 'join', 1)"
+            )
+            conn.execute(insert, ("$1",))
+            with pytest.raises(sqlite3.IntegrityError):
+                conn.execute(insert, ("$2",))
+        finally:
+            conn.close()
+
+
+async def test_local_only_queries_refuse_remote_users(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        with pytest.raises(ValueError, match="not a local user"):
+            await env.components.deps.state.local_memberships("@x:remote")
+
+
+async def test_deactivating_an_invitee_rejects_the_invite(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice, invitee = await env.user("alice"), await env.user("invitee")
+        room_id = await env.create_room(alice)
+        membership = env.components.deps.membership
+        await membership.update_membership(alice, room_id, invitee, "invite")
+        state = env.components.deps.state
+        assert [r.room_id for r in await state.local_memberships(invitee, ["invite"])] == [room_id]
+
+        await membership.leave_all_rooms(invitee)
+        await env.components.deps.accounts.deactivate(invitee)
+
+        assert await state.local_memberships(invitee, ["invite"]) == []
+        left = await state.local_memberships(invitee, ["leave"])
+        assert [r.room_id for r in left] == [room_id]
