@@ -198,7 +198,9 @@ def build_components(
             persister, membership, directory, profiles, server_name=config.server_name
         ),
         send=send,
-        profile=ProfileHandler(profiles, membership, state, server_name=config.server_name),
+        profile=ProfileHandler(
+            profiles, membership, state, events, server_name=config.server_name
+        ),
         directory_handler=DirectoryHandler(
             directory, state, events, send, server_name=config.server_name
         ),

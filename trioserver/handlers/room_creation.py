@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from trioserver.errors import MatrixError
-from trioserver.events import KNOWN_ROOM_VERSIONS, RoomVersion, is_valid_user_id
+from trioserver.events import (
+    KNOWN_ROOM_VERSIONS,
+    RoomVersion,
+    is_valid_room_alias,
+    is_valid_user_id,
+)
 from trioserver.storage.persistence import EventIntent, NewRoom
 
 if TYPE_CHECKING:
@@ -188,6 +193,8 @@ class RoomCreationHandler:
         alias = None
         if request.alias_localpart is not None:
             alias = f"#{request.alias_localpart}:{self._server_name}"
+            if not is_valid_room_alias(alias):
+                raise MatrixError("M_INVALID_PARAM", "Invalid room alias")
             if await self._directory.get_alias(alias) is not None:
                 raise MatrixError("M_ROOM_IN_USE", "Room alias already taken")
         version = KNOWN_ROOM_VERSIONS[request.room_version]

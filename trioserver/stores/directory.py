@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from trioserver.stores.database import Database, Txn
 
 
@@ -17,6 +19,16 @@ class AliasRow:
     room_alias: str
     room_id: str
     creator: str
+
+
+@attrs.frozen
+class PublicRoomRow:
+    """A published room: its joined member count and some of its current state."""
+
+    room_id: str
+    joined_members: int
+    # event type -> event id of the current state event with an empty state key
+    state: dict[str, str]
 
 
 def _create_alias_txn(txn: Txn, alias: str, room_id: str, creator: str) -> bool:
@@ -62,6 +74,31 @@ def _public_room_ids_txn(txn: Txn) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _public_rooms_txn(txn: Txn, state_types: Sequence[str]) -> list[PublicRoomRow]:
+    counts = txn.execute(
+        "SELECT r.room_id, COUNT(c.state_key) FROM rooms AS r"
+        " LEFT JOIN current_state_events AS c ON c.room_id = r.room_id"
+        " AND c.type = 'm.room.member' AND c.membership = 'join'"
+        " WHERE r.is_public = 1 GROUP BY r.room_id"
+    ).fetchall()
+    rows = {room_id: PublicRoomRow(room_id, count, {}) for room_id, count in counts}
+    marks = ",".join("?" * len(state_types))
+    for room_id, event_type, event_id in txn.execute(
+        "SELECT r.room_id, c.type, c.event_id FROM rooms AS r"
+        " JOIN current_state_events AS c ON c.room_id = r.room_id"
+        f" WHERE r.is_public = 1 AND c.state_key = '' AND c.type IN ({marks})",
+        list(state_types),
+    ).fetchall():
+        if room_id in rows:
+            rows[room_id].state[event_type] = event_id
+    return list(rows.values())
+
+
+def _is_admin_txn(txn: Txn, user_id: str) -> bool:
+    row = txn.execute("SELECT admin FROM users WHERE user_id = ?", (user_id,)).fetchone()
+    return row is not None and bool(row[0])
+
+
 class DirectoryStore:
     """Aliases and directory visibility."""
 
@@ -95,3 +132,17 @@ class DirectoryStore:
     async def public_room_ids(self) -> list[str]:
         """Every published room. Checkpoint: yes."""
         return await self._db.run_read("public_room_ids", _public_room_ids_txn)
+
+    async def public_rooms(self, state_types: Sequence[str]) -> list[PublicRoomRow]:
+        """Every published room with its joined member count and current state ids.
+
+        Args:
+            state_types: the state event types (with an empty state key) to include.
+
+        Checkpoint: yes.
+        """
+        return await self._db.run_read("public_rooms", _public_rooms_txn, state_types)
+
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether `user_id` is a local server admin (``users.admin``). Checkpoint: yes."""
+        return await self._db.run_read("is_server_admin", _is_admin_txn, user_id)

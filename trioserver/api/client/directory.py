@@ -1,11 +1,133 @@
-"""Client-server API routes: directory."""
+"""Client-server API routes: room aliases and the published room directory.
+
+Spec "Room aliases" (``/directory/room``, ``/rooms/{roomId}/aliases``) and "Published room
+directory" (``/directory/list/room``, ``/publicRooms``). Reading an alias, a room's directory
+visibility and ``GET /publicRooms`` need no access token (the spec gives them no security).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
+from trioserver.api.params import optional, query_int, require
+from trioserver.errors import MatrixError
+from trioserver.events import is_valid_server_name
+from trioserver.handlers.directory import MAX_PUBLIC_ROOMS, PublicRoomsQuery
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
-    from trioserver.api.http import Route
 
-ROUTES: list[Route[ApiDeps]] = []
+
+async def get_alias(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /directory/room/{roomAlias}."""
+    return await deps.directory_handler.resolve_alias(request.path_params["alias"])
+
+
+async def put_alias(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /directory/room/{roomAlias}."""
+    alias = request.path_params["alias"]
+    deps.directory_handler.check_alias(alias, local=True)
+    room_id = require(request.json(), "room_id", str)
+    await deps.directory_handler.create_alias(request.requester.user_id, alias, room_id)
+    return {}
+
+
+async def delete_alias(deps: ApiDeps, request: Request) -> JsonDict:
+    """DELETE /directory/room/{roomAlias}."""
+    await deps.directory_handler.delete_alias(request.requester, request.path_params["alias"])
+    return {}
+
+
+async def get_room_aliases(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /rooms/{roomId}/aliases."""
+    aliases = await deps.directory_handler.local_aliases(
+        request.requester.user_id, request.path_params["room"]
+    )
+    return {"aliases": aliases}
+
+
+async def get_visibility(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /directory/list/room/{roomId}."""
+    visibility = await deps.directory_handler.get_visibility(request.path_params["room"])
+    return {"visibility": visibility}
+
+
+async def put_visibility(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /directory/list/room/{roomId} (``visibility`` defaults to public)."""
+    visibility = optional(request.json_or_empty(), "visibility", str, "public")
+    if visibility not in ("public", "private"):
+        raise MatrixError("M_INVALID_PARAM", "'visibility' must be public or private")
+    await deps.directory_handler.set_visibility(
+        request.requester.user_id, request.path_params["room"], visibility
+    )
+    return {}
+
+
+def _check_server(deps: ApiDeps, server: str | None) -> None:
+    if server is None or server == deps.server_name:
+        return
+    if not is_valid_server_name(server):
+        raise MatrixError("M_INVALID_PARAM", f"Invalid server name: {server}")
+    # Another server's directory needs federation, which this server does not speak yet.
+    raise MatrixError("M_NOT_FOUND", f"Cannot fetch the room directory of {server}")
+
+
+def _limit(value: int) -> int:
+    # 0 means "no limit" (Synapse); every page is capped anyway.
+    return MAX_PUBLIC_ROOMS if value == 0 else min(value, MAX_PUBLIC_ROOMS)
+
+
+async def get_public_rooms(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /publicRooms (``limit``, ``since``, ``server``)."""
+    _check_server(deps, request.query_param("server"))
+    query = PublicRoomsQuery(
+        limit=_limit(query_int(request, "limit", 0)), since=request.query_param("since")
+    )
+    return await deps.directory_handler.public_rooms(query)
+
+
+def _room_types(search_filter: JsonDict) -> frozenset[str | None] | None:
+    raw: Any = search_filter.get("room_types")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(t is None or isinstance(t, str) for t in raw):
+        raise MatrixError("M_INVALID_PARAM", "'room_types' must be a list of strings or nulls")
+    # Synapse: an empty list does not filter.
+    return frozenset(raw) or None
+
+
+async def post_public_rooms(deps: ApiDeps, request: Request) -> JsonDict:
+    """POST /publicRooms (``limit``, ``since``, ``filter``, networks; ``?server=``)."""
+    _check_server(deps, request.query_param("server"))
+    body = request.json_or_empty()
+    limit = optional(body, "limit", int, MAX_PUBLIC_ROOMS)
+    if limit < 0:
+        raise MatrixError("M_INVALID_PARAM", "'limit' must not be negative")
+    search_filter = optional(body, "filter", dict, {})
+    all_networks = optional(body, "include_all_networks", bool, False)
+    network = optional(body, "third_party_instance_id", str)
+    if all_networks and network is not None:
+        raise MatrixError(
+            "M_INVALID_PARAM", "Can't use include_all_networks with an explicit network"
+        )
+    query = PublicRoomsQuery(
+        limit=_limit(limit),
+        since=optional(body, "since", str),
+        search_term=optional(search_filter, "generic_search_term", str),
+        room_types=_room_types(search_filter),
+        third_party_network=network,
+    )
+    return await deps.directory_handler.public_rooms(query)
+
+
+ROUTES: list[Route[ApiDeps]] = [
+    route("GET", f"{CLIENT}/directory/room/{{alias}}", get_alias, auth="none"),
+    route("PUT", f"{CLIENT}/directory/room/{{alias}}", put_alias, auth="required"),
+    route("DELETE", f"{CLIENT}/directory/room/{{alias}}", delete_alias, auth="required"),
+    route("GET", f"{CLIENT}/rooms/{{room}}/aliases", get_room_aliases, auth="required"),
+    route("GET", f"{CLIENT}/directory/list/room/{{room}}", get_visibility, auth="none"),
+    route("PUT", f"{CLIENT}/directory/list/room/{{room}}", put_visibility, auth="required"),
+    route("GET", f"{CLIENT}/publicRooms", get_public_rooms, auth="optional"),
+    route("POST", f"{CLIENT}/publicRooms", post_public_rooms, auth="required"),
+]

@@ -53,6 +53,8 @@ async def get_capabilities(deps: ApiDeps, request: Request) -> JsonDict:
             "m.set_avatar_url": {"enabled": True},
             "m.3pid_changes": {"enabled": False},
             "m.get_login_token": {"enabled": False},
+            # v1.16: only the two classic profile fields are stored.
+            "m.profile_fields": {"enabled": True, "allowed": ["displayname", "avatar_url"]},
         }
     }
 

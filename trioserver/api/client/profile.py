@@ -1,11 +1,50 @@
-"""Client-server API routes: profile."""
+"""Client-server API routes: profiles (spec "Profiles").
+
+Reading a profile needs no access token (the spec gives ``GET`` no security, and Synapse does
+not ask for one by default); changing one does. ``/profile/{userId}/{keyName}`` serves
+``displayname`` and ``avatar_url`` as well as the v1.16 generic keys.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
+
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
-    from trioserver.api.http import Route
 
-ROUTES: list[Route[ApiDeps]] = []
+
+async def get_profile(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /profile/{userId}."""
+    return await deps.profile.get_profile(request.path_params["user"])
+
+
+async def get_field(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /profile/{userId}/{keyName}."""
+    params = request.path_params
+    return await deps.profile.get_field(params["user"], params["key"])
+
+
+async def put_field(deps: ApiDeps, request: Request) -> JsonDict:
+    """PUT /profile/{userId}/{keyName} with ``{keyName: value}``."""
+    params = request.path_params
+    await deps.profile.set_field(
+        request.requester.user_id, params["user"], params["key"], request.json()
+    )
+    return {}
+
+
+async def delete_field(deps: ApiDeps, request: Request) -> JsonDict:
+    """DELETE /profile/{userId}/{keyName}."""
+    params = request.path_params
+    await deps.profile.delete_field(request.requester.user_id, params["user"], params["key"])
+    return {}
+
+
+ROUTES: list[Route[ApiDeps]] = [
+    route("GET", f"{CLIENT}/profile/{{user}}", get_profile, auth="none"),
+    route("GET", f"{CLIENT}/profile/{{user}}/{{key}}", get_field, auth="none"),
+    route("PUT", f"{CLIENT}/profile/{{user}}/{{key}}", put_field, auth="required"),
+    route("DELETE", f"{CLIENT}/profile/{{user}}/{{key}}", delete_field, auth="required"),
+]

@@ -1,0 +1,99 @@
+"""Waking long-polling `/sync` requests when something arrives for them.
+
+Theory of operation
+-------------------
+A waiting request registers a `Listener` under its user id and the rooms it is in, then sleeps
+on a `trio.Event` (no CPU while it waits). A writer that has committed something calls
+`notify` with the rooms and users it concerns; every listener registered under one of those
+keys is woken, recomputes its response, and either answers or waits again.
+
+No wake-up is lost: a request registers its listener and checks the current stream positions
+in the same step, with no checkpoint in between (`Notifier.listen` followed by
+`current_token`). Anything committed after that check notifies the registered listener, and
+anything committed before it is already visible in the check. Writers call `notify` only after
+their transaction has committed and their stream position has advanced.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from trioserver.streams import StreamPositions, StreamToken
+
+
+class Listener:
+    """One waiting request."""
+
+    __slots__ = ("_event", "keys")
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self._event = trio.Event()
+        self.keys = keys
+
+    def wake(self) -> None:
+        """Let the request go on."""
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Sleep until woken (True) or until `timeout_s` passes (False). Checkpoint: yes."""
+        with trio.move_on_after(timeout_s):
+            await self._event.wait()
+            return True
+        return False
+
+
+def _room_key(room_id: str) -> str:
+    return "room " + room_id
+
+
+def _user_key(user_id: str) -> str:
+    return "user " + user_id
+
+
+class Notifier:
+    """Registry of waiting requests by user and room."""
+
+    def __init__(self, positions: StreamPositions) -> None:
+        self._positions = positions
+        self._listeners: dict[str, set[Listener]] = {}
+
+    def current_token(self) -> StreamToken:
+        """The current position of every stream."""
+        return self._positions.current_token()
+
+    @contextmanager
+    def listen(self, user_id: str, room_ids: Iterable[str]) -> Iterator[Listener]:
+        """Register a listener for a user and their rooms for the duration of the block."""
+        keys = frozenset([_user_key(user_id), *(_room_key(r) for r in room_ids)])
+        listener = Listener(keys)
+        for key in keys:
+            self._listeners.setdefault(key, set()).add(listener)
+        try:
+            yield listener
+        finally:
+            for key in keys:
+                waiting = self._listeners.get(key)
+                if waiting is not None:
+                    waiting.discard(listener)
+                    if not waiting:
+                        del self._listeners[key]
+
+    def notify(self, *, rooms: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+        """Wake every request waiting on one of these rooms or users.
+
+        Call after the change has committed and its stream position has advanced.
+        """
+        keys = [_room_key(r) for r in rooms] + [_user_key(u) for u in users]
+        for key in keys:
+            for listener in self._listeners.get(key, ()):
+                listener.wake()
+
+    def listener_count(self) -> int:
+        """How many distinct requests are waiting (for tests and metrics)."""
+        return len({id(lst) for group in self._listeners.values() for lst in group})
