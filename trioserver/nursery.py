@@ -17,6 +17,7 @@ COMMIT or ROLLBACK (see `stores.database`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -28,18 +29,26 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
+from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.directory import DirectoryHandler
+from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifier import Notifier, notify_events
+from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
+from trioserver.handlers.to_device import ToDeviceHandler
+from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
+from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.persistence import EventPersister
 from trioserver.stores.accounts import AccountStore
@@ -52,10 +61,9 @@ from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
+from trioserver.streams import StreamPositions
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from signedjson.types import SigningKey
 
     from trioserver.api.http import MatrixApp
@@ -123,12 +131,25 @@ async def run_http_api(
         task_status.started(RunningServer(tuple(binds)))
 
 
+Subsystem = Callable[..., Awaitable[None]]
+
+
 @attrs.frozen
 class Components:
-    """Everything one instance runs, wired together."""
+    """Everything one instance runs, wired together.
+
+    Attributes:
+        deps: what the HTTP API uses.
+        persister: the events writer's controller (None on other instances).
+        loaders: run once, in order, before anything is served (e.g. reading stream
+            positions).
+        subsystems: background tasks, each ``run_x(*, task_status)`` (STYLE S1).
+    """
 
     deps: ApiDeps
     persister: EventPersister | None
+    loaders: tuple[Callable[[], Awaitable[None]], ...] = ()
+    subsystems: tuple[Subsystem, ...] = ()
 
 
 def build_components(
@@ -151,6 +172,8 @@ def build_components(
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
     accounts = AccountsHandler(account_store, auth, server_name=config.server_name)
     events = EventStore(db, EventCache())
+    positions = StreamPositions()
+    notifier = Notifier(positions)
     state = StateStore(db, server_name=config.server_name)
     profiles = ProfileStore(db)
     directory = DirectoryStore(db)
@@ -170,6 +193,8 @@ def build_components(
         signing_key=signing_key,
         ephemeral_messages=config.enable_ephemeral_messages,
     )
+    positions.register("events", lambda: persister.stream_position)
+    persister.add_listener(lambda stored: notify_events(notifier, stored))
     membership = MembershipHandler(
         persister, db, events, state, profiles, directory, server_name=config.server_name
     )
@@ -207,8 +232,34 @@ def build_components(
         room_reads=RoomReadHandler(
             events, state, RoomReadStore(db), server_name=config.server_name
         ),
+        notifier=notifier,
+        typing=TypingHandler(db, notifier, positions, state, server_name=config.server_name),
+        receipts=ReceiptsHandler(db, notifier, positions, state, server_name=config.server_name),
+        account_data=AccountDataHandler(
+            db, notifier, positions, state, server_name=config.server_name
+        ),
+        presence=PresenceHandler(db, notifier, positions, state, server_name=config.server_name),
+        to_device=ToDeviceHandler(db, notifier, positions, state, server_name=config.server_name),
+        e2e_keys=E2eKeysHandler(db, notifier, positions, state, server_name=config.server_name),
+        user_directory=UserDirectoryHandler(
+            db, notifier, positions, state, server_name=config.server_name
+        ),
     )
-    return Components(deps, persister)
+    stream_handlers = (
+        deps.typing,
+        deps.receipts,
+        deps.account_data,
+        deps.presence,
+        deps.to_device,
+        deps.e2e_keys,
+        deps.user_directory,
+    )
+    return Components(
+        deps,
+        persister,
+        loaders=tuple(h.load for h in stream_handlers),
+        subsystems=(),
+    )
 
 
 async def serve(
@@ -236,9 +287,13 @@ async def serve(
     ) as db:
         await check_server_name(db, config.server_name)
         components = build_components(config, db, signing_key)
+        for load in components.loaders:
+            await load()
         async with trio.open_nursery() as background:
             if components.persister is not None:
                 await background.start(components.persister.run)
+            for subsystem in components.subsystems:
+                await background.start(subsystem)
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
                     run_http_api, create_app(components.deps), config.http, shutdown.wait

@@ -102,6 +102,8 @@ async def writer_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[WriterEn
             config, db, generate_signing_key("a_test"), persist_store=store
         )
         assert components.persister is not None
+        for load in components.loaders:
+            await load()
         async with trio.open_nursery() as nursery:
             await nursery.start(components.persister.run)
             try:

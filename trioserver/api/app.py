@@ -10,6 +10,8 @@ from trioserver.api.client import (
     devices,
     directory,
     discovery,
+    e2ee,
+    ephemeral,
     filters,
     login,
     profile,
@@ -17,6 +19,7 @@ from trioserver.api.client import (
     room_reads,
     room_send,
     rooms,
+    sync,
 )
 from trioserver.api.http import MatrixApp, Route
 
@@ -36,6 +39,9 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     room_reads.ROUTES,
     profile.ROUTES,
     directory.ROUTES,
+    sync.ROUTES,
+    ephemeral.ROUTES,
+    e2ee.ROUTES,
 ]
 
 

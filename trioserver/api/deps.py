@@ -7,17 +7,25 @@ from collections.abc import Mapping
 import attrs
 
 from trioserver.config import HttpConfig, RegistrationConfig
+from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.directory import DirectoryHandler
+from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifier import Notifier
+from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
+from trioserver.handlers.to_device import ToDeviceHandler
+from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
+from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.events import EventStore
 from trioserver.stores.filters import FilterStore
@@ -51,3 +59,11 @@ class ApiDeps:
     profile: ProfileHandler
     directory_handler: DirectoryHandler
     room_reads: RoomReadHandler
+    notifier: Notifier
+    typing: TypingHandler
+    receipts: ReceiptsHandler
+    account_data: AccountDataHandler
+    presence: PresenceHandler
+    to_device: ToDeviceHandler
+    e2e_keys: E2eKeysHandler
+    user_directory: UserDirectoryHandler

@@ -24,6 +24,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from trioserver.stores.events import StoredEvent
     from trioserver.streams import StreamPositions, StreamToken
 
 
@@ -97,3 +98,14 @@ class Notifier:
     def listener_count(self) -> int:
         """How many distinct requests are waiting (for tests and metrics)."""
         return len({id(lst) for group in self._listeners.values() for lst in group})
+
+
+def notify_events(notifier: Notifier, stored: Iterable[StoredEvent]) -> None:
+    """Wake requests for newly persisted events: the room's, and a member event's target."""
+    rooms: set[str] = set()
+    users: set[str] = set()
+    for item in stored:
+        rooms.add(item.event.room_id)
+        if item.event.type == "m.room.member" and item.event.state_key is not None:
+            users.add(item.event.state_key)
+    notifier.notify(rooms=rooms, users=users)
