@@ -45,6 +45,8 @@ from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
+from trioserver.handlers.sync import SyncHandler
+from trioserver.handlers.sync_rooms import RoomSyncBuilder
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
@@ -61,6 +63,7 @@ from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
+from trioserver.stores.sync import SyncStore
 from trioserver.streams import StreamPositions
 
 if TYPE_CHECKING:
@@ -201,6 +204,16 @@ def build_components(
     send = SendHandler(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
+    room_read_store = RoomReadStore(db)
+    room_reads = RoomReadHandler(events, state, room_read_store, server_name=config.server_name)
+    room_sync = RoomSyncBuilder(
+        events,
+        state,
+        SyncStore(db),
+        room_read_store,
+        room_reads.visibility,
+        room_reads.serializer,
+    )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -229,10 +242,9 @@ def build_components(
         directory_handler=DirectoryHandler(
             directory, state, events, send, server_name=config.server_name
         ),
-        room_reads=RoomReadHandler(
-            events, state, RoomReadStore(db), server_name=config.server_name
-        ),
+        room_reads=room_reads,
         notifier=notifier,
+        sync=SyncHandler(notifier, room_sync, SyncStore(db)),
         typing=TypingHandler(db, notifier, positions, state, server_name=config.server_name),
         receipts=ReceiptsHandler(db, notifier, positions, state, server_name=config.server_name),
         account_data=AccountDataHandler(

@@ -22,6 +22,7 @@ from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
+from trioserver.handlers.sync import SyncHandler
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
@@ -67,3 +68,4 @@ class ApiDeps:
     to_device: ToDeviceHandler
     e2e_keys: E2eKeysHandler
     user_directory: UserDirectoryHandler
+    sync: SyncHandler

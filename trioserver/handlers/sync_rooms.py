@@ -1,0 +1,272 @@
+"""The ``rooms`` part of a /sync response: timelines and state per room.
+
+Theory of operation
+-------------------
+A sync covers the events stream between ``since`` (exclusive; the start of history for an
+initial sync) and ``now`` (inclusive). For each room the user is joined to:
+
+- a room joined before ``since`` and without new events gets no entry (ephemeral and account
+  data may still add one, see `handlers.sync`);
+- otherwise the timeline is the newest visible events in the range, at most the filter's limit;
+  ``limited`` says there were more, and ``prev_batch`` is a ``/messages`` token for them;
+- ``state`` is the state *at the start of the timeline*: the whole state for an initial sync, a
+  newly joined room or ``full_state``; for a gappy (limited) incremental sync only what changed
+  between ``since`` and the timeline's start; nothing otherwise (state changes are then in the
+  timeline itself).
+
+Rooms the user left or was banned from appear under ``leave`` with their history up to the leave
+(their state and messages as of the leave, even once the server has left the room: seed 4), and
+invites and knocks with the stripped state clients show before joining. Memberships come from
+``local_current_membership`` (seed 6), which outlives the room's current state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from trioserver.handlers.event_filter import FilterDefinition
+from trioserver.handlers.serialize import SerializeOptions
+from trioserver.handlers.visibility import Viewer
+from trioserver.stores.events import RoomPosition, StoredEvent
+from trioserver.streams import StreamToken
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from trioserver.handlers.serialize import EventSerializer
+    from trioserver.handlers.visibility import VisibilityFilter
+    from trioserver.stores.events import EventStore
+    from trioserver.stores.room_reads import RoomReadStore
+    from trioserver.stores.state import StateMap, StateStore
+    from trioserver.stores.sync import SyncMembership, SyncStore
+
+JsonDict = dict[str, Any]
+MEMBER = "m.room.member"
+DEFAULT_TIMELINE_LIMIT = 10
+# What invitees and knockers see of a room (Synapse's default `room_prejoin_state`).
+STRIPPED_STATE_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.canonical_alias",
+        "m.room.avatar",
+        "m.room.encryption",
+        "m.room.name",
+        "m.room.topic",
+    }
+)
+
+
+@attrs.frozen
+class SyncContext:
+    """One sync request, as the room builder needs it."""
+
+    user_id: str
+    since: StreamToken | None
+    now: StreamToken
+    filter: FilterDefinition
+    full_state: bool
+    options: SerializeOptions
+
+    @property
+    def initial(self) -> bool:
+        """No ``since``: everything is new."""
+        return self.since is None
+
+
+@attrs.frozen
+class Timeline:
+    """A room's timeline for one sync and the state at its start."""
+
+    events: list[tuple[StoredEvent, str]]
+    limited: bool
+    prev_batch: str
+    state: list[StoredEvent]
+
+
+def _before_event(stored: StoredEvent, state_after: StateMap) -> dict[tuple[str, str], str]:
+    """The full state just before `stored` (its state group holds the state after it)."""
+    state = dict(state_after)
+    if stored.event.state_key is not None:
+        key = (stored.event.type, stored.event.state_key)
+        if stored.replaces_state is None:
+            state.pop(key, None)
+        else:
+            state[key] = stored.replaces_state
+    return state
+
+
+def stripped(event: Any) -> JsonDict:
+    """The stripped state form of an event (spec "Stripped state")."""
+    return {
+        "type": event.type,
+        "state_key": event.state_key,
+        "content": dict(event.content),
+        "sender": event.sender,
+    }
+
+
+class RoomSyncBuilder:
+    """Builds the per-room entries of a sync response."""
+
+    def __init__(
+        self,
+        events: EventStore,
+        state: StateStore,
+        sync_store: SyncStore,
+        reads: RoomReadStore,
+        visibility: VisibilityFilter,
+        serializer: EventSerializer,
+    ) -> None:
+        self._events = events
+        self._state = state
+        self._sync = sync_store
+        self._reads = reads
+        self._visibility = visibility
+        self._serializer = serializer
+
+    async def timeline(
+        self,
+        ctx: SyncContext,
+        room_id: str,
+        *,
+        upto_stream: int,
+        full: bool,
+        viewer: Viewer,
+    ) -> Timeline:
+        """The visible events of a room in (since, upto_stream] and the state at their start.
+
+        Args:
+            upto_stream: the last events-stream position to include (``now``, or a leave).
+            full: give the whole state at the timeline's start (initial/newly joined/full).
+        """
+        limit = ctx.filter.room.timeline.limit
+        limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
+        top = await self._reads.position_at_stream(room_id, upto_stream)
+        cursor = RoomPosition(top.topological, top.stream + 1)
+        bound = None
+        if ctx.since is not None and not full:
+            low = await self._reads.position_at_stream(room_id, ctx.since.events)
+            bound = RoomPosition(low.topological, low.stream + 1)
+        page = await self._visibility.scan(
+            room_id,
+            cursor,
+            bound,
+            backwards=True,
+            limit=limit,
+            event_filter=ctx.filter.room.timeline,
+            viewer=viewer,
+        )
+        events = list(reversed(page.events))
+        first = events[0][0] if events else None
+        start = (
+            RoomPosition(first.topological_ordering, first.stream_ordering - 1)
+            if first is not None
+            else top
+        )
+        limited = not page.exhausted
+        state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
+        return Timeline(events, limited, start.to_token(), state)
+
+    async def _timeline_state(
+        self,
+        ctx: SyncContext,
+        room_id: str,
+        first: StoredEvent | None,
+        top: RoomPosition,
+        *,
+        full: bool,
+        limited: bool,
+    ) -> list[StoredEvent]:
+        if not full and not limited:
+            return []
+        at_start = await self._state_at_start(room_id, first, top)
+        if not full and ctx.since is not None:
+            at_since = await self._state_at_stream(room_id, ctx.since.events)
+            at_start = {k: e for k, e in at_start.items() if at_since.get(k) != e}
+        return await self._filtered_state(ctx, at_start)
+
+    async def _state_at_start(
+        self, room_id: str, first: StoredEvent | None, top: RoomPosition
+    ) -> dict[tuple[str, str], str]:
+        if first is not None:
+            after = await self._group(first.state_group)
+            return _before_event(first, after)
+        last_id = await self._reads.last_event_at(room_id, top)
+        last = await self._events.get_event(last_id) if last_id is not None else None
+        return dict(await self._group(last.state_group)) if last is not None else {}
+
+    async def _state_at_stream(self, room_id: str, stream: int) -> StateMap:
+        position = await self._reads.position_at_stream(room_id, stream)
+        last_id = await self._reads.last_event_at(room_id, position)
+        last = await self._events.get_event(last_id) if last_id is not None else None
+        return await self._group(last.state_group) if last is not None else {}
+
+    async def _group(self, group: int | None) -> StateMap:
+        return {} if group is None else await self._state.state_for_group(group)
+
+    async def _filtered_state(
+        self, ctx: SyncContext, state: Mapping[tuple[str, str], str]
+    ) -> list[StoredEvent]:
+        found = await self._events.get_events(state.values())
+        state_filter = ctx.filter.room.state
+        result = [
+            found[event_id]
+            for event_id in state.values()
+            if event_id in found and state_filter.matches(found[event_id].event)
+        ]
+        result.sort(key=lambda s: s.stream_ordering)
+        return result
+
+    def lazy_members(self, ctx: SyncContext, timeline: Timeline) -> list[StoredEvent]:
+        """With ``lazy_load_members``: keep only the member events of timeline senders."""
+        if not ctx.filter.room.state.lazy_load_members:
+            return timeline.state
+        senders = {s.event.sender for s, _ in timeline.events} | {ctx.user_id}
+        in_timeline = {s.event_id for s, _ in timeline.events}
+        return [
+            s
+            for s in timeline.state
+            if s.event.type != MEMBER
+            or (s.event.state_key in senders and s.event_id not in in_timeline)
+        ]
+
+    async def newly_joined(self, ctx: SyncContext, row: SyncMembership) -> bool:
+        """Whether the user joined the room after ``since`` (so it needs its full state)."""
+        if ctx.since is None or ctx.full_state:
+            return True
+        if row.stream_ordering <= ctx.since.events:
+            return False
+        before = await self._sync.membership_at(ctx.user_id, row.room_id, ctx.since.events)
+        return before != "join"
+
+    async def serialize_timeline(self, ctx: SyncContext, timeline: Timeline) -> JsonDict:
+        """The ``timeline`` object of a room entry."""
+        stored = [s for s, _ in timeline.events]
+        memberships = {s.event_id: m for s, m in timeline.events}
+        events = await self._serializer.serialize(stored, ctx.options, memberships)
+        return {"events": events, "limited": timeline.limited, "prev_batch": timeline.prev_batch}
+
+    async def serialize_state(self, ctx: SyncContext, state: Sequence[StoredEvent]) -> JsonDict:
+        """The ``state`` object of a room entry."""
+        return {"events": await self._serializer.serialize(state, ctx.options)}
+
+    async def stripped_state(self, row: SyncMembership) -> list[JsonDict]:
+        """What an invitee or knocker sees: chosen state at their membership event, and it."""
+        stored = await self._events.get_event(row.event_id)
+        if stored is None:
+            return []
+        state = await self._group(stored.state_group)
+        inviter = (MEMBER, stored.event.sender)
+        wanted = [e for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES or k == inviter]
+        found = await self._events.get_events(wanted)
+        events = [stripped(found[e].event) for e in wanted if e in found and e != row.event_id]
+        events.append(stripped(stored.event))
+        return events
+
+    @staticmethod
+    def viewer(ctx: SyncContext, row: SyncMembership) -> Viewer:
+        """Who the visibility rules filter for."""
+        return Viewer(ctx.user_id, row.last_join_stream)
