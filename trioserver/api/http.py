@@ -30,7 +30,12 @@ from trioserver.errors import InteractiveAuthRequired, MatrixError
 from trioserver.handlers.auth import Requester
 
 if TYPE_CHECKING:
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        Scope,
+    )
 
 
 logger = logging.getLogger(__name__)
@@ -248,11 +253,25 @@ async def _read_body(scope: Scope, receive: ASGIReceiveCallable, limit: int) -> 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            await _discard_rest(receive, message, size, limit)
             raise MatrixError("M_TOO_LARGE", "Request body too large")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def _discard_rest(
+    receive: ASGIReceiveCallable, message: ASGIReceiveEvent, size: int, limit: int
+) -> None:
+    # Read (and drop) what the client is still sending, up to a bound, so that a client that
+    # streams a body without Content-Length reads our 413 instead of a reset connection.
+    drain_limit = max(4 * limit, 8 * 1024 * 1024)
+    while message.get("more_body", False) and size <= drain_limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
 
 
 async def _send_response(send: ASGISendCallable, response: Response, *, head: bool) -> None:
