@@ -17,6 +17,7 @@ COMMIT or ROLLBACK (see `stores.database`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -52,8 +53,10 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
+from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.stores.accounts import AccountStore
+from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.events import EventCache, EventStore
@@ -161,11 +164,13 @@ def build_components(
     signing_key: SigningKey,
     *,
     persist_store: PersistEventStore | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Components:
     """The stores, handlers and (on the events writer) the persister, wired together (no I/O).
 
     Args:
         persist_store: the writer store to use (tests pass an instrumented one).
+        clock: wall-clock time in seconds (tests tie it to trio's MockClock).
 
     Raises:
         ConfigError: this instance is not the events writer; forwarding events to another
@@ -195,6 +200,7 @@ def build_components(
         server_name=config.server_name,
         signing_key=signing_key,
         ephemeral_messages=config.enable_ephemeral_messages,
+        clock=clock,
     )
     positions.register("events", lambda: persister.stream_position)
     persister.add_listener(lambda stored: notify_events(notifier, stored))
@@ -266,11 +272,17 @@ def build_components(
         deps.e2e_keys,
         deps.user_directory,
     )
+    subsystems: list[Subsystem] = []
+    if config.enable_ephemeral_messages:
+        # Issue 5: self-destructing messages are pruned by the events writer only.
+        expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)
+        persister.add_listener(expirer.on_persisted)
+        subsystems.append(expirer.run)
     return Components(
         deps,
         persister,
         loaders=tuple(h.load for h in stream_handlers),
-        subsystems=(),
+        subsystems=tuple(subsystems),
     )
 
 

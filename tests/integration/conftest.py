@@ -7,9 +7,21 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from trio.testing import MockClock
+
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client
+
+
+@pytest.fixture
+def db_clock() -> MockClock:
+    """Virtual time that jumps only once the run loop has been idle for 50 ms of real time.
+
+    trio's plain ``autojump_clock`` jumps as soon as every task is blocked, which includes
+    waiting for a database thread: virtual time would then race ahead of work in progress.
+    """
+    return MockClock(autojump_threshold=0.05)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ what `trioserver.nursery.serve` builds (same function) and runs the events write
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -89,9 +89,20 @@ class WriterEnv:
         return stored
 
 
+# Wall-clock time at trio time 0, so that trio's MockClock drives timestamps too.
+CLOCK_BASE = 1_800_000_000.0
+
+
+def trio_wall_clock() -> float:
+    """Wall-clock seconds that advance with trio's clock (for `autojump_clock` tests)."""
+    return CLOCK_BASE + trio.current_time()
+
+
 @asynccontextmanager
-async def writer_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[WriterEnv]:
-    """Build the components on a SQLite file in `tmp_path` and run the events writer."""
+async def writer_env(
+    tmp_path: Path, *, clock: Callable[[], float] = trio_wall_clock, **overrides: Any
+) -> AsyncIterator[WriterEnv]:
+    """Build the components on a SQLite file in `tmp_path`; run the writer and subsystems."""
     raw: dict[str, Any] = {"server_name": "blue", "registration": {"bcrypt_rounds": 4}}
     raw.update(overrides)
     config = config_from_mapping(raw, base_dir=tmp_path)
@@ -99,13 +110,15 @@ async def writer_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[WriterEn
     async with open_database(db_path, synchronous="normal") as db:
         store = RecordingPersistStore(db, server_name=config.server_name)
         components = build_components(
-            config, db, generate_signing_key("a_test"), persist_store=store
+            config, db, generate_signing_key("a_test"), persist_store=store, clock=clock
         )
         assert components.persister is not None
         for load in components.loaders:
             await load()
         async with trio.open_nursery() as nursery:
             await nursery.start(components.persister.run)
+            for subsystem in components.subsystems:
+                await nursery.start(subsystem)
             try:
                 yield WriterEnv(config, db, components, store, db_path)
             finally:

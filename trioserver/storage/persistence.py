@@ -46,6 +46,7 @@ from trioserver.events import (
     compute_reference_hash,
     should_apply_redaction,
 )
+from trioserver.storage.expiry import expiry_ts_of
 from trioserver.storage.live_room import LiveRoom, RoomView, load_room_head_txn
 from trioserver.stores.events import EventStore, StoredEvent
 from trioserver.stores.persist_events import (
@@ -66,8 +67,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 100
 CREATE_KEY = ("m.room.create", "")
-# Clients use the unstable name; the original design (MSC2228) named it without the prefix.
-SELF_DESTRUCT_FIELDS = ("org.matrix.self_destruct_after", "m.self_destruct_after")
 
 PersistListener = Callable[[Sequence[StoredEvent]], None]
 
@@ -128,21 +127,6 @@ class _RoomBatch:
     new_room_version: str | None = None
     creator: str | None = None
     created_ts: int = 0
-
-
-def expiry_ts_of(event: Event) -> int | None:
-    """When a self-destructing message expires (issue 5), or None.
-
-    Only non-state events with an integer timestamp qualify: booleans, strings and floats are
-    ignored, as in Synapse since v1.77.
-    """
-    if event.is_state():
-        return None
-    for field in SELF_DESTRUCT_FIELDS:
-        value = event.content.get(field)
-        if type(value) is int:
-            return value
-    return None
 
 
 def _new_room_id(server_name: str) -> str:
