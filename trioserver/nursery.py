@@ -48,6 +48,7 @@ from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
 from trioserver.handlers.sync import SyncHandler
 from trioserver.handlers.sync_rooms import RoomSyncBuilder
+from trioserver.handlers.sync_streams import StreamHandlers, SyncStreams
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
@@ -158,6 +159,39 @@ class Components:
     subsystems: tuple[Subsystem, ...] = ()
 
 
+def _stream_handlers(
+    config: Config,
+    db: Database,
+    notifier: Notifier,
+    positions: StreamPositions,
+    state: StateStore,
+    events: EventStore,
+    room_reads: RoomReadHandler,
+    clock: Callable[[], float],
+) -> StreamHandlers:
+    """The handlers of the streams /sync carries besides events (issue 4)."""
+    name = config.server_name
+    account_data = AccountDataHandler(db, notifier, positions, state, server_name=name)
+    return StreamHandlers(
+        typing=TypingHandler(db, notifier, positions, state, server_name=name),
+        receipts=ReceiptsHandler(
+            db,
+            notifier,
+            positions,
+            state,
+            server_name=name,
+            events=events,
+            room_reads=room_reads,
+            account_data=account_data,
+            clock=clock,
+        ),
+        account_data=account_data,
+        presence=PresenceHandler(db, notifier, positions, state, server_name=name, clock=clock),
+        to_device=ToDeviceHandler(db, notifier, positions, state, server_name=name, clock=clock),
+        e2e_keys=E2eKeysHandler(db, notifier, positions, state, server_name=name, clock=clock),
+    )
+
+
 def build_components(
     config: Config,
     db: Database,
@@ -220,6 +254,9 @@ def build_components(
         room_reads.visibility,
         room_reads.serializer,
     )
+    streams = _stream_handlers(config, db, notifier, positions, state, events, room_reads, clock)
+    sync_store = SyncStore(db)
+    sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -250,15 +287,13 @@ def build_components(
         ),
         room_reads=room_reads,
         notifier=notifier,
-        sync=SyncHandler(notifier, room_sync, SyncStore(db)),
-        typing=TypingHandler(db, notifier, positions, state, server_name=config.server_name),
-        receipts=ReceiptsHandler(db, notifier, positions, state, server_name=config.server_name),
-        account_data=AccountDataHandler(
-            db, notifier, positions, state, server_name=config.server_name
-        ),
-        presence=PresenceHandler(db, notifier, positions, state, server_name=config.server_name),
-        to_device=ToDeviceHandler(db, notifier, positions, state, server_name=config.server_name),
-        e2e_keys=E2eKeysHandler(db, notifier, positions, state, server_name=config.server_name),
+        sync=sync,
+        typing=streams.typing,
+        receipts=streams.receipts,
+        account_data=streams.account_data,
+        presence=streams.presence,
+        to_device=streams.to_device,
+        e2e_keys=streams.e2e_keys,
         user_directory=UserDirectoryHandler(
             db, notifier, positions, state, server_name=config.server_name
         ),
@@ -273,6 +308,14 @@ def build_components(
         deps.user_directory,
     )
     subsystems: list[Subsystem] = []
+    # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
+    # and pending to-device messages.
+    accounts.add_device_listener(deps.e2e_keys.on_devices_changed)
+    accounts.add_device_listener(deps.to_device.on_devices_changed)
+    # Issue 4: typing and presence time out; leaving a room stops typing, messages are activity.
+    persister.add_listener(deps.typing.on_new_events)
+    persister.add_listener(deps.presence.on_new_events)
+    subsystems += [deps.typing.run_timeouts, deps.presence.run_timeouts]
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)

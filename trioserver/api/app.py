@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from trioserver.api.client import (
     account,
+    account_data,
     admin,
     devices,
     directory,
@@ -20,6 +21,7 @@ from trioserver.api.client import (
     room_send,
     rooms,
     sync,
+    user_directory,
 )
 from trioserver.api.http import MatrixApp, Route
 
@@ -41,7 +43,9 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     directory.ROUTES,
     sync.ROUTES,
     ephemeral.ROUTES,
+    account_data.ROUTES,
     e2ee.ROUTES,
+    user_directory.ROUTES,
 ]
 
 

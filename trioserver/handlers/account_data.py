@@ -1,14 +1,52 @@
-"""Global and per-room account data, including room tags."""
+"""Global and per-room account data, including room tags (spec "Client Config", "Room
+Tagging").
+
+Every change takes the next position of the ``account_data`` stream and wakes the owner's
+``/sync`` waiters (account data is only ever visible to its owner). Room tags are stored as the
+room's ``m.tag`` account data, the form ``/sync`` delivers them in.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from trioserver.errors import MatrixError
+from trioserver.events import is_valid_room_id
+from trioserver.stores.account_data import TAG_TYPE, AccountDataStore, tags_of
+from trioserver.streams import StreamIdGenerator
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from trioserver.handlers.notifier import Notifier
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
+
+JsonDict = dict[str, Any]
+FULLY_READ = "m.fully_read"
+# Spec "Client Config", server behaviour: types the server manages are refused with 405.
+SERVER_MANAGED = (FULLY_READ, "m.push_rules")
+MAX_TAG_BYTES = 255
+
+
+def _check_owner(requester: str, user_id: str) -> None:
+    if requester != user_id:
+        raise MatrixError("M_FORBIDDEN", "Cannot access account data for other users.")
+
+
+def _check_room_id(room_id: str) -> None:
+    if not is_valid_room_id(room_id):
+        raise MatrixError("M_INVALID_PARAM", f"{room_id} is not a valid room ID")
+
+
+def _check_settable(data_type: str) -> None:
+    if data_type in SERVER_MANAGED:
+        raise MatrixError("M_BAD_JSON", f"Cannot set {data_type} through this API.", status=405)
+
+
+def _event(data_type: str, content: JsonDict) -> JsonDict:
+    return {"type": data_type, "content": content}
 
 
 class AccountDataHandler:
@@ -23,11 +61,162 @@ class AccountDataHandler:
         *,
         server_name: str,
     ) -> None:
-        self._db = db
+        self._store = AccountDataStore(db)
         self._notifier = notifier
         self._positions = positions
         self._state = state
         self._server_name = server_name
+        self._ids = StreamIdGenerator(0)
+        self._position = 0
 
     async def load(self) -> None:
-        """Read what the handler needs at start (e.g. its stream position). Checkpoint: yes."""
+        """Read the stream's position from the database and register it. Checkpoint: yes."""
+        self._position = await self._store.max_stream_id()
+        self._ids = StreamIdGenerator(self._position)
+        self._positions.register("account_data", self.position)
+
+    def position(self) -> int:
+        """The account data stream's position: every change up to it is committed."""
+        return self._position
+
+    # -- The HTTP API ----------------------------------------------------------------------
+
+    async def get(
+        self, requester: str, user_id: str, room_id: str | None, data_type: str
+    ) -> JsonDict:
+        """``GET /user/{userId}[/rooms/{roomId}]/account_data/{type}``.
+
+        Raises:
+            MatrixError: 403 for another user's data, 400 for a bad room id, 404 when unset.
+        """
+        _check_owner(requester, user_id)
+        if room_id is not None:
+            _check_room_id(room_id)
+        content = await self._store.get(user_id, room_id, data_type)
+        if content is None:
+            scope = "Account data" if room_id is None else "Room account data"
+            raise MatrixError("M_NOT_FOUND", f"{scope} not found")
+        return content
+
+    async def put(
+        self,
+        requester: str,
+        user_id: str,
+        room_id: str | None,
+        data_type: str,
+        content: JsonDict,
+    ) -> None:
+        """``PUT /user/{userId}[/rooms/{roomId}]/account_data/{type}``.
+
+        Raises:
+            MatrixError: as `check_put`.
+        """
+        self.check_put(requester, user_id, room_id, data_type)
+        await self.set_account_data(user_id, room_id, data_type, content)
+
+    def check_put(self, requester: str, user_id: str, room_id: str | None, data_type: str) -> None:
+        """Whether `requester` may set this entry (checked before the body is read).
+
+        Raises:
+            MatrixError: 403 for another user's data, 400 for a bad room id, 405 for a type
+                the server manages (``m.fully_read``, ``m.push_rules``).
+        """
+        _check_owner(requester, user_id)
+        if room_id is not None:
+            _check_room_id(room_id)
+        _check_settable(data_type)
+
+    async def get_tags(self, requester: str, user_id: str, room_id: str) -> JsonDict:
+        """``GET /user/{userId}/rooms/{roomId}/tags``: ``{"tags": {...}}``."""
+        _check_owner(requester, user_id)
+        _check_room_id(room_id)
+        return {"tags": tags_of(await self._store.get(user_id, room_id, TAG_TYPE))}
+
+    async def put_tag(
+        self, requester: str, user_id: str, room_id: str, tag: str, content: JsonDict
+    ) -> None:
+        """``PUT /user/{userId}/rooms/{roomId}/tags/{tag}``.
+
+        Raises:
+            MatrixError: 403 for another user or a room the user never had a membership of;
+                400 for a tag over 255 bytes or an ``order`` that is not a number.
+        """
+        _check_owner(requester, user_id)
+        _check_room_id(room_id)
+        if len(tag.encode()) > MAX_TAG_BYTES:
+            raise MatrixError("M_INVALID_PARAM", "Tag names must not exceed 255 bytes")
+        order = content.get("order")
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int | float)):
+            raise MatrixError("M_INVALID_PARAM", "'order' must be a number")
+        # Synapse: tagging a room the user has nothing to do with is refused.
+        if await self._state.local_membership(user_id, room_id) is None:
+            raise MatrixError("M_FORBIDDEN", f"User {user_id} has no membership in {room_id}")
+        await self._change_tag(user_id, room_id, tag, content)
+
+    async def delete_tag(self, requester: str, user_id: str, room_id: str, tag: str) -> None:
+        """``DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`` (absent tags are fine)."""
+        _check_owner(requester, user_id)
+        _check_room_id(room_id)
+        await self._change_tag(user_id, room_id, tag, None)
+
+    # -- For other handlers and /sync ------------------------------------------------------
+
+    async def set_account_data(
+        self, user_id: str, room_id: str | None, data_type: str, content: JsonDict
+    ) -> None:
+        """Set an entry without the API's checks (e.g. ``m.fully_read`` from read markers).
+
+        Checkpoint: yes.
+        """
+        stream_id = await self._store.put(user_id, room_id, data_type, content, self._ids.next_id)
+        self._advanced(stream_id, user_id)
+
+    async def get_account_data(
+        self, user_id: str, room_id: str | None, data_type: str
+    ) -> JsonDict | None:
+        """An entry's content (`room_id` None: global), or None. Checkpoint: yes."""
+        return await self._store.get(user_id, room_id, data_type)
+
+    async def global_since(self, user_id: str, since: int | None) -> list[JsonDict]:
+        """Global account data events (``{"type", "content"}``) changed after `since`.
+
+        Args:
+            since: the client's account data position; None for all (initial sync).
+
+        Checkpoint: yes.
+        """
+        rows = await self._store.global_since(user_id, since)
+        return [_event(row.type, row.content) for row in rows]
+
+    async def rooms_since(
+        self, user_id: str, room_ids: Sequence[str], since: int | None
+    ) -> dict[str, list[JsonDict]]:
+        """Per-room account data events (tags as ``m.tag``) changed after `since`.
+
+        Args:
+            room_ids: the rooms to report on.
+            since: the client's account data position; None for all (initial sync).
+
+        Returns:
+            Room id -> events, only for rooms with any.
+
+        Checkpoint: yes.
+        """
+        result: dict[str, list[JsonDict]] = {}
+        for row in await self._store.rooms_since(user_id, room_ids, since):
+            assert row.room_id is not None
+            result.setdefault(row.room_id, []).append(_event(row.type, row.content))
+        return result
+
+    async def _change_tag(
+        self, user_id: str, room_id: str, tag: str, content: JsonDict | None
+    ) -> None:
+        stream_id = await self._store.change_tag(user_id, room_id, tag, content, self._ids.next_id)
+        if stream_id is not None:
+            self._advanced(stream_id, user_id)
+
+    def _advanced(self, stream_id: int, user_id: str) -> None:
+        # Only now is the row committed: publishing the id any earlier could let a /sync
+        # hand out a token that covers a row it cannot see yet.
+        self._position = max(self._position, stream_id)
+        self._notifier.notify(users=[user_id])

@@ -15,6 +15,8 @@ from trioserver.identifiers import MAX_USER_ID_LENGTH, is_valid_new_localpart
 from trioserver.stores.accounts import NewLogin, UserRow
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from trioserver.handlers.auth import AuthHandler, Requester
     from trioserver.handlers.uia import StageChecker
     from trioserver.stores.accounts import AccountStore, DeviceRow
@@ -56,6 +58,16 @@ class AccountsHandler:
         self._accounts = accounts
         self._auth = auth
         self.server_name = server_name
+        self._device_listeners: list[Callable[[str], Awaitable[None]]] = []
+
+    def add_device_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call `listener(user_id)` after a device of the user is created, renamed or deleted
+        (the device-list stream and key cleanup hang off this)."""
+        self._device_listeners.append(listener)
+
+    async def _devices_changed(self, user_id: str) -> None:
+        for listener in self._device_listeners:
+            await listener(user_id)
 
     def user_id_for(self, localpart: str) -> str:
         """The full user id of a local user."""
@@ -125,6 +137,7 @@ class AccountsHandler:
             raise MatrixError("M_USER_IN_USE", "User ID already taken.")
         if new_login is None:
             return LoginResult(user_id)
+        await self._devices_changed(user_id)
         return LoginResult(user_id, new_login.device_id, new_login.token)
 
     def _new_login(
@@ -176,6 +189,7 @@ class AccountsHandler:
         login = self._new_login(user_id, device_id, device_display_name, ip)
         # Logging in on an existing device ends that device's old token.
         self._auth.forget_tokens(await self._accounts.add_login(login))
+        await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
 
     def password_stage(self, requester_user_id: str) -> StageChecker:
@@ -202,6 +216,7 @@ class AccountsHandler:
         """End this session: delete its device and token."""
         tokens = await self._accounts.delete_devices(requester.user_id, [requester.device_id])
         self._auth.forget_tokens([requester.access_token, *tokens])
+        await self._devices_changed(requester.user_id)
 
     async def devices(self, user_id: str) -> list[DeviceRow]:
         """The user's devices."""
@@ -213,12 +228,16 @@ class AccountsHandler:
 
     async def rename_device(self, user_id: str, device_id: str, display_name: str) -> bool:
         """Set a device's display name; False when there is no such device."""
-        return await self._accounts.update_device(user_id, device_id, display_name)
+        renamed = await self._accounts.update_device(user_id, device_id, display_name)
+        if renamed:
+            await self._devices_changed(user_id)
+        return renamed
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> None:
         """Delete devices (all when None) and end their sessions."""
         tokens = await self._accounts.delete_devices(user_id, device_ids)
         self._auth.forget_tokens(tokens)
+        await self._devices_changed(user_id)
 
     async def change_password(
         self, user_id: str, new_password: str, *, logout_other_devices: bool, keep: str | None
@@ -230,8 +249,10 @@ class AccountsHandler:
         if logout_other_devices:
             tokens = await self._accounts.delete_other_devices(user_id, keep)
             self._auth.forget_tokens(tokens)
+            await self._devices_changed(user_id)
 
     async def deactivate(self, user_id: str) -> None:
         """Deactivate an account: no password, no devices, no sessions."""
         tokens = await self._accounts.deactivate(user_id)
         self._auth.forget_tokens(tokens)
+        await self._devices_changed(user_id)

@@ -69,6 +69,23 @@ class EventFilter:
         """The items whose event (``key(item)``) matches, in order."""
         return [item for item in events if self.matches(key(item))]
 
+    def filter_json(self, events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Non-room events in JSON (presence, account data, ephemeral), filtered and limited.
+
+        Events without a sender (account data, typing) face the type rules only.
+        """
+        kept = [e for e in events if self._matches_json(e)]
+        return kept if self.limit is None else kept[: self.limit]
+
+    def _matches_json(self, event: Mapping[str, Any]) -> bool:
+        event_type = str(event.get("type", ""))
+        sender = event.get("sender")
+        if isinstance(sender, str):
+            return self._matches_fields(event_type, sender)
+        if self.not_types and _matches_type(self.not_types, event_type):
+            return False
+        return self.types is None or _matches_type(self.types, event_type)
+
 
 @attrs.frozen
 class RoomEventFilter(EventFilter):

@@ -1,14 +1,100 @@
-"""Presence: online/unavailable/offline and status messages."""
+"""Presence: online/unavailable/offline and status messages (spec "Presence").
+
+Theory of operation
+-------------------
+Each local user's presence lives in memory (`_states`, read from the ``presence`` table at
+start) with two more facts that never leave memory: how many ``/sync`` requests they have in
+flight, and when their client was last seen (a sync ended, or presence was set).
+
+A change goes through `_change`, under one lock: it computes the new state, and when the
+change is worth telling others about (state or status message changed, ``currently_active``
+flipped, or an idle user's last activity moved; Synapse's rules) it stores it with the next
+``presence`` stream position and then wakes everyone who shares a room with the user. Other
+changes (a busy user's last-active time) stay in memory; ``last_active_ago`` is always computed
+from memory when presence is served.
+
+Timers (Synapse's defaults), run by the one task `run_timeouts`, which sleeps until the earliest
+deadline and is woken by every change:
+
+- online and inactive for 5 minutes: ``unavailable`` (spec "Idle timeout");
+- no sync in flight and the client not seen (nor any activity) for 30 s: ``offline``;
+- ``currently_active`` holds for 1 minute after the last activity.
+
+Activity is: setting presence online, a sync with ``set_presence`` online, sending a message,
+typing, and sending receipts or read markers (what Synapse counts). It brings an
+``unavailable`` user back online. Presence is tracked per user, not per device: the latest
+setter wins (Synapse combines devices, taking the "most online").
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import trio
+
+from trioserver.errors import MatrixError
+from trioserver.events import is_valid_user_id
+from trioserver.stores.presence import PresenceRow, PresenceStore
+from trioserver.streams import StreamIdGenerator
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
     from trioserver.handlers.notifier import Notifier
     from trioserver.stores.database import Database
+    from trioserver.stores.events import StoredEvent
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
+
+JsonDict = dict[str, Any]
+ONLINE = "online"
+UNAVAILABLE = "unavailable"
+OFFLINE = "offline"
+PRESENCE_STATES = (ONLINE, UNAVAILABLE, OFFLINE)
+IDLE_TIMEOUT_MS = 5 * 60 * 1000
+SYNC_ONLINE_TIMEOUT_MS = 30 * 1000
+LAST_ACTIVE_GRANULARITY_MS = 60 * 1000
+
+
+@attrs.frozen
+class UserPresence:
+    """What others may learn of a user's presence."""
+
+    user_id: str
+    state: str = OFFLINE
+    status_msg: str | None = None
+    last_active_ts: int = 0
+    currently_active: bool = False
+
+    def content(self, now_ms: int) -> JsonDict:
+        """The ``m.presence`` content (and ``GET /presence`` body) as of `now_ms`."""
+        content: JsonDict = {"presence": self.state}
+        if self.last_active_ts:
+            content["last_active_ago"] = max(0, now_ms - self.last_active_ts)
+        if self.status_msg:
+            content["status_msg"] = self.status_msg
+        if self.state == ONLINE:
+            content["currently_active"] = self.currently_active
+        return content
+
+
+def should_notify(old: UserPresence, new: UserPresence) -> bool:
+    """Whether a change is worth a stream position and waking others (Synapse's rules)."""
+    if old.state != new.state or old.status_msg != new.status_msg:
+        return True
+    bumped = new.last_active_ts - old.last_active_ts > LAST_ACTIVE_GRANULARITY_MS
+    if old.state == ONLINE:
+        # While currently_active, clients treat the user as active: no need for last-active
+        # updates until it flips (spec "Last active ago").
+        return old.currently_active != new.currently_active or (
+            bumped and not new.currently_active
+        )
+    return bumped
 
 
 class PresenceHandler:
@@ -22,12 +108,244 @@ class PresenceHandler:
         state: StateStore,
         *,
         server_name: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = db
+        self._store = PresenceStore(db)
         self._notifier = notifier
         self._positions = positions
         self._state = state
-        self._server_name = server_name
+        self._server_suffix = ":" + server_name
+        self._clock = clock
+        self._ids = StreamIdGenerator(0)
+        self._position = 0
+        self._states: dict[str, UserPresence] = {}
+        self._syncs_in_flight: dict[str, int] = {}
+        self._last_seen: dict[str, int] = {}
+        self._pending_activity: set[str] = set()
+        self._lock = trio.Lock()
+        self._wakeup = trio.Event()
 
     async def load(self) -> None:
-        """Read what the handler needs at start (e.g. its stream position). Checkpoint: yes."""
+        """Read stored presence and the stream position; register it. Checkpoint: yes."""
+        now = self._now_ms()
+        for row in await self._store.all_presence():
+            self._states[row.user_id] = UserPresence(
+                row.user_id, row.state, row.status_msg, row.last_active_ts, row.currently_active
+            )
+            # Whoever was online before a restart gets the usual grace to sync again.
+            self._last_seen[row.user_id] = now
+        self._position = await self._store.max_stream_id()
+        self._ids = StreamIdGenerator(self._position)
+        self._positions.register("presence", self.position)
+
+    def position(self) -> int:
+        """The presence stream's position: every change up to it is committed."""
+        return self._position
+
+    # -- The HTTP API ----------------------------------------------------------------------
+
+    async def get_presence(self, requester: str, user_id: str) -> JsonDict:
+        """``GET /presence/{userId}/status``.
+
+        Raises:
+            MatrixError: 400 for an invalid user id, 404 for an unknown user, 403 for a user
+                who shares no room with the requester.
+        """
+        if not is_valid_user_id(user_id, historical=True):
+            raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {user_id}")
+        if user_id != requester and not await self._store.shares_room(requester, user_id):
+            if not await self._store.user_exists(user_id):
+                raise MatrixError("M_NOT_FOUND", "No presence for that user")
+            raise MatrixError("M_FORBIDDEN", "You are not allowed to see their presence.")
+        return self._current(user_id).content(self._now_ms())
+
+    async def set_presence(
+        self, requester: str, user_id: str, presence: str, status_msg: str | None
+    ) -> None:
+        """``PUT /presence/{userId}/status`` (an absent status message clears it).
+
+        Raises:
+            MatrixError: 403 for someone else's presence, 400 for an unknown state.
+        """
+        if user_id != requester:
+            raise MatrixError("M_FORBIDDEN", "Can only set your own presence state")
+        if presence not in PRESENCE_STATES:
+            raise MatrixError("M_INVALID_PARAM", f"Invalid presence state: {presence!r}")
+        now = self._now_ms()
+        self._last_seen[user_id] = now
+
+        def change(old: UserPresence) -> UserPresence:
+            active = now if presence == ONLINE else old.last_active_ts
+            return attrs.evolve(old, state=presence, status_msg=status_msg, last_active_ts=active)
+
+        await self._change(user_id, change)
+
+    # -- For /sync and other handlers ------------------------------------------------------
+
+    async def set_presence_from_sync(self, user_id: str, state: str | None) -> None:
+        """Apply a ``/sync``'s ``set_presence`` (None: ``online``) at the start of the sync.
+
+        ``offline`` leaves presence alone (spec: the client "is not marked as being online";
+        Synapse ignores such syncs for presence). Prefer `user_syncing`, which also knows when
+        the sync ends; on its own this counts the sync as ended when it starts.
+
+        Raises:
+            MatrixError: 400 for an unknown state.
+
+        Checkpoint: yes.
+        """
+        state = ONLINE if state is None else state
+        if state not in PRESENCE_STATES:
+            raise MatrixError("M_INVALID_PARAM", f"Invalid set_presence: {state!r}")
+        if state == OFFLINE:
+            await trio.lowlevel.checkpoint()
+            return
+        now = self._now_ms()
+        self._last_seen[user_id] = now
+
+        def change(old: UserPresence) -> UserPresence:
+            active = now if state == ONLINE else old.last_active_ts
+            return attrs.evolve(old, state=state, last_active_ts=active)
+
+        await self._change(user_id, change)
+
+    @asynccontextmanager
+    async def user_syncing(self, user_id: str, state: str | None) -> AsyncIterator[None]:
+        """Wrap a ``/sync`` request: applies `set_presence_from_sync` and keeps the user from
+        timing out to ``offline`` while the request is in flight (30 s after it ends)."""
+        await self.set_presence_from_sync(user_id, state)
+        if state == OFFLINE:
+            yield
+            return
+        self._syncs_in_flight[user_id] = self._syncs_in_flight.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            remaining = self._syncs_in_flight[user_id] - 1
+            if remaining:
+                self._syncs_in_flight[user_id] = remaining
+            else:
+                del self._syncs_in_flight[user_id]
+            self._last_seen[user_id] = self._now_ms()
+            self._wakeup.set()
+
+    async def bump_active(self, user_id: str) -> None:
+        """The user did something (sent a message, typed, read): update their last-active
+        time and bring them back ``online`` from ``unavailable``. Checkpoint: yes."""
+        now = self._now_ms()
+
+        def change(old: UserPresence) -> UserPresence:
+            state = ONLINE if old.state == UNAVAILABLE else old.state
+            return attrs.evolve(old, state=state, last_active_ts=now)
+
+        await self._change(user_id, change)
+
+    def on_new_events(self, stored: Sequence[StoredEvent]) -> None:
+        """Count local users' messages as activity (a persister listener; the timeout task
+        applies it, as listeners cannot wait)."""
+        for item in stored:
+            sender = item.event.sender
+            if item.event.type == "m.room.message" and sender.endswith(self._server_suffix):
+                self._pending_activity.add(sender)
+                self._wakeup.set()
+
+    async def presence_since(self, user_id: str, since: int | None) -> list[JsonDict]:
+        """``m.presence`` events for the user and everyone sharing a joined room with them.
+
+        Args:
+            since: the client's presence position: only users whose presence changed after
+                it; None for everyone with a known presence (initial sync).
+
+        Returns:
+            ``{"type": "m.presence", "sender", "content"}`` events.
+
+        Checkpoint: yes.
+        """
+        return self.presence_for_users(await self._store.changed_for(user_id, since))
+
+    def presence_for_users(self, user_ids: Iterable[str]) -> list[JsonDict]:
+        """``m.presence`` events for these users (those with a known presence), e.g. for the
+        members of a room the syncing user newly joined."""
+        now = self._now_ms()
+        return [
+            {"type": "m.presence", "sender": uid, "content": self._states[uid].content(now)}
+            for uid in user_ids
+            if uid in self._states
+        ]
+
+    # -- Timeouts ----------------------------------------------------------------------------
+
+    async def run_timeouts(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Apply idle, offline and currently-active timeouts and queued activity, until
+        cancelled (STYLE S1)."""
+        task_status.started()
+        while True:
+            self._wakeup = trio.Event()
+            while self._pending_activity:
+                await self.bump_active(self._pending_activity.pop())
+            now = self._now_ms()
+            for user_id in [u for u in self._states if self._deadline(u) <= now]:
+                await self._change(user_id, lambda old: old)
+            deadline = min((self._deadline(u) for u in self._states), default=math.inf)
+            with trio.move_on_after((deadline - self._now_ms()) / 1000):
+                await self._wakeup.wait()
+
+    def _deadline(self, user_id: str) -> float:
+        """When the next timeout of this user falls due (ms), if ever."""
+        state = self._states[user_id]
+        if state.state == OFFLINE:
+            return math.inf
+        deadlines = [math.inf]
+        if state.state == ONLINE:
+            deadlines.append(state.last_active_ts + IDLE_TIMEOUT_MS)
+            if state.currently_active:
+                deadlines.append(state.last_active_ts + LAST_ACTIVE_GRANULARITY_MS)
+        if user_id not in self._syncs_in_flight:
+            seen = max(self._last_seen.get(user_id, 0), state.last_active_ts)
+            deadlines.append(seen + SYNC_ONLINE_TIMEOUT_MS)
+        return min(deadlines)
+
+    def _timed_out(self, user_id: str, new: UserPresence, now: int) -> UserPresence:
+        """`new` with the timeouts due at `now` applied."""
+        state = new.state
+        if state == ONLINE and now - new.last_active_ts >= IDLE_TIMEOUT_MS:
+            state = UNAVAILABLE
+        if state != OFFLINE and user_id not in self._syncs_in_flight:
+            seen = max(self._last_seen.get(user_id, 0), new.last_active_ts)
+            if now - seen >= SYNC_ONLINE_TIMEOUT_MS:
+                state = OFFLINE
+        active = state == ONLINE and now - new.last_active_ts < LAST_ACTIVE_GRANULARITY_MS
+        return attrs.evolve(new, state=state, currently_active=active)
+
+    # -- Changes -----------------------------------------------------------------------------
+
+    def _current(self, user_id: str) -> UserPresence:
+        return self._states.get(user_id) or UserPresence(user_id)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _change(self, user_id: str, change: Callable[[UserPresence], UserPresence]) -> None:
+        async with self._lock:
+            old = self._current(user_id)
+            new = self._timed_out(user_id, change(old), self._now_ms())
+            if should_notify(old, new):
+                row = PresenceRow(
+                    user_id,
+                    new.state,
+                    new.status_msg,
+                    new.last_active_ts,
+                    new.currently_active,
+                    stream_id=0,
+                )
+                stream_id = await self._store.upsert(row, self._ids.next_id)
+                self._states[user_id] = new
+                # Publish the position only once the row is committed.
+                self._position = max(self._position, stream_id)
+                rooms = await self._store.joined_rooms(user_id)
+                self._notifier.notify(rooms=rooms, users=[user_id])
+            elif new != old or user_id in self._states:
+                self._states[user_id] = new
+            self._wakeup.set()

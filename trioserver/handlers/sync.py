@@ -26,7 +26,9 @@ from trioserver.streams import StreamToken
 
 if TYPE_CHECKING:
     from trioserver.handlers.notifier import Notifier
+    from trioserver.handlers.presence import PresenceHandler
     from trioserver.handlers.sync_rooms import RoomSyncBuilder
+    from trioserver.handlers.sync_streams import RoomExtras, SyncStreams
     from trioserver.stores.sync import SyncMembership, SyncStore
 
 JsonDict = dict[str, Any]
@@ -59,13 +61,27 @@ class SyncResult:
 class SyncHandler:
     """Computes sync responses and long-polls for them."""
 
-    def __init__(self, notifier: Notifier, rooms: RoomSyncBuilder, sync_store: SyncStore) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        rooms: RoomSyncBuilder,
+        streams: SyncStreams,
+        presence: PresenceHandler,
+        sync_store: SyncStore,
+    ) -> None:
         self._notifier = notifier
         self._rooms = rooms
+        self._streams = streams
+        self._presence = presence
         self._sync = sync_store
 
     async def sync(self, request: SyncRequest) -> JsonDict:
         """Answer a sync request, waiting up to its timeout when there is nothing new."""
+        # The user counts as online (or `set_presence`) for as long as the request runs.
+        async with self._presence.user_syncing(request.user_id, request.set_presence):
+            return await self._sync_now_or_later(request)
+
+    async def _sync_now_or_later(self, request: SyncRequest) -> JsonDict:
         now = self._notifier.current_token()
         if request.since is None or request.full_state or request.timeout_ms <= 0:
             return (await self._compute(request, now)).body
@@ -99,37 +115,70 @@ class SyncHandler:
             full_state=request.full_state,
             options=request.options,
         )
-        rooms = await self._rooms_section(ctx)
+        rows = await self._current_memberships(ctx)
+        joined = [row for row in rows if row.membership == "join"]
+        fresh = {row.room_id for row in joined if await self._rooms.newly_joined(ctx, row)}
+        extras = await self._streams.room_extras(ctx, [row.room_id for row in joined], fresh)
+        rooms = await self._rooms_section(ctx, rows, fresh, extras)
+        new_members = await self._sync.users_in_rooms(list(fresh)) if ctx.since else set()
+        presence = await self._streams.presence(ctx, new_members)
+        account_data = await self._streams.global_account_data(ctx)
+        to_device, to_device_position = await self._streams.to_device(ctx, request.device_id)
+        changed, left = await self._streams.device_lists(ctx)
+        key_counts, fallback_types = await self._streams.key_counts(ctx, request.device_id)
         body: JsonDict = {
-            "next_batch": now.to_string(),
+            "next_batch": attrs.evolve(now, to_device=to_device_position).to_string(),
             "rooms": rooms,
-            "presence": {"events": []},
-            "account_data": {"events": []},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            "presence": {"events": presence},
+            "account_data": {"events": account_data},
+            "to_device": {"events": to_device},
+            "device_lists": {"changed": sorted(changed), "left": sorted(left)},
+            "device_one_time_keys_count": key_counts,
+            "device_unused_fallback_key_types": fallback_types,
         }
-        empty = not any(rooms[section] for section in rooms)
+        empty = not (
+            any(rooms[section] for section in rooms)
+            or presence
+            or account_data
+            or to_device
+            or changed
+            or left
+        )
         return SyncResult(body, empty)
 
-    async def _rooms_section(self, ctx: SyncContext) -> JsonDict:
-        sections: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+    async def _current_memberships(self, ctx: SyncContext) -> list[SyncMembership]:
         rows = await self._sync.memberships(ctx.user_id)
-        rows = [row for row in rows if ctx.filter.room.matches_room(row.room_id)]
+        current = []
+        for row in rows:
+            if not ctx.filter.room.matches_room(row.room_id):
+                continue
+            as_of_now = await self._as_of_now(ctx, row)
+            if as_of_now is not None:
+                current.append(as_of_now)
+        return current
+
+    async def _rooms_section(
+        self,
+        ctx: SyncContext,
+        rows: list[SyncMembership],
+        fresh: set[str],
+        extras: RoomExtras,
+    ) -> JsonDict:
+        sections: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
         changed: set[str] | None = None
         if ctx.since is not None:
             changed = await self._sync.rooms_with_events(
                 [row.room_id for row in rows], ctx.since.events, ctx.now.events
             )
+            changed |= extras.rooms()
         for row in rows:
-            current = await self._as_of_now(ctx, row)
-            if current is None:
-                continue
-            entry = await self._room_entry(ctx, current, changed)
+            if row.membership == "join":
+                entry = await self._joined_entry(ctx, row, row.room_id in fresh, changed, extras)
+            else:
+                entry = await self._other_entry(ctx, row)
             if entry is not None:
-                section = "leave" if current.membership == "ban" else current.membership
-                sections[section][current.room_id] = entry
+                section = "leave" if row.membership == "ban" else row.membership
+                sections[section][row.room_id] = entry
         await self._add_summaries(ctx, sections["join"])
         return sections
 
@@ -140,24 +189,13 @@ class SyncHandler:
         membership = await self._sync.membership_at(ctx.user_id, row.room_id, ctx.now.events)
         return None if membership is None else attrs.evolve(row, membership=membership)
 
-    async def _room_entry(
-        self, ctx: SyncContext, row: SyncMembership, changed: set[str] | None
-    ) -> JsonDict | None:
+    async def _other_entry(self, ctx: SyncContext, row: SyncMembership) -> JsonDict | None:
         fresh = ctx.since is None or row.stream_ordering > ctx.since.events
-        if row.membership == "join":
-            return await self._joined_entry(ctx, row, changed)
-        if row.membership == "invite":
-            return (
-                {"invite_state": {"events": await self._rooms.stripped_state(row)}}
-                if fresh
-                else None
-            )
-        if row.membership == "knock":
-            return (
-                {"knock_state": {"events": await self._rooms.stripped_state(row)}}
-                if fresh
-                else None
-            )
+        if row.membership in ("invite", "knock"):
+            if not fresh:
+                return None
+            key = f"{row.membership}_state"
+            return {key: {"events": await self._rooms.stripped_state(row)}}
         if row.forgotten:
             return None
         include = (ctx.since is None and ctx.filter.room.include_leave) or (
@@ -166,9 +204,13 @@ class SyncHandler:
         return await self._left_entry(ctx, row) if include else None
 
     async def _joined_entry(
-        self, ctx: SyncContext, row: SyncMembership, changed: set[str] | None
+        self,
+        ctx: SyncContext,
+        row: SyncMembership,
+        full: bool,
+        changed: set[str] | None,
+        extras: RoomExtras,
     ) -> JsonDict | None:
-        full = await self._rooms.newly_joined(ctx, row)
         if not full and changed is not None and row.room_id not in changed:
             return None
         timeline = await self._rooms.timeline(
@@ -178,15 +220,16 @@ class SyncHandler:
             full=full,
             viewer=self._rooms.viewer(ctx, row),
         )
-        if not full and not timeline.events and not timeline.state:
+        ephemeral = extras.ephemeral.get(row.room_id, [])
+        account_data = extras.account_data.get(row.room_id, [])
+        if not (full or timeline.events or timeline.state or ephemeral or account_data):
             return None
         state = self._rooms.lazy_members(ctx, timeline)
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(ctx, state),
-            "ephemeral": {"events": []},
-            "account_data": {"events": []},
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            "ephemeral": {"events": ephemeral},
+            "account_data": {"events": account_data},
         }
 
     async def _left_entry(self, ctx: SyncContext, row: SyncMembership) -> JsonDict:
@@ -209,7 +252,13 @@ class SyncHandler:
         if not joined:
             return
         counts = await self._sync.member_counts(list(joined))
+        unread = await self._sync.unread_counts(ctx.user_id, list(joined))
         for room_id, entry in joined.items():
+            notifications, highlights = unread[room_id]
+            entry["unread_notifications"] = {
+                "notification_count": notifications,
+                "highlight_count": highlights,
+            }
             count = counts[room_id]
             entry["summary"] = {
                 "m.heroes": await self._sync.heroes(room_id, ctx.user_id),
