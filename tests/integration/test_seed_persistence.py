@@ -196,3 +196,21 @@ async def test_a_request_is_atomic_when_one_of_its_events_is_refused(tmp_path: P
         # The room was left as it was: the next event builds on the last stored one.
         stored = await env.send_text(alice, room_id, "after")
         assert stored.stream_ordering == count + 1
+
+
+async def test_identical_v12_rooms_created_in_one_millisecond_get_distinct_ids(
+    tmp_path: Path,
+) -> None:
+    async with writer_env(tmp_path, clock=lambda: 1_800_000_000.0) as env:
+        alice = await env.user("alice")
+        first = await env.create_room(alice)
+        second = await env.create_room(alice)
+        results: list[str] = []
+
+        async def create() -> None:
+            results.append(await env.create_room(alice))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(create)
+        assert len({first, second, *results}) == 5

@@ -331,11 +331,29 @@ class EventPersister:
                 raise MatrixError("M_NOT_FOUND", "Unknown room")
             view = RoomView.of(room)
         built = []
-        for intent in request.intents:
+        intents = request.intents
+        if request.new_room is not None and view.room.room_id == "":
+            view, create = await self._build_unique_create(request, now_ms)
+            built.append(create)
+            intents = intents[1:]
+        for intent in intents:
             built.append(await self._build_one(view, intent, now_ms))
-            if request.new_room is not None and view.room.room_id == "":
-                view.room.room_id = built[0].event.room_id
         return built, view
+
+    async def _build_unique_create(
+        self, request: _Request, now_ms: int
+    ) -> tuple[RoomView, _Built]:
+        # Room version 12 derives the room id from the create event, so two identical create
+        # events (same creator, content and millisecond) would name the same room: move the
+        # timestamp on until the id is free.
+        for attempt in range(1000):
+            view = self._new_room_view(request)
+            create = await self._build_one(view, request.intents[0], now_ms + attempt)
+            room_id = create.event.room_id
+            if room_id not in self._rooms and await self._live_room(room_id) is None:
+                view.room.room_id = room_id
+                return view, create
+        raise MatrixError("M_UNKNOWN", "Could not allocate a room id", status=500)
 
     def _new_room_view(self, request: _Request) -> RoomView:
         assert request.new_room is not None
