@@ -9,9 +9,10 @@ A handler returns a JSON-able dict (200) or a `Response`. Failures are rendered 
 else a logged 500 ``M_UNKNOWN`` (a 500 is always a bug). Every response carries the CORS headers
 browser clients need.
 
-Why not quart-trio: measured on this machine, importing quart-trio adds 0.2 s and 14 MB to
-start-up and halves throughput on a trivial endpoint (BENCHMARKS.md); routing and JSON bodies
-are all the Client-Server API needs from a framework, and they fit in this module.
+Why not quart-trio: measured on this machine, importing quart-trio adds 0.16 s and 13 MB to
+start-up and serves 22-39% fewer requests per second on a trivial endpoint (BENCHMARKS.md,
+bench/http_baseline.py); routing and JSON bodies are all the Client-Server API needs from a
+framework, and they fit in this module.
 """
 
 from __future__ import annotations
