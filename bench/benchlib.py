@@ -225,6 +225,10 @@ class ServerProcess:
         """The server's CPU seconds so far, with the wall clock."""
         return CpuTimes(proc_cpu_s(self.pid), time.perf_counter())
 
+    def cpu_s(self) -> float:
+        """The server's CPU seconds so far (the `workload.BenchServer` protocol)."""
+        return proc_cpu_s(self.pid)
+
     def memory_kib(self) -> dict[str, int]:
         """The server's VmRSS and VmHWM in KiB."""
         return proc_memory_kib(self.pid)
