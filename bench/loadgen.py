@@ -82,6 +82,14 @@ class H11Client:
         self, method: str, path: str, body: bytes | None = None, token: str | None = None
     ) -> tuple[int, bytes]:
         """Send one request and read the whole response; its status and body."""
+        await self.send_request(method, path, body, token)
+        return await self.read_response()
+
+    async def send_request(
+        self, method: str, path: str, body: bytes | None = None, token: str | None = None
+    ) -> None:
+        """Write one request (then `read_response`): lets a caller know that a long-poll
+        has left before it triggers what should wake it."""
         headers = [(b"Host", self._host)]
         if token is not None:
             headers.append((b"Authorization", b"Bearer " + token.encode()))
@@ -95,6 +103,9 @@ class H11Client:
             out += self._conn.send(h11.Data(data=body))
         out += self._conn.send(h11.EndOfMessage())
         await self._stream.send_all(out)
+
+    async def read_response(self) -> tuple[int, bytes]:
+        """Read the whole response to the request sent last; its status and body."""
         status = 0
         chunks: list[bytes] = []
         while True:

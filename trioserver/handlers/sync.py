@@ -87,9 +87,12 @@ class SyncHandler:
             return (await self._compute(request, now)).body
         deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         while True:
-            result = await self._compute(request, now)
-            if not result.empty:
-                return result.body
+            # A client that re-polls with the token it was just given has, by definition,
+            # nothing new: every stream is where its token says. Skip straight to waiting.
+            if request.since != now:
+                result = await self._compute(request, now)
+                if not result.empty:
+                    return result.body
             joined = await self._joined_room_ids(request.user_id)
             with self._notifier.listen(request.user_id, joined) as listener:
                 latest = self._notifier.current_token()
@@ -167,19 +170,24 @@ class SyncHandler:
         sections: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
         changed: set[str] | None = None
         if ctx.since is not None:
-            changed = await self._sync.rooms_with_events(
-                [row.room_id for row in rows], ctx.since.events, ctx.now.events
-            )
+            changed = set()
+            if ctx.since.events != ctx.now.events:
+                changed = await self._sync.rooms_with_events(
+                    [row.room_id for row in rows], ctx.since.events, ctx.now.events
+                )
             changed |= extras.rooms()
+        summaries: list[str] = []
         for row in rows:
             if row.membership == "join":
                 entry = await self._joined_entry(ctx, row, row.room_id in fresh, changed, extras)
+                if entry is not None and (row.room_id in fresh or _has_members(entry)):
+                    summaries.append(row.room_id)
             else:
                 entry = await self._other_entry(ctx, row)
             if entry is not None:
                 section = "leave" if row.membership == "ban" else row.membership
                 sections[section][row.room_id] = entry
-        await self._add_summaries(ctx, sections["join"])
+        await self._add_summaries(ctx, sections["join"], summaries)
         return sections
 
     async def _as_of_now(self, ctx: SyncContext, row: SyncMembership) -> SyncMembership | None:
@@ -248,10 +256,18 @@ class SyncHandler:
             "account_data": {"events": []},
         }
 
-    async def _add_summaries(self, ctx: SyncContext, joined: JsonDict) -> None:
+    async def _add_summaries(
+        self, ctx: SyncContext, joined: JsonDict, summaries: list[str]
+    ) -> None:
+        """Unread counts for every joined entry; a room ``summary`` for those in `summaries`.
+
+        Spec: the summary's fields are required only when they changed since the last sync,
+        so (as Synapse does) an incremental sync sends one only for a newly joined room or
+        when membership events are in the entry; other entries get an empty summary.
+        """
         if not joined:
             return
-        counts = await self._sync.member_counts(list(joined))
+        counts = await self._sync.member_counts(summaries) if summaries else {}
         unread = await self._sync.unread_counts(ctx.user_id, list(joined))
         for room_id, entry in joined.items():
             notifications, highlights = unread[room_id]
@@ -259,9 +275,22 @@ class SyncHandler:
                 "notification_count": notifications,
                 "highlight_count": highlights,
             }
-            count = counts[room_id]
-            entry["summary"] = {
-                "m.heroes": await self._sync.heroes(room_id, ctx.user_id),
-                "m.joined_member_count": count.joined,
-                "m.invited_member_count": count.invited,
-            }
+            count = counts.get(room_id)
+            entry["summary"] = (
+                {
+                    "m.heroes": await self._sync.heroes(room_id, ctx.user_id),
+                    "m.joined_member_count": count.joined,
+                    "m.invited_member_count": count.invited,
+                }
+                if count is not None
+                else {}
+            )
+
+
+def _has_members(entry: JsonDict) -> bool:
+    """Whether a room entry's timeline or state carries a membership event."""
+    return any(
+        event.get("type") == "m.room.member"
+        for part in ("timeline", "state")
+        for event in entry[part]["events"]
+    )

@@ -64,10 +64,15 @@ class SyncStreams:
         old = [r for r in joined if r not in fresh]
         typing = self._h.typing.typing_for_rooms(old, since.typing if since else 0)
         typing.update(self._h.typing.typing_for_rooms(fresh, 0))
-        receipts = await self._h.receipts.receipts_for_rooms(
-            ctx.user_id, old, since.receipts if since else None
-        )
-        receipts.update(await self._h.receipts.receipts_for_rooms(ctx.user_id, list(fresh), None))
+        receipts: dict[str, JsonDict] = {}
+        if since is None or since.receipts != ctx.now.receipts:
+            receipts = await self._h.receipts.receipts_for_rooms(
+                ctx.user_id, old, since.receipts if since else None
+            )
+        if fresh:
+            receipts.update(
+                await self._h.receipts.receipts_for_rooms(ctx.user_id, list(fresh), None)
+            )
         ephemeral: dict[str, list[JsonDict]] = {}
         for room_id in joined:
             events: list[JsonDict] = []
@@ -86,23 +91,30 @@ class SyncStreams:
         """Room account data (and tags) changed since ``since`` (all of it for `fresh`)."""
         since = ctx.since.account_data if ctx.since else None
         old = [r for r in room_ids if r not in fresh]
-        data = await self._h.account_data.rooms_since(ctx.user_id, old, since)
-        data.update(await self._h.account_data.rooms_since(ctx.user_id, list(fresh), None))
+        data: dict[str, list[JsonDict]] = {}
+        if since is None or since != ctx.now.account_data:
+            data = await self._h.account_data.rooms_since(ctx.user_id, old, since)
+        if fresh:
+            data.update(await self._h.account_data.rooms_since(ctx.user_id, list(fresh), None))
         account_filter = ctx.filter.room.account_data
         return {r: [dict(e) for e in account_filter.filter_json(v)] for r, v in data.items()}
 
     async def global_account_data(self, ctx: SyncContext) -> list[JsonDict]:
         """The user's global account data changed since ``since``."""
         since = ctx.since.account_data if ctx.since else None
+        if since is not None and since == ctx.now.account_data:
+            return []
         events = await self._h.account_data.global_since(ctx.user_id, since)
         return [dict(e) for e in ctx.filter.account_data.filter_json(events)]
 
     async def presence(self, ctx: SyncContext, new_members: set[str]) -> list[JsonDict]:
         """Presence of the user and those sharing a room, changed since ``since``; plus the
         presence of members the user newly shares a room with."""
-        events = await self._h.presence.presence_since(
-            ctx.user_id, ctx.since.presence if ctx.since else None
-        )
+        events: list[JsonDict] = []
+        if ctx.since is None or ctx.since.presence != ctx.now.presence:
+            events = await self._h.presence.presence_since(
+                ctx.user_id, ctx.since.presence if ctx.since else None
+            )
         if new_members:
             seen = {e.get("sender") for e in events}
             extra = self._h.presence.presence_for_users(new_members - seen)
@@ -129,6 +141,9 @@ class SyncStreams:
         """Users whose devices the client should re-fetch (``changed``) or forget (``left``):
         device-list stream changes plus users who started or stopped sharing a room."""
         if ctx.since is None:
+            return set(), set()
+        # Changes come from the device-list stream and from memberships (events stream).
+        if (ctx.since.device_lists, ctx.since.events) == (ctx.now.device_lists, ctx.now.events):
             return set(), set()
         changes = await self._h.e2e_keys.device_list_changes(ctx.user_id, ctx.since, ctx.now)
         return set(changes.changed), set(changes.left)

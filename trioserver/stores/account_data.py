@@ -142,7 +142,7 @@ class AccountDataStore:
 
     async def get(self, user_id: str, room_id: str | None, data_type: str) -> JsonDict | None:
         """One entry's content (`room_id` None: global), or None. Checkpoint: yes."""
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "get_account_data", _get_txn, user_id, room_id or GLOBAL, data_type
         )
 
@@ -189,7 +189,9 @@ class AccountDataStore:
 
     async def global_since(self, user_id: str, since: int | None) -> list[AccountDataRow]:
         """Global entries changed after stream id `since` (all when None). Checkpoint: yes."""
-        return await self._db.run_read("global_account_data", _global_since_txn, user_id, since)
+        return await self._db.run_read_inline(
+            "global_account_data", _global_since_txn, user_id, since
+        )
 
     async def rooms_since(
         self, user_id: str, room_ids: Sequence[str], since: int | None
@@ -197,6 +199,6 @@ class AccountDataStore:
         """Entries of `room_ids` changed after `since` (all when None). Checkpoint: yes."""
         if not room_ids:
             return []
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "room_account_data", _rooms_since_txn, user_id, list(room_ids), since
         )

@@ -280,11 +280,11 @@ class AccountStore:
 
     async def get_user(self, user_id: str) -> UserRow | None:
         """The user's account row, or None. Checkpoint: yes."""
-        return await self._db.run_read("get_user", _get_user_txn, user_id)
+        return await self._db.run_read_inline("get_user", _get_user_txn, user_id)
 
     async def get_token(self, token: str) -> TokenRow | None:
         """Who `token` belongs to, or None when it is unknown. Checkpoint: yes."""
-        return await self._db.run_read("get_token", _get_token_txn, token)
+        return await self._db.run_read_inline("get_token", _get_token_txn, token)
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> list[str]:
         """Delete devices (all of the user's when None) and their tokens.
@@ -313,11 +313,11 @@ class AccountStore:
 
     async def get_devices(self, user_id: str) -> list[DeviceRow]:
         """All of the user's devices. Checkpoint: yes."""
-        return await self._db.run_read("get_devices", _get_devices_txn, user_id)
+        return await self._db.run_read_inline("get_devices", _get_devices_txn, user_id)
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRow | None:
         """One device, or None. Checkpoint: yes."""
-        return await self._db.run_read("get_device", _get_device_txn, user_id, device_id)
+        return await self._db.run_read_inline("get_device", _get_device_txn, user_id, device_id)
 
     async def update_device(self, user_id: str, device_id: str, display_name: str) -> bool:
         """Rename a device; False when it does not exist. Checkpoint: yes."""

@@ -199,7 +199,7 @@ class CrossSigningStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read("get_cross_signing_keys", _get_keys_txn, user_ids)
+        return await self._db.run_read_inline("get_cross_signing_keys", _get_keys_txn, user_ids)
 
     async def keys_for_reader(
         self, user_ids: Sequence[str], reader: str
@@ -208,7 +208,7 @@ class CrossSigningStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "get_cross_signing_keys_for_reader", _keys_for_reader_txn, user_ids, reader
         )
 

@@ -168,7 +168,7 @@ class DeviceListStore:
         for them. Checkpoint: yes."""
         if upto <= since:
             return set()
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "device_lists_changed_users", _changed_users_txn, user_id, since, upto
         )
 

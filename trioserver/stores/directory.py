@@ -111,7 +111,7 @@ class DirectoryStore:
 
     async def get_alias(self, alias: str) -> AliasRow | None:
         """What an alias points at, or None. Checkpoint: yes."""
-        return await self._db.run_read("get_alias", _get_alias_txn, alias)
+        return await self._db.run_read_inline("get_alias", _get_alias_txn, alias)
 
     async def delete_alias(self, alias: str) -> bool:
         """Remove an alias; False when it did not exist. Checkpoint: yes."""
@@ -119,7 +119,7 @@ class DirectoryStore:
 
     async def aliases_for_room(self, room_id: str) -> list[str]:
         """The local aliases of a room. Checkpoint: yes."""
-        return await self._db.run_read("aliases_for_room", _aliases_for_room_txn, room_id)
+        return await self._db.run_read_inline("aliases_for_room", _aliases_for_room_txn, room_id)
 
     async def set_public(self, room_id: str, public: bool) -> bool:
         """Publish or unpublish a room; False for an unknown room. Checkpoint: yes."""
@@ -127,7 +127,7 @@ class DirectoryStore:
 
     async def is_public(self, room_id: str) -> bool | None:
         """Whether the room is published; None for an unknown room. Checkpoint: yes."""
-        return await self._db.run_read("is_room_public", _is_public_txn, room_id)
+        return await self._db.run_read_inline("is_room_public", _is_public_txn, room_id)
 
     async def public_room_ids(self) -> list[str]:
         """Every published room. Checkpoint: yes."""
@@ -145,4 +145,4 @@ class DirectoryStore:
 
     async def is_admin(self, user_id: str) -> bool:
         """Whether `user_id` is a local server admin (``users.admin``). Checkpoint: yes."""
-        return await self._db.run_read("is_server_admin", _is_admin_txn, user_id)
+        return await self._db.run_read_inline("is_server_admin", _is_admin_txn, user_id)

@@ -310,11 +310,13 @@ class E2eKeyStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read("count_one_time_keys", _counts_txn, user_id, device_id)
+        return await self._db.run_read_inline(
+            "count_one_time_keys", _counts_txn, user_id, device_id
+        )
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         """Algorithms whose fallback key has not been claimed. Checkpoint: yes."""
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "unused_fallback_key_types", _unused_fallback_txn, user_id, device_id
         )
 

@@ -186,7 +186,7 @@ class EventStore:
             elif event_id not in result:
                 missing.append(event_id)
         if missing:
-            for stored in await self._db.run_read("get_events", _get_events_txn, missing):
+            for stored in await self._db.run_read_inline("get_events", _get_events_txn, missing):
                 self.cache.put(stored)
                 result[stored.event_id] = stored
         return result
@@ -214,7 +214,7 @@ class EventStore:
 
         Checkpoint: yes.
         """
-        stored = await self._db.run_read(
+        stored = await self._db.run_read_inline(
             "paginate_room_events", _paginate_txn, room_id, start, end, backwards, limit
         )
         for item in stored:
@@ -223,12 +223,12 @@ class EventStore:
 
     async def room_end(self, room_id: str) -> RoomPosition:
         """The position just after the newest event of the room. Checkpoint: yes."""
-        return await self._db.run_read("room_end", _room_end_txn, room_id)
+        return await self._db.run_read_inline("room_end", _room_end_txn, room_id)
 
     async def event_for_txn(
         self, user_id: str, device_id: str, room_id: str, txn_id: str
     ) -> str | None:
         """The event a client already sent with this transaction id, if any."""
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "event_for_txn", _txn_event_id_txn, user_id, device_id, room_id, txn_id
         )

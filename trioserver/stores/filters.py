@@ -45,7 +45,7 @@ class FilterStore:
 
     async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
         """A stored filter, or None. Checkpoint: yes."""
-        raw = await self._db.run_read("get_filter", _get_filter_txn, user_id, filter_id)
+        raw = await self._db.run_read_inline("get_filter", _get_filter_txn, user_id, filter_id)
         if raw is None:
             return None
         parsed: dict[str, Any] = orjson.loads(raw)

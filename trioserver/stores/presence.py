@@ -135,16 +135,20 @@ class PresenceStore:
     async def changed_for(self, user_id: str, since: int | None) -> list[str]:
         """Users whose stored presence changed after `since` (any, when None) and who are
         `user_id` or share a joined room with them. Checkpoint: yes."""
-        return await self._db.run_read("presence_changed_for", _changed_for_txn, user_id, since)
+        return await self._db.run_read_inline(
+            "presence_changed_for", _changed_for_txn, user_id, since
+        )
 
     async def shares_room(self, user_id: str, other: str) -> bool:
         """Whether both users are joined to a common room. Checkpoint: yes."""
-        return await self._db.run_read("presence_shares_room", _shares_room_txn, user_id, other)
+        return await self._db.run_read_inline(
+            "presence_shares_room", _shares_room_txn, user_id, other
+        )
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         """The rooms the user is joined to (current state). Checkpoint: yes."""
-        return await self._db.run_read("presence_joined_rooms", _joined_rooms_txn, user_id)
+        return await self._db.run_read_inline("presence_joined_rooms", _joined_rooms_txn, user_id)
 
     async def user_exists(self, user_id: str) -> bool:
         """Whether a local account with this id exists. Checkpoint: yes."""
-        return await self._db.run_read("presence_user_exists", _user_exists_txn, user_id)
+        return await self._db.run_read_inline("presence_user_exists", _user_exists_txn, user_id)

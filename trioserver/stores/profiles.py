@@ -44,7 +44,7 @@ class ProfileStore:
 
     async def get_profile(self, user_id: str) -> Profile | None:
         """The profile of a local user; None when there is no such user. Checkpoint: yes."""
-        return await self._db.run_read("get_profile", _get_profile_txn, user_id)
+        return await self._db.run_read_inline("get_profile", _get_profile_txn, user_id)
 
     async def set_displayname(self, user_id: str, displayname: str | None) -> None:
         """Set (or clear, with None) the display name. Checkpoint: yes."""

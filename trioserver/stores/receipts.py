@@ -144,6 +144,6 @@ class ReceiptStore:
         """
         if not room_ids:
             return []
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "receipts_for_rooms", _receipts_for_rooms_txn, user_id, list(room_ids), since
         )

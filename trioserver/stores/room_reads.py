@@ -141,11 +141,11 @@ class RoomReadStore:
 
     async def room_access(self, user_id: str, room_id: str) -> RoomAccess:
         """Everything that decides `user_id`'s read access to `room_id`. Checkpoint: yes."""
-        return await self._db.run_read("room_access", _room_access_txn, user_id, room_id)
+        return await self._db.run_read_inline("room_access", _room_access_txn, user_id, room_id)
 
     async def current_state_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
         """The current state event for one key (None when absent). Checkpoint: yes."""
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "current_state_id", _current_state_id_txn, room_id, event_type, state_key
         )
 
@@ -159,7 +159,7 @@ class RoomReadStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "txn_ids", _txn_ids_txn, user_id, device_id, room_id, list(event_ids)
         )
 
@@ -172,13 +172,15 @@ class RoomReadStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "position_at_stream", _position_at_stream_txn, room_id, stream
         )
 
     async def last_event_at(self, room_id: str, position: RoomPosition) -> str | None:
         """The room's last accepted event at or before `position`, if any. Checkpoint: yes."""
-        return await self._db.run_read("last_event_at", _last_event_at_txn, room_id, position)
+        return await self._db.run_read_inline(
+            "last_event_at", _last_event_at_txn, room_id, position
+        )
 
     async def joined_profiles(self, room_id: str) -> list[JoinedProfile]:
         """The currently joined members with their room profiles. Checkpoint: yes."""

@@ -126,7 +126,7 @@ class StateStore:
 
     async def room_version(self, room_id: str) -> str | None:
         """The room's version, or None for an unknown room. Checkpoint: yes."""
-        return await self._db.run_read("room_version", _room_version_txn, room_id)
+        return await self._db.run_read_inline("room_version", _room_version_txn, room_id)
 
     async def local_memberships(
         self, user_id: str, memberships: Sequence[str] | None = None
@@ -139,14 +139,16 @@ class StateStore:
         Checkpoint: yes.
         """
         self._check_local(user_id)
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "local_memberships", _local_memberships_txn, user_id, memberships
         )
 
     async def local_membership(self, user_id: str, room_id: str) -> MembershipRow | None:
         """A local user's latest membership of one room. Checkpoint: yes."""
         self._check_local(user_id)
-        return await self._db.run_read("local_membership", _local_membership_txn, user_id, room_id)
+        return await self._db.run_read_inline(
+            "local_membership", _local_membership_txn, user_id, room_id
+        )
 
     def _check_local(self, user_id: str) -> None:
         if not user_id.endswith(self._server_suffix):

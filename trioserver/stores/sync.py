@@ -145,25 +145,25 @@ class SyncStore:
 
     async def memberships(self, user_id: str) -> list[SyncMembership]:
         """The user's latest membership of every room they were ever in. Checkpoint: yes."""
-        return await self._db.run_read("sync_memberships", _memberships_txn, user_id)
+        return await self._db.run_read_inline("sync_memberships", _memberships_txn, user_id)
 
     async def rooms_with_events(self, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
         """Which of `room_ids` have events in the stream range (after, upto]. Checkpoint: yes."""
         if after >= upto or not room_ids:
             return set()
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "rooms_with_events", _rooms_with_events_txn, room_ids, after, upto
         )
 
     async def membership_at(self, user_id: str, room_id: str, stream: int) -> str | None:
         """The user's membership of a room as of an events-stream position. Checkpoint: yes."""
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "membership_at", _membership_at_txn, user_id, room_id, stream
         )
 
     async def member_counts(self, room_ids: Sequence[str]) -> dict[str, MemberCounts]:
         """Joined and invited member counts from current state. Checkpoint: yes."""
-        return await self._db.run_read("member_counts", _member_counts_txn, room_ids)
+        return await self._db.run_read_inline("member_counts", _member_counts_txn, room_ids)
 
     async def users_in_rooms(self, room_ids: Sequence[str]) -> set[str]:
         """Everyone joined to any of the rooms. Checkpoint: yes."""
@@ -181,8 +181,10 @@ class SyncStore:
         """
         if not room_ids:
             return {}
-        return await self._db.run_read("unread_counts", _unread_counts_txn, user_id, room_ids)
+        return await self._db.run_read_inline(
+            "unread_counts", _unread_counts_txn, user_id, room_ids
+        )
 
     async def heroes(self, room_id: str, user_id: str, limit: int = 5) -> list[str]:
         """Up to `limit` other members, longest-standing first (room summary heroes)."""
-        return await self._db.run_read("heroes", _heroes_txn, room_id, user_id, limit)
+        return await self._db.run_read_inline("heroes", _heroes_txn, room_id, user_id, limit)

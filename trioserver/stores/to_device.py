@@ -167,7 +167,7 @@ class ToDeviceStore:
 
     async def stream_position(self) -> int:
         """The highest to_device stream id ever handed out. Checkpoint: yes."""
-        return await self._db.run_read("to_device_position", _position_txn)
+        return await self._db.run_read_inline("to_device_position", _position_txn)
 
     async def add_messages(self, ids: StreamIdGenerator, send: OutgoingMessages) -> SendOutcome:
         """Store a sendToDevice request's messages for local devices, once per transaction id.
@@ -191,14 +191,14 @@ class ToDeviceStore:
             The events and the position up to which they were returned (`upto` unless
             limited). Checkpoint: yes.
         """
-        return await self._db.run_read(
+        return await self._db.run_read_inline(
             "to_device_messages_for", _messages_for_txn, user_id, device_id, since, upto, limit
         )
 
     async def delete_delivered(self, user_id: str, device_id: str, upto: int) -> int:
         """Delete a device's messages with stream id <= `upto`; how many. Checkpoint: yes."""
         # Most syncs acknowledge nothing; check on a reader before taking the writer.
-        if not await self._db.run_read(
+        if not await self._db.run_read_inline(
             "has_delivered_to_device", _has_delivered_txn, user_id, device_id, upto
         ):
             return 0
