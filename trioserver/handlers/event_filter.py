@@ -96,9 +96,25 @@ class RoomEventFilter(EventFilter):
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    # Most filters (every default one) rule nothing out; /sync asks thousands of times.
+    _passes_all: bool = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        passes_all = (
+            self.rooms is None
+            and not self.not_rooms
+            and self.contains_url is None
+            and self.types is None
+            and not self.not_types
+            and self.senders is None
+            and not self.not_senders
+        )
+        object.__setattr__(self, "_passes_all", passes_all)
 
     def matches(self, event: Event) -> bool:
         """Whether the event passes every rule of the filter."""
+        if self._passes_all:
+            return True
         if not self.matches_room(event.room_id):
             return False
         # Synapse counts only a string ``url``; so do we.

@@ -65,7 +65,8 @@ def _base_dict(event: Event, options: SerializeOptions) -> JsonDict:
         pdu = event.get_pdu_json()
         pdu["event_id"] = event.event_id
         return pdu
-    return event.for_client(include_room_id=options.include_room_id)
+    # The caller replaces ``unsigned`` and only ever adds top-level keys.
+    return event.client_fields(include_room_id=options.include_room_id)
 
 
 def format_client_event(
