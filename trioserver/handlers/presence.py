@@ -124,6 +124,8 @@ class PresenceHandler:
         self._pending_activity: set[str] = set()
         self._lock = trio.Lock()
         self._wakeup = trio.Event()
+        # When the timeout task next wakes by itself (ms); -inf while it is not asleep.
+        self._sleeping_until = -math.inf
 
     async def load(self) -> None:
         """Read stored presence and the stream position; register it. Checkpoint: yes."""
@@ -227,7 +229,7 @@ class PresenceHandler:
             else:
                 del self._syncs_in_flight[user_id]
             self._last_seen[user_id] = self._now_ms()
-            self._wakeup.set()
+            self._replan_if_sooner(user_id)
 
     async def bump_active(self, user_id: str) -> None:
         """The user did something (sent a message, typed, read): update their last-active
@@ -289,8 +291,10 @@ class PresenceHandler:
             for user_id in [u for u in self._states if self._deadline(u) <= now]:
                 await self._change(user_id, lambda old: old)
             deadline = min((self._deadline(u) for u in self._states), default=math.inf)
+            self._sleeping_until = deadline
             with trio.move_on_after((deadline - self._now_ms()) / 1000):
                 await self._wakeup.wait()
+            self._sleeping_until = -math.inf  # awake: every change is seen on the next pass
 
     def _deadline(self, user_id: str) -> float:
         """When the next timeout of this user falls due (ms), if ever."""
@@ -348,4 +352,11 @@ class PresenceHandler:
                 self._notifier.notify(rooms=rooms, users=[user_id])
             elif new != old or user_id in self._states:
                 self._states[user_id] = new
+            self._replan_if_sooner(user_id)
+
+    def _replan_if_sooner(self, user_id: str) -> None:
+        """Wake the timeout task if this user's next deadline comes before the one it sleeps
+        until (a wake-up costs it a pass over every user, and every /sync changes presence
+        state)."""
+        if user_id in self._states and self._deadline(user_id) < self._sleeping_until:
             self._wakeup.set()
