@@ -291,20 +291,6 @@ class Event:
             ``origin_server_ts``, ``unsigned`` and, where applicable,
             ``room_id``, ``state_key`` and ``redacts``.
         """
-        client_event: JsonDict = {
-            "event_id": self.event_id,
-            "type": self.type,
-            "sender": self.sender,
-            "content": copy_json(self._pdu["content"]),
-            "origin_server_ts": self.origin_server_ts,
-            "unsigned": copy_json(self.unsigned),
-        }
-        if include_room_id:
-            client_event["room_id"] = self.room_id
-        if self.is_state():
-            client_event["state_key"] = self.state_key
-        redacts = self.redacts
-        if redacts is not None:
-            client_event["redacts"] = redacts
-            client_event["content"]["redacts"] = redacts
+        client_event: JsonDict = copy_json(self.client_fields(include_room_id=include_room_id))
+        client_event["unsigned"] = copy_json(self.unsigned)
         return client_event
