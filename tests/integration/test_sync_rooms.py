@@ -72,6 +72,25 @@ async def test_incremental_sync_returns_only_new_events(alice: Client, bob: Clie
     assert third["rooms"]["join"] == {}
 
 
+async def test_summary_is_sent_again_only_when_membership_changes(
+    alice: Client, bob: Client, hs: Any, http: httpx.AsyncClient
+) -> None:
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    first = await sync(alice)
+    assert first["rooms"]["join"][room_id]["summary"]["m.joined_member_count"] == 2
+    # A message changes no membership: the spec lets the summary's fields be left out.
+    await send_text(bob, room_id, "no membership change")
+    second = await sync(alice, first["next_batch"])
+    assert second["rooms"]["join"][room_id]["summary"] == {}
+    carol = await hs.register_user("carol")
+    await join(Client(http, carol.user_id, carol.access_token, carol.device_id), room_id)
+    third = await sync(alice, second["next_batch"])
+    summary = third["rooms"]["join"][room_id]["summary"]
+    assert summary["m.joined_member_count"] == 3
+    assert set(summary["m.heroes"]) == {bob.user_id, carol.user_id}
+
+
 async def test_long_poll_wakes_for_a_message(alice: Client, bob: Client) -> None:
     room_id = await create_room(alice, preset="public_chat")
     await join(bob, room_id)
