@@ -55,6 +55,6 @@ def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
     return MatrixApp(
         deps,
         routes,
-        authenticate=deps.auth.authenticate,
+        authenticate=deps.auth.requester_for_token,
         max_body_size=deps.http.max_request_body_size,
     )

@@ -157,7 +157,23 @@ def route(method: str, template: str, handler: Handler[D], *, auth: AuthMode) ->
     return Route(method, re.compile("^" + _PARAM.sub(to_regex, template) + "$"), handler, auth)
 
 
-Authenticator = Callable[[Request, AuthMode], Awaitable["Requester | None"]]
+# Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).
+Authenticator = Callable[[str], Awaitable["Requester"]]
+
+
+def extract_access_token(request: Request) -> str | None:
+    """The access token from ``Authorization: Bearer`` or the ``access_token`` parameter.
+
+    Raises:
+        MatrixError: 401 ``M_MISSING_TOKEN`` for an Authorization header of another scheme.
+    """
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError("M_MISSING_TOKEN", "Invalid Authorization header.", status=401)
+        return token.strip()
+    return request.query_param("access_token")
 
 
 class MatrixApp(Generic[D]):
@@ -210,7 +226,7 @@ class MatrixApp(Generic[D]):
                 scheme=scope["scheme"],
                 path_params={k: unquote(v) for k, v in match.groupdict().items()},
             )
-            request.requester_or_none = await self._authenticate(request, target.auth)
+            request.requester_or_none = await self._requester(request, target.auth)
             result = await target.handler(self._deps, request)
             return result if isinstance(result, Response) else Response(result)
         except MatrixError as err:
@@ -220,6 +236,16 @@ class MatrixApp(Generic[D]):
         except Exception:
             logger.exception("request %d %s %s failed", request_id, method, scope["path"])
             return Response({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
+
+    async def _requester(self, request: Request, mode: AuthMode) -> Requester | None:
+        if mode == "none":
+            return None
+        token = extract_access_token(request)
+        if token is None:
+            if mode == "optional":
+                return None
+            raise MatrixError("M_MISSING_TOKEN", "Missing access token.", status=401)
+        return await self._authenticate(token)
 
     def _match(self, method: str, path: str) -> tuple[re.Match[str], Route[D]]:
         path_matched = False

@@ -21,7 +21,6 @@ from trioserver.errors import MatrixError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from trioserver.api.http import AuthMode, Request
     from trioserver.stores.accounts import AccountStore
 
 # bcrypt only looks at the first 72 bytes; bcrypt>=5 raises instead of truncating, so we
@@ -36,16 +35,6 @@ class Requester:
     user_id: str
     device_id: str
     access_token: str
-
-
-def _extract_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise MatrixError("M_MISSING_TOKEN", "Invalid Authorization header.", status=401)
-        return token.strip()
-    return request.query_param("access_token")
 
 
 class TokenCache:
@@ -82,19 +71,12 @@ class AuthHandler:
         self._bcrypt_rounds = bcrypt_rounds
         self._cache = TokenCache()
 
-    async def authenticate(self, request: Request, mode: AuthMode) -> Requester | None:
-        """The requester behind `request`, as the route's auth mode demands.
+    async def requester_for_token(self, token: str) -> Requester:
+        """The requester an access token belongs to (the HTTP edge extracts the token).
 
         Raises:
-            MatrixError: 401 ``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN``.
+            MatrixError: 401 ``M_UNKNOWN_TOKEN``.
         """
-        if mode == "none":
-            return None
-        token = _extract_token(request)
-        if token is None:
-            if mode == "optional":
-                return None
-            raise MatrixError("M_MISSING_TOKEN", "Missing access token.", status=401)
         requester = self._cache.get(token)
         if requester is None:
             row = await self._accounts.get_token(token)
