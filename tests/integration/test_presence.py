@@ -25,7 +25,7 @@ from trioserver.testing import InProcessServer
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, invite, join, send_text
-from tests.integration.writer_env import WriterEnv, writer_env
+from tests.integration.writer_env import WriterEnv, trio_wall_clock, writer_env
 
 
 def status_path(user_id: str) -> str:
@@ -343,3 +343,37 @@ async def test_presence_survives_a_restart(tmp_path: Path, mock_clock: MockClock
         mock_clock.jump(31)
         await settle()
         assert (await presence.get_presence(alice, alice))["presence"] == "offline"
+
+
+async def test_a_clock_step_between_two_readings_does_not_crash_the_timeout_task(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    # Regression (issue 10, found by SyTest): the task computed its next timeout from a
+    # deadline that had passed since it last read the clock (another user's deadline passing
+    # while it awaited, or the wall clock stepping forward); trio.move_on_after raised
+    # ValueError for the negative timeout and, in the root nursery, took the server down.
+    readings_until_step = 0
+    step = 0.0
+
+    def stepping_clock() -> float:
+        nonlocal readings_until_step, step
+        if readings_until_step:
+            readings_until_step -= 1
+            if not readings_until_step:
+                step = 3600.0  # the wall clock jumps an hour forward
+        return trio_wall_clock() + step
+
+    async with writer_env(tmp_path, clock=stepping_clock) as env:
+        _, bob, _, _ = await _users(env)
+        presence = handler(env)
+        # Bob is online with no sync in flight: his offline timeout is due in 30 s, which
+        # wakes the timeout task. Its first reading is before the step, its second after.
+        await presence.set_presence(bob, bob, "online", None)
+        readings_until_step = 2
+        await settle()
+        # The task survived the step and applied the timeout that fell due with it.
+        assert (await presence.get_presence(bob, bob))["presence"] == "offline"
+        await presence.set_presence(bob, bob, "online", None)
+        mock_clock.jump(31)
+        await settle()
+        assert (await presence.get_presence(bob, bob))["presence"] == "offline"

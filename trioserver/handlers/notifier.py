@@ -43,7 +43,8 @@ class Listener:
 
     async def wait(self, timeout_s: float) -> bool:
         """Sleep until woken (True) or until `timeout_s` passes (False). Checkpoint: yes."""
-        with trio.move_on_after(timeout_s):
+        # Callers compute the timeout from a deadline; one already past means "do not wait".
+        with trio.move_on_after(max(0.0, timeout_s)):
             await self._event.wait()
             return True
         return False

@@ -292,7 +292,9 @@ class PresenceHandler:
                 await self._change(user_id, lambda old: old)
             deadline = min((self._deadline(u) for u in self._states), default=math.inf)
             self._sleeping_until = deadline
-            with trio.move_on_after((deadline - self._now_ms()) / 1000):
+            # Clamped: the clock was read again after the awaits above, so a deadline may
+            # have passed meanwhile (or the wall clock stepped); then just go round again.
+            with trio.move_on_after(max(0.0, (deadline - self._now_ms()) / 1000)):
                 await self._wakeup.wait()
             self._sleeping_until = -math.inf  # awake: every change is seen on the next pass
 
