@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -69,6 +70,7 @@ from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
 from trioserver.streams import StreamPositions
+from trioserver.supervisor import run_supervised
 
 if TYPE_CHECKING:
     from signedjson.types import SigningKey
@@ -357,10 +359,14 @@ async def serve(
         for load in components.loaders:
             await load()
         async with trio.open_nursery() as background:
+            # Supervised: a subsystem that fails is logged and restarted with backoff while
+            # the API goes on serving (the events writer included: see EventPersister.run).
             if components.persister is not None:
-                await background.start(components.persister.run)
+                await background.start(
+                    partial(run_supervised, components.persister.run, name="events writer")
+                )
             for subsystem in components.subsystems:
-                await background.start(subsystem)
+                await background.start(run_supervised, subsystem)
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
                     run_http_api, create_app(components.deps), config.http, shutdown.wait

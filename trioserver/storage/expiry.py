@@ -93,8 +93,10 @@ class EventExpirer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load pending expiries, then prune each event when it is due, until cancelled."""
-        for pending in await self._store.pending_expiries():
-            heapq.heappush(self._heap, (pending.expiry_ts, pending.event_id))
+        # On a restart the heap may already hold entries (and `schedule` may add more while
+        # we read): merge without duplicates. A sorted list is a valid heap.
+        loaded = {(p.expiry_ts, p.event_id) for p in await self._store.pending_expiries()}
+        self._heap = sorted(loaded.union(self._heap))
         task_status.started()
         retry_s = FIRST_RETRY_S
         while True:

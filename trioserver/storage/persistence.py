@@ -129,6 +129,10 @@ class _RoomBatch:
     created_ts: int = 0
 
 
+def _persist_failed() -> MatrixError:
+    return MatrixError("M_UNKNOWN", "Failed to persist event", status=500)
+
+
 def _new_room_id(server_name: str) -> str:
     localpart = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
     return f"!{localpart}:{server_name}"
@@ -195,9 +199,18 @@ class EventPersister:
         return request.result
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer task: batch, build and persist submitted events until cancelled."""
+        """The writer task: batch, build and persist submitted events until cancelled.
+
+        Safe to restart after an unexpected failure (`trioserver.supervisor`): it starts from
+        what is committed. Stream and state-group ids are read again and the in-memory room
+        heads are dropped, so no event is built on a head the failure left half-updated (heads
+        change before COMMIT). Requests still queued keep their order; the unanswered ones of
+        the failed batch are answered 500 (none of them was acknowledged), so no acknowledged
+        write is lost or reordered.
+        """
+        self._rooms.clear()
         self._next_stream, self._next_group = await self._store.max_ids()
-        self.stream_position = self._next_stream
+        self.stream_position = max(self.stream_position, self._next_stream)
         task_status.started()
         while True:
             batch = [await self._receive.receive()]
@@ -209,7 +222,15 @@ class EventPersister:
                     break
                 batch.append(request)
                 size += len(request.intents)
-            await self._process(batch)
+            try:
+                await self._process(batch)
+            except BaseException:
+                # A bug (or shutdown) cut the batch short: nobody may wait for an answer
+                # that will never come. The supervisor logs the error and restarts us.
+                for request in batch:
+                    if not request.done.is_set():
+                        request.finish(_persist_failed())
+                raise
 
     async def _process(self, batch: list[_Request]) -> None:
         writes: list[EventWrite] = []
@@ -221,6 +242,10 @@ class EventPersister:
                 built, room = await self._build_request(request, now_ms)
             except MatrixError as err:
                 request.finish(err)
+                continue
+            except Exception:  # boundary: one request's bug fails that request alone
+                logger.exception("building events for room %s failed", request.room_id)
+                request.finish(_persist_failed())
                 continue
             self._add_to_batch(request, built, room, rooms, writes, now_ms)
             accepted.append(request)
@@ -234,7 +259,7 @@ class EventPersister:
             for room_id in rooms:
                 self._rooms.pop(room_id, None)  # reload from the database next time
             for request in accepted:
-                request.finish(MatrixError("M_UNKNOWN", "Failed to persist event", status=500))
+                request.finish(_persist_failed())
             return
         self._after_commit(writes, accepted)
 
@@ -249,7 +274,11 @@ class EventPersister:
         for request in accepted:
             request.finish()
         for listener in self._listeners:
-            listener(stored)
+            try:
+                listener(stored)
+            except Exception:  # boundary: the events are committed; the other listeners
+                # (the /sync notifier among them) must still hear of them.
+                logger.exception("persist listener %r failed", listener)
 
     def _add_to_batch(
         self,
