@@ -192,8 +192,25 @@ class AccountsHandler:
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
 
-    def password_stage(self, requester_user_id: str) -> StageChecker:
-        """A UIA ``m.login.password`` checker that must authenticate as the requester."""
+    async def login_again(
+        self,
+        user_id: str,
+        *,
+        device_id: str | None,
+        device_display_name: str | None,
+        ip: str | None,
+    ) -> LoginResult:
+        """Open a new login session for a user the caller has already authenticated (a
+        replayed registration, which Synapse answers with a fresh device)."""
+        login = self._new_login(user_id, device_id, device_display_name, ip)
+        self._auth.forget_tokens(await self._accounts.add_login(login))
+        await self._devices_changed(user_id)
+        return LoginResult(user_id, login.device_id, login.token)
+
+    def password_stage(self) -> StageChecker:
+        """A UIA ``m.login.password`` checker; it returns the user it authenticated, whom the
+        caller compares with the requester (another user's valid password is a 403, not a
+        failed stage, as Synapse answers)."""
 
         async def check(auth: dict[str, Any]) -> str:
             identifier = auth.get("identifier")
@@ -204,9 +221,7 @@ class AccountsHandler:
             if not isinstance(user, str) or not isinstance(password, str):
                 raise MatrixError("M_MISSING_PARAM", "Missing user or password", status=400)
             user_id = self.resolve_user(user)
-            if user_id != requester_user_id or not await self._auth.check_password(
-                user_id, password
-            ):
+            if not await self._auth.check_password(user_id, password):
                 raise MatrixError("M_FORBIDDEN", "Invalid username or password")
             return user_id
 
