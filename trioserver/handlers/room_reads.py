@@ -298,8 +298,11 @@ class RoomReadHandler:
             raise _forbidden()
         joined: JsonDict = {}
         for profile in await self._reads.joined_profiles(room_id):
-            info = {"display_name": profile.display_name, "avatar_url": profile.avatar_url}
-            joined[profile.user_id] = {k: v for k, v in info.items() if v is not None}
+            # Both keys are always present, null when unset (SyTest 10apidoc/31room-state).
+            joined[profile.user_id] = {
+                "display_name": profile.display_name,
+                "avatar_url": profile.avatar_url,
+            }
         return {"joined": joined}
 
     async def joined_rooms(self, user_id: str) -> list[str]:

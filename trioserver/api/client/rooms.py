@@ -31,8 +31,12 @@ async def _join(deps: ApiDeps, request: Request, room_id_or_alias: str) -> JsonD
     body = request.json_or_empty()
     room_id = await deps.membership.resolve_room(room_id_or_alias)
     user_id = request.requester.user_id
+    # Other body keys go into the member event content, as Synapse does (SyTest "POST
+    # /join/:room_id can join a room with custom content"); `membership` is always "join" and
+    # `third_party_signed` is a join parameter, not content.
+    extra = {k: v for k, v in body.items() if k not in ("membership", "third_party_signed")}
     await deps.membership.update_membership(
-        user_id, room_id, user_id, "join", reason=_reason(body)
+        user_id, room_id, user_id, "join", reason=_reason(body), extra_content=extra
     )
     return {"room_id": room_id}
 
