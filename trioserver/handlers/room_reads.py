@@ -354,10 +354,13 @@ class RoomReadHandler:
         memberships = {s.event_id: m for s, m in page.events}
         body: JsonDict = {
             "chunk": await self.serializer.serialize(stored, query.options, memberships),
-            "start": start.to_token(),
+            # Spec: `start` "will be the same as the value given in `from`" (clients match it).
+            "start": query.from_token if query.from_token is not None else start.to_token(),
         }
-        # Spec: `end` is omitted when no further events are available.
-        if not page.exhausted:
+        # Spec: `end` is omitted when no further events are available. As Synapse (and SyTest
+        # 10apidoc/34room-messages) it is still sent with the page that reached the end of
+        # history, and left out once a request finds nothing more to examine.
+        if not page.exhausted or page.scanned:
             body["end"] = _token(page.cursor, query.backwards)
         if query.event_filter.lazy_load_members and stored:
             members = await self._sender_members(stored)

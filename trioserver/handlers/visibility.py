@@ -122,11 +122,13 @@ def _special_key(stored: StoredEvent, user_id: str) -> bool:
 @attrs.frozen
 class Page:
     """What a scan of room history found: visible events with the user's membership at each,
-    the store cursor after the last event examined, and whether history ran out."""
+    the store cursor after the last event examined, whether history ran out, and how many
+    events were examined (visible or not)."""
 
     events: list[tuple[StoredEvent, str]]
     cursor: RoomPosition
     exhausted: bool
+    scanned: int = 0
 
 
 class VisibilityFilter:
@@ -212,13 +214,13 @@ class VisibilityFilter:
             for stored in batch:
                 if stored.event_id in visible:
                     if len(found) == limit:
-                        return Page(found, cursor, exhausted=False)
+                        return Page(found, cursor, exhausted=False, scanned=scanned)
                     found.append(visible[stored.event_id])
                 cursor = RoomPosition(stored.topological_ordering, stored.stream_ordering)
                 scanned += 1
             if len(batch) < batch_size:
-                return Page(found, cursor, exhausted=True)
-        return Page(found, cursor, exhausted=False)
+                return Page(found, cursor, exhausted=True, scanned=scanned)
+        return Page(found, cursor, exhausted=False, scanned=scanned)
 
     async def _group_states(self, groups: Iterable[int | None]) -> dict[int | None, StateMap]:
         states: dict[int | None, StateMap] = {}
