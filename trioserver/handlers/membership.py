@@ -137,6 +137,20 @@ class MembershipHandler:
             raise MatrixError("M_FORBIDDEN", "The user is not banned from the room")
         return await self.update_membership(sender, room_id, target, "leave", reason=reason)
 
+    async def kick(self, sender: str, room_id: str, target: str, reason: str | None) -> str:
+        """Kick (membership leave for someone else): only a joined, invited or knocking user
+        can be kicked. The auth rules would allow a leave over a ban (an unban) or for a user
+        who was never there; Synapse answers 403 for both (SyTest 30rooms/07ban, 15kick)."""
+        if not is_valid_user_id(target, historical=True):
+            raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {target}")
+        state = await self._state_events(room_id)
+        if not state:
+            await self._raise_not_in_room(room_id, "leave")
+        current = state.get((MEMBER, target))
+        if current is None or current.membership not in ("join", "invite", "knock"):
+            raise MatrixError("M_FORBIDDEN", f"{target} is not in the room")
+        return await self.update_membership(sender, room_id, target, "leave", reason=reason)
+
     async def leave_all_rooms(self, user_id: str) -> None:
         """Leave every room, reject every invite and withdraw every knock (deactivation)."""
         rows = await self._state.local_memberships(user_id, ["join", "invite", "knock"])

@@ -98,7 +98,11 @@ async def post_invite(deps: ApiDeps, request: Request) -> JsonDict:
 
 async def post_kick(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /rooms/{roomId}/kick."""
-    return await _act_on_other(deps, request, "leave")
+    body = request.json()
+    target = require(body, "user_id", str)
+    room_id = await deps.membership.resolve_room(request.path_params["room"])
+    await deps.membership.kick(request.requester.user_id, room_id, target, _reason(body))
+    return {}
 
 
 async def post_ban(deps: ApiDeps, request: Request) -> JsonDict:
