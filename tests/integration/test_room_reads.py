@@ -103,6 +103,22 @@ async def test_redaction_of_unknown_event_is_stored_and_served(alice: Client) ->
     assert ids(chunk) == [redaction_id]
 
 
+async def test_redacting_an_event_of_another_room_is_refused(alice: Client, bob: Client) -> None:
+    # SyTest 30rooms/10redactions "PUT /redact disallows redaction of event in different room".
+    room_a = await create_room(alice)
+    event_id = await send_text(alice, room_a, "keep me")
+    room_b = await create_room(bob)
+    response = await bob.put(f"/rooms/{room_b}/redact/{event_id}/r1", {})
+    assert_error(response, 400, "M_UNKNOWN")
+    path = f"/rooms/{room_b}/send/m.room.redaction/r2"
+    assert_error(await bob.put(path, {"redacts": event_id}), 400, "M_UNKNOWN")
+    # The same for a member of both rooms.
+    response = await alice.put(f"/rooms/{await create_room(alice)}/redact/{event_id}/r3", {})
+    assert_error(response, 400, "M_UNKNOWN")
+    event = assert_ok(await alice.get(f"/rooms/{room_a}/event/{event_id}"))
+    assert event["content"]["body"] == "keep me"
+
+
 # -- /state ---------------------------------------------------------------------------------
 
 
