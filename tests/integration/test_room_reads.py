@@ -345,9 +345,29 @@ async def test_context_errors(alice: Client, bob: Client) -> None:
     event_id = await send_text(alice, room_id, "x")
     path = f"/rooms/{room_id}/context/{event_id}"
     assert_error(await alice.get(f"/rooms/{room_id}/context/$missing"), 404, "M_NOT_FOUND")
-    assert_error(await bob.get(path), 404, "M_NOT_FOUND")
+    # A non-member of a room that is not world-readable: 403, as Synapse (SyTest
+    # 30rooms/50context "/context/ on non world readable room does not work").
+    assert_error(await bob.get(path), 403, "M_FORBIDDEN")
     assert_error(await alice.get(path, params={"limit": "x"}), 400, "M_INVALID_PARAM")
     assert_error(await alice.get(path, params={"filter": "{"}), 400, "M_NOT_JSON")
+
+
+async def test_context_invisible_event_for_a_reader_is_not_found(
+    alice: Client, bob: Client
+) -> None:
+    room_id = await create_room(alice, preset="public_chat")
+    await set_state(alice, room_id, "m.room.history_visibility", {"history_visibility": "joined"})
+    early = await send_text(alice, room_id, "before bob")
+    await join(bob, room_id)
+    response = await bob.get(f"/rooms/{room_id}/context/{early}")
+    assert_error(response, 404, "M_NOT_FOUND")
+    world = await create_room(alice, preset="public_chat")
+    await set_state(
+        alice, world, "m.room.history_visibility", {"history_visibility": "world_readable"}
+    )
+    shown = await send_text(alice, world, "for all")
+    body = assert_ok(await bob.get(f"/rooms/{world}/context/{shown}"))
+    assert body["event"]["event_id"] == shown
 
 
 async def test_context_of_redacted_event(alice: Client) -> None:

@@ -397,9 +397,11 @@ class RoomReadHandler:
         The filter applies to the events around and the state, not to the event itself (spec).
 
         Raises:
-            MatrixError: 404 when the event is unknown or not visible to the user.
+            MatrixError: 403 when the user may not read the room at all (as Synapse, SyTest
+                30rooms/50context), 404 when the event is unknown or not visible to them.
         """
         access = await self.access(requester.user_id, room_id)
+        access.check_reader()
         target, membership = await self._visible_event(access, room_id, event_id)
         here = RoomPosition(target.topological_ordering, target.stream_ordering)
         scan_args: dict[str, Any] = {"event_filter": event_filter, "viewer": access.viewer}
