@@ -109,6 +109,9 @@ class MembershipHandler:
         """
         if not is_valid_user_id(target, historical=True):
             raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {target}")
+        if membership in ("join", "knock") and target != sender:
+            # The auth rules refuse these too; checked first as `target` may be remote.
+            raise MatrixError("M_FORBIDDEN", f"Cannot {membership} on behalf of another user")
         state = await self._state_events(room_id)
         if not state:
             await self._raise_not_in_room(room_id, membership)
@@ -128,6 +131,19 @@ class MembershipHandler:
         intent = EventIntent(type=MEMBER, sender=sender, content=content, state_key=target)
         (stored,) = await self._persister.submit(room_id, [intent])
         return stored.event_id
+
+    def check_invitee(self, user_id: str) -> None:
+        """Refuse to invite a user of another server (403): the invite would have to go over
+        federation, which this server does not speak yet. The client API calls this; the
+        handler itself records such invites (tests build rooms with remote members so)."""
+        if not is_valid_user_id(user_id, historical=True):
+            raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {user_id}")
+        if not user_id.endswith(self._server_suffix):
+            raise MatrixError(
+                "M_FORBIDDEN",
+                f"Cannot invite {user_id}: inviting users of other servers needs federation, "
+                "which this server does not support yet",
+            )
 
     async def unban(self, sender: str, room_id: str, target: str, reason: str | None) -> str:
         """Lift a ban (membership leave); only a banned user can be unbanned."""

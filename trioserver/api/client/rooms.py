@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 async def post_create_room(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /createRoom."""
     parsed = parse_create_room(request.json(), deps.default_room_version)
+    for invitee in parsed.invite:
+        # Before the room exists, so that a refused invite leaves no half-made room.
+        deps.membership.check_invitee(invitee)
     room_id, alias = await deps.room_creation.create_room(request.requester.user_id, parsed)
     response: JsonDict = {"room_id": room_id}
     if alias is not None:
@@ -93,6 +96,7 @@ async def post_invite(deps: ApiDeps, request: Request) -> JsonDict:
     body = request.json()
     if "user_id" not in body and "medium" in body:
         raise MatrixError("M_UNKNOWN", "Third-party invites are not supported", status=400)
+    deps.membership.check_invitee(require(body, "user_id", str))
     return await _act_on_other(deps, request, "invite")
 
 
