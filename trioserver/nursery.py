@@ -234,6 +234,7 @@ def build_components(
         server_name=config.server_name,
         signing_key=signing_key,
         ephemeral_messages=config.enable_ephemeral_messages,
+        state_groups=state,
         clock=clock,
     )
     positions.register("events", lambda: persister.stream_position)

@@ -112,13 +112,15 @@ class MembershipHandler:
         if membership in ("join", "knock") and target != sender:
             # The auth rules refuse these too; checked first as `target` may be remote.
             raise MatrixError("M_FORBIDDEN", f"Cannot {membership} on behalf of another user")
-        state = await self._state_events(room_id)
-        if not state:
-            await self._raise_not_in_room(room_id, membership)
         content: dict[str, Any] = dict(extra_content or {})
         content["membership"] = membership
         if reason is not None:
             content["reason"] = reason
+        state = await self._state_events(room_id)
+        if not state:
+            if membership == "leave" and target == sender:
+                return await self._leave_left_room(sender, room_id, content)
+            await self._raise_not_in_room(room_id, membership)
         if membership in ("join", "invite") and target.endswith(self._server_suffix):
             await self._add_profile(target, content)
         if membership == "join":
@@ -182,6 +184,17 @@ class MembershipHandler:
         if row is not None and row.membership not in ("leave", "ban"):
             raise MatrixError("M_UNKNOWN", f"User {user_id} is in room {room_id}", status=400)
         await self._db.run_txn("forget_room", _forget_txn, user_id, room_id)
+
+    async def _leave_left_room(self, user_id: str, room_id: str, content: dict[str, Any]) -> str:
+        # Rejecting an invite (or withdrawing a knock) after every local member has left: the
+        # server holds no current state (seed 4), but the invitee may still say no, as in
+        # Synapse. The writer builds the leave on the state at the room's head.
+        row = await self._state.local_membership(user_id, room_id)
+        if row is None or row.membership not in ("invite", "knock"):
+            await self._raise_not_in_room(room_id, "leave")
+        intent = EventIntent(type=MEMBER, sender=user_id, content=content, state_key=user_id)
+        (stored,) = await self._persister.submit(room_id, [intent], on_left_room=True)
+        return stored.event_id
 
     async def _raise_not_in_room(self, room_id: str, membership: str) -> None:
         if await self._state.room_version(room_id) is None or membership in ("join", "knock"):
