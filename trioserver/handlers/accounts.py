@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from trioserver.handlers.auth import AuthHandler, Requester
     from trioserver.handlers.uia import StageChecker
     from trioserver.stores.accounts import AccountStore, DeviceRow
+    from trioserver.stores.erasure import ErasureStore
 
 # Synapse refuses passwords longer than this; bcrypt only uses the first 72 bytes anyway.
 MAX_PASSWORD_LENGTH = 512
@@ -54,9 +55,12 @@ def check_password_shape(password: Any, key: str = "password") -> str:
 class AccountsHandler:
     """Creates accounts and login sessions and ends them."""
 
-    def __init__(self, accounts: AccountStore, auth: AuthHandler, *, server_name: str) -> None:
+    def __init__(
+        self, accounts: AccountStore, auth: AuthHandler, erasure: ErasureStore, *, server_name: str
+    ) -> None:
         self._accounts = accounts
         self._auth = auth
+        self._erasure = erasure
         self.server_name = server_name
         self._device_listeners: list[Callable[[str], Awaitable[None]]] = []
 
@@ -266,8 +270,12 @@ class AccountsHandler:
             self._auth.forget_tokens(tokens)
             await self._devices_changed(user_id)
 
-    async def deactivate(self, user_id: str) -> None:
-        """Deactivate an account: no password, no devices, no sessions."""
+    async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
+        """Deactivate an account: no password, no devices, no sessions. With `erase`, the
+        user's events are from now on served redacted to users who were not joined when they
+        were sent (spec "Account deactivation", ``erase``)."""
+        if erase:
+            await self._erasure.mark_erased(user_id)
         tokens = await self._accounts.deactivate(user_id)
         self._auth.forget_tokens(tokens)
         await self._devices_changed(user_id)

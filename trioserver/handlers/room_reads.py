@@ -37,6 +37,7 @@ from trioserver.stores.events import RoomPosition, StoredEvent
 
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.room_reads import RoomReadStore
     from trioserver.stores.state import StateMap, StateStore
@@ -123,6 +124,7 @@ class RoomReadHandler:
         events: EventStore,
         state: StateStore,
         reads: RoomReadStore,
+        erasure: ErasureStore,
         *,
         server_name: str,
     ) -> None:
@@ -130,7 +132,7 @@ class RoomReadHandler:
         self._state = state
         self._reads = reads
         self._server_name = server_name
-        self.visibility = VisibilityFilter(events, state)
+        self.visibility = VisibilityFilter(events, state, erasure)
         self.serializer = EventSerializer(events, reads)
 
     # -- Access ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from trioserver.events import Event
     from trioserver.handlers.event_filter import EventFilter
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.state import StateMap, StateStore
 
@@ -134,9 +135,10 @@ class Page:
 class VisibilityFilter:
     """Applies the history visibility rules to batches of stored events."""
 
-    def __init__(self, events: EventStore, state: StateStore) -> None:
+    def __init__(self, events: EventStore, state: StateStore, erasure: ErasureStore) -> None:
         self._events = events
         self._state = state
+        self._erasure = erasure
 
     async def filter(
         self, stored: Sequence[StoredEvent], viewer: Viewer
@@ -172,6 +174,7 @@ class VisibilityFilter:
             return Snapshot(visibility_of(event_at(state.get(_HV_KEY))), membership)
 
         after_by_group = {group: snapshot(state) for group, state in groups.items()}
+        erased = await self._erasure.erased_among({s.event.sender for s in stored})
         result: list[tuple[StoredEvent, str]] = []
         for item in stored:
             after_state = groups[item.state_group]
@@ -181,6 +184,10 @@ class VisibilityFilter:
                 key = (item.event.type, item.event.state_key or "")
                 before = snapshot(_before(after_state, member_key, key, item.replaces_state))
             if is_visible(item, viewer, before, after):
+                if item.event.sender in erased and after.membership != "join":
+                    # An erased sender's events are served redacted to users who were not
+                    # joined when they were sent (Synapse; SyTest 30rooms/32erasure).
+                    item = attrs.evolve(item, event=item.event.redacted())
                 result.append((item, after.membership or "leave"))
         return result
 

@@ -53,11 +53,11 @@ async def post_password(deps: ApiDeps, request: Request) -> JsonDict:
 async def post_deactivate(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /account/deactivate: deactivate the account after re-authenticating."""
     body = deps.uia.with_stored_params(request.json_or_empty())
-    optional(body, "erase", bool)
+    erase = optional(body, "erase", bool, False)
     await require_password_uia(deps, request, body)
     # Like Synapse: leave rooms and reject invites first, so that others see the user go.
     await deps.membership.leave_all_rooms(request.requester.user_id)
-    await deps.accounts.deactivate(request.requester.user_id)
+    await deps.accounts.deactivate(request.requester.user_id, erase=erase)
     deps.auth.forget_tokens([request.requester.access_token])
     # We bind no third-party identifiers, so there is nothing to unbind at identity servers.
     return {"id_server_unbind_result": "no-support"}
