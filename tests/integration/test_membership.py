@@ -155,3 +155,13 @@ async def test_reject_invite_after_the_inviter_left_across_a_restart(tmp_path: P
         bob = Client(http, bob_user.user_id, bob_user.access_token, bob_user.device_id)
         assert_ok(await bob.post(f"/rooms/{room_id}/leave", {}))
         assert room_id not in (await _sync_rooms(bob)).get("invite", {})
+
+
+async def test_withdraw_a_knock_after_the_last_member_left(alice: Client, bob: Client) -> None:
+    join_rules = {"type": "m.room.join_rules", "content": {"join_rule": "knock"}}
+    room_id = await create_room(alice, initial_state=[join_rules])
+    assert_ok(await bob.post(f"/knock/{room_id}", {}))
+    await leave(alice, room_id)
+    assert_ok(await bob.post(f"/rooms/{room_id}/leave", {}))
+    assert room_id not in (await _sync_rooms(bob)).get("knock", {})
+    assert_error(await bob.post(f"/rooms/{room_id}/leave", {}), 403, "M_FORBIDDEN")
