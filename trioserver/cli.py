@@ -107,6 +107,7 @@ def _register_user(args: argparse.Namespace) -> None:
     from trioserver.handlers.auth import AuthHandler
     from trioserver.stores.accounts import AccountStore
     from trioserver.stores.database import open_database
+    from trioserver.stores.erasure import ErasureStore
 
     config = load_config(args.config)
     password = args.password
@@ -121,7 +122,9 @@ def _register_user(args: argparse.Namespace) -> None:
         async with open_database(config.data_path(config.database.path), readers=1) as db:
             store = AccountStore(db)
             auth = AuthHandler(store, bcrypt_rounds=config.registration.bcrypt_rounds)
-            handler = AccountsHandler(store, auth, server_name=config.server_name)
+            handler = AccountsHandler(
+                store, auth, ErasureStore(db), server_name=config.server_name
+            )
             result = await handler.register(
                 args.user.lower(), password, admin=args.admin, login=False
             )

@@ -61,6 +61,7 @@ from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.directory import DirectoryStore
+from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
@@ -214,7 +215,8 @@ def build_components(
     """
     account_store = AccountStore(db)
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
-    accounts = AccountsHandler(account_store, auth, server_name=config.server_name)
+    erasure = ErasureStore(db)
+    accounts = AccountsHandler(account_store, auth, erasure, server_name=config.server_name)
     events = EventStore(db, EventCache())
     positions = StreamPositions()
     notifier = Notifier(positions)
@@ -236,6 +238,7 @@ def build_components(
         server_name=config.server_name,
         signing_key=signing_key,
         ephemeral_messages=config.enable_ephemeral_messages,
+        state_groups=state,
         clock=clock,
     )
     positions.register("events", lambda: persister.stream_position)
@@ -247,7 +250,9 @@ def build_components(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
     room_read_store = RoomReadStore(db)
-    room_reads = RoomReadHandler(events, state, room_read_store, server_name=config.server_name)
+    room_reads = RoomReadHandler(
+        events, state, room_read_store, erasure, server_name=config.server_name
+    )
     room_sync = RoomSyncBuilder(
         events,
         state,

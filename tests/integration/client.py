@@ -42,7 +42,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def password_auth(user: str, password: str, session: str) -> dict[str, Any]:
+def password_auth(user: str, password: str, session: str | None) -> dict[str, Any]:
     """A UIA ``m.login.password`` stage."""
     return {
         "type": "m.login.password",

@@ -49,7 +49,11 @@ async def test_backwards_pagination_round_trips_until_exhausted(alice: Client) -
     assert events[0]["event_id"] == sent[-1]
     assert events[-1]["type"] == "m.room.create"
     assert len(set(ids(events))) == len(events)
-    assert all(len(page["chunk"]) == 3 for page in pages[:-1])
+    assert all(len(page["chunk"]) == 3 for page in pages[:-2])
+    # As Synapse (SyTest 10apidoc/34room-messages): the page that reaches the room's start
+    # still has `end`; the request after it finds nothing and has none.
+    assert "end" in pages[-2]
+    assert pages[-1]["chunk"] == []
     assert "end" not in pages[-1]
     # `start` echoes the `from` of each page.
     for previous, page in itertools.pairwise(pages):
@@ -67,12 +71,15 @@ async def test_forwards_pagination_from_the_start(alice: Client) -> None:
     assert "end" not in pages[-1]
 
 
-async def test_exact_multiple_of_limit_has_no_end_on_the_last_page(alice: Client) -> None:
+async def test_the_page_reaching_the_start_has_end_and_the_next_is_empty(alice: Client) -> None:
     room_id = await create_room(alice)
     total = len((await paginate_all(alice, room_id, "b", 100))[0])
-    events, pages = await paginate_all(alice, room_id, "b", total)
-    assert len(pages) == 1
-    assert len(events) == total
+    for limit in (total, total + 5):
+        events, pages = await paginate_all(alice, room_id, "b", limit)
+        assert len(pages) == 2
+        assert len(events) == total
+        assert "end" in pages[0]
+        assert pages[1] == {"chunk": [], "start": pages[0]["end"]}
 
 
 async def test_backwards_token_used_forwards_returns_the_page_again(alice: Client) -> None:
@@ -96,7 +103,11 @@ async def test_to_bounds_pagination(alice: Client) -> None:
     # Backwards from the newest, stopping at the end of the first page.
     bounded = await messages(alice, room_id, dir="b", limit=10, to=first["end"])
     assert ids(bounded["chunk"]) == [sent[7], sent[6], sent[5]]
-    assert "end" not in bounded
+    after = await messages(
+        alice, room_id, dir="b", limit=10, to=first["end"], **{"from": bounded["end"]}
+    )
+    assert after["chunk"] == []
+    assert "end" not in after
     # Forwards from that point up to the newest position.
     forwards = await messages(
         alice, room_id, dir="f", limit=2, to=first["start"], **{"from": first["end"]}
@@ -106,7 +117,11 @@ async def test_to_bounds_pagination(alice: Client) -> None:
         alice, room_id, dir="f", limit=5, to=first["start"], **{"from": forwards["end"]}
     )
     assert ids(rest["chunk"]) == [sent[7]]
-    assert "end" not in rest
+    done = await messages(
+        alice, room_id, dir="f", limit=5, to=first["start"], **{"from": rest["end"]}
+    )
+    assert done["chunk"] == []
+    assert "end" not in done
 
 
 async def test_sync_style_stream_tokens_are_accepted(alice: Client) -> None:
@@ -117,6 +132,8 @@ async def test_sync_style_stream_tokens_are_accepted(alice: Client) -> None:
     for token in (f"s{stream}", f"s{stream}_0_0_0"):
         page = await messages(alice, room_id, dir="b", limit=2, **{"from": token})
         assert ids(page["chunk"]) == [sent[3], sent[2]]
+        # Spec: `start` is the `from` given, even when it is a sync token.
+        assert page["start"] == token
         after = await messages(alice, room_id, dir="f", limit=2, **{"from": token})
         assert after["chunk"] == []
     older = await messages(alice, room_id, dir="f", limit=10, **{"from": "s1"})
@@ -129,7 +146,9 @@ async def test_default_direction_and_limit(alice: Client) -> None:
     assert len(page["chunk"]) == 10
     assert page["chunk"][0]["type"] == "m.room.create"
     capped = await messages(alice, room_id, dir="b", limit=100_000)
-    assert "end" not in capped
+    assert capped["chunk"][-1]["type"] == "m.room.create"
+    after = await messages(alice, room_id, dir="b", **{"from": capped["end"]})
+    assert "end" not in after
 
 
 @pytest.mark.parametrize(
@@ -211,7 +230,7 @@ async def test_filtered_pages_fill_up_and_still_end(alice: Client) -> None:
         alice, room_id, "b", 2, filter={"types": ["m.room.message"]}
     )
     assert bodies(events) == ["signal20", "signal10", "signal0"]
-    assert [len(p["chunk"]) for p in pages] == [2, 1]
+    assert [len(p["chunk"]) for p in pages] == [2, 1, 0]
 
 
 async def test_lazy_loaded_members(alice: Client, bob: Client, carol: Client) -> None:

@@ -70,13 +70,30 @@ async def test_register_later_steps_may_send_only_auth(http: httpx.AsyncClient) 
     assert_ok(await login(http, "erin", "erinpw"))
 
 
-async def test_register_session_is_single_use(http: httpx.AsyncClient) -> None:
+async def test_register_replayed_session_returns_the_same_user(http: httpx.AsyncClient) -> None:
+    # SyTest 11register "registration is idempotent": a completed session answers again for
+    # the user it registered (with a new login, as Synapse does), whatever else is sent.
     params = {"username": "frank", "password": "frankpw"}
     session = assert_uia(await http.post(f"{V3}/register", json=params), ["m.login.dummy"])
     auth = {"type": "m.login.dummy", "session": session["session"]}
-    assert_ok(await http.post(f"{V3}/register", json={**params, "auth": auth}))
-    again = await http.post(f"{V3}/register", json={"username": "frank2", "auth": auth})
-    assert_error(again, 400, "M_UNKNOWN")
+    first = assert_ok(await http.post(f"{V3}/register", json={**params, "auth": auth}))
+    again = assert_ok(await http.post(f"{V3}/register", json={**params, "auth": auth}))
+    assert again["user_id"] == first["user_id"] == "@frank:localhost"
+    whoami = await http.get(f"{V3}/account/whoami", headers=bearer(again["access_token"]))
+    assert assert_ok(whoami)["user_id"] == "@frank:localhost"
+    other = await http.post(f"{V3}/register", json={"username": "frank2", "auth": auth})
+    assert assert_ok(other)["user_id"] == "@frank:localhost"
+    assert_error(await login(http, "frank2", "frankpw"), 403, "M_FORBIDDEN")
+
+
+async def test_register_replayed_session_without_username(http: httpx.AsyncClient) -> None:
+    first_step = await http.post(f"{V3}/register", json={"password": "pw"})
+    session = assert_uia(first_step, ["m.login.dummy"])
+    auth = {"type": "m.login.dummy", "session": session["session"]}
+    first = assert_ok(await http.post(f"{V3}/register", json={"password": "pw", "auth": auth}))
+    again = assert_ok(await http.post(f"{V3}/register", json={"password": "pw", "auth": auth}))
+    assert again["user_id"] == first["user_id"]
+    assert again["device_id"] != first["device_id"]
 
 
 async def test_register_with_inhibit_login(http: httpx.AsyncClient) -> None:
@@ -162,6 +179,9 @@ async def test_register_lower_cases_the_username(http: httpx.AsyncClient) -> Non
         "_underscore",
         "12345",
         "a" * 250,
+        "trailing\n",
+        "new\nline",
+        "\n",
     ],
 )
 async def test_register_refuses_invalid_usernames(http: httpx.AsyncClient, username: str) -> None:
@@ -263,6 +283,9 @@ async def test_register_when_disabled() -> None:
         assert_error(response, 403, "M_FORBIDDEN")
         response = await http.get(f"{V3}/register/available", params={"username": "lena"})
         assert_error(response, 403, "M_FORBIDDEN")
+        # The body is parsed before the registration switch is looked at.
+        bad = await http.post(f"{V3}/register", content=b"{not json")
+        assert_error(bad, 400, "M_NOT_JSON")
         # Admins can still create accounts.
         await hs.register_user("lena", "pw")
         assert_ok(await login(http, "lena", "pw"))

@@ -103,6 +103,22 @@ async def test_redaction_of_unknown_event_is_stored_and_served(alice: Client) ->
     assert ids(chunk) == [redaction_id]
 
 
+async def test_redacting_an_event_of_another_room_is_refused(alice: Client, bob: Client) -> None:
+    # SyTest 30rooms/10redactions "PUT /redact disallows redaction of event in different room".
+    room_a = await create_room(alice)
+    event_id = await send_text(alice, room_a, "keep me")
+    room_b = await create_room(bob)
+    response = await bob.put(f"/rooms/{room_b}/redact/{event_id}/r1", {})
+    assert_error(response, 400, "M_UNKNOWN")
+    path = f"/rooms/{room_b}/send/m.room.redaction/r2"
+    assert_error(await bob.put(path, {"redacts": event_id}), 400, "M_UNKNOWN")
+    # The same for a member of both rooms.
+    response = await alice.put(f"/rooms/{await create_room(alice)}/redact/{event_id}/r3", {})
+    assert_error(response, 400, "M_UNKNOWN")
+    event = assert_ok(await alice.get(f"/rooms/{room_a}/event/{event_id}"))
+    assert event["content"]["body"] == "keep me"
+
+
 # -- /state ---------------------------------------------------------------------------------
 
 
@@ -244,7 +260,8 @@ async def test_joined_members(alice: Client, bob: Client, carol: Client) -> None
     joined = assert_ok(await alice.get(path))["joined"]
     assert set(joined) == {alice.user_id, bob.user_id}
     assert joined[bob.user_id] == {"display_name": "Bob", "avatar_url": "mxc://localhost/b"}
-    assert joined[alice.user_id] == {"display_name": "alice"}
+    # Both keys are always there, null when unset (SyTest 10apidoc/31room-state).
+    assert joined[alice.user_id] == {"display_name": "alice", "avatar_url": None}
     assert_error(await carol.get(path), 403, "M_FORBIDDEN")
     await leave(bob, room_id)
     assert_error(await bob.get(path), 403, "M_FORBIDDEN")
@@ -328,9 +345,29 @@ async def test_context_errors(alice: Client, bob: Client) -> None:
     event_id = await send_text(alice, room_id, "x")
     path = f"/rooms/{room_id}/context/{event_id}"
     assert_error(await alice.get(f"/rooms/{room_id}/context/$missing"), 404, "M_NOT_FOUND")
-    assert_error(await bob.get(path), 404, "M_NOT_FOUND")
+    # A non-member of a room that is not world-readable: 403, as Synapse (SyTest
+    # 30rooms/50context "/context/ on non world readable room does not work").
+    assert_error(await bob.get(path), 403, "M_FORBIDDEN")
     assert_error(await alice.get(path, params={"limit": "x"}), 400, "M_INVALID_PARAM")
     assert_error(await alice.get(path, params={"filter": "{"}), 400, "M_NOT_JSON")
+
+
+async def test_context_invisible_event_for_a_reader_is_not_found(
+    alice: Client, bob: Client
+) -> None:
+    room_id = await create_room(alice, preset="public_chat")
+    await set_state(alice, room_id, "m.room.history_visibility", {"history_visibility": "joined"})
+    early = await send_text(alice, room_id, "before bob")
+    await join(bob, room_id)
+    response = await bob.get(f"/rooms/{room_id}/context/{early}")
+    assert_error(response, 404, "M_NOT_FOUND")
+    world = await create_room(alice, preset="public_chat")
+    await set_state(
+        alice, world, "m.room.history_visibility", {"history_visibility": "world_readable"}
+    )
+    shown = await send_text(alice, world, "for all")
+    body = assert_ok(await bob.get(f"/rooms/{world}/context/{shown}"))
+    assert body["event"]["event_id"] == shown
 
 
 async def test_context_of_redacted_event(alice: Client) -> None:

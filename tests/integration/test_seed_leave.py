@@ -171,3 +171,29 @@ async def test_deactivating_an_invitee_rejects_the_invite(tmp_path: Path) -> Non
         assert await state.local_memberships(invitee, ["invite"]) == []
         left = await state.local_memberships(invitee, ["leave"])
         assert [r.room_id for r in left] == [room_id]
+
+
+async def test_rejecting_an_invite_after_the_server_left_keeps_the_state_deleted(
+    tmp_path: Path,
+) -> None:
+    async with writer_env(tmp_path) as env:
+        alice, invitee = await env.user("alice"), await env.user("invitee")
+        room_id = await env.create_room(alice)
+        membership = env.components.deps.membership
+        await membership.update_membership(alice, room_id, invitee, "invite")
+        alice_leave = await _leave(env, alice, room_id)
+        assert _current_state(env, room_id) == {}
+
+        reject_id = await _leave(env, invitee, room_id)
+
+        assert _current_state(env, room_id) == {}
+        assert _local_membership(env, room_id) == [
+            (alice, alice_leave, "leave"),
+            (invitee, reject_id, "leave"),
+        ]
+        # The rejection hangs off the room's head and is authorised by its state there.
+        (json_text,) = env.query("SELECT json FROM event_json WHERE event_id = ?", (reject_id,))[0]
+        assert alice_leave in json_text
+        assert env.query(
+            "SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room_id,)
+        ) == [(reject_id,)]

@@ -154,7 +154,7 @@ def route(method: str, template: str, handler: Handler[D], *, auth: AuthMode) ->
         body = {None: "[^/]+", "path": ".*", "opt": "[^/]*"}[kind]
         return f"(?P<{name}>{body})"
 
-    return Route(method, re.compile("^" + _PARAM.sub(to_regex, template) + "$"), handler, auth)
+    return Route(method, re.compile("^" + _PARAM.sub(to_regex, template) + r"\Z"), handler, auth)
 
 
 # Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).

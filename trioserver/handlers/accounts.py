@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from trioserver.handlers.auth import AuthHandler, Requester
     from trioserver.handlers.uia import StageChecker
     from trioserver.stores.accounts import AccountStore, DeviceRow
+    from trioserver.stores.erasure import ErasureStore
 
 # Synapse refuses passwords longer than this; bcrypt only uses the first 72 bytes anyway.
 MAX_PASSWORD_LENGTH = 512
@@ -54,9 +55,12 @@ def check_password_shape(password: Any, key: str = "password") -> str:
 class AccountsHandler:
     """Creates accounts and login sessions and ends them."""
 
-    def __init__(self, accounts: AccountStore, auth: AuthHandler, *, server_name: str) -> None:
+    def __init__(
+        self, accounts: AccountStore, auth: AuthHandler, erasure: ErasureStore, *, server_name: str
+    ) -> None:
         self._accounts = accounts
         self._auth = auth
+        self._erasure = erasure
         self.server_name = server_name
         self._device_listeners: list[Callable[[str], Awaitable[None]]] = []
 
@@ -192,8 +196,25 @@ class AccountsHandler:
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
 
-    def password_stage(self, requester_user_id: str) -> StageChecker:
-        """A UIA ``m.login.password`` checker that must authenticate as the requester."""
+    async def login_again(
+        self,
+        user_id: str,
+        *,
+        device_id: str | None,
+        device_display_name: str | None,
+        ip: str | None,
+    ) -> LoginResult:
+        """Open a new login session for a user the caller has already authenticated (a
+        replayed registration, which Synapse answers with a fresh device)."""
+        login = self._new_login(user_id, device_id, device_display_name, ip)
+        self._auth.forget_tokens(await self._accounts.add_login(login))
+        await self._devices_changed(user_id)
+        return LoginResult(user_id, login.device_id, login.token)
+
+    def password_stage(self) -> StageChecker:
+        """A UIA ``m.login.password`` checker; it returns the user it authenticated, whom the
+        caller compares with the requester (another user's valid password is a 403, not a
+        failed stage, as Synapse answers)."""
 
         async def check(auth: dict[str, Any]) -> str:
             identifier = auth.get("identifier")
@@ -204,9 +225,7 @@ class AccountsHandler:
             if not isinstance(user, str) or not isinstance(password, str):
                 raise MatrixError("M_MISSING_PARAM", "Missing user or password", status=400)
             user_id = self.resolve_user(user)
-            if user_id != requester_user_id or not await self._auth.check_password(
-                user_id, password
-            ):
+            if not await self._auth.check_password(user_id, password):
                 raise MatrixError("M_FORBIDDEN", "Invalid username or password")
             return user_id
 
@@ -251,8 +270,12 @@ class AccountsHandler:
             self._auth.forget_tokens(tokens)
             await self._devices_changed(user_id)
 
-    async def deactivate(self, user_id: str) -> None:
-        """Deactivate an account: no password, no devices, no sessions."""
+    async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
+        """Deactivate an account: no password, no devices, no sessions. With `erase`, the
+        user's events are from now on served redacted to users who were not joined when they
+        were sent (spec "Account deactivation", ``erase``)."""
+        if erase:
+            await self._erasure.mark_erased(user_id)
         tokens = await self._accounts.deactivate(user_id)
         self._auth.forget_tokens(tokens)
         await self._devices_changed(user_id)

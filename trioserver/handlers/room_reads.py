@@ -37,6 +37,7 @@ from trioserver.stores.events import RoomPosition, StoredEvent
 
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.room_reads import RoomReadStore
     from trioserver.stores.state import StateMap, StateStore
@@ -123,6 +124,7 @@ class RoomReadHandler:
         events: EventStore,
         state: StateStore,
         reads: RoomReadStore,
+        erasure: ErasureStore,
         *,
         server_name: str,
     ) -> None:
@@ -130,7 +132,7 @@ class RoomReadHandler:
         self._state = state
         self._reads = reads
         self._server_name = server_name
-        self.visibility = VisibilityFilter(events, state)
+        self.visibility = VisibilityFilter(events, state, erasure)
         self.serializer = EventSerializer(events, reads)
 
     # -- Access ---------------------------------------------------------------------------
@@ -298,8 +300,11 @@ class RoomReadHandler:
             raise _forbidden()
         joined: JsonDict = {}
         for profile in await self._reads.joined_profiles(room_id):
-            info = {"display_name": profile.display_name, "avatar_url": profile.avatar_url}
-            joined[profile.user_id] = {k: v for k, v in info.items() if v is not None}
+            # Both keys are always present, null when unset (SyTest 10apidoc/31room-state).
+            joined[profile.user_id] = {
+                "display_name": profile.display_name,
+                "avatar_url": profile.avatar_url,
+            }
         return {"joined": joined}
 
     async def joined_rooms(self, user_id: str) -> list[str]:
@@ -351,10 +356,13 @@ class RoomReadHandler:
         memberships = {s.event_id: m for s, m in page.events}
         body: JsonDict = {
             "chunk": await self.serializer.serialize(stored, query.options, memberships),
-            "start": start.to_token(),
+            # Spec: `start` "will be the same as the value given in `from`" (clients match it).
+            "start": query.from_token if query.from_token is not None else start.to_token(),
         }
-        # Spec: `end` is omitted when no further events are available.
-        if not page.exhausted:
+        # Spec: `end` is omitted when no further events are available. As Synapse (and SyTest
+        # 10apidoc/34room-messages) it is still sent with the page that reached the end of
+        # history, and left out once a request finds nothing more to examine.
+        if not page.exhausted or page.scanned:
             body["end"] = _token(page.cursor, query.backwards)
         if query.event_filter.lazy_load_members and stored:
             members = await self._sender_members(stored)
@@ -391,9 +399,11 @@ class RoomReadHandler:
         The filter applies to the events around and the state, not to the event itself (spec).
 
         Raises:
-            MatrixError: 404 when the event is unknown or not visible to the user.
+            MatrixError: 403 when the user may not read the room at all (as Synapse, SyTest
+                30rooms/50context), 404 when the event is unknown or not visible to them.
         """
         access = await self.access(requester.user_id, room_id)
+        access.check_reader()
         target, membership = await self._visible_event(access, room_id, event_id)
         here = RoomPosition(target.topological_ordering, target.stream_ordering)
         scan_args: dict[str, Any] = {"event_filter": event_filter, "viewer": access.viewer}

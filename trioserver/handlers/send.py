@@ -50,6 +50,15 @@ class SendHandler:
             requester.user_id, requester.device_id, room_id, txn_id
         )
 
+    async def _check_redaction_target(self, room_id: str, target_id: str) -> None:
+        # A redaction of an unknown event is stored (it may arrive later), but one naming an
+        # event we hold in another room is refused: 400 M_UNKNOWN, as Synapse answers
+        # (SyTest 30rooms/10redactions "PUT /redact disallows redaction of event in
+        # different room").
+        target = await self._events.get_event(target_id)
+        if target is not None and target.room_id != room_id:
+            raise MatrixError("M_UNKNOWN", "Cannot redact event from a different room", status=400)
+
     async def send_message(
         self,
         requester: Requester,
@@ -73,6 +82,7 @@ class SendHandler:
             target = content.get("redacts")
             if not isinstance(target, str):
                 raise MatrixError("M_INVALID_PARAM", "m.room.redaction needs content.redacts")
+            await self._check_redaction_target(room_id, target)
             redacts = target
             content = {k: v for k, v in content.items() if k != "redacts"}
         intent = EventIntent(
@@ -97,6 +107,7 @@ class SendHandler:
             if not isinstance(reason, str):
                 raise MatrixError("M_INVALID_PARAM", "'reason' must be a string")
             content["reason"] = reason
+        await self._check_redaction_target(room_id, target_id)
         intent = EventIntent(
             type="m.room.redaction",
             sender=requester.user_id,

@@ -36,12 +36,38 @@ class _Session:
     params: dict[str, Any] = attrs.field(factory=dict)
 
 
+def _session_id(body: dict[str, Any]) -> str | None:
+    auth = body.get("auth")
+    session_id = auth.get("session") if isinstance(auth, dict) else None
+    return session_id if isinstance(session_id, str) else None
+
+
 class InteractiveAuth:
     """In-memory UIA sessions."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._sessions: dict[str, _Session] = {}
+        # What a completed session produced (the registered user id), by session id, with
+        # the operation and the time: replaying a finished registration is idempotent.
+        self._results: dict[str, tuple[str, float, str]] = {}
         self._clock = clock
+
+    def remember_result(self, body: dict[str, Any], operation: str, result: str) -> None:
+        """Record what the session in `body`'s ``auth`` produced once its flow completed."""
+        session_id = _session_id(body)
+        if session_id is not None:
+            if len(self._results) >= _MAX_SESSIONS:
+                del self._results[next(iter(self._results))]
+            self._results[session_id] = (operation, self._clock(), result)
+
+    def remembered_result(self, body: dict[str, Any], operation: str) -> str | None:
+        """What `remember_result` stored for the session in `body`, while it has not expired."""
+        session_id = _session_id(body)
+        found = self._results.get(session_id) if session_id is not None else None
+        if found is None or found[0] != operation:
+            return None
+        # An expired entry stays until the size bound evicts it; it is never served.
+        return found[2] if self._clock() - found[1] <= SESSION_LIFETIME_S else None
 
     def with_stored_params(self, body: dict[str, Any]) -> dict[str, Any]:
         """`body`, or the parameters stored in its session when it carries only ``auth``."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from trioserver.events import Event
     from trioserver.handlers.event_filter import EventFilter
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.state import StateMap, StateStore
 
@@ -122,19 +123,22 @@ def _special_key(stored: StoredEvent, user_id: str) -> bool:
 @attrs.frozen
 class Page:
     """What a scan of room history found: visible events with the user's membership at each,
-    the store cursor after the last event examined, and whether history ran out."""
+    the store cursor after the last event examined, whether history ran out, and how many
+    events were examined (visible or not)."""
 
     events: list[tuple[StoredEvent, str]]
     cursor: RoomPosition
     exhausted: bool
+    scanned: int = 0
 
 
 class VisibilityFilter:
     """Applies the history visibility rules to batches of stored events."""
 
-    def __init__(self, events: EventStore, state: StateStore) -> None:
+    def __init__(self, events: EventStore, state: StateStore, erasure: ErasureStore) -> None:
         self._events = events
         self._state = state
+        self._erasure = erasure
 
     async def filter(
         self, stored: Sequence[StoredEvent], viewer: Viewer
@@ -170,6 +174,7 @@ class VisibilityFilter:
             return Snapshot(visibility_of(event_at(state.get(_HV_KEY))), membership)
 
         after_by_group = {group: snapshot(state) for group, state in groups.items()}
+        erased = await self._erasure.erased_among({s.event.sender for s in stored})
         result: list[tuple[StoredEvent, str]] = []
         for item in stored:
             after_state = groups[item.state_group]
@@ -179,6 +184,10 @@ class VisibilityFilter:
                 key = (item.event.type, item.event.state_key or "")
                 before = snapshot(_before(after_state, member_key, key, item.replaces_state))
             if is_visible(item, viewer, before, after):
+                if item.event.sender in erased and after.membership != "join":
+                    # An erased sender's events are served redacted to users who were not
+                    # joined when they were sent (Synapse; SyTest 30rooms/32erasure).
+                    item = attrs.evolve(item, event=item.event.redacted())
                 result.append((item, after.membership or "leave"))
         return result
 
@@ -212,13 +221,13 @@ class VisibilityFilter:
             for stored in batch:
                 if stored.event_id in visible:
                     if len(found) == limit:
-                        return Page(found, cursor, exhausted=False)
+                        return Page(found, cursor, exhausted=False, scanned=scanned)
                     found.append(visible[stored.event_id])
                 cursor = RoomPosition(stored.topological_ordering, stored.stream_ordering)
                 scanned += 1
             if len(batch) < batch_size:
-                return Page(found, cursor, exhausted=True)
-        return Page(found, cursor, exhausted=False)
+                return Page(found, cursor, exhausted=True, scanned=scanned)
+        return Page(found, cursor, exhausted=False, scanned=scanned)
 
     async def _group_states(self, groups: Iterable[int | None]) -> dict[int | None, StateMap]:
         states: dict[int | None, StateMap] = {}

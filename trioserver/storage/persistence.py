@@ -62,6 +62,7 @@ from trioserver.stores.persist_events import (
 
 if TYPE_CHECKING:
     from trioserver.stores.database import Database
+    from trioserver.stores.state import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class _Request:
     room_id: str | None
     intents: list[EventIntent]
     new_room: NewRoom | None
+    on_left_room: bool = False
     done: trio.Event = attrs.field(factory=trio.Event)
     result: list[StoredEvent] = attrs.field(factory=list)
     error: BaseException | None = None
@@ -150,11 +152,13 @@ class EventPersister:
         server_name: str,
         signing_key: Any,
         ephemeral_messages: bool,
+        state_groups: StateStore,
         clock: Callable[[], float] = time.time,
         max_cached_rooms: int = 1_000,
     ) -> None:
         self._store = store
         self._events = events
+        self._state_groups = state_groups
         self._db = db
         self._server_name = server_name
         self._server_suffix = ":" + server_name
@@ -174,7 +178,12 @@ class EventPersister:
         self._listeners.append(listener)
 
     async def submit(
-        self, room_id: str | None, intents: list[EventIntent], new_room: NewRoom | None = None
+        self,
+        room_id: str | None,
+        intents: list[EventIntent],
+        new_room: NewRoom | None = None,
+        *,
+        on_left_room: bool = False,
     ) -> list[StoredEvent]:
         """Build, authorise and store events; return them once committed.
 
@@ -183,6 +192,9 @@ class EventPersister:
                 the create event (room version 12).
             intents: the events, in order; all are stored or none.
             new_room: set when the first intent creates the room.
+            on_left_room: the server may have left the room (seed 4 dropped its current
+                state): build on the state at the room's head (its latest state group)
+                instead, as rejecting an invite needs. The state is dropped again after.
 
         Raises:
             MatrixError: 403 when an event fails the authorization rules, 400/413 for an
@@ -191,7 +203,7 @@ class EventPersister:
         Checkpoint: yes. If the caller is cancelled after submitting, the events may still be
         stored.
         """
-        request = _Request(room_id, intents, new_room)
+        request = _Request(room_id, intents, new_room, on_left_room)
         await self._send.send(request)
         await request.done.wait()
         if request.error is not None:
@@ -358,6 +370,8 @@ class EventPersister:
             room = await self._live_room(request.room_id)
             if room is None:
                 raise MatrixError("M_NOT_FOUND", "Unknown room")
+            if request.on_left_room and not room.state:
+                return await self._build_on_head_state(request, room, now_ms)
             view = RoomView.of(room)
         built = []
         intents = request.intents
@@ -367,6 +381,26 @@ class EventPersister:
             intents = intents[1:]
         for intent in intents:
             built.append(await self._build_one(view, intent, now_ms))
+        return built, view
+
+    async def _build_on_head_state(
+        self, request: _Request, room: LiveRoom, now_ms: int
+    ) -> tuple[list[_Built], RoomView]:
+        # Seed 4 dropped the room's current state when the last local member left, but its
+        # forward extremities and their state group remain: that state is what the next
+        # event (an invitee's leave) builds on and is authorised against. `_room_write` drops
+        # it again, as no local user is joined; a failed build drops it here.
+        if room.state_group is None:
+            raise MatrixError("M_FORBIDDEN", "This server is not in the room")
+        state_ids = await self._state_groups.state_for_group(room.state_group)
+        found = await self._events.get_events(state_ids.values())
+        room.state.update({k: found[e].event for k, e in state_ids.items() if e in found})
+        view = RoomView.of(room)
+        try:
+            built = [await self._build_one(view, intent, now_ms) for intent in request.intents]
+        except MatrixError:
+            room.state.clear()
+            raise
         return built, view
 
     async def _build_unique_create(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional, require
+from trioserver.errors import MatrixError
 from trioserver.handlers.accounts import check_password_shape
 
 if TYPE_CHECKING:
@@ -16,12 +17,15 @@ PASSWORD_FLOWS = [["m.login.password"]]
 
 async def require_password_uia(deps: ApiDeps, request: Request, body: JsonDict) -> None:
     """Demand that the requester re-enters their password (UIA ``m.login.password``)."""
-    await deps.uia.check(
+    completed = await deps.uia.check(
         body,
         flows=PASSWORD_FLOWS,
         operation=f"{request.method} {request.path} {request.requester.user_id}",
-        checkers={"m.login.password": deps.accounts.password_stage(request.requester.user_id)},
+        checkers={"m.login.password": deps.accounts.password_stage()},
     )
+    # A valid password of someone else (a stolen access token) is refused outright.
+    if completed["m.login.password"] != request.requester.user_id:
+        raise MatrixError("M_FORBIDDEN", "Invalid auth")
 
 
 async def get_whoami(deps: ApiDeps, request: Request) -> JsonDict:
@@ -49,11 +53,11 @@ async def post_password(deps: ApiDeps, request: Request) -> JsonDict:
 async def post_deactivate(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /account/deactivate: deactivate the account after re-authenticating."""
     body = deps.uia.with_stored_params(request.json_or_empty())
-    optional(body, "erase", bool)
+    erase = optional(body, "erase", bool, False)
     await require_password_uia(deps, request, body)
     # Like Synapse: leave rooms and reject invites first, so that others see the user go.
     await deps.membership.leave_all_rooms(request.requester.user_id)
-    await deps.accounts.deactivate(request.requester.user_id)
+    await deps.accounts.deactivate(request.requester.user_id, erase=erase)
     deps.auth.forget_tokens([request.requester.access_token])
     # We bind no third-party identifiers, so there is nothing to unbind at identity servers.
     return {"id_server_unbind_result": "no-support"}

@@ -8,7 +8,7 @@ from trioserver.api.client.login import login_response
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional
 from trioserver.errors import MatrixError
-from trioserver.handlers.accounts import check_password_shape
+from trioserver.handlers.accounts import LoginResult, check_password_shape
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
@@ -27,6 +27,8 @@ def _check_enabled(deps: ApiDeps) -> None:
 
 async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /register."""
+    # The body is parsed first: a malformed one is a 400 even when registration is off.
+    raw_body = request.json()
     kind = request.query_param("kind") or "user"
     if kind == "guest":
         raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
@@ -36,7 +38,24 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
     # Refuse a rate-limited client before it goes through UIA; the token is taken at the end.
     client_key = request.client_ip or "unknown"
     deps.ratelimits.registration.check(client_key, update=False)
-    body = deps.uia.with_stored_params(request.json())
+    body = deps.uia.with_stored_params(raw_body)
+    operation = f"POST {request.path}"
+    inhibit_login = optional(body, "inhibit_login", bool, False)
+    device_id = optional(body, "device_id", str)
+    display_name = optional(body, "initial_device_display_name", str)
+    registered = deps.uia.remembered_result(body, operation)
+    if registered is not None:
+        # A replay of a completed registration session answers for the same user (SyTest
+        # "registration is idempotent"), with a new login as Synapse gives.
+        replayed = LoginResult(registered)
+        if not inhibit_login:
+            replayed = await deps.accounts.login_again(
+                registered,
+                device_id=device_id,
+                device_display_name=display_name,
+                ip=request.client_ip,
+            )
+        return login_response(deps, replayed)
     username = optional(body, "username", str)
     password = body.get("password")
     if password is not None:
@@ -46,14 +65,8 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
         username = username.lower()
         if not await deps.accounts.is_available(username):
             raise MatrixError("M_USER_IN_USE", "User ID already taken.")
-    inhibit_login = optional(body, "inhibit_login", bool, False)
-    device_id = optional(body, "device_id", str)
-    display_name = optional(body, "initial_device_display_name", str)
     await deps.uia.check(
-        body,
-        flows=REGISTER_FLOWS,
-        operation=f"POST {request.path}",
-        checkers={"m.login.dummy": _dummy_stage},
+        body, flows=REGISTER_FLOWS, operation=operation, checkers={"m.login.dummy": _dummy_stage}
     )
     deps.ratelimits.registration.check(client_key)
     result = await deps.accounts.register(
@@ -64,6 +77,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
         device_display_name=display_name,
         ip=request.client_ip,
     )
+    deps.uia.remember_result(body, operation, result.user_id)
     return login_response(deps, result)
 
 

@@ -31,6 +31,8 @@ async def put_state(deps: ApiDeps, request: Request) -> JsonDict:
     if event_type == "m.room.member":
         # Membership sent as raw state goes through the membership rules (Synapse does too).
         membership = content.get("membership")
+        if membership == "invite":
+            deps.membership.check_invitee(state_key)
         extra = {k: v for k, v in content.items() if k not in ("membership", "reason")}
         event_id = await deps.membership.update_membership(
             requester.user_id,

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 async def post_create_room(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /createRoom."""
     parsed = parse_create_room(request.json(), deps.default_room_version)
+    for invitee in parsed.invite:
+        # Before the room exists, so that a refused invite leaves no half-made room.
+        deps.membership.check_invitee(invitee)
     room_id, alias = await deps.room_creation.create_room(request.requester.user_id, parsed)
     response: JsonDict = {"room_id": room_id}
     if alias is not None:
@@ -31,8 +34,12 @@ async def _join(deps: ApiDeps, request: Request, room_id_or_alias: str) -> JsonD
     body = request.json_or_empty()
     room_id = await deps.membership.resolve_room(room_id_or_alias)
     user_id = request.requester.user_id
+    # Other body keys go into the member event content, as Synapse does (SyTest "POST
+    # /join/:room_id can join a room with custom content"); `membership` is always "join" and
+    # `third_party_signed` is a join parameter, not content.
+    extra = {k: v for k, v in body.items() if k not in ("membership", "third_party_signed")}
     await deps.membership.update_membership(
-        user_id, room_id, user_id, "join", reason=_reason(body)
+        user_id, room_id, user_id, "join", reason=_reason(body), extra_content=extra
     )
     return {"room_id": room_id}
 
@@ -89,12 +96,17 @@ async def post_invite(deps: ApiDeps, request: Request) -> JsonDict:
     body = request.json()
     if "user_id" not in body and "medium" in body:
         raise MatrixError("M_UNKNOWN", "Third-party invites are not supported", status=400)
+    deps.membership.check_invitee(require(body, "user_id", str))
     return await _act_on_other(deps, request, "invite")
 
 
 async def post_kick(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /rooms/{roomId}/kick."""
-    return await _act_on_other(deps, request, "leave")
+    body = request.json()
+    target = require(body, "user_id", str)
+    room_id = await deps.membership.resolve_room(request.path_params["room"])
+    await deps.membership.kick(request.requester.user_id, room_id, target, _reason(body))
+    return {}
 
 
 async def post_ban(deps: ApiDeps, request: Request) -> JsonDict:
