@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional
+from trioserver.handlers.guest_access import GUEST_ACCESS, kick_guests_if_forbidden
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
@@ -39,9 +40,12 @@ async def put_state(deps: ApiDeps, request: Request) -> JsonDict:
             membership if isinstance(membership, str) else "",
             reason=optional(content, "reason", str),
             extra_content=extra,
+            guest=requester.is_guest,
         )
     else:
         event_id = await deps.send.send_state(requester, room_id, event_type, state_key, content)
+        if event_type == GUEST_ACCESS:
+            await kick_guests_if_forbidden(deps.membership, deps.state, deps.events, room_id)
     return {"event_id": event_id}
 
 
@@ -57,10 +61,22 @@ async def put_redact(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("PUT", f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}", put_send, auth="required"),
     route(
-        "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}", put_state, auth="required"
+        "PUT",
+        f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}",
+        put_send,
+        auth="required",
+        guest=True,
     ),
-    route("PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required"),
+    route(
+        "PUT",
+        f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}",
+        put_state,
+        auth="required",
+        guest=True,
+    ),
+    route(
+        "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required", guest=True
+    ),
     route("PUT", f"{CLIENT}/rooms/{{room}}/redact/{{event}}/{{txn}}", put_redact, auth="required"),
 ]
