@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
@@ -19,6 +20,22 @@ async def put_send(deps: ApiDeps, request: Request) -> JsonDict:
     deps.ratelimits.message.check(request.requester.user_id)
     event_id = await deps.send.send_message(
         request.requester, params["room"], params["type"], content, params["txn"]
+    )
+    return {"event_id": event_id}
+
+
+async def post_send(deps: ApiDeps, request: Request) -> JsonDict:
+    """POST /rooms/{roomId}/send/{eventType}: the pre-r0 form without a transaction id.
+
+    Not in the current spec, but Synapse serves it and SyTest and older bots use it; each
+    request gets a fresh transaction id, so it is not idempotent.
+    """
+    params = request.path_params
+    content = request.json()
+    deps.ratelimits.message.check(request.requester.user_id)
+    txn_id = "post-" + secrets.token_urlsafe(12)
+    event_id = await deps.send.send_message(
+        request.requester, params["room"], params["type"], content, txn_id
     )
     return {"event_id": event_id}
 
@@ -61,6 +78,9 @@ async def put_redact(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
+    route(
+        "POST", f"{CLIENT}/rooms/{{room}}/send/{{type}}", post_send, auth="required", guest=True
+    ),
     route(
         "PUT",
         f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}",
