@@ -9,7 +9,14 @@ import pytest
 
 from trioserver.testing import InProcessServer, serve_in_process
 
-from tests.integration.client import V3, Client, assert_error, assert_ok, assert_uia
+from tests.integration.client import (
+    V3,
+    Client,
+    assert_error,
+    assert_ok,
+    assert_uia,
+    register,
+)
 from tests.integration.room_helpers import create_room, join, send_text, set_state
 
 
@@ -76,6 +83,22 @@ async def test_guests_are_refused_endpoints_outside_the_module(
     assert_ok(await guest.get("/sync"))
 
 
+async def test_guests_may_only_join_and_leave(alice: Client, http: httpx.AsyncClient) -> None:
+    guest = await register_guest(http)
+    room_id = await create_room(alice, preset="public_chat")
+    await set_guest_access(alice, room_id, "can_join")
+    await join(guest, room_id)
+    invite = {"user_id": alice.user_id}
+    assert_error(
+        await guest.post(f"/rooms/{room_id}/invite", invite), 403, "M_GUEST_ACCESS_FORBIDDEN"
+    )
+    path = f"/rooms/{room_id}/state/m.room.member/{alice.user_id}"
+    response = await guest.put(path, {"membership": "ban"})
+    assert_error(response, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    assert_ok(await guest.post(f"/rooms/{room_id}/leave", {}))
+    assert await membership_of(alice, room_id, guest.user_id) == "leave"
+
+
 async def test_guest_joins_only_can_join_rooms_and_sends(
     alice: Client, http: httpx.AsyncClient
 ) -> None:
@@ -103,13 +126,20 @@ async def test_guests_leave_when_guest_access_is_revoked(
     alice: Client, http: httpx.AsyncClient
 ) -> None:
     guest = await register_guest(http)
+    upgraded = await register_guest(http)
     room_id = await create_room(alice, preset="public_chat")
     await set_guest_access(alice, room_id, "can_join")
     await join(guest, room_id)
+    await join(upgraded, room_id)
     assert await membership_of(alice, room_id, guest.user_id) == "join"
+    localpart = upgraded.user_id[1:].split(":")[0]
+    body = {"username": localpart, "password": "pw", "guest_access_token": upgraded.token}
+    assert_ok(await register(http, body))
     await set_guest_access(alice, room_id, "forbidden")
     assert await membership_of(alice, room_id, guest.user_id) == "leave"
+    # Only guests leave: the creator, and a guest that became a full account, stay.
     assert await membership_of(alice, room_id, alice.user_id) == "join"
+    assert await membership_of(alice, room_id, upgraded.user_id) == "join"
 
 
 async def test_guest_upgrades_to_a_full_account(alice: Client, http: httpx.AsyncClient) -> None:

@@ -145,6 +145,11 @@ class AccountsHandler:
         await self._devices_changed(user_id)
         return LoginResult(user_id, new_login.device_id, new_login.token)
 
+    async def is_guest(self, user_id: str) -> bool:
+        """Whether the user is a (not yet upgraded) guest account."""
+        user = await self._accounts.get_user(user_id)
+        return user is not None and user.is_guest
+
     async def check_guest_upgrade(self, localpart: str, guest_access_token: str) -> str:
         """The guest's user id, when `guest_access_token` is a guest's and names `localpart`.
 

@@ -3,8 +3,8 @@
 Guests may join a room only while its ``m.room.guest_access`` state says ``can_join``, and
 when that stops being so, the server sets the membership of its guests in the room to
 ``leave``. As in Synapse, a guest's member events carry ``"kind": "guest"``, which is how the
-guests of a room are found; each leaves by its own leave event (not a kick by the sender of
-the change).
+guests of a room are found (those still guests: an upgraded account stays); each leaves by its
+own leave event (not a kick by the sender of the change).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from trioserver.events import Event
+    from trioserver.handlers.accounts import AccountsHandler
     from trioserver.handlers.membership import MembershipHandler
     from trioserver.stores.events import EventStore
     from trioserver.stores.state import StateStore
@@ -48,10 +49,14 @@ def check_guest_membership(state: Mapping[tuple[str, str], Event], membership: s
 
 
 async def kick_guests_if_forbidden(
-    membership: MembershipHandler, state: StateStore, events: EventStore, room_id: str
+    membership: MembershipHandler,
+    accounts: AccountsHandler,
+    state: StateStore,
+    events: EventStore,
+    room_id: str,
 ) -> None:
     """After a change of ``m.room.guest_access``: make local guests leave unless it is
-    ``can_join``."""
+    ``can_join`` (guests who have since upgraded to full accounts stay)."""
     current = await state.current_state(room_id)
     access_id = current.get((GUEST_ACCESS, ""))
     access = await events.get_event(access_id) if access_id is not None else None
@@ -64,7 +69,7 @@ async def kick_guests_if_forbidden(
         target = event.state_key
         if target is None or event.content.get("kind") != "guest":
             continue
-        if event.membership not in ("join", "invite"):
+        if event.membership not in ("join", "invite") or not await accounts.is_guest(target):
             continue
         try:
             await membership.update_membership(target, room_id, target, "leave", guest=True)

@@ -62,7 +62,9 @@ async def put_state(deps: ApiDeps, request: Request) -> JsonDict:
     else:
         event_id = await deps.send.send_state(requester, room_id, event_type, state_key, content)
         if event_type == GUEST_ACCESS:
-            await kick_guests_if_forbidden(deps.membership, deps.state, deps.events, room_id)
+            await kick_guests_if_forbidden(
+                deps.membership, deps.accounts, deps.state, deps.events, room_id
+            )
     return {"event_id": event_id}
 
 
