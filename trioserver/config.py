@@ -55,6 +55,8 @@ class RegistrationConfig:
     enabled: bool = False
     shared_secret: str | None = None
     bcrypt_rounds: int = 12
+    # Spec "Guest Access": POST /register?kind=guest; off means 403 M_GUEST_ACCESS_FORBIDDEN.
+    allow_guest_access: bool = False
 
 
 @attrs.frozen

@@ -36,6 +36,8 @@ from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
+from trioserver.handlers.legacy_events import LegacyEventStream
+from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.presence import PresenceHandler
@@ -62,6 +64,7 @@ from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.erasure import ErasureStore
+from trioserver.stores.event_stream import EventStreamStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
@@ -264,6 +267,12 @@ def build_components(
     streams = _stream_handlers(config, db, notifier, positions, state, events, room_reads, clock)
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
+    legacy_events = LegacyEventStream(
+        notifier, events, EventStreamStore(db), sync_store, room_reads, streams
+    )
+    legacy_sync = LegacyInitialSync(
+        notifier, sync, sync_store, events, directory, room_reads, streams
+    )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -295,6 +304,8 @@ def build_components(
         room_reads=room_reads,
         notifier=notifier,
         sync=sync,
+        legacy_events=legacy_events,
+        legacy_sync=legacy_sync,
         typing=streams.typing,
         receipts=streams.receipts,
         account_data=streams.account_data,

@@ -14,6 +14,7 @@ from trioserver.api.client import (
     e2ee,
     ephemeral,
     filters,
+    legacy,
     login,
     profile,
     register,
@@ -46,6 +47,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     account_data.ROUTES,
     e2ee.ROUTES,
     user_directory.ROUTES,
+    legacy.ROUTES,
 ]
 
 

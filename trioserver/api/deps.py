@@ -12,6 +12,8 @@ from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
+from trioserver.handlers.legacy_events import LegacyEventStream
+from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.presence import PresenceHandler
@@ -69,3 +71,6 @@ class ApiDeps:
     e2e_keys: E2eKeysHandler
     user_directory: UserDirectoryHandler
     sync: SyncHandler
+    # The deprecated v1 endpoints (GET /events, /initialSync).
+    legacy_events: LegacyEventStream
+    legacy_sync: LegacyInitialSync

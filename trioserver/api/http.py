@@ -137,16 +137,21 @@ class Route(Generic[D]):
     pattern: re.Pattern[str]
     handler: Handler[D]
     auth: AuthMode
+    # Spec "Guest Access": guests may call only the endpoints the module (and Synapse) allow.
+    guest: bool = False
 
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
 
-def route(method: str, template: str, handler: Handler[D], *, auth: AuthMode) -> Route[D]:
+def route(
+    method: str, template: str, handler: Handler[D], *, auth: AuthMode, guest: bool = False
+) -> Route[D]:
     """Build a route from a path template.
 
     ``{name}`` matches one path segment; ``{name:path}`` matches the rest of the path and
     ``{name:opt}`` one segment that may be empty (state keys). Values are percent-decoded.
+    Guest accounts get 403 ``M_GUEST_ACCESS_FORBIDDEN`` unless `guest` is set.
     """
 
     def to_regex(match: re.Match[str]) -> str:
@@ -154,7 +159,8 @@ def route(method: str, template: str, handler: Handler[D], *, auth: AuthMode) ->
         body = {None: "[^/]+", "path": ".*", "opt": "[^/]*"}[kind]
         return f"(?P<{name}>{body})"
 
-    return Route(method, re.compile("^" + _PARAM.sub(to_regex, template) + r"\Z"), handler, auth)
+    pattern = re.compile("^" + _PARAM.sub(to_regex, template) + r"\Z")
+    return Route(method, pattern, handler, auth, guest)
 
 
 # Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).
@@ -227,6 +233,8 @@ class MatrixApp(Generic[D]):
                 path_params={k: unquote(v) for k, v in match.groupdict().items()},
             )
             request.requester_or_none = await self._requester(request, target.auth)
+            if request.requester_or_none is not None and request.requester_or_none.is_guest:
+                _check_guest_allowed(target)
             result = await target.handler(self._deps, request)
             return result if isinstance(result, Response) else Response(result)
         except MatrixError as err:
@@ -259,6 +267,13 @@ class MatrixApp(Generic[D]):
         if path_matched:
             raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=405)
         raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
+
+
+def _check_guest_allowed(target: Route[Any]) -> None:
+    # The one place guests are held to the endpoints of spec "Guest Access" (the route table
+    # marks them); a few handlers refine it (which membership, which profile field).
+    if not target.guest:
+        raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed", status=403)
 
 
 def _error_response(err: MatrixError) -> Response:

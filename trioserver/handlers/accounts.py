@@ -119,8 +119,13 @@ class AccountsHandler:
         device_id: str | None = None,
         device_display_name: str | None = None,
         ip: str | None = None,
+        guest: bool = False,
     ) -> LoginResult:
         """Create an account, and a first login session unless `login` is False.
+
+        Args:
+            guest: a guest account (spec "Guest Access"); give no localpart, as guests get
+                the next free number, as in Synapse.
 
         Raises:
             MatrixError: ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``.
@@ -129,7 +134,7 @@ class AccountsHandler:
         user_id = "" if localpart is None else self.check_new_localpart(localpart)
         password_hash = await self._auth.hash_password(password) if password else None
         now_ms = int(time.time() * 1000)
-        user = UserRow(user_id, password_hash, admin, False, user_type, now_ms)
+        user = UserRow(user_id, password_hash, admin, False, user_type, now_ms, guest)
         new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
         if localpart is None:
             user_id = await self._accounts.create_numbered_user(
@@ -139,6 +144,56 @@ class AccountsHandler:
             user, displayname=displayname or localpart, login=new_login
         ):
             raise MatrixError("M_USER_IN_USE", "User ID already taken.")
+        if new_login is None:
+            return LoginResult(user_id)
+        await self._devices_changed(user_id)
+        return LoginResult(user_id, new_login.device_id, new_login.token)
+
+    async def is_guest(self, user_id: str) -> bool:
+        """Whether the user is a (not yet upgraded) guest account."""
+        user = await self._accounts.get_user(user_id)
+        return user is not None and user.is_guest
+
+    async def check_guest_upgrade(self, localpart: str, guest_access_token: str) -> str:
+        """The guest's user id, when `guest_access_token` is a guest's and names `localpart`.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` otherwise (Synapse's answer too), 401 for an
+                unknown token.
+        """
+        requester = await self._auth.requester_for_token(guest_access_token)
+        if not requester.is_guest or requester.user_id != self.user_id_for(localpart):
+            raise MatrixError(
+                "M_FORBIDDEN",
+                "Cannot register taken user ID without valid guest credentials for that user.",
+            )
+        return requester.user_id
+
+    async def upgrade_guest(
+        self,
+        localpart: str,
+        guest_access_token: str,
+        password: str | None,
+        *,
+        login: bool = True,
+        device_id: str | None = None,
+        device_display_name: str | None = None,
+        ip: str | None = None,
+    ) -> LoginResult:
+        """Make a guest a full account: spec "Guest Access", ``guest_access_token`` in
+        /register. The user id stays the same.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` when the token is not that guest's.
+        """
+        user_id = await self.check_guest_upgrade(localpart, guest_access_token)
+        password_hash = await self._auth.hash_password(password) if password else None
+        new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
+        old_tokens = await self._accounts.upgrade_guest(user_id, password_hash, new_login)
+        if old_tokens is None:
+            raise MatrixError("M_FORBIDDEN", "This account is not a guest account")
+        # The cached requesters of the old tokens still say "guest".
+        self._auth.forget_tokens(old_tokens)
         if new_login is None:
             return LoginResult(user_id)
         await self._devices_changed(user_id)

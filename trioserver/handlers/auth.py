@@ -35,6 +35,8 @@ class Requester:
     user_id: str
     device_id: str
     access_token: str
+    # Spec "Guest Access": guests may use only the endpoints the module lists.
+    is_guest: bool = False
 
 
 class TokenCache:
@@ -87,7 +89,7 @@ class AuthHandler:
                     status=401,
                     extra={"soft_logout": False},
                 )
-            requester = Requester(row.user_id, row.device_id, row.token)
+            requester = Requester(row.user_id, row.device_id, row.token, row.is_guest)
             self._cache.put(requester)
         return requester
 

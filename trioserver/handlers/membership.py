@@ -21,6 +21,7 @@ from trioserver.events import (
     is_valid_room_id,
     is_valid_user_id,
 )
+from trioserver.handlers.guest_access import check_guest_membership
 from trioserver.storage.persistence import EventIntent
 
 if TYPE_CHECKING:
@@ -98,11 +99,13 @@ class MembershipHandler:
         *,
         reason: str | None = None,
         extra_content: dict[str, Any] | None = None,
+        guest: bool = False,
     ) -> str:
         """Send a member event for `target`, built like Synapse builds it.
 
         Args:
             membership: join, invite, leave, ban or knock ("unban" is leave by `unban`).
+            guest: the sender is a guest account (spec "Guest Access").
 
         Returns:
             The member event id (an existing one when nothing would change).
@@ -121,6 +124,10 @@ class MembershipHandler:
             if membership == "leave" and target == sender:
                 return await self._leave_left_room(sender, room_id, content)
             await self._raise_not_in_room(room_id, membership)
+        if guest:
+            check_guest_membership(state, membership)
+            # Synapse marks guests' member events, which is how revoking access finds them.
+            content["kind"] = "guest"
         if membership in ("join", "invite") and target.endswith(self._server_suffix):
             await self._add_profile(target, content)
         if membership == "join":

@@ -81,6 +81,11 @@ class SyncHandler:
         async with self._presence.user_syncing(request.user_id, request.set_presence):
             return await self._sync_now_or_later(request)
 
+    async def snapshot(self, request: SyncRequest) -> JsonDict:
+        """A response computed now, without waiting and without touching presence (the
+        deprecated ``GET /initialSync`` is built on it)."""
+        return (await self._compute(request, self._notifier.current_token())).body
+
     async def _sync_now_or_later(self, request: SyncRequest) -> JsonDict:
         now = self._notifier.current_token()
         if request.since is None or request.full_state or request.timeout_ms <= 0:

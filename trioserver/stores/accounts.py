@@ -20,6 +20,7 @@ class UserRow:
     deactivated: bool
     user_type: str | None
     created_ts: int
+    is_guest: bool = False
 
 
 @attrs.frozen
@@ -40,6 +41,7 @@ class TokenRow:
     token: str
     user_id: str
     device_id: str
+    is_guest: bool = False
 
 
 @attrs.frozen
@@ -54,17 +56,25 @@ class NewLogin:
     now_ms: int
 
 
-_USER_COLUMNS = "user_id, password_hash, admin, deactivated, user_type, created_ts"
+_USER_COLUMNS = "user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest"
 _DEVICE_COLUMNS = "user_id, device_id, display_name, last_seen_ts, last_seen_ip"
 
 
 def _user_row(row: tuple[object, ...]) -> UserRow:
-    user_id, password_hash, admin, deactivated, user_type, created_ts = row
+    user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest = row
     assert isinstance(user_id, str)
     assert isinstance(created_ts, int)
     assert password_hash is None or isinstance(password_hash, str)
     assert user_type is None or isinstance(user_type, str)
-    return UserRow(user_id, password_hash, bool(admin), bool(deactivated), user_type, created_ts)
+    return UserRow(
+        user_id,
+        password_hash,
+        bool(admin),
+        bool(deactivated),
+        user_type,
+        created_ts,
+        bool(is_guest),
+    )
 
 
 def _device_row(row: tuple[object, ...]) -> DeviceRow:
@@ -84,7 +94,7 @@ def _create_user_txn(
     login: NewLogin | None,
 ) -> bool:
     txn.execute(
-        f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (user_id) DO NOTHING",
         (
             user.user_id,
@@ -93,6 +103,7 @@ def _create_user_txn(
             int(user.deactivated),
             user.user_type,
             user.created_ts,
+            int(user.is_guest),
         ),
     )
     if txn.rowcount == 0:
@@ -139,9 +150,13 @@ def _get_user_txn(txn: Txn, user_id: str) -> UserRow | None:
 
 def _get_token_txn(txn: Txn, token: str) -> TokenRow | None:
     row = txn.execute(
-        "SELECT token, user_id, device_id FROM access_tokens WHERE token = ?", (token,)
+        "SELECT t.token, t.user_id, t.device_id, COALESCE(u.is_guest, 0) FROM access_tokens AS t"
+        " LEFT JOIN users AS u ON u.user_id = t.user_id WHERE t.token = ?",
+        (token,),
     ).fetchone()
-    return None if row is None else TokenRow(*row)
+    if row is None:
+        return None
+    return TokenRow(row[0], row[1], row[2], bool(row[3]))
 
 
 def _tokens_of_devices_txn(txn: Txn, user_id: str, device_ids: list[str] | None) -> list[str]:
@@ -252,6 +267,22 @@ def _create_numbered_user_txn(
     return user_id
 
 
+def _upgrade_guest_txn(
+    txn: Txn, user_id: str, password_hash: str | None, login: NewLogin | None
+) -> list[str] | None:
+    # Spec "Guest Access": the guest keeps its user id and becomes a full account.
+    txn.execute(
+        "UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ? AND is_guest = 1",
+        (password_hash, user_id),
+    )
+    if txn.rowcount == 0:
+        return None
+    tokens = _tokens_of_devices_txn(txn, user_id, None)
+    if login is not None:
+        _add_login_txn(txn, login)
+    return tokens
+
+
 class AccountStore:
     """Users, devices and access tokens."""
 
@@ -353,4 +384,17 @@ class AccountStore:
             user,
             displayname,
             login,
+        )
+
+    async def upgrade_guest(
+        self, user_id: str, password_hash: str | None, login: NewLogin | None
+    ) -> list[str] | None:
+        """Turn a guest account into a full one (with a password and a new login).
+
+        Returns:
+            The user's access tokens from before (their cached guest flag is stale), or None
+            when the user is not a guest (nothing is written then). Checkpoint: yes.
+        """
+        return await self._db.run_txn(
+            "upgrade_guest", _upgrade_guest_txn, user_id, password_hash, login
         )

@@ -64,7 +64,7 @@ async def post_deactivate(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("GET", f"{CLIENT}/account/whoami", get_whoami, auth="required"),
+    route("GET", f"{CLIENT}/account/whoami", get_whoami, auth="required", guest=True),
     route("POST", f"{CLIENT}/account/password", post_password, auth="required"),
     route("POST", f"{CLIENT}/account/deactivate", post_deactivate, auth="required"),
 ]

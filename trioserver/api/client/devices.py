@@ -71,9 +71,9 @@ async def post_delete_devices(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("GET", f"{CLIENT}/devices", get_devices, auth="required"),
-    route("GET", f"{CLIENT}/devices/{{device}}", get_device, auth="required"),
-    route("PUT", f"{CLIENT}/devices/{{device}}", put_device, auth="required"),
+    route("GET", f"{CLIENT}/devices", get_devices, auth="required", guest=True),
+    route("GET", f"{CLIENT}/devices/{{device}}", get_device, auth="required", guest=True),
+    route("PUT", f"{CLIENT}/devices/{{device}}", put_device, auth="required", guest=True),
     route("DELETE", f"{CLIENT}/devices/{{device}}", delete_device, auth="required"),
     route("POST", f"{CLIENT}/delete_devices", post_delete_devices, auth="required"),
 ]

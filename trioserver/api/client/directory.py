@@ -128,6 +128,6 @@ ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT}/rooms/{{room}}/aliases", get_room_aliases, auth="required"),
     route("GET", f"{CLIENT}/directory/list/room/{{room}}", get_visibility, auth="none"),
     route("PUT", f"{CLIENT}/directory/list/room/{{room}}", put_visibility, auth="required"),
-    route("GET", f"{CLIENT}/publicRooms", get_public_rooms, auth="optional"),
-    route("POST", f"{CLIENT}/publicRooms", post_public_rooms, auth="required"),
+    route("GET", f"{CLIENT}/publicRooms", get_public_rooms, auth="optional", guest=True),
+    route("POST", f"{CLIENT}/publicRooms", post_public_rooms, auth="required", guest=True),
 ]

@@ -62,5 +62,5 @@ async def get_capabilities(deps: ApiDeps, request: Request) -> JsonDict:
 ROUTES: list[Route[ApiDeps]] = [
     route("GET", "/_matrix/client/versions", get_versions, auth="none"),
     route("GET", "/.well-known/matrix/client", get_wellknown_client, auth="none"),
-    route("GET", f"{CLIENT}/capabilities", get_capabilities, auth="required"),
+    route("GET", f"{CLIENT}/capabilities", get_capabilities, auth="required", guest=True),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
+from trioserver.errors import MatrixError
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
@@ -29,6 +30,9 @@ async def get_field(deps: ApiDeps, request: Request) -> JsonDict:
 async def put_field(deps: ApiDeps, request: Request) -> JsonDict:
     """PUT /profile/{userId}/{keyName} with ``{keyName: value}``."""
     params = request.path_params
+    if request.requester.is_guest and params["key"] != "displayname":
+        # Spec "Guest Access": of their profile, guests may set only the display name.
+        raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "Guests may only set a display name")
     await deps.profile.set_field(
         request.requester.user_id, params["user"], params["key"], request.json()
     )
@@ -45,6 +49,6 @@ async def delete_field(deps: ApiDeps, request: Request) -> JsonDict:
 ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT}/profile/{{user}}", get_profile, auth="none"),
     route("GET", f"{CLIENT}/profile/{{user}}/{{key}}", get_field, auth="none"),
-    route("PUT", f"{CLIENT}/profile/{{user}}/{{key}}", put_field, auth="required"),
+    route("PUT", f"{CLIENT}/profile/{{user}}/{{key}}", put_field, auth="required", guest=True),
     route("DELETE", f"{CLIENT}/profile/{{user}}/{{key}}", delete_field, auth="required"),
 ]

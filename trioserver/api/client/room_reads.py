@@ -137,18 +137,33 @@ async def get_context(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("GET", f"{CLIENT}/rooms/{{room}}/event/{{event}}", get_event, auth="required"),
-    route("GET", f"{CLIENT}/rooms/{{room}}/state", get_state, auth="required"),
+    route(
+        "GET", f"{CLIENT}/rooms/{{room}}/event/{{event}}", get_event, auth="required", guest=True
+    ),
+    route("GET", f"{CLIENT}/rooms/{{room}}/state", get_state, auth="required", guest=True),
     route(
         "GET",
         f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}",
         get_state_event,
         auth="required",
+        guest=True,
     ),
-    route("GET", f"{CLIENT}/rooms/{{room}}/state/{{type}}", get_state_event, auth="required"),
-    route("GET", f"{CLIENT}/rooms/{{room}}/members", get_members, auth="required"),
+    route(
+        "GET",
+        f"{CLIENT}/rooms/{{room}}/state/{{type}}",
+        get_state_event,
+        auth="required",
+        guest=True,
+    ),
+    route("GET", f"{CLIENT}/rooms/{{room}}/members", get_members, auth="required", guest=True),
     route("GET", f"{CLIENT}/rooms/{{room}}/joined_members", get_joined_members, auth="required"),
-    route("GET", f"{CLIENT}/joined_rooms", get_joined_rooms, auth="required"),
-    route("GET", f"{CLIENT}/rooms/{{room}}/messages", get_messages, auth="required"),
-    route("GET", f"{CLIENT}/rooms/{{room}}/context/{{event}}", get_context, auth="required"),
+    route("GET", f"{CLIENT}/joined_rooms", get_joined_rooms, auth="required", guest=True),
+    route("GET", f"{CLIENT}/rooms/{{room}}/messages", get_messages, auth="required", guest=True),
+    route(
+        "GET",
+        f"{CLIENT}/rooms/{{room}}/context/{{event}}",
+        get_context,
+        auth="required",
+        guest=True,
+    ),
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional
+from trioserver.handlers.guest_access import GUEST_ACCESS, kick_guests_if_forbidden
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
@@ -18,6 +20,22 @@ async def put_send(deps: ApiDeps, request: Request) -> JsonDict:
     deps.ratelimits.message.check(request.requester.user_id)
     event_id = await deps.send.send_message(
         request.requester, params["room"], params["type"], content, params["txn"]
+    )
+    return {"event_id": event_id}
+
+
+async def post_send(deps: ApiDeps, request: Request) -> JsonDict:
+    """POST /rooms/{roomId}/send/{eventType}: the pre-r0 form without a transaction id.
+
+    Not in the current spec, but Synapse serves it and SyTest and older bots use it; each
+    request gets a fresh transaction id, so it is not idempotent.
+    """
+    params = request.path_params
+    content = request.json()
+    deps.ratelimits.message.check(request.requester.user_id)
+    txn_id = "post-" + secrets.token_urlsafe(12)
+    event_id = await deps.send.send_message(
+        request.requester, params["room"], params["type"], content, txn_id
     )
     return {"event_id": event_id}
 
@@ -41,9 +59,14 @@ async def put_state(deps: ApiDeps, request: Request) -> JsonDict:
             membership if isinstance(membership, str) else "",
             reason=optional(content, "reason", str),
             extra_content=extra,
+            guest=requester.is_guest,
         )
     else:
         event_id = await deps.send.send_state(requester, room_id, event_type, state_key, content)
+        if event_type == GUEST_ACCESS:
+            await kick_guests_if_forbidden(
+                deps.membership, deps.accounts, deps.state, deps.events, room_id
+            )
     return {"event_id": event_id}
 
 
@@ -59,10 +82,25 @@ async def put_redact(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("PUT", f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}", put_send, auth="required"),
     route(
-        "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}", put_state, auth="required"
+        "POST", f"{CLIENT}/rooms/{{room}}/send/{{type}}", post_send, auth="required", guest=True
     ),
-    route("PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required"),
+    route(
+        "PUT",
+        f"{CLIENT}/rooms/{{room}}/send/{{type}}/{{txn}}",
+        put_send,
+        auth="required",
+        guest=True,
+    ),
+    route(
+        "PUT",
+        f"{CLIENT}/rooms/{{room}}/state/{{type}}/{{key:opt}}",
+        put_state,
+        auth="required",
+        guest=True,
+    ),
+    route(
+        "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required", guest=True
+    ),
     route("PUT", f"{CLIENT}/rooms/{{room}}/redact/{{event}}/{{txn}}", put_redact, auth="required"),
 ]

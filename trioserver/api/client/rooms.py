@@ -33,13 +33,19 @@ def _reason(body: JsonDict) -> str | None:
 async def _join(deps: ApiDeps, request: Request, room_id_or_alias: str) -> JsonDict:
     body = request.json_or_empty()
     room_id = await deps.membership.resolve_room(room_id_or_alias)
-    user_id = request.requester.user_id
+    requester = request.requester
     # Other body keys go into the member event content, as Synapse does (SyTest "POST
     # /join/:room_id can join a room with custom content"); `membership` is always "join" and
     # `third_party_signed` is a join parameter, not content.
     extra = {k: v for k, v in body.items() if k not in ("membership", "third_party_signed")}
     await deps.membership.update_membership(
-        user_id, room_id, user_id, "join", reason=_reason(body), extra_content=extra
+        requester.user_id,
+        room_id,
+        requester.user_id,
+        "join",
+        reason=_reason(body),
+        extra_content=extra,
+        guest=requester.is_guest,
     )
     return {"room_id": room_id}
 
@@ -69,9 +75,14 @@ async def post_leave(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /rooms/{roomId}/leave."""
     body = request.json_or_empty()
     room_id = await deps.membership.resolve_room(request.path_params["room"])
-    user_id = request.requester.user_id
+    requester = request.requester
     await deps.membership.update_membership(
-        user_id, room_id, user_id, "leave", reason=_reason(body)
+        requester.user_id,
+        room_id,
+        requester.user_id,
+        "leave",
+        reason=_reason(body),
+        guest=requester.is_guest,
     )
     return {}
 
@@ -131,10 +142,12 @@ async def post_forget(deps: ApiDeps, request: Request) -> JsonDict:
 
 ROUTES: list[Route[ApiDeps]] = [
     route("POST", f"{CLIENT}/createRoom", post_create_room, auth="required"),
-    route("POST", f"{CLIENT}/join/{{room}}", post_join_by_id_or_alias, auth="required"),
+    route(
+        "POST", f"{CLIENT}/join/{{room}}", post_join_by_id_or_alias, auth="required", guest=True
+    ),
     route("POST", f"{CLIENT}/knock/{{room}}", post_knock, auth="required"),
-    route("POST", f"{CLIENT}/rooms/{{room}}/join", post_room_join, auth="required"),
-    route("POST", f"{CLIENT}/rooms/{{room}}/leave", post_leave, auth="required"),
+    route("POST", f"{CLIENT}/rooms/{{room}}/join", post_room_join, auth="required", guest=True),
+    route("POST", f"{CLIENT}/rooms/{{room}}/leave", post_leave, auth="required", guest=True),
     route("POST", f"{CLIENT}/rooms/{{room}}/invite", post_invite, auth="required"),
     route("POST", f"{CLIENT}/rooms/{{room}}/kick", post_kick, auth="required"),
     route("POST", f"{CLIENT}/rooms/{{room}}/ban", post_ban, auth="required"),

@@ -61,5 +61,5 @@ async def get_sync(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("GET", f"{CLIENT}/sync", get_sync, auth="required"),
+    route("GET", f"{CLIENT}/sync", get_sync, auth="required", guest=True),
 ]
