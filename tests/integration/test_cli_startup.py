@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import trio
 
 from tests.integration.test_cli import free_port, run_cli
@@ -115,3 +117,47 @@ async def test_missing_tls_certificate(tmp_path: Path) -> None:
     )
     result = await run_cli("run", "--data-dir", data_dir, "--port", str(free_port()), cwd=tmp_path)
     assert_one_error(result, "nope.pem", "http.tls_certificate_path")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'bind_addresses = ["127.0.0.1"]',
+            'bind_addresses = "127.0.0.1"',
+            'config.http.bind_addresses: expected an array, e.g. ["..."], got a string',
+        ),
+        (
+            'default_room_version = "12"',
+            'default_room_version = "99"',
+            "config.rooms.default_room_version: '99' is not a room version",
+        ),
+        (
+            'synchronous = "full"',
+            'synchronous = "fast"',
+            'config.database.synchronous: must be one of "full", "normal", got "fast"',
+        ),
+        (
+            'backend = "sqlite"',
+            'backend = "x"',
+            'config.database.backend: must be one of "sqlite", got "x"',
+        ),
+        (
+            '# log_level = "INFO"',
+            'log_level = "LOUD"',
+            'config.log_level: must be one of "DEBUG", "INFO", "WARNING", "ERROR", got "LOUD"',
+        ),
+        ("port = 8008", "port = 70000", "config.http.port: must be between 1 and 65535"),
+        ("port = 8008", "port = -1", "config.http.port: must be between 1 and 65535"),
+        ("port = 8008", 'port = "8008"', "config.http.port: expected an integer, got a string"),
+        ("port = 8008", "port = 8008\nprot = 1", "config.http: unknown key prot"),
+    ],
+)
+async def test_bad_config_value_names_the_key(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    data_dir = await generated_data_dir(tmp_path)
+    edit_config(data_dir, old, new)
+    result = await run_cli("run", "--data-dir", data_dir, "--port", str(free_port()), cwd=tmp_path)
+    line = assert_one_error(result, expected)
+    assert "unknown error" not in line
