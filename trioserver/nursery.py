@@ -393,9 +393,17 @@ async def serve(
                 await background.start(components.persister.run)
             for subsystem in components.subsystems:
                 await background.start(subsystem)
+            notifier = components.deps.notifier
+
+            async def stop_serving() -> None:
+                await shutdown.wait()
+                # Answer long-polls (/sync) now: the drain would otherwise wait for their
+                # timeouts, up to http.graceful_shutdown_seconds.
+                notifier.shut_down()
+
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
-                    run_http_api, create_app(components.deps), config.http, shutdown.wait
+                    run_http_api, create_app(components.deps), config.http, stop_serving
                 )
                 task_status.started(running)
             # The HTTP API has drained; nothing can start new work any more.
