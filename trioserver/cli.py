@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -17,7 +18,13 @@ import trio
 
 from trioserver.config import Config, load_config
 from trioserver.errors import ConfigError, MatrixError, StartupError
-from trioserver.setup_files import CONFIG_FILE_NAME, ensure_config, ensure_data_files, generate
+from trioserver.setup_files import (
+    CONFIG_FILE_NAME,
+    ensure_config,
+    ensure_data_files,
+    generate,
+    has_users,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,6 +36,11 @@ DEFAULT_DATA_DIR = "./trioserver-data"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trioserver", description="A Matrix homeserver.")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"trioserver {importlib.metadata.version('trioserver')}",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the server (creating its files on first start)")
@@ -77,6 +89,7 @@ async def _run(config: Config, config_path_hint: str) -> None:
     from trioserver.nursery import serve
 
     await ensure_data_files(config)
+    first_user_hint = not await has_users(config)
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -94,11 +107,12 @@ async def _run(config: Config, config_path_hint: str) -> None:
                 nursery.start_soon(stop_on_signal)
                 running = await server_nursery.start(partial(serve, config, shutdown=shutdown))
                 print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
-                print(
-                    "Create the first user with:\n"
-                    f"  trioserver register-user --config {config_path_hint} --user alice --admin",
-                    flush=True,
-                )
+                if first_user_hint:
+                    print(
+                        "Create the first user with:\n  trioserver register-user"
+                        f" --config {config_path_hint} --user alice --admin"
+                    )
+                sys.stdout.flush()
             # serve() has returned: in-flight requests are done. Stop watching for signals.
             nursery.cancel_scope.cancel()
     logger.info("stopped")

@@ -35,6 +35,8 @@ class HttpConfig:
     max_request_body_size: int = 1024 * 1024
     # Seconds that in-flight requests get to finish after SIGINT/SIGTERM.
     graceful_shutdown_seconds: float = 10.0
+    # One INFO line per request on the `trioserver.access` logger (off: no per-request cost).
+    log_access: bool = False
 
 
 @attrs.frozen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import ssl
@@ -12,6 +13,7 @@ import trio
 from trioserver.config import Config, load_config
 from trioserver.errors import ConfigError, StartupError
 from trioserver.keys import generate_key_file
+from trioserver.stores.accounts import AccountStore
 from trioserver.stores.database import open_database
 from trioserver.stores.meta import check_server_name
 
@@ -42,6 +44,9 @@ port = 8008
 # tls_private_key_path = "/path/to/privkey.pem"
 # The URL clients reach this server at, advertised in /.well-known/matrix/client:
 # public_baseurl = "https://matrix.example.org/"
+# One line per request (method, path, status, duration, client address) on the
+# `trioserver.access` logger:
+# log_access = false
 
 [database]
 backend = "sqlite"
@@ -83,7 +88,10 @@ def ensure_config(config_path: Path, server_name: str) -> bool:
         return False
     try:
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(render_config(server_name), encoding="utf-8")
+        # Owner-only, like the signing key: the file holds the registration shared secret.
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(render_config(server_name))
     except OSError as exc:
         raise StartupError(
             f"cannot write the config file {config_path} (--data-dir): {_reason(exc)}"
@@ -146,6 +154,12 @@ async def ensure_data_files(config: Config) -> None:
         raise StartupError(
             f"cannot open the database {path} (database.path): {_reason(exc)}"
         ) from None
+
+
+async def has_users(config: Config) -> bool:
+    """Whether any account exists yet (the first start prints how to create one)."""
+    async with open_database(config.data_path(config.database.path), readers=1) as db:
+        return await AccountStore(db).count_users() > 0
 
 
 async def generate(data_dir: Path, server_name: str) -> tuple[Path, Config]:
