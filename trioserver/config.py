@@ -255,12 +255,14 @@ def load_config(path: Path) -> Config:
     """Read a TOML config file.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or has bad keys.
+        ConfigError: the file is missing, unreadable, not TOML, or has bad keys.
     """
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:  # a directory, no permission to read it, ...
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return config_from_mapping(raw, base_dir=path.resolve().parent)

@@ -161,3 +161,9 @@ async def test_bad_config_value_names_the_key(
     result = await run_cli("run", "--data-dir", data_dir, "--port", str(free_port()), cwd=tmp_path)
     line = assert_one_error(result, expected)
     assert "unknown error" not in line
+
+
+async def test_config_path_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    result = await run_cli("run", "--config", tmp_path / "conf", cwd=tmp_path)
+    assert_one_error(result, "cannot read config file", "conf", "directory")
