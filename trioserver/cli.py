@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import logging
 import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 
 import trio
 
 from trioserver.config import Config, load_config
-from trioserver.errors import ConfigError, MatrixError
-from trioserver.setup_files import CONFIG_FILE_NAME, ensure_config, ensure_data_files, generate
+from trioserver.errors import ConfigError, MatrixError, StartupError
+from trioserver.setup_files import (
+    CONFIG_FILE_NAME,
+    ensure_config,
+    ensure_data_files,
+    generate,
+    has_users,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,6 +36,11 @@ DEFAULT_DATA_DIR = "./trioserver-data"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trioserver", description="A Matrix homeserver.")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"trioserver {importlib.metadata.version('trioserver')}",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the server (creating its files on first start)")
@@ -67,6 +79,8 @@ def _config_for_run(args: argparse.Namespace) -> Config:
     if args.bind is not None:
         http = attrs.evolve(http, bind_addresses=(args.bind,))
     if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port {args.port}: must be between 1 and 65535 (http.port)")
         http = attrs.evolve(http, port=args.port)
     return attrs.evolve(config, http=http)
 
@@ -75,6 +89,7 @@ async def _run(config: Config, config_path_hint: str) -> None:
     from trioserver.nursery import serve
 
     await ensure_data_files(config)
+    first_user_hint = not await has_users(config)
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -92,11 +107,12 @@ async def _run(config: Config, config_path_hint: str) -> None:
                 nursery.start_soon(stop_on_signal)
                 running = await server_nursery.start(partial(serve, config, shutdown=shutdown))
                 print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
-                print(
-                    "Create the first user with:\n"
-                    f"  trioserver register-user --config {config_path_hint} --user alice --admin",
-                    flush=True,
-                )
+                if first_user_hint:
+                    print(
+                        "Create the first user with:\n  trioserver register-user"
+                        f" --config {config_path_hint} --user alice --admin"
+                    )
+                sys.stdout.flush()
             # serve() has returned: in-flight requests are done. Stop watching for signals.
             nursery.cancel_scope.cancel()
     logger.info("stopped")
@@ -133,25 +149,40 @@ def _register_user(args: argparse.Namespace) -> None:
     print(f"Created {trio.run(register)}")
 
 
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "run":
+        config = _config_for_run(args)
+        logging.basicConfig(
+            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
+        trio.run(_run, config, hint)
+    elif args.command == "generate-config":
+        config_path, config = trio.run(generate, args.data_dir, args.server_name)
+        print(f"Config: {config_path}\nServer name: {config.server_name}")
+    elif args.command == "register-user":
+        _register_user(args)
+
+
+def _exit_with(group: BaseExceptionGroup[Exception]) -> NoReturn:
+    # The errors a user can act on: one line each (a config error lists every bad key), no
+    # traceback. They may arrive wrapped in the groups of the nurseries they passed through.
+    for exc in _leaves(group):
+        text = exc.message if isinstance(exc, MatrixError) else str(exc)
+        print(f"error: {text}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `trioserver` console script."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            config = _config_for_run(args)
-            logging.basicConfig(
-                level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-            )
-            hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
-            trio.run(_run, config, hint)
-        elif args.command == "generate-config":
-            config_path, config = trio.run(generate, args.data_dir, args.server_name)
-            print(f"Config: {config_path}\nServer name: {config.server_name}")
-        elif args.command == "register-user":
-            _register_user(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except MatrixError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _dispatch(args)
+    except* (ConfigError, StartupError, MatrixError) as group:
+        _exit_with(group)

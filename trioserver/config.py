@@ -10,10 +10,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+import cattrs.v
 from cattrs.preconf.tomllib import make_converter
 
 from trioserver.errors import ConfigError
@@ -34,6 +35,8 @@ class HttpConfig:
     max_request_body_size: int = 1024 * 1024
     # Seconds that in-flight requests get to finish after SIGINT/SIGTERM.
     graceful_shutdown_seconds: float = 10.0
+    # One INFO line per request on the `trioserver.access` logger (off: no per-request cost).
+    log_access: bool = False
 
 
 @attrs.frozen
@@ -131,13 +134,23 @@ class Config:
 T = TypeVar("T")
 
 
+class _BadValue(ValueError):
+    """A value of the wrong type or outside its choices; the message is shown as it is."""
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", list: "an array", dict: "a table"}.get(
+        type(value), type(value).__name__
+    )
+
+
 def _strict(expected: type[T], name: str) -> Callable[[Any, Any], T]:
     def structure(value: Any, _type: Any) -> T:
         # bool is an int subclass; `port = true` must not become port 1.
         if isinstance(value, bool) and expected is not bool:
-            raise ValueError(f"expected {name}, got a boolean")
+            raise _BadValue(f"expected {name}, got a boolean")
         if not isinstance(value, expected):
-            raise ValueError(f"expected {name}, got {type(value).__name__}")
+            raise _BadValue(f"expected {name}, got {_type_name(value)}")
         return value
 
     return structure
@@ -145,8 +158,44 @@ def _strict(expected: type[T], name: str) -> Callable[[Any, Any], T]:
 
 def _structure_float(value: Any, _type: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {type(value).__name__}")
+        raise _BadValue(f"expected a number, got {_type_name(value)}")
     return float(value)
+
+
+def _is_literal(type_: Any) -> bool:
+    origin: Any = get_origin(type_)
+    return origin is Literal
+
+
+def _structure_literal(value: Any, type_: Any) -> Any:
+    choices = get_args(type_)
+    # `value in choices` would let `true` match a choice of 1; compare types too.
+    if not any(type(value) is type(c) and value == c for c in choices):
+        listed = ", ".join(f'"{c}"' if isinstance(c, str) else repr(c) for c in choices)
+        shown = f'"{value}"' if isinstance(value, str) else _type_name(value)
+        raise _BadValue(f"must be one of {listed}, got {shown}")
+    return value
+
+
+def _array_of(base: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    # cattrs would turn any iterable into a tuple: a string became a tuple of characters
+    # (`bind_addresses = "127.0.0.1"`). A TOML array is a list; require one.
+    def structure(value: Any, type_: Any) -> T:
+        if not isinstance(value, list):
+            raise _BadValue(f'expected an array, e.g. ["..."], got {_type_name(value)}')
+        return base(value, type_)
+
+    return structure
+
+
+def _is_exactly(expected: Any) -> Callable[[Any], bool]:
+    # functools' dispatch takes only classes; generic aliases such as tuple[str, ...] need
+    # a predicate.
+    return lambda type_: bool(type_ == expected)
+
+
+# Every sequence-typed field of the config (each must come from a TOML array).
+_ARRAY_TYPES: tuple[Any, ...] = (tuple[str, ...],)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -155,10 +204,29 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict(str, "a string"))
     converter.register_structure_hook(bool, _strict(bool, "a boolean"))
     converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook_func(_is_literal, _structure_literal)
+    for array_type in _ARRAY_TYPES:
+        base = converter.get_structure_hook(array_type)
+        converter.register_structure_hook_func(_is_exactly(array_type), _array_of(base))
     return converter
 
 
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, _BadValue):
+        return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        keys = sorted(exc.extra_fields)
+        return f"unknown key{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+    return cattrs.v.format_exception(exc, type_)
+
+
 _converter = _make_converter()
+
+
+def _invalid(problems: list[str]) -> ConfigError:
+    if len(problems) == 1:
+        return ConfigError(f"invalid configuration: {problems[0]}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
@@ -174,8 +242,12 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     try:
         config = _converter.structure(dict(raw), Config)
     except Exception as exc:  # cattrs raises ClassValidationError / ForbiddenExtraKeysError
-        messages = cattrs.transform_error(exc, path="config")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages)) from None
+        messages = cattrs.transform_error(exc, path="config", format_exception=_format_exception)
+        # "<problem> @ <path>" -> "<path>: <problem>", the shape of the consistency checks.
+        lines = [
+            f"{path}: {problem}" for problem, _, path in (m.rpartition(" @ ") for m in messages)
+        ]
+        raise _invalid(lines) from None
     config = attrs.evolve(config, data_dir=str((base_dir / config.data_dir).resolve()))
     _check_consistency(config)
     return config
@@ -185,25 +257,40 @@ def load_config(path: Path) -> Config:
     """Read a TOML config file.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or has bad keys.
+        ConfigError: the file is missing, unreadable, not TOML, or has bad keys.
     """
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:  # a directory, no permission to read it, ...
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return config_from_mapping(raw, base_dir=path.resolve().parent)
 
 
 def _check_consistency(config: Config) -> None:
-    from trioserver.events import is_valid_server_name
+    from trioserver.events import KNOWN_ROOM_VERSIONS, is_valid_server_name
 
     problems = []
     if not is_valid_server_name(config.server_name):
         problems.append(f"config.server_name: {config.server_name!r} is not a valid server name")
     if not 0 <= config.http.port <= 65535:
-        problems.append("config.http.port: must be between 0 and 65535")
+        # 0 asks the OS for any free port (what tests use).
+        problems.append(
+            f"config.http.port: must be between 1 and 65535 (or 0: any free port),"
+            f" got {config.http.port}"
+        )
+    if config.http.max_request_body_size < 1:
+        problems.append("config.http.max_request_body_size: must be at least 1")
+    if config.http.graceful_shutdown_seconds < 0:
+        problems.append("config.http.graceful_shutdown_seconds: must not be negative")
+    if config.rooms.default_room_version not in KNOWN_ROOM_VERSIONS:
+        problems.append(
+            f"config.rooms.default_room_version: {config.rooms.default_room_version!r} is not"
+            f" a room version this server supports ({', '.join(KNOWN_ROOM_VERSIONS)})"
+        )
     if not config.http.bind_addresses:
         problems.append("config.http.bind_addresses: needs at least one address")
     tls = (config.http.tls_certificate_path, config.http.tls_private_key_path)
@@ -221,4 +308,4 @@ def _check_consistency(config: Config) -> None:
             f"config.stream_writers.events: instance {writer!r} is not in config.instance_map"
         )
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise _invalid(problems)

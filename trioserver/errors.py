@@ -91,3 +91,12 @@ class ConfigError(Exception):
 
     The message names every offending key (with its path, e.g. ``http.port``).
     """
+
+
+class StartupError(Exception):
+    """Raised when the server cannot start for a reason outside its config file's syntax.
+
+    For example a port already in use, an address that is not this machine's, or a data dir
+    or database that cannot be created or opened. The message names the cause and the config
+    key to change (e.g. ``http.port``); the command prints it as one line and exits 1.
+    """

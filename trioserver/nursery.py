@@ -16,6 +16,7 @@ COMMIT or ROLLBACK (see `stores.database`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
 
-from trioserver.errors import ConfigError
+from trioserver.errors import ConfigError, StartupError
 from trioserver.events import KNOWN_ROOM_VERSIONS
 
 logger = logging.getLogger(__name__)
@@ -102,12 +103,16 @@ class RunningServer:
         return port
 
 
-def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.bind = [
+def _bind_strings(http: HttpConfig) -> list[str]:
+    return [
         f"[{addr}]:{http.port}" if ":" in addr else f"{addr}:{http.port}"
         for addr in http.bind_addresses
     ]
+
+
+def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = _bind_strings(http)
     if http.tls_certificate_path is not None:
         hc.certfile = http.tls_certificate_path
         hc.keyfile = http.tls_private_key_path
@@ -116,6 +121,28 @@ def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
     return hc
+
+
+# What a newcomer can do about the usual reasons a listener cannot bind.
+_BIND_HINTS = {
+    errno.EADDRINUSE: "is another server running on it?",
+    errno.EADDRNOTAVAIL: "it is not an address of this machine",
+    errno.EACCES: "ports below 1024 need extra privileges",
+}
+
+
+def _listen_error(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> StartupError:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, OSError)
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    hint = _BIND_HINTS.get(exc.errno or 0)
+    return StartupError(
+        f"cannot listen on {', '.join(_bind_strings(http))} (http.port / http.bind_addresses):"
+        f" {reason}" + (f" ({hint})" if hint else "")
+    )
 
 
 async def run_http_api(
@@ -140,7 +167,12 @@ async def run_http_api(
         )
 
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve)
+        try:
+            binds: list[str] = await nursery.start(serve)
+        except* OSError as group:
+            # Before it is started, hypercorn raises OSError only when binding a socket fails
+            # (the TLS files are checked earlier, by `setup_files.ensure_data_files`).
+            raise _listen_error(http, group) from None
         task_status.started(RunningServer(tuple(binds)))
 
 
@@ -383,9 +415,17 @@ async def serve(
                 )
             for subsystem in components.subsystems:
                 await background.start(run_supervised, subsystem)
+            notifier = components.deps.notifier
+
+            async def stop_serving() -> None:
+                await shutdown.wait()
+                # Answer long-polls (/sync) now: the drain would otherwise wait for their
+                # timeouts, up to http.graceful_shutdown_seconds.
+                notifier.shut_down()
+
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
-                    run_http_api, create_app(components.deps), config.http, shutdown.wait
+                    run_http_api, create_app(components.deps), config.http, stop_serving
                 )
                 task_status.started(running)
             # The HTTP API has drained; nothing can start new work any more.

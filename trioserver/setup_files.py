@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import sqlite3
+import ssl
 from pathlib import Path
 
 import trio
 
 from trioserver.config import Config, load_config
-from trioserver.errors import ConfigError
+from trioserver.errors import ConfigError, StartupError
 from trioserver.keys import generate_key_file
+from trioserver.stores.accounts import AccountStore
 from trioserver.stores.database import open_database
 from trioserver.stores.meta import check_server_name
 
@@ -40,6 +44,9 @@ port = 8008
 # tls_private_key_path = "/path/to/privkey.pem"
 # The URL clients reach this server at, advertised in /.well-known/matrix/client:
 # public_baseurl = "https://matrix.example.org/"
+# One line per request (method, path, status, duration, client address) on the
+# `trioserver.access` logger:
+# log_access = false
 
 [database]
 backend = "sqlite"
@@ -72,26 +79,87 @@ def render_config(server_name: str) -> str:
 
 
 def ensure_config(config_path: Path, server_name: str) -> bool:
-    """Write a new config file at `config_path` unless one exists; True when written."""
+    """Write a new config file at `config_path` unless one exists; True when written.
+
+    Raises:
+        StartupError: the file (or its directory) cannot be created.
+    """
     if config_path.exists():
         return False
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(render_config(server_name), encoding="utf-8")
+    try:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only, like the signing key: the file holds the registration shared secret.
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(render_config(server_name))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot write the config file {config_path} (--data-dir): {_reason(exc)}"
+        ) from None
     return True
 
 
+def _reason(exc: OSError | sqlite3.Error) -> str:
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return text[:1].lower() + text[1:]
+
+
 def _ensure_dir_and_key(config: Config) -> None:
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the data directory {config.data_dir} (data_dir): {_reason(exc)}"
+        ) from None
     key_path = config.data_path(config.signing_key_path)
     if not key_path.exists():
-        generate_key_file(key_path)
+        try:
+            generate_key_file(key_path)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot write the signing key {key_path} (signing_key_path): {_reason(exc)}"
+            ) from None
+
+
+def _check_tls_files(config: Config) -> None:
+    # hypercorn loads these only after binding, where its errors look like bind errors; load
+    # them once here so that a missing or bad file is reported as what it is.
+    cert, key = config.http.tls_certificate_path, config.http.tls_private_key_path
+    if cert is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise StartupError(
+            f"cannot load the TLS certificate {cert} or key {key}"
+            f" (http.tls_certificate_path / http.tls_private_key_path): {_reason(exc)}"
+        ) from None
 
 
 async def ensure_data_files(config: Config) -> None:
-    """Create the data dir, signing key and database if missing (idempotent)."""
+    """Create the data dir, signing key and database if missing (idempotent).
+
+    Raises:
+        StartupError: one of them cannot be created or opened, or the TLS files cannot be
+            loaded (the message names the file and its config key).
+        ConfigError: the database belongs to another server name.
+    """
     await trio.to_thread.run_sync(_ensure_dir_and_key, config)
+    await trio.to_thread.run_sync(_check_tls_files, config)
+    path = config.data_path(config.database.path)
+    try:
+        async with open_database(path, readers=1) as db:
+            await check_server_name(db, config.server_name)
+    except sqlite3.Error as exc:
+        raise StartupError(
+            f"cannot open the database {path} (database.path): {_reason(exc)}"
+        ) from None
+
+
+async def has_users(config: Config) -> bool:
+    """Whether any account exists yet (the first start prints how to create one)."""
     async with open_database(config.data_path(config.database.path), readers=1) as db:
-        await check_server_name(db, config.server_name)
+        return await AccountStore(db).count_users() > 0
 
 
 async def generate(data_dir: Path, server_name: str) -> tuple[Path, Config]:

@@ -7,6 +7,9 @@
 The server runs in the caller's trio run on a free loopback port, with a temporary data dir
 (a real SQLite file) that is deleted afterwards. Registration is open, rate limiting is off and
 bcrypt is at its cheapest cost, which suits tests; pass overrides to change any of it.
+
+Code that is not on trio (plain tests, asyncio bots) uses `serve_in_thread` instead: the same
+server, run by its own ``trio.run`` in a background thread.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from __future__ import annotations
 import http.client
 import json
 import tempfile
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import Future
+from contextlib import asynccontextmanager, contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,22 +102,28 @@ class InProcessServer:
         self, localpart: str, password: str = "password", *, admin: bool = False
     ) -> RegisteredUser:
         """Create a user (with the shared-secret admin API) and log them in."""
-        secret = self.config.registration.shared_secret
-        if secret is None:
-            raise RuntimeError("register_user needs registration.shared_secret to be set")
-        path = "/_synapse/admin/v1/register"
-        nonce = (await trio.to_thread.run_sync(_post_json, self.base_url, path, None))["nonce"]
-        body = {
-            "nonce": nonce,
-            "username": localpart,
-            "password": password,
-            "admin": admin,
-            "mac": registration_mac(secret, nonce, localpart, password, admin, None),
-        }
-        result = await trio.to_thread.run_sync(_post_json, self.base_url, path, body)
-        return RegisteredUser(
-            result["user_id"], result["access_token"], result["device_id"], password
-        )
+        register = partial(_register_user, self.config, self.base_url, localpart, password, admin)
+        return await trio.to_thread.run_sync(register)
+
+
+def _register_user(
+    config: Config, base_url: str, localpart: str, password: str, admin: bool
+) -> RegisteredUser:
+    # Blocking; never call it from the server's own thread.
+    secret = config.registration.shared_secret
+    if secret is None:
+        raise RuntimeError("register_user needs registration.shared_secret to be set")
+    path = "/_synapse/admin/v1/register"
+    nonce = _post_json(base_url, path, None)["nonce"]
+    body = {
+        "nonce": nonce,
+        "username": localpart,
+        "password": password,
+        "admin": admin,
+        "mac": registration_mac(secret, nonce, localpart, password, admin, None),
+    }
+    result = _post_json(base_url, path, body)
+    return RegisteredUser(result["user_id"], result["access_token"], result["device_id"], password)
 
 
 @asynccontextmanager
@@ -140,3 +152,82 @@ async def serve_in_process(
                 yield InProcessServer(config, running)
             finally:
                 nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class ThreadedServer:
+    """A server running in a background thread (see `serve_in_thread`)."""
+
+    config: Config
+    base_url: str
+
+    @property
+    def server_name(self) -> str:
+        """The server name in user ids."""
+        return self.config.server_name
+
+    def register_user(
+        self, localpart: str, password: str = "password", *, admin: bool = False
+    ) -> RegisteredUser:
+        """Create a user and log them in. Blocks for a few milliseconds (also in asyncio)."""
+        return _register_user(self.config, self.base_url, localpart, password, admin)
+
+
+_Ready = tuple[ThreadedServer, trio.lowlevel.TrioToken, trio.Event]
+
+
+async def _serve_until_stopped(
+    ready: Future[_Ready], data_dir: str | Path | None, overrides: dict[str, Any]
+) -> None:
+    async with serve_in_process(data_dir, **overrides) as hs:
+        stop = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        ready.set_result((ThreadedServer(hs.config, hs.base_url), token, stop))
+        await stop.wait()
+
+
+@contextmanager
+def serve_in_thread(
+    data_dir: str | Path | None = None, **overrides: Any
+) -> Iterator[ThreadedServer]:
+    """Run a full trioserver in a background thread for the duration of the block.
+
+    For code that does not run on trio: plain synchronous tests, and asyncio bots and clients
+    (matrix-nio, mautrix), which can use it inside their event loop. The server runs
+    `serve_in_process` under its own ``trio.run`` in a thread; entering waits until it
+    answers, leaving stops it and waits for the thread.
+
+    Args:
+        data_dir, overrides: as for `serve_in_process`.
+
+    Yields:
+        A `ThreadedServer` with `base_url`, `server_name` and a blocking `register_user`.
+
+    Raises:
+        Whatever stopped the server from starting (e.g. `ConfigError`), on entry; whatever
+        made it fail while running, on exit.
+    """
+    ready: Future[_Ready] = Future()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            trio.run(_serve_until_stopped, ready, data_dir, overrides)
+        except BaseException as exc:  # handed to the caller's thread below
+            if ready.done():
+                failures.append(exc)
+            else:
+                ready.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="trioserver", daemon=True)
+    thread.start()
+    server, token, stop = ready.result()
+    try:
+        yield server
+    finally:
+        # The run may already be over if the server failed; then there is nothing to stop.
+        with suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(stop.set, trio_token=token)
+        thread.join()
+    if failures:
+        raise failures[0]

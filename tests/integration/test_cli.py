@@ -205,7 +205,7 @@ async def test_run_creates_everything_and_stops_on_signal(tmp_path: Path, signum
             assert (data_dir / name).exists(), name
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             body = assert_ok(await http.get("/_matrix/client/versions"))
-            assert "v1.16" in body["versions"]
+            assert "v1.1" in body["versions"]
             # The generated config keeps registration closed.
             response = await http.post(f"{V3}/register", json={"username": "x"})
             assert_error(response, 403, "M_FORBIDDEN")

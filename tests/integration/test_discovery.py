@@ -8,16 +8,43 @@ from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import V3, Client, assert_error, assert_ok, bearer
 
+# The endpoints spec versions added (one each): a server that advertises a version must route
+# the probes of it and of every version before it (any answer but M_UNRECOGNIZED).
+VERSION_PROBES: dict[str, tuple[str, str]] = {
+    "v1.1": ("POST", f"{V3}/knock/!nowhere:localhost"),
+    "v1.2": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/hierarchy"),
+    "v1.3": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/relations/$nothing"),
+    "v1.4": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/threads"),
+    "v1.6": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/timestamp_to_event"),
+    "v1.7": ("POST", "/_matrix/client/v1/login/get_token"),
+    "v1.11": ("GET", "/_matrix/client/v1/media/config"),
+}
 
-async def test_versions_lists_every_release_up_to_v1_16(http: httpx.AsyncClient) -> None:
+
+async def test_versions_lists_what_clients_need_and_only_what_is_served(
+    http: httpx.AsyncClient, alice: Client
+) -> None:
     body = assert_ok(await http.get("/_matrix/client/versions"))
     versions = body["versions"]
     assert all(isinstance(v, str) for v in versions)
-    for minor in range(1, 17):
-        assert f"v1.{minor}" in versions
+    # matrix-js-sdk and matrix-dart-sdk need one of v1.1 and later; older clients look for r0.
+    assert "v1.1" in versions
     assert "r0.6.1" in versions
+    for version in versions:
+        if version.startswith("r0."):
+            continue
+        for earlier, (method, path) in VERSION_PROBES.items():
+            if _minor(earlier) <= _minor(version):
+                response = await http.request(method, path, headers=alice.headers)
+                assert response.json().get("errcode") != "M_UNRECOGNIZED", (version, path)
     assert isinstance(body["unstable_features"], dict)
     assert all(isinstance(v, bool) for v in body["unstable_features"].values())
+    # Private read receipts are served although v1.4 is not advertised.
+    assert body["unstable_features"]["org.matrix.msc2285.stable"] is True
+
+
+def _minor(version: str) -> int:
+    return int(version.removeprefix("v1."))
 
 
 async def test_versions_needs_no_token_and_ignores_a_bad_one(http: httpx.AsyncClient) -> None:

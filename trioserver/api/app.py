@@ -59,4 +59,5 @@ def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
         routes,
         authenticate=deps.auth.requester_for_token,
         max_body_size=deps.http.max_request_body_size,
+        log_access=deps.http.log_access,
     )

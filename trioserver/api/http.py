@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qs, unquote
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+# The access log (`http.log_access`): one line per request.
+access_logger = logging.getLogger("trioserver.access")
 
 JsonDict = dict[str, Any]
 AuthMode = Literal["required", "optional", "none"]
@@ -192,8 +195,10 @@ class MatrixApp(Generic[D]):
         *,
         authenticate: Authenticator,
         max_body_size: int,
+        log_access: bool = False,
     ) -> None:
         self._deps = deps
+        self._log_access = log_access
         self._routes = list(routes)
         self._authenticate = authenticate
         self._max_body_size = max_body_size
@@ -207,7 +212,28 @@ class MatrixApp(Generic[D]):
             return
         if scope["type"] != "http":
             return
+        if self._log_access:
+            await self._respond_logged(scope, receive, send)
+            return
         response = await self._respond(scope, receive)
+        await _send_response(send, response, head=scope["method"] == "HEAD")
+
+    async def _respond_logged(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        assert scope["type"] == "http"
+        started = time.perf_counter()
+        response = await self._respond(scope, receive)
+        # Logged before sending: the line exists once the client has its answer (and also
+        # when the client has gone away). The duration is the time to compute the response.
+        access_logger.info(
+            '%s "%s %s" %d %.1fms',
+            scope["client"][0] if scope["client"] is not None else "-",
+            scope["method"],
+            _loggable_target(scope),
+            response.status,
+            (time.perf_counter() - started) * 1000,
+        )
         await _send_response(send, response, head=scope["method"] == "HEAD")
 
     async def _respond(self, scope: Scope, receive: ASGIReceiveCallable) -> Response:
@@ -274,6 +300,19 @@ def _check_guest_allowed(target: Route[Any]) -> None:
     # marks them); a few handlers refine it (which membership, which profile field).
     if not target.guest:
         raise MatrixError("M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed", status=403)
+
+
+# An access token in the query string (spec: "Using access tokens") must not reach the log.
+_ACCESS_TOKEN_VALUE = re.compile(r"(^|&)(access_token=)[^&]*")
+
+
+def _loggable_target(scope: Scope) -> str:
+    assert scope["type"] == "http"
+    path = scope["raw_path"].decode("ascii", "replace").split("?", 1)[0] or scope["path"]
+    query = scope["query_string"].decode("latin-1")
+    if not query:
+        return path
+    return path + "?" + _ACCESS_TOKEN_VALUE.sub(r"\1\2<redacted>", query)
 
 
 def _error_response(err: MatrixError) -> Response:

@@ -12,6 +12,11 @@ in the same step, with no checkpoint in between (`Notifier.listen` followed by
 `current_token`). Anything committed after that check notifies the registered listener, and
 anything committed before it is already visible in the check. Writers call `notify` only after
 their transaction has committed and their stream position has advanced.
+
+When the server stops, `shut_down` releases every listener, and every later `listen` yields one
+that is already released: a long-poll then answers at once with what it has (an empty sync
+response still carries a valid ``next_batch``), so the graceful drain does not wait for its
+timeout.
 """
 
 from __future__ import annotations
@@ -31,23 +36,29 @@ if TYPE_CHECKING:
 class Listener:
     """One waiting request."""
 
-    __slots__ = ("_event", "keys")
+    __slots__ = ("_event", "_news", "keys")
 
     def __init__(self, keys: frozenset[str]) -> None:
         self._event = trio.Event()
+        self._news = False
         self.keys = keys
 
     def wake(self) -> None:
-        """Let the request go on."""
+        """Let the request go on: something arrived for it."""
+        self._news = True
+        self._event.set()
+
+    def release(self) -> None:
+        """Let the request answer now with what it has: the server is stopping."""
         self._event.set()
 
     async def wait(self, timeout_s: float) -> bool:
-        """Sleep until woken (True) or until `timeout_s` passes (False). Checkpoint: yes."""
+        """Sleep until woken (True), or until `timeout_s` passes or the listener is released
+        (False: answer with what there is). Checkpoint: yes."""
         # Callers compute the timeout from a deadline; one already past means "do not wait".
         with trio.move_on_after(max(0.0, timeout_s)):
             await self._event.wait()
-            return True
-        return False
+        return self._news
 
 
 def _room_key(room_id: str) -> str:
@@ -64,6 +75,7 @@ class Notifier:
     def __init__(self, positions: StreamPositions) -> None:
         self._positions = positions
         self._listeners: dict[str, set[Listener]] = {}
+        self._shutting_down = False
 
     def current_token(self) -> StreamToken:
         """The current position of every stream."""
@@ -74,6 +86,8 @@ class Notifier:
         """Register a listener for a user and their rooms for the duration of the block."""
         keys = frozenset([_user_key(user_id), *(_room_key(r) for r in room_ids)])
         listener = Listener(keys)
+        if self._shutting_down:
+            listener.release()
         for key in keys:
             self._listeners.setdefault(key, set()).add(listener)
         try:
@@ -95,6 +109,17 @@ class Notifier:
         for key in keys:
             for listener in self._listeners.get(key, ()):
                 listener.wake()
+
+    def shut_down(self) -> None:
+        """Release every waiting request, and from now on every new one at once.
+
+        Called when the server starts its graceful stop: a long-poll answers instead of
+        holding the drain until its timeout.
+        """
+        self._shutting_down = True
+        for group in self._listeners.values():
+            for listener in group:
+                listener.release()
 
     def listener_count(self) -> int:
         """How many distinct requests are waiting (for tests and metrics)."""

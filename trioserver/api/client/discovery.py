@@ -9,7 +9,25 @@ from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
 
-# Every spec release we serve the endpoints of; clients gate features on these.
+# The spec releases advertised. Clients do not just check that one they know is listed: they
+# turn features on by version, and then call endpoints we would answer with 404. So list a
+# version only when what it added exists here, except for the floor clients need to connect.
+#
+# - r0.0.1-r0.6.1 and v1.1: the floor. matrix-js-sdk (Element Web, Cinny) and
+#   matrix-dart-sdk (FluffyChat) refuse a server listing none of v1.1 and later; v1.1 is the
+#   oldest they accept, and older bots and clients look for r0.x. What v1.1 added (the v3
+#   prefix, knocking, stable cross-signing) is served. Push rules, media and search, which
+#   date back to r0.0.1, are not served yet under any version; no client gates them on one.
+# - v1.2 added /rooms/{roomId}/hierarchy (spaces): not served.
+# - v1.3 added /relations; matrix-js-sdk then treats threads as server-side (v1.4 adds the
+#   /threads list) and fetches them from endpoints we do not have. Without it, it threads
+#   client-side from the timeline, which works.
+# - v1.4: thread notification counts (`unread_thread_notifications`) are not computed; its
+#   private read receipts are, and are advertised alone below.
+# - v1.6 /timestamp_to_event (Element's "jump to date"), v1.7 /login/get_token and
+#   intentional-mention push rules, v1.10 recursive /relations, v1.11 authenticated media:
+#   none served.
+# Add a version here together with the endpoints it requires.
 SPEC_VERSIONS = [
     "r0.0.1",
     "r0.1.0",
@@ -19,7 +37,7 @@ SPEC_VERSIONS = [
     "r0.5.0",
     "r0.6.0",
     "r0.6.1",
-    *(f"v1.{minor}" for minor in range(1, 17)),
+    "v1.1",
 ]
 
 
@@ -30,6 +48,9 @@ async def get_versions(deps: ApiDeps, request: Request) -> JsonDict:
         "unstable_features": {
             # MSC2228 as Synapse implements it (absolute expiry timestamps).
             "org.matrix.msc2228": deps.enable_ephemeral_messages,
+            # MSC2285 private read receipts (`m.read.private`), stable since v1.4, which is not
+            # advertised (see above). Element offers "Send read receipts: off" only with this.
+            "org.matrix.msc2285.stable": True,
         },
     }
 
