@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from trioserver.stores.sync import SyncMembership, SyncStore
 
 JsonDict = dict[str, Any]
+MEMBER = "m.room.member"
+_ARRIVALS = ("join", "invite", "knock")
 # Spec: servers may cap the long-poll; Synapse does not, but an hour keeps sockets honest.
 MAX_TIMEOUT_MS = 3_600_000
 
@@ -120,11 +122,12 @@ class SyncHandler:
         )
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
-        fresh = {row.room_id for row in joined if await self._rooms.newly_joined(ctx, row)}
+        joins = {row.room_id for row in joined if await self._rooms.joined_since(ctx, row)}
+        # Rooms that need their whole state: all of them for an initial or full_state sync.
+        fresh = {row.room_id for row in joined} if ctx.initial or ctx.full_state else joins
         extras = await self._streams.room_extras(ctx, [row.room_id for row in joined], fresh)
-        rooms = await self._rooms_section(ctx, rows, fresh, extras)
-        new_members = await self._sync.users_in_rooms(list(fresh)) if ctx.since else set()
-        presence = await self._streams.presence(ctx, new_members)
+        rooms = await self._rooms_section(ctx, rows, _Fresh(fresh, joins), extras)
+        presence = await self._streams.presence(ctx, await self._new_members(ctx, joins, rooms))
         account_data = await self._streams.global_account_data(ctx)
         to_device, to_device_position = await self._streams.to_device(ctx, request.device_id)
         changed, left = await self._streams.device_lists(ctx)
@@ -149,6 +152,22 @@ class SyncHandler:
         )
         return SyncResult(body, empty)
 
+    async def _new_members(self, ctx: SyncContext, joins: set[str], rooms: JsonDict) -> set[str]:
+        """Users whose presence an incremental sync adds even if it did not change: everyone
+        in a room the user joined, and whoever joined (or was invited to) a room in this
+        response (as Synapse does; SyTest 31sync/03joined presence tests)."""
+        if ctx.since is None:
+            return set()
+        users = await self._sync.users_in_rooms(sorted(joins))
+        for entry in rooms["join"].values():
+            for part in ("timeline", "state"):
+                for event in entry[part]["events"]:
+                    content = event.get("content") or {}
+                    if event.get("type") == MEMBER and content.get("membership") in _ARRIVALS:
+                        users.add(event.get("state_key"))
+        users.discard(ctx.user_id)
+        return users
+
     async def _current_memberships(self, ctx: SyncContext) -> list[SyncMembership]:
         rows = await self._sync.memberships(ctx.user_id)
         current = []
@@ -164,7 +183,7 @@ class SyncHandler:
         self,
         ctx: SyncContext,
         rows: list[SyncMembership],
-        fresh: set[str],
+        fresh: _Fresh,
         extras: RoomExtras,
     ) -> JsonDict:
         sections: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
@@ -179,8 +198,8 @@ class SyncHandler:
         summaries: list[str] = []
         for row in rows:
             if row.membership == "join":
-                entry = await self._joined_entry(ctx, row, row.room_id in fresh, changed, extras)
-                if entry is not None and (row.room_id in fresh or _has_members(entry)):
+                entry = await self._joined_entry(ctx, row, fresh, changed, extras)
+                if entry is not None and (row.room_id in fresh.full or _has_members(entry)):
                     summaries.append(row.room_id)
             else:
                 entry = await self._other_entry(ctx, row)
@@ -215,10 +234,11 @@ class SyncHandler:
         self,
         ctx: SyncContext,
         row: SyncMembership,
-        full: bool,
+        fresh: _Fresh,
         changed: set[str] | None,
         extras: RoomExtras,
     ) -> JsonDict | None:
+        full = row.room_id in fresh.full
         if not full and changed is not None and row.room_id not in changed:
             return None
         timeline = await self._rooms.timeline(
@@ -227,6 +247,7 @@ class SyncHandler:
             upto_stream=ctx.now.events,
             full=full,
             viewer=self._rooms.viewer(ctx, row),
+            joined=row.room_id in fresh.joins,
         )
         ephemeral = extras.ephemeral.get(row.room_id, [])
         account_data = extras.account_data.get(row.room_id, [])
@@ -285,6 +306,15 @@ class SyncHandler:
                 if count is not None
                 else {}
             )
+
+
+@attrs.frozen
+class _Fresh:
+    """Joined rooms that need their whole state (`full`), and those the user joined since
+    ``since`` (`joins`, a subset of it)."""
+
+    full: set[str]
+    joins: set[str]
 
 
 def _has_members(entry: JsonDict) -> bool:

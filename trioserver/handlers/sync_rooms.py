@@ -135,12 +135,16 @@ class RoomSyncBuilder:
         upto_stream: int,
         full: bool,
         viewer: Viewer,
+        joined: bool = False,
     ) -> Timeline:
         """The visible events of a room in (since, upto_stream] and the state at their start.
 
         Args:
             upto_stream: the last events-stream position to include (``now``, or a leave).
             full: give the whole state at the timeline's start (initial/newly joined/full).
+            joined: the user joined since ``since``: the timeline counts as ``limited``,
+                since the client has none of the history before it (as Synapse does; SyTest
+                "Newly joined room has correct timeline in incremental sync").
         """
         limit = ctx.filter.room.timeline.limit
         limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
@@ -166,7 +170,7 @@ class RoomSyncBuilder:
             if first is not None
             else top
         )
-        limited = not page.exhausted
+        limited = not page.exhausted or joined
         state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
         return Timeline(events, limited, start.to_token(), state)
 
@@ -233,11 +237,9 @@ class RoomSyncBuilder:
             or (s.event.state_key in senders and s.event_id not in in_timeline)
         ]
 
-    async def newly_joined(self, ctx: SyncContext, row: SyncMembership) -> bool:
-        """Whether the user joined the room after ``since`` (so it needs its full state)."""
-        if ctx.since is None or ctx.full_state:
-            return True
-        if row.stream_ordering <= ctx.since.events:
+    async def joined_since(self, ctx: SyncContext, row: SyncMembership) -> bool:
+        """Whether the user joined the room after ``since`` (an incremental sync only)."""
+        if ctx.since is None or row.stream_ordering <= ctx.since.events:
             return False
         before = await self._sync.membership_at(ctx.user_id, row.room_id, ctx.since.events)
         return before != "join"

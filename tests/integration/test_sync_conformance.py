@@ -1,0 +1,85 @@
+"""/sync behaviour SyTest checks (tests/31sync, 49ignore): newly joined rooms, leaves, lazy
+members, summaries and ignored users, each over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.client import Client, assert_ok
+from tests.integration.room_helpers import create_room, join, send_text
+from tests.integration.test_sync_rooms import sync
+
+
+def presence_senders(body: dict[str, Any]) -> list[str]:
+    return [e["sender"] for e in body["presence"]["events"]]
+
+
+async def test_newly_joined_room_brings_its_members_presence(alice: Client, bob: Client) -> None:
+    # SyTest 31sync/03joined "Newly joined room includes presence in incremental sync".
+    room_id = await create_room(alice, preset="public_chat")
+    await sync(alice)
+    first = await sync(bob)
+    await join(bob, room_id)
+    second = await sync(bob, first["next_batch"])
+    assert [s for s in presence_senders(second) if s != bob.user_id] == [alice.user_id]
+    third = await sync(bob, second["next_batch"])
+    assert presence_senders(third) == []
+
+
+async def test_new_members_presence_arrives_with_their_join(alice: Client, bob: Client) -> None:
+    # SyTest 31sync/03joined "Get presence for newly joined members in incremental sync".
+    room_id = await create_room(alice, preset="public_chat")
+    first = await sync(alice)
+    await send_text(alice, room_id, "settle")
+    second = await sync(alice, first["next_batch"])
+    await sync(bob)
+    await join(bob, room_id)
+    third = await sync(alice, second["next_batch"])
+    assert [s for s in presence_senders(third) if s != alice.user_id] == [bob.user_id]
+    fourth = await sync(alice, third["next_batch"])
+    assert presence_senders(fourth) == []
+
+
+async def test_presence_of_a_member_never_online_is_offline(alice: Client, bob: Client) -> None:
+    # SyTest: the joiner never synced (or synced with set_presence=offline): still reported.
+    room_id = await create_room(alice, preset="public_chat")
+    first = await sync(alice, set_presence="offline")
+    await join(bob, room_id)
+    second = await sync(alice, first["next_batch"], set_presence="offline")
+    events = [e for e in second["presence"]["events"] if e["sender"] == bob.user_id]
+    assert events == [
+        {"type": "m.presence", "sender": bob.user_id, "content": {"presence": "offline"}}
+    ]
+
+
+async def test_newly_joined_room_timeline_is_limited(alice: Client, bob: Client) -> None:
+    # SyTest 31sync/03joined "Newly joined room has correct timeline in incremental sync":
+    # the joiner has none of the history before the timeline, so it is `limited` (Synapse).
+    room_id = await create_room(alice, preset="public_chat")
+    for n in range(4):
+        await send_text(alice, room_id, f"before-{n}")
+    only_messages = {"room": {"timeline": {"types": ["m.room.message"], "limit": 10}}}
+    first = await sync(bob, filter=only_messages)
+    for n in range(4):
+        await send_text(alice, room_id, f"after-{n}")
+    await join(bob, room_id)
+    second = await sync(bob, first["next_batch"], filter=only_messages)
+    line = second["rooms"]["join"][room_id]["timeline"]
+    assert line["limited"] is True
+    assert [e["content"]["body"] for e in line["events"]][-4:] == [f"after-{n}" for n in range(4)]
+    page = assert_ok(
+        await bob.get(
+            f"/rooms/{room_id}/messages",
+            params={
+                "from": line["prev_batch"],
+                "dir": "b",
+                "limit": 1,
+                "filter": '{"types": ["m.room.create"]}',
+            },
+        )
+    )
+    assert [e["type"] for e in page["chunk"]] == ["m.room.create"]
+    # A room the user was already in is not limited when everything fits.
+    await send_text(alice, room_id, "later")
+    third = await sync(bob, second["next_batch"], filter=only_messages)
+    assert third["rooms"]["join"][room_id]["timeline"]["limited"] is False
