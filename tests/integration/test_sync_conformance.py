@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.client import Client, assert_ok
-from tests.integration.room_helpers import create_room, join, send_text
+from tests.integration.room_helpers import create_room, join, send_text, set_state
 from tests.integration.test_sync_rooms import sync
 
 
@@ -83,3 +83,31 @@ async def test_newly_joined_room_timeline_is_limited(alice: Client, bob: Client)
     await send_text(alice, room_id, "later")
     third = await sync(bob, second["next_batch"], filter=only_messages)
     assert third["rooms"]["join"][room_id]["timeline"]["limited"] is False
+
+
+async def test_named_room_summary_has_no_heroes(alice: Client, bob: Client) -> None:
+    # SyTest 31sync/16room-summary: spec "m.heroes" is for rooms without a name or alias.
+    named = await create_room(alice, preset="public_chat", name="A room name")
+    aliased = await create_room(alice, preset="public_chat", room_alias_name="summary")
+    unnamed = await create_room(alice, preset="public_chat")
+    emptied = await create_room(alice, preset="public_chat", name="x")
+    await set_state(alice, emptied, "m.room.name", {"name": ""})
+    for room_id in (named, aliased, unnamed, emptied):
+        await join(bob, room_id)
+    rooms = (await sync(alice))["rooms"]["join"]
+    counts = {"m.joined_member_count": 2, "m.invited_member_count": 0}
+    assert rooms[named]["summary"] == counts
+    assert rooms[aliased]["summary"] == counts
+    assert rooms[unnamed]["summary"] == {**counts, "m.heroes": [bob.user_id]}
+    assert rooms[emptied]["summary"] == {**counts, "m.heroes": [bob.user_id]}
+
+
+async def test_heroes_are_the_first_five_sorted(alice: Client, hs: Any, http: Any) -> None:
+    room_id = await create_room(alice, preset="public_chat")
+    names = ["zed", "yan", "xia", "wes", "val", "uma"]
+    for name in names:
+        user = await hs.register_user(name)
+        await join(Client(http, user.user_id, user.access_token, user.device_id), room_id)
+    summary = (await sync(alice))["rooms"]["join"][room_id]["summary"]
+    assert summary["m.joined_member_count"] == 7
+    assert summary["m.heroes"] == sorted(f"@{n}:localhost" for n in names)[:5]

@@ -297,15 +297,14 @@ class SyncHandler:
                 "highlight_count": highlights,
             }
             count = counts.get(room_id)
-            entry["summary"] = (
-                {
-                    "m.heroes": await self._sync.heroes(room_id, ctx.user_id),
-                    "m.joined_member_count": count.joined,
-                    "m.invited_member_count": count.invited,
-                }
-                if count is not None
-                else {}
-            )
+            summary: JsonDict = {}
+            if count is not None:
+                summary["m.joined_member_count"] = count.joined
+                summary["m.invited_member_count"] = count.invited
+                heroes = await self._sync.heroes(room_id, ctx.user_id)
+                if heroes is not None:
+                    summary["m.heroes"] = heroes
+            entry["summary"] = summary
 
 
 @attrs.frozen
