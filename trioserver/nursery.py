@@ -56,6 +56,7 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.database import Database, open_database
@@ -245,7 +246,13 @@ def build_components(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
     room_read_store = RoomReadStore(db)
-    room_reads = RoomReadHandler(events, state, room_read_store, server_name=config.server_name)
+    room_reads = RoomReadHandler(
+        events,
+        state,
+        room_read_store,
+        server_name=config.server_name,
+        account_data=AccountDataStore(db),
+    )
     room_sync = RoomSyncBuilder(
         events,
         state,

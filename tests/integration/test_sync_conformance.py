@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.client import Client, assert_ok
-from tests.integration.room_helpers import create_room, join, send_text, set_state
+from tests.integration.room_helpers import (
+    bodies,
+    create_room,
+    invite,
+    join,
+    messages,
+    send_text,
+    set_state,
+)
 from tests.integration.test_sync_rooms import sync
 
 
@@ -111,3 +119,68 @@ async def test_heroes_are_the_first_five_sorted(alice: Client, hs: Any, http: An
     summary = (await sync(alice))["rooms"]["join"][room_id]["summary"]
     assert summary["m.joined_member_count"] == 7
     assert summary["m.heroes"] == sorted(f"@{n}:localhost" for n in names)[:5]
+
+
+async def ignore(client: Client, *users: str) -> None:
+    content = {"ignored_users": {user: {} for user in users}}
+    path = f"/user/{client.user_id}/account_data/m.ignored_user_list"
+    assert_ok(await client.put(path, content))
+
+
+async def test_ignored_users_events_are_left_out(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest 49ignore "Ignore user in existing room"; spec "Ignoring Users".
+    carol_user = await hs.register_user("carol")
+    carol = Client(http, carol_user.user_id, carol_user.access_token, carol_user.device_id)
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await join(carol, room_id)
+    await send_text(alice, room_id, "from alice")
+    hidden = await send_text(bob, room_id, "from bob")
+    await send_text(carol, room_id, "from carol")
+    await ignore(alice, bob.user_id)
+    only = {"room": {"timeline": {"types": ["m.room.message", "m.room.member"]}}}
+    first = await sync(alice, filter=only)
+    entry = first["rooms"]["join"][room_id]
+    assert bodies([e for e in entry["timeline"]["events"] if "body" in e["content"]]) == [
+        "from alice",
+        "from carol",
+    ]
+    # Their state still arrives: the room's members include bob.
+    everything = entry["state"]["events"] + entry["timeline"]["events"]
+    members = {e["state_key"] for e in everything if e["type"] == "m.room.member"}
+    assert bob.user_id in members
+    await send_text(bob, room_id, "bob again")
+    second = await sync(alice, first["next_batch"], filter=only)
+    assert room_id not in second["rooms"]["join"]
+    await set_state(
+        bob, room_id, "m.room.member", {"membership": "join", "displayname": "B"}, bob.user_id
+    )
+    third = await sync(alice, second["next_batch"], filter=only)
+    assert [e["type"] for e in third["rooms"]["join"][room_id]["timeline"]["events"]] == [
+        "m.room.member"
+    ]
+    page = await messages(alice, room_id, dir="b", limit=50, filter={"types": ["m.room.message"]})
+    assert bodies(page["chunk"]) == ["from carol", "from alice"]
+    response = await alice.get(f"/rooms/{room_id}/context/{hidden}")
+    assert response.status_code == 404
+    # Un-ignoring shows their new events again.
+    await ignore(alice)
+    await send_text(bob, room_id, "visible again")
+    fourth = await sync(alice, third["next_batch"], filter=only)
+    assert bodies(fourth["rooms"]["join"][room_id]["timeline"]["events"]) == ["visible again"]
+
+
+async def test_invites_from_ignored_users_are_not_sent(alice: Client, bob: Client) -> None:
+    # SyTest 49ignore "Ignore invite in full sync" / "... in incremental sync".
+    first = await sync(alice)
+    room_id = await create_room(bob)
+    await invite(bob, room_id, alice.user_id)
+    await ignore(alice, bob.user_id)
+    assert room_id not in (await sync(alice))["rooms"]["invite"]
+    assert room_id not in (await sync(alice, first["next_batch"]))["rooms"]["invite"]
+    other = await create_room(bob)
+    await ignore(alice)
+    await invite(bob, other, alice.user_id)
+    assert other in (await sync(alice, first["next_batch"]))["rooms"]["invite"]

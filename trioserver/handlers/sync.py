@@ -119,6 +119,7 @@ class SyncHandler:
             filter=request.filter,
             full_state=request.full_state,
             options=request.options,
+            ignored=await self._streams.ignored_users(request.user_id),
         )
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
@@ -221,8 +222,8 @@ class SyncHandler:
         if row.membership in ("invite", "knock"):
             if not fresh:
                 return None
-            key = f"{row.membership}_state"
-            return {key: {"events": await self._rooms.stripped_state(row)}}
+            events = await self._rooms.stripped_state(ctx, row)
+            return None if events is None else {f"{row.membership}_state": {"events": events}}
         if row.forgotten:
             return None
         include = (ctx.since is None and ctx.filter.room.include_leave) or (

@@ -69,6 +69,8 @@ class SyncContext:
     filter: FilterDefinition
     full_state: bool
     options: SerializeOptions
+    # Spec "Ignoring Users": whose events (but not state) and invites this sync leaves out.
+    ignored: frozenset[str] = frozenset()
 
     @property
     def initial(self) -> bool:
@@ -255,11 +257,14 @@ class RoomSyncBuilder:
         """The ``state`` object of a room entry."""
         return {"events": await self._serializer.serialize(state, ctx.options)}
 
-    async def stripped_state(self, row: SyncMembership) -> list[JsonDict]:
-        """What an invitee or knocker sees: chosen state at their membership event, and it."""
+    async def stripped_state(self, ctx: SyncContext, row: SyncMembership) -> list[JsonDict] | None:
+        """What an invitee or knocker sees: chosen state at their membership event, and it;
+        None for an invite from an ignored user (spec "Ignoring Users": not sent)."""
         stored = await self._events.get_event(row.event_id)
         if stored is None:
             return []
+        if row.membership == "invite" and stored.event.sender in ctx.ignored:
+            return None
         state = await self._group(stored.state_group)
         inviter = (MEMBER, stored.event.sender)
         wanted = [e for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES or k == inviter]
@@ -271,4 +276,4 @@ class RoomSyncBuilder:
     @staticmethod
     def viewer(ctx: SyncContext, row: SyncMembership) -> Viewer:
         """Who the visibility rules filter for."""
-        return Viewer(ctx.user_id, row.last_join_stream)
+        return Viewer(ctx.user_id, row.last_join_stream, ignored=ctx.ignored)
