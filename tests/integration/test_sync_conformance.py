@@ -122,7 +122,7 @@ async def test_heroes_are_the_first_five_sorted(alice: Client, hs: Any, http: An
 
 
 async def ignore(client: Client, *users: str) -> None:
-    content = {"ignored_users": {user: {} for user in users}}
+    content: dict[str, Any] = {"ignored_users": {user: {} for user in users}}
     path = f"/user/{client.user_id}/account_data/m.ignored_user_list"
     assert_ok(await client.put(path, content))
 
