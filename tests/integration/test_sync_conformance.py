@@ -11,6 +11,7 @@ from tests.integration.room_helpers import (
     create_room,
     invite,
     join,
+    leave,
     messages,
     send_text,
     set_state,
@@ -184,3 +185,115 @@ async def test_invites_from_ignored_users_are_not_sent(alice: Client, bob: Clien
     await ignore(alice)
     await invite(bob, other, alice.user_id)
     assert other in (await sync(alice, first["next_batch"]))["rooms"]["invite"]
+
+
+LAZY = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 10}}}
+REDUNDANT = {
+    "room": {
+        "state": {"lazy_load_members": True, "include_redundant_members": True},
+        "timeline": {"limit": 10},
+    }
+}
+
+
+def members(body: dict[str, Any], room_id: str) -> dict[str, str]:
+    entry = body["rooms"]["join"].get(room_id, {"state": {"events": []}})
+    return {
+        e["state_key"]: e["content"]["membership"]
+        for e in entry["state"]["events"]
+        if e["type"] == "m.room.member"
+    }
+
+
+async def fillers(client: Client, room_id: str, count: int) -> None:
+    for n in range(count):
+        await send_text(client, room_id, f"filler {n}")
+
+
+async def four(hs: Any, http: Any, alice: Client, bob: Client) -> tuple[str, Client, Client]:
+    """A public named room of alice's that bob and carol joined; dave not yet (SyTest)."""
+    users = []
+    for name in ("carol", "dave"):
+        user = await hs.register_user(name)
+        users.append(Client(http, user.user_id, user.access_token, user.device_id))
+    room_id = await create_room(alice, preset="public_chat", name="A room name")
+    await join(bob, room_id)
+    await join(users[0], room_id)
+    return room_id, users[0], users[1]
+
+
+async def test_lazy_incremental_sync_has_new_senders_members(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest "The only membership state included in an incremental sync is for senders...".
+    room_id, carol, _ = await four(hs, http, alice, bob)
+    await fillers(bob, room_id, 10)
+    first = await sync(alice, filter=LAZY)
+    assert members(first, room_id) == {alice.user_id: "join", bob.user_id: "join"}
+    await send_text(carol, room_id, "from carol")
+    second = await sync(alice, first["next_batch"], filter=LAZY)
+    assert members(second, room_id) == {carol.user_id: "join"}
+    assert (await sync(alice, second["next_batch"], filter=LAZY))["rooms"]["join"] == {}
+
+
+async def test_lazy_members_are_not_sent_twice_unless_asked(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest "We don't / do send redundant membership state across incremental syncs".
+    room_id, carol, _ = await four(hs, http, alice, bob)
+    await fillers(bob, room_id, 10)
+    await fillers(carol, room_id, 5)
+    for lazy, expected in ((LAZY, {}), (REDUNDANT, {bob.user_id: "join", carol.user_id: "join"})):
+        first = await sync(alice, filter=lazy)
+        assert set(members(first, room_id)) == {alice.user_id, bob.user_id, carol.user_id}
+        await send_text(bob, room_id, "bob")
+        await send_text(carol, room_id, "carol")
+        second = await sync(alice, first["next_batch"], filter=lazy)
+        assert members(second, room_id) == expected
+
+
+async def test_gappy_lazy_sync_has_members_from_the_gap(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest "Members from the gap are included in gappy incr LL sync" and "Gapped
+    # incremental syncs include all state changes".
+    room_id, carol, dave = await four(hs, http, alice, bob)
+    await fillers(bob, room_id, 10)
+    first = await sync(alice, filter=LAZY)
+    assert members(first, room_id) == {alice.user_id: "join", bob.user_id: "join"}
+    await join(dave, room_id)
+    await fillers(carol, room_id, 10)
+    second = await sync(alice, first["next_batch"], filter=LAZY)
+    assert second["rooms"]["join"][room_id]["timeline"]["limited"] is True
+    assert members(second, room_id) == {carol.user_id: "join", dave.user_id: "join"}
+    await leave(dave, room_id)
+    await fillers(carol, room_id, 20)
+    third = await sync(alice, second["next_batch"], filter=LAZY)
+    assert members(third, room_id) == {dave.user_id: "leave"}
+
+
+async def test_gappy_lazy_sync_has_old_members_who_speak(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest "Old members are included in gappy incr LL sync if they start speaking".
+    room_id, carol, _ = await four(hs, http, alice, bob)
+    await fillers(bob, room_id, 10)
+    first = await sync(alice, filter=LAZY)
+    await fillers(bob, room_id, 10)
+    await fillers(carol, room_id, 10)
+    second = await sync(alice, first["next_batch"], filter=LAZY)
+    assert members(second, room_id) == {carol.user_id: "join"}
+
+
+async def test_an_initial_sync_starts_lazy_members_afresh(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    room_id, _, _ = await four(hs, http, alice, bob)
+    await fillers(bob, room_id, 10)
+    first = await sync(alice, filter=LAZY)
+    assert bob.user_id in members(first, room_id)
+    # A second initial sync (another sync sequence of the same device) sends bob again.
+    again = await sync(alice, filter=LAZY)
+    assert bob.user_id in members(again, room_id)
+    await send_text(bob, room_id, "bob again")
+    assert members(await sync(alice, again["next_batch"], filter=LAZY), room_id) == {}

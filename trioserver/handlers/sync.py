@@ -120,6 +120,7 @@ class SyncHandler:
             full_state=request.full_state,
             options=request.options,
             ignored=await self._streams.ignored_users(request.user_id),
+            device_id=request.device_id,
         )
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
@@ -254,7 +255,7 @@ class SyncHandler:
         account_data = extras.account_data.get(row.room_id, [])
         if not (full or timeline.events or timeline.state or ephemeral or account_data):
             return None
-        state = self._rooms.lazy_members(ctx, timeline)
+        state = await self._rooms.entry_state(ctx, row.room_id, timeline, full=full)
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(ctx, state),
@@ -273,7 +274,8 @@ class SyncHandler:
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(
-                ctx, self._rooms.lazy_members(ctx, timeline)
+                ctx,
+                await self._rooms.entry_state(ctx, row.room_id, timeline, full=ctx.since is None),
             ),
             "account_data": {"events": []},
         }

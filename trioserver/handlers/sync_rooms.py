@@ -28,6 +28,7 @@ import attrs
 
 from trioserver.handlers.event_filter import FilterDefinition
 from trioserver.handlers.serialize import SerializeOptions
+from trioserver.handlers.sync_lazy import SentMembers, select_state
 from trioserver.handlers.visibility import Viewer
 from trioserver.stores.events import RoomPosition, StoredEvent
 from trioserver.streams import StreamToken
@@ -71,6 +72,7 @@ class SyncContext:
     options: SerializeOptions
     # Spec "Ignoring Users": whose events (but not state) and invites this sync leaves out.
     ignored: frozenset[str] = frozenset()
+    device_id: str = ""
 
     @property
     def initial(self) -> bool:
@@ -86,6 +88,8 @@ class Timeline:
     limited: bool
     prev_batch: str
     state: list[StoredEvent]
+    # The newest position the timeline covers (where the state is read when it is empty).
+    top: RoomPosition
 
 
 def _before_event(stored: StoredEvent, state_after: StateMap) -> dict[tuple[str, str], str]:
@@ -128,6 +132,7 @@ class RoomSyncBuilder:
         self._reads = reads
         self._visibility = visibility
         self._serializer = serializer
+        self._sent_members = SentMembers()
 
     async def timeline(
         self,
@@ -174,7 +179,7 @@ class RoomSyncBuilder:
         )
         limited = not page.exhausted or joined
         state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
-        return Timeline(events, limited, start.to_token(), state)
+        return Timeline(events, limited, start.to_token(), state, top)
 
     async def _timeline_state(
         self,
@@ -226,18 +231,30 @@ class RoomSyncBuilder:
         result.sort(key=lambda s: s.stream_ordering)
         return result
 
-    def lazy_members(self, ctx: SyncContext, timeline: Timeline) -> list[StoredEvent]:
-        """With ``lazy_load_members``: keep only the member events of timeline senders."""
-        if not ctx.filter.room.state.lazy_load_members:
+    async def entry_state(
+        self, ctx: SyncContext, room_id: str, timeline: Timeline, *, full: bool
+    ) -> list[StoredEvent]:
+        """An entry's ``state``: the timeline's, or with ``lazy_load_members`` the members
+        the client needs (see `handlers.sync_lazy`)."""
+        state_filter = ctx.filter.room.state
+        if not state_filter.lazy_load_members:
             return timeline.state
-        senders = {s.event.sender for s, _ in timeline.events} | {ctx.user_id}
+        senders = {s.event.sender for s, _ in timeline.events}
+        if full:
+            senders.add(ctx.user_id)  # so the client knows it is in the room (Synapse)
+        first = timeline.events[0][0] if timeline.events else None
+        at_start = await self._state_at_start(room_id, first, timeline.top)
+        wanted = {k: e for k, e in at_start.items() if k[0] == MEMBER and k[1] in senders}
+        members = await self._filtered_state(ctx, wanted)
         in_timeline = {s.event_id for s, _ in timeline.events}
-        return [
-            s
-            for s in timeline.state
-            if s.event.type != MEMBER
-            or (s.event.state_key in senders and s.event_id not in in_timeline)
-        ]
+        state = select_state(timeline.state, members, full=full, in_timeline=in_timeline)
+        key = (ctx.user_id, ctx.device_id)
+        if ctx.since is None:
+            self._sent_members.forget(key)
+        elif not state_filter.include_redundant_members:
+            state = self._sent_members.unsent(key, state)
+        self._sent_members.record(key, [*state, *(s for s, _ in timeline.events)])
+        return state
 
     async def joined_since(self, ctx: SyncContext, row: SyncMembership) -> bool:
         """Whether the user joined the room after ``since`` (an incremental sync only)."""
