@@ -297,3 +297,66 @@ async def test_an_initial_sync_starts_lazy_members_afresh(
     assert bob.user_id in members(again, room_id)
     await send_text(bob, room_id, "bob again")
     assert members(await sync(alice, again["next_batch"], filter=LAZY), room_id) == {}
+
+
+async def test_join_and_leave_in_one_batch_gives_the_full_state(
+    alice: Client, bob: Client
+) -> None:
+    # SyTest 31sync/06state "When user joins and leaves a room in the same batch, the full
+    # state is still included in the next sync".
+    only_made_up = {
+        "room": {
+            "timeline": {"types": []},
+            "state": {"types": ["a.madeup.test.state"]},
+            "include_leave": True,
+        },
+        "presence": {"types": []},
+    }
+    room_id = await create_room(alice)
+    await set_state(alice, room_id, "a.madeup.test.state", {"my_key": 1})
+    await invite(alice, room_id, bob.user_id)
+    first = await sync(bob, filter=only_made_up)
+    await join(bob, room_id)
+    await leave(bob, room_id)
+    second = await sync(bob, first["next_batch"], filter=only_made_up)
+    entry = second["rooms"]["leave"][room_id]
+    assert [(e["type"], e["content"]) for e in entry["state"]["events"]] == [
+        ("a.madeup.test.state", {"my_key": 1})
+    ]
+    # A room the user was in at `since` and then left gets no state: it is in the timeline.
+    third = await sync(alice, filter={"room": {"include_leave": True}})
+    await leave(alice, room_id)
+    fourth = await sync(alice, third["next_batch"], filter={"room": {"include_leave": True}})
+    left = fourth["rooms"]["leave"][room_id]
+    assert left["state"]["events"] == []
+    assert [e["content"]["membership"] for e in left["timeline"]["events"]] == ["leave"]
+
+
+async def test_current_state_is_in_the_timeline_in_private_history(
+    alice: Client, bob: Client, hs: Any, http: Any
+) -> None:
+    # SyTest 31sync/06state "Current state appears in timeline in private history" (and
+    # "... with many messages after"): a join made while the syncer was away is shown.
+    user = await hs.register_user("carol")
+    carol = Client(http, user.user_id, user.access_token, user.device_id)
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await set_state(alice, room_id, "m.room.history_visibility", {"history_visibility": "joined"})
+    await invite(alice, room_id, carol.user_id)
+    first = await sync(bob)
+    await leave(bob, room_id)
+    await join(carol, room_id)
+    hidden = await send_text(alice, room_id, "while bob was away")
+    await fillers(alice, room_id, 30)
+    await join(bob, room_id)
+    second = await sync(bob, first["next_batch"])
+    events = second["rooms"]["join"][room_id]["timeline"]["events"]
+    assert any(
+        e["type"] == "m.room.member"
+        and e["state_key"] == carol.user_id
+        and e["content"]["membership"] == "join"
+        for e in events
+    )
+    # Messages from the absence stay hidden.
+    assert hidden not in [e["event_id"] for e in events]
+    assert "filler 29" not in bodies([e for e in events if "body" in e["content"]])

@@ -264,18 +264,27 @@ class SyncHandler:
         }
 
     async def _left_entry(self, ctx: SyncContext, row: SyncMembership) -> JsonDict:
+        # A room the user joined and left since `since` is new to the client: like a newly
+        # joined room it gets the whole state (SyTest "When user joins and leaves a room in
+        # the same batch, the full state is still included in the next sync").
+        joined = (
+            ctx.since is not None
+            and row.last_join_stream is not None
+            and row.last_join_stream > ctx.since.events
+        )
+        full = ctx.since is None or joined
         timeline = await self._rooms.timeline(
             ctx,
             row.room_id,
             upto_stream=row.stream_ordering,
-            full=ctx.since is None,
+            full=full,
             viewer=self._rooms.viewer(ctx, row),
+            joined=joined,
         )
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(
-                ctx,
-                await self._rooms.entry_state(ctx, row.room_id, timeline, full=ctx.since is None),
+                ctx, await self._rooms.entry_state(ctx, row.room_id, timeline, full=full)
             ),
             "account_data": {"events": []},
         }

@@ -161,6 +161,11 @@ class RoomSyncBuilder:
         if ctx.since is not None and not full:
             low = await self._reads.position_at_stream(room_id, ctx.since.events)
             bound = RoomPosition(low.topological, low.stream + 1)
+        # Like Synapse, the room's state as of the timeline's end is always shown, even the
+        # parts set while history visibility hid the room from the user (SyTest "Current
+        # state appears in timeline in private history"): the client must learn its state.
+        current = await self._state_at_start(room_id, None, top)
+        viewer = attrs.evolve(viewer, always=frozenset(current.values()))
         page = await self._visibility.scan(
             room_id,
             cursor,
