@@ -360,3 +360,18 @@ async def test_current_state_is_in_the_timeline_in_private_history(
     # Messages from the absence stay hidden.
     assert hidden not in [e["event_id"] for e in events]
     assert "filler 29" not in bodies([e for e in events if "body" in e["content"]])
+
+
+async def test_lazy_members_of_every_room_of_an_initial_sync_are_remembered(
+    alice: Client, bob: Client
+) -> None:
+    rooms = [await create_room(alice, preset="public_chat") for _ in range(2)]
+    for room_id in rooms:
+        await join(bob, room_id)
+        await fillers(bob, room_id, 10)
+    first = await sync(alice, filter=LAZY)
+    assert all(bob.user_id in members(first, room_id) for room_id in rooms)
+    for room_id in rooms:
+        await send_text(bob, room_id, "again")
+    second = await sync(alice, first["next_batch"], filter=LAZY)
+    assert [members(second, room_id) for room_id in rooms] == [{}, {}]

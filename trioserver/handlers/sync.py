@@ -122,6 +122,7 @@ class SyncHandler:
             ignored=await self._streams.ignored_users(request.user_id),
             device_id=request.device_id,
         )
+        self._rooms.start_sync(ctx)
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
         joins = {row.room_id for row in joined if await self._rooms.joined_since(ctx, row)}

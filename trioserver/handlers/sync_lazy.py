@@ -14,9 +14,10 @@ else goes in follows Synapse (SyTest tests/31sync/15lazy-members.pl checks it):
 
 Member events already in the timeline are not repeated. Unless ``include_redundant_members``
 is set, a member event this device was already sent is not sent again: `SentMembers` records,
-per (user, device), the member events each sync delivered. Like Synapse's, the record is kept
-in memory only and is forgotten on an initial sync; a forgotten entry costs a redundant member
-event, never a missing one.
+per (user, device), the member events each sync delivered, per room (Synapse's record is not
+per room, so a user's member event in one room evicts theirs in another). Like Synapse's, the
+record is kept in memory only and is forgotten on an initial sync; a forgotten entry costs a
+redundant member event, never a missing one.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ MAX_MEMBERS_PER_DEVICE = 1_000
 
 
 class SentMembers:
-    """Which member event of each user a device was last sent, per (user, device)."""
+    """Which member event of each (room, user) a device was last sent, per (user, device)."""
 
     def __init__(
         self, max_devices: int = MAX_DEVICES, per_device: int = MAX_MEMBERS_PER_DEVICE
     ) -> None:
         self._devices: collections.OrderedDict[
-            tuple[str, str], collections.OrderedDict[str, str]
+            tuple[str, str], collections.OrderedDict[tuple[str, str], str]
         ] = collections.OrderedDict()
         self._max_devices = max_devices
         self._per_device = per_device
@@ -56,9 +57,7 @@ class SentMembers:
         if not sent:
             return list(events)
         return [
-            s
-            for s in events
-            if s.event.type != MEMBER or sent.get(s.event.state_key or "") != s.event_id
+            s for s in events if s.event.type != MEMBER or sent.get(_member_key(s)) != s.event_id
         ]
 
     def record(self, key: tuple[str, str], events: Iterable[StoredEvent]) -> None:
@@ -70,11 +69,15 @@ class SentMembers:
                 self._devices.popitem(last=False)
         self._devices.move_to_end(key)
         for stored in events:
-            if stored.event.type == MEMBER and stored.event.state_key is not None:
-                sent[stored.event.state_key] = stored.event_id
-                sent.move_to_end(stored.event.state_key)
+            if stored.event.type == MEMBER:
+                sent[_member_key(stored)] = stored.event_id
+                sent.move_to_end(_member_key(stored))
         while len(sent) > self._per_device:
             sent.popitem(last=False)
+
+
+def _member_key(stored: StoredEvent) -> tuple[str, str]:
+    return stored.event.room_id, stored.event.state_key or ""
 
 
 def select_state(

@@ -236,6 +236,12 @@ class RoomSyncBuilder:
         result.sort(key=lambda s: s.stream_ordering)
         return result
 
+    def start_sync(self, ctx: SyncContext) -> None:
+        """Call once per sync before its entries: an initial sync starts a new sequence, so
+        the device is assumed to have no lazy-loaded members yet."""
+        if ctx.since is None:
+            self._sent_members.forget((ctx.user_id, ctx.device_id))
+
     async def entry_state(
         self, ctx: SyncContext, room_id: str, timeline: Timeline, *, full: bool
     ) -> list[StoredEvent]:
@@ -254,9 +260,7 @@ class RoomSyncBuilder:
         in_timeline = {s.event_id for s, _ in timeline.events}
         state = select_state(timeline.state, members, full=full, in_timeline=in_timeline)
         key = (ctx.user_id, ctx.device_id)
-        if ctx.since is None:
-            self._sent_members.forget(key)
-        elif not state_filter.include_redundant_members:
+        if ctx.since is not None and not state_filter.include_redundant_members:
             state = self._sent_members.unsent(key, state)
         self._sent_members.record(key, [*state, *(s for s, _ in timeline.events)])
         return state
