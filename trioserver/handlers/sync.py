@@ -302,7 +302,7 @@ class SyncHandler:
         if not joined:
             return
         counts = await self._sync.member_counts(summaries) if summaries else {}
-        unread = await self._sync.unread_counts(ctx.user_id, list(joined))
+        unread = await self._sync.unread_counts(ctx.user_id, list(joined), sorted(ctx.ignored))
         for room_id, entry in joined.items():
             notifications, highlights = unread[room_id]
             entry["unread_notifications"] = {
