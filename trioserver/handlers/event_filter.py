@@ -21,7 +21,7 @@ import attrs
 import orjson
 
 from trioserver.errors import MatrixError
-from trioserver.events.identifiers import is_valid_room_id, is_valid_user_id
+from trioserver.handlers.filter_schema import validate_filter
 
 if TYPE_CHECKING:
     from trioserver.events import Event
@@ -185,19 +185,6 @@ def _strings(body: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | 
     return tuple(value)
 
 
-def _ids(body: Mapping[str, Any], key: str, path: str, *, rooms: bool) -> tuple[str, ...] | None:
-    # Spec "Filtering": `rooms` lists room ids and `senders` user ids; like Synapse, refuse
-    # anything else rather than silently matching nothing.
-    value = _strings(body, key, path)
-    if value is None:
-        return None
-    if rooms and not all(is_valid_room_id(v) for v in value):
-        raise _bad(_join(path, key), "an array of room ids")
-    if not rooms and not all(is_valid_user_id(v, historical=True) for v in value):
-        raise _bad(_join(path, key), "an array of user ids")
-    return value
-
-
 def _bool(body: Mapping[str, Any], key: str, path: str) -> bool | None:
     value = body.get(key)
     if value is not None and not isinstance(value, bool):
@@ -223,8 +210,8 @@ def _event_filter_fields(body: Mapping[str, Any], path: str) -> dict[str, Any]:
         "limit": _limit(body, path),
         "types": _strings(body, "types", path),
         "not_types": _strings(body, "not_types", path) or (),
-        "senders": _ids(body, "senders", path, rooms=False),
-        "not_senders": _ids(body, "not_senders", path, rooms=False) or (),
+        "senders": _strings(body, "senders", path),
+        "not_senders": _strings(body, "not_senders", path) or (),
     }
 
 
@@ -246,8 +233,8 @@ def parse_room_event_filter(raw: Any, path: str = "") -> RoomEventFilter:
     body = _object(raw, path)
     return RoomEventFilter(
         **_event_filter_fields(body, path),
-        rooms=_ids(body, "rooms", path, rooms=True),
-        not_rooms=_ids(body, "not_rooms", path, rooms=True) or (),
+        rooms=_strings(body, "rooms", path),
+        not_rooms=_strings(body, "not_rooms", path) or (),
         contains_url=_bool(body, "contains_url", path),
         lazy_load_members=bool(_bool(body, "lazy_load_members", path)),
         include_redundant_members=bool(_bool(body, "include_redundant_members", path)),
@@ -257,8 +244,8 @@ def parse_room_event_filter(raw: Any, path: str = "") -> RoomEventFilter:
 def _parse_room_filter(raw: Any, path: str) -> RoomFilter:
     body = _object(raw, path)
     return RoomFilter(
-        rooms=_ids(body, "rooms", path, rooms=True),
-        not_rooms=_ids(body, "not_rooms", path, rooms=True) or (),
+        rooms=_strings(body, "rooms", path),
+        not_rooms=_strings(body, "not_rooms", path) or (),
         include_leave=bool(_bool(body, "include_leave", path)),
         **{
             part: parse_room_event_filter(body.get(part), _join(path, part))
@@ -321,7 +308,11 @@ async def load_filter(store: FilterStore, user_id: str, param: str) -> FilterDef
     Checkpoint: when the filter is stored.
     """
     if param.lstrip().startswith("{"):
-        return parse_filter_definition(parse_json_param(param))
+        # An inline filter meets the same schema as an uploaded one (as in Synapse); stored
+        # filters were checked when uploaded.
+        inline = parse_json_param(param)
+        validate_filter(inline)
+        return parse_filter_definition(inline)
     if not param.isdigit():
         raise MatrixError("M_INVALID_PARAM", "Invalid filter id")
     stored = await store.get_filter(user_id, int(param))
