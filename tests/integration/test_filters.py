@@ -152,7 +152,7 @@ async def test_ids_in_filters_are_accepted(alice: Client) -> None:
     assert_ok(await alice.get("/sync", params={"filter": json.dumps(good)}))
 
 
-async def test_stored_filter_ids_are_not_rechecked_for_messages(alice: Client) -> None:
+async def test_messages_filters_are_not_id_checked(alice: Client) -> None:
     # Like Synapse, /messages filters are not held to the id rules (only uploaded filters and
     # inline /sync filters are): a sender that is no user id simply matches nothing.
     room_id = assert_ok(await alice.post("/createRoom", {}))["room_id"]
