@@ -111,7 +111,7 @@ class SyncHandler:
         rows = await self._sync.memberships(user_id)
         return [row.room_id for row in rows if row.membership == "join"]
 
-    async def _compute(self, request: SyncRequest, now: StreamToken) -> SyncResult:
+    async def _context(self, request: SyncRequest, now: StreamToken) -> SyncContext:
         ctx = SyncContext(
             user_id=request.user_id,
             since=request.since,
@@ -123,6 +123,10 @@ class SyncHandler:
             device_id=request.device_id,
         )
         self._rooms.start_sync(ctx)
+        return ctx
+
+    async def _compute(self, request: SyncRequest, now: StreamToken) -> SyncResult:
+        ctx = await self._context(request, now)
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
         joins = {row.room_id for row in joined if await self._rooms.joined_since(ctx, row)}

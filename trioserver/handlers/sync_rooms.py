@@ -155,12 +155,7 @@ class RoomSyncBuilder:
         """
         limit = ctx.filter.room.timeline.limit
         limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
-        top = await self._reads.position_at_stream(room_id, upto_stream)
-        cursor = RoomPosition(top.topological, top.stream + 1)
-        bound = None
-        if ctx.since is not None and not full:
-            low = await self._reads.position_at_stream(room_id, ctx.since.events)
-            bound = RoomPosition(low.topological, low.stream + 1)
+        top, bound = await self._scan_range(ctx, room_id, upto_stream, full=full)
         # Like Synapse, the room's state as of the timeline's end is always shown, even the
         # parts set while history visibility hid the room from the user (SyTest "Current
         # state appears in timeline in private history"): the client must learn its state.
@@ -168,7 +163,7 @@ class RoomSyncBuilder:
         viewer = attrs.evolve(viewer, always=frozenset(current.values()))
         page = await self._visibility.scan(
             room_id,
-            cursor,
+            RoomPosition(top.topological, top.stream + 1),
             bound,
             backwards=True,
             limit=limit,
@@ -185,6 +180,17 @@ class RoomSyncBuilder:
         limited = not page.exhausted or joined
         state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
         return Timeline(events, limited, start.to_token(), state, top)
+
+    async def _scan_range(
+        self, ctx: SyncContext, room_id: str, upto_stream: int, *, full: bool
+    ) -> tuple[RoomPosition, RoomPosition | None]:
+        """The timeline's newest position, and the oldest it may reach (None: the room's
+        start) for an incremental, not full, entry."""
+        top = await self._reads.position_at_stream(room_id, upto_stream)
+        if ctx.since is None or full:
+            return top, None
+        low = await self._reads.position_at_stream(room_id, ctx.since.events)
+        return top, RoomPosition(low.topological, low.stream + 1)
 
     async def _timeline_state(
         self,
