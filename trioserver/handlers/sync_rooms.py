@@ -8,15 +8,19 @@ initial sync) and ``now`` (inclusive). For each room the user is joined to:
 - a room joined before ``since`` and without new events gets no entry (ephemeral and account
   data may still add one, see `handlers.sync`);
 - otherwise the timeline is the newest visible events in the range, at most the filter's limit;
-  ``limited`` says there were more, and ``prev_batch`` is a ``/messages`` token for them;
+  ``limited`` says there were more (and, as in Synapse, is always set for a room joined since
+  ``since``), and ``prev_batch`` is a ``/messages`` token for them. Events of the room's state
+  as of the timeline's end are visible whatever the history visibility (Synapse does the same,
+  so a client learns of a join made while it could not see the room);
 - ``state`` is the state *at the start of the timeline*: the whole state for an initial sync, a
   newly joined room or ``full_state``; for a gappy (limited) incremental sync only what changed
   between ``since`` and the timeline's start; nothing otherwise (state changes are then in the
-  timeline itself).
+  timeline itself). With ``lazy_load_members`` the members are cut down (`handlers.sync_lazy`).
 
 Rooms the user left or was banned from appear under ``leave`` with their history up to the leave
-(their state and messages as of the leave, even once the server has left the room: seed 4), and
-invites and knocks with the stripped state clients show before joining. Memberships come from
+(their state and messages as of the leave, even once the server has left the room: seed 4; the
+whole state when they joined after ``since``), and invites and knocks with the stripped state
+clients show before joining (no invites from ignored users). Memberships come from
 ``local_current_membership`` (seed 6), which outlives the room's current state.
 """
 
