@@ -60,6 +60,7 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.database import Database, open_database
@@ -286,7 +287,12 @@ def build_components(
     )
     room_read_store = RoomReadStore(db)
     room_reads = RoomReadHandler(
-        events, state, room_read_store, erasure, server_name=config.server_name
+        events,
+        state,
+        room_read_store,
+        erasure,
+        server_name=config.server_name,
+        account_data=AccountDataStore(db),
     )
     room_sync = RoomSyncBuilder(
         events,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -95,6 +96,15 @@ async def test_non_numeric_filter_id(alice: Client, filter_id: str) -> None:
         {"event_fields": "type"},
         {"presence": {"types": "m.presence"}},
         {"account_data": {"senders": [None]}},
+        # Spec "Filtering": rooms are room ids and senders user ids (SyTest 80torture/10filters).
+        {"room": {"timeline": {"rooms": ["not_a_room_id"]}}},
+        {"room": {"timeline": {"not_rooms": ["#alias:localhost"]}}},
+        {"room": {"timeline": {"senders": ["not_a_sender_id"]}}},
+        {"room": {"state": {"not_senders": ["alice"]}}},
+        {"room": {"rooms": ["nope"]}},
+        {"room": {"not_rooms": ["nope"]}},
+        {"presence": {"senders": ["@"]}},
+        {"account_data": {"not_senders": ["bob:localhost"]}},
     ],
 )
 async def test_invalid_filters_are_refused(alice: Client, bad: dict[str, Any]) -> None:
@@ -115,3 +125,37 @@ async def test_huge_filter_id_is_not_found(alice: Client) -> None:
     assert_ok(await alice.post(f"/user/{alice.user_id}/filter", {}))
     response = await alice.get(f"/user/{alice.user_id}/filter/{'9' * 30}")
     assert_error(response, 404, "M_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"room": {"timeline": {"senders": ["not_a_sender_id"]}}},
+        {"room": {"rooms": ["not_a_room_id"]}},
+        {"presence": {"not_senders": ["x"]}},
+    ],
+)
+async def test_invalid_inline_sync_filters_are_refused(alice: Client, bad: dict[str, Any]) -> None:
+    response = await alice.get("/sync", params={"filter": json.dumps(bad)})
+    assert_error(response, 400, "M_BAD_JSON")
+
+
+async def test_ids_in_filters_are_accepted(alice: Client) -> None:
+    good = {
+        "presence": {"senders": ["@bob:localhost"]},
+        "room": {
+            "not_rooms": ["!a:localhost"],
+            "timeline": {"not_senders": ["@Old_Style:example.org:8448"], "rooms": ["!b:x"]},
+        },
+    }
+    assert_ok(await alice.post(f"/user/{alice.user_id}/filter", good))
+    assert_ok(await alice.get("/sync", params={"filter": json.dumps(good)}))
+
+
+async def test_messages_filters_are_not_id_checked(alice: Client) -> None:
+    # Like Synapse, /messages filters are not held to the id rules (only uploaded filters and
+    # inline /sync filters are): a sender that is no user id simply matches nothing.
+    room_id = assert_ok(await alice.post("/createRoom", {}))["room_id"]
+    sloppy = json.dumps({"senders": ["alice"]})
+    body = assert_ok(await alice.get(f"/rooms/{room_id}/messages", params={"filter": sloppy}))
+    assert body["chunk"] == []

@@ -196,11 +196,17 @@ async def test_presence_since_shows_users_sharing_a_room(
             "sender": carol,
             "content": {"presence": "unavailable", "status_msg": "lunch"},
         }
-        (alice_event,) = presence.presence_for_users([alice, "@unknown:blue"])
+        alice_event, unknown_event = presence.presence_for_users([alice, "@unknown:blue"])
         assert alice_event["content"] == {
             "presence": "online",
             "last_active_ago": 0,
             "currently_active": True,
+        }
+        # A user never seen online is reported offline (as Synapse does).
+        assert unknown_event == {
+            "type": "m.presence",
+            "sender": "@unknown:blue",
+            "content": {"presence": "offline"},
         }
 
 

@@ -177,6 +177,10 @@ class AccountDataHandler:
         """An entry's content (`room_id` None: global), or None. Checkpoint: yes."""
         return await self._store.get(user_id, room_id, data_type)
 
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """Whom the user ignores (``m.ignored_user_list``). Checkpoint: yes."""
+        return await self._store.ignored_users(user_id)
+
     async def global_since(self, user_id: str, since: int | None) -> list[JsonDict]:
         """Global account data events (``{"type", "content"}``) changed after `since`.
 

@@ -21,6 +21,7 @@ import attrs
 import orjson
 
 from trioserver.errors import MatrixError
+from trioserver.handlers.filter_schema import validate_filter
 
 if TYPE_CHECKING:
     from trioserver.events import Event
@@ -307,7 +308,11 @@ async def load_filter(store: FilterStore, user_id: str, param: str) -> FilterDef
     Checkpoint: when the filter is stored.
     """
     if param.lstrip().startswith("{"):
-        return parse_filter_definition(parse_json_param(param))
+        # An inline filter meets the same schema as an uploaded one (as in Synapse); stored
+        # filters were checked when uploaded.
+        inline = parse_json_param(param)
+        validate_filter(inline)
+        return parse_filter_definition(inline)
     if not param.isdigit():
         raise MatrixError("M_INVALID_PARAM", "Invalid filter id")
     stored = await store.get_filter(user_id, int(param))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trioserver.errors import MatrixError
+from trioserver.events.identifiers import is_valid_room_id, is_valid_user_id
 
 Checker = Callable[[Any, str], None]
 
@@ -22,6 +23,19 @@ def _fail(path: str, what: str) -> MatrixError:
 def _string_list(value: Any, path: str) -> None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _fail(path, "an array of strings")
+
+
+def _user_ids(value: Any, path: str) -> None:
+    # Spec "Filtering": `senders`/`not_senders` list user ids (Synapse refuses anything else).
+    _string_list(value, path)
+    if not all(is_valid_user_id(v, historical=True) for v in value):
+        raise _fail(path, "an array of user ids")
+
+
+def _room_ids(value: Any, path: str) -> None:
+    _string_list(value, path)
+    if not all(is_valid_room_id(v) for v in value):
+        raise _fail(path, "an array of room ids")
 
 
 def _boolean(value: Any, path: str) -> None:
@@ -55,23 +69,23 @@ def _object(schema: dict[str, Checker]) -> Checker:
 
 _EVENT_FILTER: dict[str, Checker] = {
     "limit": _positive_int,
-    "senders": _string_list,
-    "not_senders": _string_list,
+    "senders": _user_ids,
+    "not_senders": _user_ids,
     "types": _string_list,
     "not_types": _string_list,
 }
 _ROOM_EVENT_FILTER: dict[str, Checker] = {
     **_EVENT_FILTER,
-    "rooms": _string_list,
-    "not_rooms": _string_list,
+    "rooms": _room_ids,
+    "not_rooms": _room_ids,
     "contains_url": _boolean,
     "lazy_load_members": _boolean,
     "include_redundant_members": _boolean,
     "unread_thread_notifications": _boolean,
 }
 _ROOM_FILTER: dict[str, Checker] = {
-    "rooms": _string_list,
-    "not_rooms": _string_list,
+    "rooms": _room_ids,
+    "not_rooms": _room_ids,
     "include_leave": _boolean,
     "timeline": _object(_ROOM_EVENT_FILTER),
     "state": _object(_ROOM_EVENT_FILTER),

@@ -266,13 +266,13 @@ class PresenceHandler:
         return self.presence_for_users(await self._store.changed_for(user_id, since))
 
     def presence_for_users(self, user_ids: Iterable[str]) -> list[JsonDict]:
-        """``m.presence`` events for these users (those with a known presence), e.g. for the
-        members of a room the syncing user newly joined."""
+        """``m.presence`` events for these users, e.g. for the members of a room the syncing
+        user newly joined. A user never seen online is ``offline`` (as Synapse reports them:
+        SyTest "Get presence for newly joined members in incremental sync")."""
         now = self._now_ms()
         return [
-            {"type": "m.presence", "sender": uid, "content": self._states[uid].content(now)}
-            for uid in user_ids
-            if uid in self._states
+            {"type": "m.presence", "sender": uid, "content": self._current(uid).content(now)}
+            for uid in sorted(user_ids)
         ]
 
     # -- Timeouts ----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from trioserver.stores.events import RoomPosition, StoredEvent
 
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
+    from trioserver.stores.account_data import AccountDataStore
     from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.room_reads import RoomReadStore
@@ -127,11 +128,13 @@ class RoomReadHandler:
         erasure: ErasureStore,
         *,
         server_name: str,
+        account_data: AccountDataStore,
     ) -> None:
         self._events = events
         self._state = state
         self._reads = reads
         self._server_name = server_name
+        self._account_data = account_data
         self.visibility = VisibilityFilter(events, state, erasure)
         self.serializer = EventSerializer(events, reads)
 
@@ -146,7 +149,12 @@ class RoomReadHandler:
         visibility = found.get(raw.history_visibility_id or "")
         departure = found.get(raw.member_event_id or "") if departed else None
         return Access(
-            viewer=Viewer(user_id, raw.last_join_stream),
+            # Spec "Ignoring Users": no events from ignored users (their state excepted).
+            viewer=Viewer(
+                user_id,
+                raw.last_join_stream,
+                ignored=await self._account_data.ignored_users(user_id),
+            ),
             membership=raw.membership,
             departure=departure,
             world_readable=visibility is not None

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from trioserver.stores.sync import SyncMembership, SyncStore
 
 JsonDict = dict[str, Any]
+MEMBER = "m.room.member"
+_ARRIVALS = ("join", "invite", "knock")
 # Spec: servers may cap the long-poll; Synapse does not, but an hour keeps sockets honest.
 MAX_TIMEOUT_MS = 3_600_000
 
@@ -114,7 +116,7 @@ class SyncHandler:
         rows = await self._sync.memberships(user_id)
         return [row.room_id for row in rows if row.membership == "join"]
 
-    async def _compute(self, request: SyncRequest, now: StreamToken) -> SyncResult:
+    async def _context(self, request: SyncRequest, now: StreamToken) -> SyncContext:
         ctx = SyncContext(
             user_id=request.user_id,
             since=request.since,
@@ -122,14 +124,22 @@ class SyncHandler:
             filter=request.filter,
             full_state=request.full_state,
             options=request.options,
+            ignored=await self._streams.ignored_users(request.user_id),
+            device_id=request.device_id,
         )
+        self._rooms.start_sync(ctx)
+        return ctx
+
+    async def _compute(self, request: SyncRequest, now: StreamToken) -> SyncResult:
+        ctx = await self._context(request, now)
         rows = await self._current_memberships(ctx)
         joined = [row for row in rows if row.membership == "join"]
-        fresh = {row.room_id for row in joined if await self._rooms.newly_joined(ctx, row)}
+        joins = {row.room_id for row in joined if await self._rooms.joined_since(ctx, row)}
+        # Rooms that need their whole state: all of them for an initial or full_state sync.
+        fresh = {row.room_id for row in joined} if ctx.initial or ctx.full_state else joins
         extras = await self._streams.room_extras(ctx, [row.room_id for row in joined], fresh)
-        rooms = await self._rooms_section(ctx, rows, fresh, extras)
-        new_members = await self._sync.users_in_rooms(list(fresh)) if ctx.since else set()
-        presence = await self._streams.presence(ctx, new_members)
+        rooms = await self._rooms_section(ctx, rows, _Fresh(fresh, joins), extras)
+        presence = await self._streams.presence(ctx, await self._new_members(ctx, joins, rooms))
         account_data = await self._streams.global_account_data(ctx)
         to_device, to_device_position = await self._streams.to_device(ctx, request.device_id)
         changed, left = await self._streams.device_lists(ctx)
@@ -154,6 +164,22 @@ class SyncHandler:
         )
         return SyncResult(body, empty)
 
+    async def _new_members(self, ctx: SyncContext, joins: set[str], rooms: JsonDict) -> set[str]:
+        """Users whose presence an incremental sync adds even if it did not change: everyone
+        in a room the user joined, and whoever joined (or was invited to) a room in this
+        response (as Synapse does; SyTest 31sync/03joined presence tests)."""
+        if ctx.since is None:
+            return set()
+        users = await self._sync.users_in_rooms(sorted(joins))
+        for entry in rooms["join"].values():
+            for part in ("timeline", "state"):
+                for event in entry[part]["events"]:
+                    content = event.get("content") or {}
+                    if event.get("type") == MEMBER and content.get("membership") in _ARRIVALS:
+                        users.add(event.get("state_key"))
+        users.discard(ctx.user_id)
+        return users
+
     async def _current_memberships(self, ctx: SyncContext) -> list[SyncMembership]:
         rows = await self._sync.memberships(ctx.user_id)
         current = []
@@ -169,7 +195,7 @@ class SyncHandler:
         self,
         ctx: SyncContext,
         rows: list[SyncMembership],
-        fresh: set[str],
+        fresh: _Fresh,
         extras: RoomExtras,
     ) -> JsonDict:
         sections: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
@@ -184,8 +210,8 @@ class SyncHandler:
         summaries: list[str] = []
         for row in rows:
             if row.membership == "join":
-                entry = await self._joined_entry(ctx, row, row.room_id in fresh, changed, extras)
-                if entry is not None and (row.room_id in fresh or _has_members(entry)):
+                entry = await self._joined_entry(ctx, row, fresh, changed, extras)
+                if entry is not None and (row.room_id in fresh.full or _has_members(entry)):
                     summaries.append(row.room_id)
             else:
                 entry = await self._other_entry(ctx, row)
@@ -207,8 +233,8 @@ class SyncHandler:
         if row.membership in ("invite", "knock"):
             if not fresh:
                 return None
-            key = f"{row.membership}_state"
-            return {key: {"events": await self._rooms.stripped_state(row)}}
+            events = await self._rooms.stripped_state(ctx, row)
+            return None if events is None else {f"{row.membership}_state": {"events": events}}
         if row.forgotten:
             return None
         include = (ctx.since is None and ctx.filter.room.include_leave) or (
@@ -220,10 +246,11 @@ class SyncHandler:
         self,
         ctx: SyncContext,
         row: SyncMembership,
-        full: bool,
+        fresh: _Fresh,
         changed: set[str] | None,
         extras: RoomExtras,
     ) -> JsonDict | None:
+        full = row.room_id in fresh.full
         if not full and changed is not None and row.room_id not in changed:
             return None
         timeline = await self._rooms.timeline(
@@ -232,12 +259,13 @@ class SyncHandler:
             upto_stream=ctx.now.events,
             full=full,
             viewer=self._rooms.viewer(ctx, row),
+            joined=row.room_id in fresh.joins,
         )
         ephemeral = extras.ephemeral.get(row.room_id, [])
         account_data = extras.account_data.get(row.room_id, [])
         if not (full or timeline.events or timeline.state or ephemeral or account_data):
             return None
-        state = self._rooms.lazy_members(ctx, timeline)
+        state = await self._rooms.entry_state(ctx, row.room_id, timeline, full=full)
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(ctx, state),
@@ -246,17 +274,27 @@ class SyncHandler:
         }
 
     async def _left_entry(self, ctx: SyncContext, row: SyncMembership) -> JsonDict:
+        # A room the user joined and left since `since` is new to the client: like a newly
+        # joined room it gets the whole state (SyTest "When user joins and leaves a room in
+        # the same batch, the full state is still included in the next sync").
+        joined = (
+            ctx.since is not None
+            and row.last_join_stream is not None
+            and row.last_join_stream > ctx.since.events
+        )
+        full = ctx.since is None or joined
         timeline = await self._rooms.timeline(
             ctx,
             row.room_id,
             upto_stream=row.stream_ordering,
-            full=ctx.since is None,
+            full=full,
             viewer=self._rooms.viewer(ctx, row),
+            joined=joined,
         )
         return {
             "timeline": await self._rooms.serialize_timeline(ctx, timeline),
             "state": await self._rooms.serialize_state(
-                ctx, self._rooms.lazy_members(ctx, timeline)
+                ctx, await self._rooms.entry_state(ctx, row.room_id, timeline, full=full)
             ),
             "account_data": {"events": []},
         }
@@ -273,7 +311,7 @@ class SyncHandler:
         if not joined:
             return
         counts = await self._sync.member_counts(summaries) if summaries else {}
-        unread = await self._sync.unread_counts(ctx.user_id, list(joined))
+        unread = await self._sync.unread_counts(ctx.user_id, list(joined), sorted(ctx.ignored))
         for room_id, entry in joined.items():
             notifications, highlights = unread[room_id]
             entry["unread_notifications"] = {
@@ -281,15 +319,23 @@ class SyncHandler:
                 "highlight_count": highlights,
             }
             count = counts.get(room_id)
-            entry["summary"] = (
-                {
-                    "m.heroes": await self._sync.heroes(room_id, ctx.user_id),
-                    "m.joined_member_count": count.joined,
-                    "m.invited_member_count": count.invited,
-                }
-                if count is not None
-                else {}
-            )
+            summary: JsonDict = {}
+            if count is not None:
+                summary["m.joined_member_count"] = count.joined
+                summary["m.invited_member_count"] = count.invited
+                heroes = await self._sync.heroes(room_id, ctx.user_id)
+                if heroes is not None:
+                    summary["m.heroes"] = heroes
+            entry["summary"] = summary
+
+
+@attrs.frozen
+class _Fresh:
+    """Joined rooms that need their whole state (`full`), and those the user joined since
+    ``since`` (`joins`, a subset of it)."""
+
+    full: set[str]
+    joins: set[str]
 
 
 def _has_members(entry: JsonDict) -> bool:

@@ -8,15 +8,19 @@ initial sync) and ``now`` (inclusive). For each room the user is joined to:
 - a room joined before ``since`` and without new events gets no entry (ephemeral and account
   data may still add one, see `handlers.sync`);
 - otherwise the timeline is the newest visible events in the range, at most the filter's limit;
-  ``limited`` says there were more, and ``prev_batch`` is a ``/messages`` token for them;
+  ``limited`` says there were more (and, as in Synapse, is always set for a room joined since
+  ``since``), and ``prev_batch`` is a ``/messages`` token for them. Events of the room's state
+  as of the timeline's end are visible whatever the history visibility (Synapse does the same,
+  so a client learns of a join made while it could not see the room);
 - ``state`` is the state *at the start of the timeline*: the whole state for an initial sync, a
   newly joined room or ``full_state``; for a gappy (limited) incremental sync only what changed
   between ``since`` and the timeline's start; nothing otherwise (state changes are then in the
-  timeline itself).
+  timeline itself). With ``lazy_load_members`` the members are cut down (`handlers.sync_lazy`).
 
 Rooms the user left or was banned from appear under ``leave`` with their history up to the leave
-(their state and messages as of the leave, even once the server has left the room: seed 4), and
-invites and knocks with the stripped state clients show before joining. Memberships come from
+(their state and messages as of the leave, even once the server has left the room: seed 4; the
+whole state when they joined after ``since``), and invites and knocks with the stripped state
+clients show before joining (no invites from ignored users). Memberships come from
 ``local_current_membership`` (seed 6), which outlives the room's current state.
 """
 
@@ -28,6 +32,7 @@ import attrs
 
 from trioserver.handlers.event_filter import FilterDefinition
 from trioserver.handlers.serialize import SerializeOptions
+from trioserver.handlers.sync_lazy import SentMembers, select_state
 from trioserver.handlers.visibility import Viewer
 from trioserver.stores.events import RoomPosition, StoredEvent
 from trioserver.streams import StreamToken
@@ -69,6 +74,9 @@ class SyncContext:
     filter: FilterDefinition
     full_state: bool
     options: SerializeOptions
+    # Spec "Ignoring Users": whose events (but not state) and invites this sync leaves out.
+    ignored: frozenset[str] = frozenset()
+    device_id: str = ""
 
     @property
     def initial(self) -> bool:
@@ -84,6 +92,8 @@ class Timeline:
     limited: bool
     prev_batch: str
     state: list[StoredEvent]
+    # The newest position the timeline covers (where the state is read when it is empty).
+    top: RoomPosition
 
 
 def _before_event(stored: StoredEvent, state_after: StateMap) -> dict[tuple[str, str], str]:
@@ -126,6 +136,7 @@ class RoomSyncBuilder:
         self._reads = reads
         self._visibility = visibility
         self._serializer = serializer
+        self._sent_members = SentMembers()
 
     async def timeline(
         self,
@@ -135,24 +146,28 @@ class RoomSyncBuilder:
         upto_stream: int,
         full: bool,
         viewer: Viewer,
+        joined: bool = False,
     ) -> Timeline:
         """The visible events of a room in (since, upto_stream] and the state at their start.
 
         Args:
             upto_stream: the last events-stream position to include (``now``, or a leave).
             full: give the whole state at the timeline's start (initial/newly joined/full).
+            joined: the user joined since ``since``: the timeline counts as ``limited``,
+                since the client has none of the history before it (as Synapse does; SyTest
+                "Newly joined room has correct timeline in incremental sync").
         """
         limit = ctx.filter.room.timeline.limit
         limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
-        top = await self._reads.position_at_stream(room_id, upto_stream)
-        cursor = RoomPosition(top.topological, top.stream + 1)
-        bound = None
-        if ctx.since is not None and not full:
-            low = await self._reads.position_at_stream(room_id, ctx.since.events)
-            bound = RoomPosition(low.topological, low.stream + 1)
+        top, bound = await self._scan_range(ctx, room_id, upto_stream, full=full)
+        # Like Synapse, the room's state as of the timeline's end is always shown, even the
+        # parts set while history visibility hid the room from the user (SyTest "Current
+        # state appears in timeline in private history"): the client must learn its state.
+        current = await self._state_at_start(room_id, None, top)
+        viewer = attrs.evolve(viewer, always=frozenset(current.values()))
         page = await self._visibility.scan(
             room_id,
-            cursor,
+            RoomPosition(top.topological, top.stream + 1),
             bound,
             backwards=True,
             limit=limit,
@@ -166,9 +181,20 @@ class RoomSyncBuilder:
             if first is not None
             else top
         )
-        limited = not page.exhausted
+        limited = not page.exhausted or joined
         state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
-        return Timeline(events, limited, start.to_token(), state)
+        return Timeline(events, limited, start.to_token(), state, top)
+
+    async def _scan_range(
+        self, ctx: SyncContext, room_id: str, upto_stream: int, *, full: bool
+    ) -> tuple[RoomPosition, RoomPosition | None]:
+        """The timeline's newest position, and the oldest it may reach (None: the room's
+        start) for an incremental, not full, entry."""
+        top = await self._reads.position_at_stream(room_id, upto_stream)
+        if ctx.since is None or full:
+            return top, None
+        low = await self._reads.position_at_stream(room_id, ctx.since.events)
+        return top, RoomPosition(low.topological, low.stream + 1)
 
     async def _timeline_state(
         self,
@@ -220,24 +246,38 @@ class RoomSyncBuilder:
         result.sort(key=lambda s: s.stream_ordering)
         return result
 
-    def lazy_members(self, ctx: SyncContext, timeline: Timeline) -> list[StoredEvent]:
-        """With ``lazy_load_members``: keep only the member events of timeline senders."""
-        if not ctx.filter.room.state.lazy_load_members:
-            return timeline.state
-        senders = {s.event.sender for s, _ in timeline.events} | {ctx.user_id}
-        in_timeline = {s.event_id for s, _ in timeline.events}
-        return [
-            s
-            for s in timeline.state
-            if s.event.type != MEMBER
-            or (s.event.state_key in senders and s.event_id not in in_timeline)
-        ]
+    def start_sync(self, ctx: SyncContext) -> None:
+        """Call once per sync before its entries: an initial sync starts a new sequence, so
+        the device is assumed to have no lazy-loaded members yet."""
+        if ctx.since is None:
+            self._sent_members.forget((ctx.user_id, ctx.device_id))
 
-    async def newly_joined(self, ctx: SyncContext, row: SyncMembership) -> bool:
-        """Whether the user joined the room after ``since`` (so it needs its full state)."""
-        if ctx.since is None or ctx.full_state:
-            return True
-        if row.stream_ordering <= ctx.since.events:
+    async def entry_state(
+        self, ctx: SyncContext, room_id: str, timeline: Timeline, *, full: bool
+    ) -> list[StoredEvent]:
+        """An entry's ``state``: the timeline's, or with ``lazy_load_members`` the members
+        the client needs (see `handlers.sync_lazy`)."""
+        state_filter = ctx.filter.room.state
+        if not state_filter.lazy_load_members:
+            return timeline.state
+        senders = {s.event.sender for s, _ in timeline.events}
+        if full:
+            senders.add(ctx.user_id)  # so the client knows it is in the room (Synapse)
+        first = timeline.events[0][0] if timeline.events else None
+        at_start = await self._state_at_start(room_id, first, timeline.top)
+        wanted = {k: e for k, e in at_start.items() if k[0] == MEMBER and k[1] in senders}
+        members = await self._filtered_state(ctx, wanted)
+        in_timeline = {s.event_id for s, _ in timeline.events}
+        state = select_state(timeline.state, members, full=full, in_timeline=in_timeline)
+        key = (ctx.user_id, ctx.device_id)
+        if ctx.since is not None and not state_filter.include_redundant_members:
+            state = self._sent_members.unsent(key, state)
+        self._sent_members.record(key, [*state, *(s for s, _ in timeline.events)])
+        return state
+
+    async def joined_since(self, ctx: SyncContext, row: SyncMembership) -> bool:
+        """Whether the user joined the room after ``since`` (an incremental sync only)."""
+        if ctx.since is None or row.stream_ordering <= ctx.since.events:
             return False
         before = await self._sync.membership_at(ctx.user_id, row.room_id, ctx.since.events)
         return before != "join"
@@ -253,11 +293,14 @@ class RoomSyncBuilder:
         """The ``state`` object of a room entry."""
         return {"events": await self._serializer.serialize(state, ctx.options)}
 
-    async def stripped_state(self, row: SyncMembership) -> list[JsonDict]:
-        """What an invitee or knocker sees: chosen state at their membership event, and it."""
+    async def stripped_state(self, ctx: SyncContext, row: SyncMembership) -> list[JsonDict] | None:
+        """What an invitee or knocker sees: chosen state at their membership event, and it;
+        None for an invite from an ignored user (spec "Ignoring Users": not sent)."""
         stored = await self._events.get_event(row.event_id)
         if stored is None:
             return []
+        if row.membership == "invite" and stored.event.sender in ctx.ignored:
+            return None
         state = await self._group(stored.state_group)
         inviter = (MEMBER, stored.event.sender)
         wanted = [e for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES or k == inviter]
@@ -269,4 +312,4 @@ class RoomSyncBuilder:
     @staticmethod
     def viewer(ctx: SyncContext, row: SyncMembership) -> Viewer:
         """Who the visibility rules filter for."""
-        return Viewer(ctx.user_id, row.last_join_stream)
+        return Viewer(ctx.user_id, row.last_join_stream, ignored=ctx.ignored)

@@ -99,6 +99,10 @@ class SyncStreams:
         account_filter = ctx.filter.room.account_data
         return {r: [dict(e) for e in account_filter.filter_json(v)] for r, v in data.items()}
 
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """Whom the user ignores (``m.ignored_user_list``)."""
+        return await self._h.account_data.ignored_users(user_id)
+
     async def global_account_data(self, ctx: SyncContext) -> list[JsonDict]:
         """The user's global account data changed since ``since``."""
         since = ctx.since.account_data if ctx.since else None

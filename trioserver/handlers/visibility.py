@@ -65,10 +65,16 @@ class Viewer:
         user_id: the user.
         last_join_stream: stream ordering of their latest join of the room (None: never
             joined); rule 3 ("shared") compares events with it.
+        ignored: users whose non-state events are hidden (spec "Ignoring Users": servers
+            still send their state events).
+        always: events shown whatever the rules say (/sync: the room's current state, as
+            Synapse does, so that a client always learns the state it is in).
     """
 
     user_id: str
     last_join_stream: int | None
+    ignored: frozenset[str] = frozenset()
+    always: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -112,6 +118,10 @@ def is_visible(
     ):
         return True  # the user's own leave (Synapse: "otherwise they won't see the room go")
     return allowed_by(before, viewer, stored.stream_ordering)
+
+
+def _ignored(stored: StoredEvent, viewer: Viewer) -> bool:
+    return stored.event.state_key is None and stored.event.sender in viewer.ignored
 
 
 def _special_key(stored: StoredEvent, user_id: str) -> bool:
@@ -183,7 +193,9 @@ class VisibilityFilter:
             if _special_key(item, viewer.user_id):
                 key = (item.event.type, item.event.state_key or "")
                 before = snapshot(_before(after_state, member_key, key, item.replaces_state))
-            if is_visible(item, viewer, before, after):
+            if item.event_id in viewer.always or (
+                not _ignored(item, viewer) and is_visible(item, viewer, before, after)
+            ):
                 if item.event.sender in erased and after.membership != "join":
                     # An erased sender's events are served redacted to users who were not
                     # joined when they were sent (Synapse; SyTest 30rooms/32erasure).

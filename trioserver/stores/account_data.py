@@ -22,6 +22,7 @@ JsonDict = dict[str, Any]
 # Global account data is stored under this room id (the primary key cannot hold NULL).
 GLOBAL = ""
 TAG_TYPE = "m.tag"
+IGNORED_USER_LIST = "m.ignored_user_list"
 _CHUNK = 500
 
 
@@ -145,6 +146,15 @@ class AccountDataStore:
         return await self._db.run_read_inline(
             "get_account_data", _get_txn, user_id, room_id or GLOBAL, data_type
         )
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """The users in the user's ``m.ignored_user_list`` (spec "Ignoring Users"); a
+        malformed list ignores no one. Checkpoint: yes."""
+        content = await self.get(user_id, None, IGNORED_USER_LIST)
+        ignored = content.get("ignored_users") if content is not None else None
+        if not isinstance(ignored, dict):
+            return frozenset()
+        return frozenset(user for user in ignored if user != user_id)
 
     async def put(
         self,

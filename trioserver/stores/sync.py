@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import attrs
+import orjson
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,14 +83,48 @@ def _member_counts_txn(txn: Txn, room_ids: Sequence[str]) -> dict[str, MemberCou
     return counts
 
 
-def _heroes_txn(txn: Txn, room_id: str, user_id: str, limit: int) -> list[str]:
+def _has_name_txn(txn: Txn, room_id: str) -> bool:
+    for event_type, field in (("m.room.name", "name"), ("m.room.canonical_alias", "alias")):
+        row = txn.execute(
+            "SELECT j.json FROM current_state_events AS c JOIN event_json AS j USING (event_id)"
+            " WHERE c.room_id = ? AND c.type = ? AND c.state_key = ''",
+            (room_id, event_type),
+        ).fetchone()
+        if row is not None:
+            content = orjson.loads(row[0]).get("content")
+            if isinstance(content, dict) and content.get(field):
+                return True
+    return False
+
+
+def _members_txn(txn: Txn, room_id: str, user_id: str, membership: str, limit: int) -> list[str]:
     rows = txn.execute(
         "SELECT state_key FROM current_state_events"
-        " WHERE room_id = ? AND type = 'm.room.member' AND membership IN ('join', 'invite')"
-        " AND state_key != ? ORDER BY event_stream_ordering LIMIT ?",
-        (room_id, user_id, limit),
+        " WHERE room_id = ? AND type = 'm.room.member' AND membership = ? AND state_key != ?"
+        " ORDER BY event_stream_ordering LIMIT ?",
+        (room_id, membership, user_id, limit),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def _heroes_txn(txn: Txn, room_id: str, user_id: str, limit: int) -> list[str] | None:
+    # Spec "Room summary": heroes are needed only when the room has neither a name nor a
+    # canonical alias. Like Synapse: the longest-standing joined and invited members (or,
+    # when there are none, those who left), sorted by user id.
+    if _has_name_txn(txn, room_id):
+        return None
+    present = [
+        user
+        for membership in ("join", "invite")
+        for user in _members_txn(txn, room_id, user_id, membership, limit + 1)
+    ]
+    if not present:
+        present = [
+            user
+            for membership in ("leave", "ban")
+            for user in _members_txn(txn, room_id, user_id, membership, limit + 1)
+        ]
+    return sorted(present)[:limit]
 
 
 def _users_in_rooms_txn(txn: Txn, room_ids: Sequence[str]) -> set[str]:
@@ -110,10 +145,12 @@ _COUNTED_TYPES = ("m.room.message", "m.room.encrypted", "m.sticker")
 
 
 def _unread_counts_txn(
-    txn: Txn, user_id: str, room_ids: Sequence[str]
+    txn: Txn, user_id: str, room_ids: Sequence[str], ignored: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
     counts: dict[str, tuple[int, int]] = {}
     marks = ",".join("?" * len(_COUNTED_TYPES))
+    # Ignored users' messages are not sent, so they do not count either (as in Synapse).
+    skip = ",".join("?" * (len(ignored) + 1))
     for room_id in room_ids:
         # Read up to the newer of the user's read receipt and their own last message.
         read = txn.execute(
@@ -128,9 +165,9 @@ def _unread_counts_txn(
         row = txn.execute(
             "SELECT COUNT(*), COALESCE(SUM(instr(j.json, ?) > 0), 0)"
             " FROM events AS e JOIN event_json AS j USING (event_id)"
-            f" WHERE e.room_id = ? AND e.stream_ordering > ? AND e.sender != ?"
+            f" WHERE e.room_id = ? AND e.stream_ordering > ? AND e.sender NOT IN ({skip})"
             f" AND e.type IN ({marks}) AND e.redacted_by IS NULL",
-            (user_id, room_id, since, user_id, *_COUNTED_TYPES),
+            (user_id, room_id, since, user_id, *ignored, *_COUNTED_TYPES),
         ).fetchone()
         assert row is not None
         counts[room_id] = (int(row[0]), int(row[1]))
@@ -172,19 +209,21 @@ class SyncStore:
         return await self._db.run_read("users_in_rooms", _users_in_rooms_txn, room_ids)
 
     async def unread_counts(
-        self, user_id: str, room_ids: Sequence[str]
+        self, user_id: str, room_ids: Sequence[str], ignored: Sequence[str] = ()
     ) -> dict[str, tuple[int, int]]:
-        """(notification count, highlight count) per room: messages from others since the
-        user's read receipt (or their own last message); highlights mention the user's id.
+        """(notification count, highlight count) per room: messages from others (not
+        `ignored`) since the user's read receipt (or their own last message); highlights
+        mention the user's id.
 
         Checkpoint: yes.
         """
         if not room_ids:
             return {}
         return await self._db.run_read_inline(
-            "unread_counts", _unread_counts_txn, user_id, room_ids
+            "unread_counts", _unread_counts_txn, user_id, room_ids, sorted(ignored)
         )
 
-    async def heroes(self, room_id: str, user_id: str, limit: int = 5) -> list[str]:
-        """Up to `limit` other members, longest-standing first (room summary heroes)."""
+    async def heroes(self, room_id: str, user_id: str, limit: int = 5) -> list[str] | None:
+        """Up to `limit` other members to name the room by (room summary ``m.heroes``), or
+        None when the room has a name or canonical alias. Checkpoint: yes."""
         return await self._db.run_read_inline("heroes", _heroes_txn, room_id, user_id, limit)
