@@ -44,6 +44,7 @@ from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
@@ -264,6 +265,9 @@ def build_components(
     streams = _stream_handlers(config, db, notifier, positions, state, events, room_reads, clock)
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
+    room_creation = RoomCreationHandler(
+        persister, membership, directory, profiles, server_name=config.server_name
+    )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -282,9 +286,7 @@ def build_components(
         profiles=profiles,
         directory=directory,
         membership=membership,
-        room_creation=RoomCreationHandler(
-            persister, membership, directory, profiles, server_name=config.server_name
-        ),
+        room_creation=room_creation,
         send=send,
         profile=ProfileHandler(
             profiles, membership, state, events, server_name=config.server_name
@@ -303,6 +305,15 @@ def build_components(
         e2e_keys=streams.e2e_keys,
         user_directory=UserDirectoryHandler(
             db, notifier, positions, state, server_name=config.server_name
+        ),
+        room_upgrade=RoomUpgradeHandler(
+            state,
+            events,
+            send,
+            room_creation,
+            directory,
+            streams.account_data,
+            server_name=config.server_name,
         ),
     )
     stream_handlers = (

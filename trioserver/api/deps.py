@@ -20,6 +20,7 @@ from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.sync import SyncHandler
@@ -69,3 +70,4 @@ class ApiDeps:
     e2e_keys: E2eKeysHandler
     user_directory: UserDirectoryHandler
     sync: SyncHandler
+    room_upgrade: RoomUpgradeHandler
