@@ -38,6 +38,7 @@ from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier, notify_events
+from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
@@ -66,6 +67,7 @@ from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
+from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.room_reads import RoomReadStore
@@ -315,6 +317,7 @@ def build_components(
             streams.account_data,
             server_name=config.server_name,
         ),
+        openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
     )
     stream_handlers = (
         deps.typing,

@@ -15,6 +15,7 @@ from trioserver.api.client import (
     ephemeral,
     filters,
     login,
+    openid,
     profile,
     register,
     room_reads,
@@ -48,6 +49,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     account_data.ROUTES,
     e2ee.ROUTES,
     user_directory.ROUTES,
+    openid.ROUTES,
 ]
 
 

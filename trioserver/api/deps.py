@@ -14,6 +14,7 @@ from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier
+from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
@@ -71,3 +72,4 @@ class ApiDeps:
     user_directory: UserDirectoryHandler
     sync: SyncHandler
     room_upgrade: RoomUpgradeHandler
+    openid: OpenIdHandler
