@@ -24,6 +24,7 @@ from trioserver.api.client import (
     rooms,
     sync,
     user_directory,
+    whois,
 )
 from trioserver.api.http import MatrixApp, Route
 
@@ -50,6 +51,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     e2ee.ROUTES,
     user_directory.ROUTES,
     openid.ROUTES,
+    whois.ROUTES,
 ]
 
 

@@ -119,6 +119,7 @@ class AccountsHandler:
         device_id: str | None = None,
         device_display_name: str | None = None,
         ip: str | None = None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Create an account, and a first login session unless `login` is False.
 
@@ -130,7 +131,11 @@ class AccountsHandler:
         password_hash = await self._auth.hash_password(password) if password else None
         now_ms = int(time.time() * 1000)
         user = UserRow(user_id, password_hash, admin, False, user_type, now_ms)
-        new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
+        new_login = (
+            self._new_login(user_id, device_id, device_display_name, ip, user_agent)
+            if login
+            else None
+        )
         if localpart is None:
             user_id = await self._accounts.create_numbered_user(
                 self.server_name, user, displayname=displayname or None, login=new_login
@@ -145,7 +150,12 @@ class AccountsHandler:
         return LoginResult(user_id, new_login.device_id, new_login.token)
 
     def _new_login(
-        self, user_id: str, device_id: str | None, display_name: str | None, ip: str | None
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        ip: str | None,
+        user_agent: str | None,
     ) -> NewLogin:
         return NewLogin(
             user_id=user_id,
@@ -154,6 +164,7 @@ class AccountsHandler:
             display_name=display_name,
             ip=ip,
             now_ms=int(time.time() * 1000),
+            user_agent=user_agent,
         )
 
     def resolve_user(self, user: str) -> str:
@@ -177,6 +188,7 @@ class AccountsHandler:
         device_id: str | None,
         device_display_name: str | None,
         ip: str | None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Check a password and open a login session.
 
@@ -190,7 +202,7 @@ class AccountsHandler:
             raise MatrixError("M_USER_DEACTIVATED", "This account has been deactivated")
         if row is None or not await self._auth.check_password(user_id, password):
             raise MatrixError("M_FORBIDDEN", "Invalid username or password")
-        login = self._new_login(user_id, device_id, device_display_name, ip)
+        login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
         # Logging in on an existing device ends that device's old token.
         self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
@@ -236,6 +248,11 @@ class AccountsHandler:
         tokens = await self._accounts.delete_devices(requester.user_id, [requester.device_id])
         self._auth.forget_tokens([requester.access_token, *tokens])
         await self._devices_changed(requester.user_id)
+
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether `user_id` is a server admin (an active account with ``admin`` set)."""
+        row = await self._accounts.get_user(user_id)
+        return row is not None and row.admin and not row.deactivated
 
     async def devices(self, user_id: str) -> list[DeviceRow]:
         """The user's devices."""

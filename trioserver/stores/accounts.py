@@ -31,6 +31,7 @@ class DeviceRow:
     display_name: str | None
     last_seen_ts: int | None
     last_seen_ip: str | None
+    last_seen_user_agent: str | None = None
 
 
 @attrs.frozen
@@ -52,10 +53,13 @@ class NewLogin:
     display_name: str | None
     ip: str | None
     now_ms: int
+    user_agent: str | None = None
 
 
 _USER_COLUMNS = "user_id, password_hash, admin, deactivated, user_type, created_ts"
-_DEVICE_COLUMNS = "user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+_DEVICE_COLUMNS = (
+    "user_id, device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent"
+)
 
 
 def _user_row(row: tuple[object, ...]) -> UserRow:
@@ -68,13 +72,14 @@ def _user_row(row: tuple[object, ...]) -> UserRow:
 
 
 def _device_row(row: tuple[object, ...]) -> DeviceRow:
-    user_id, device_id, display_name, last_seen_ts, last_seen_ip = row
+    user_id, device_id, display_name, last_seen_ts, last_seen_ip, user_agent = row
     assert isinstance(user_id, str)
     assert isinstance(device_id, str)
     assert display_name is None or isinstance(display_name, str)
     assert last_seen_ts is None or isinstance(last_seen_ts, int)
     assert last_seen_ip is None or isinstance(last_seen_ip, str)
-    return DeviceRow(user_id, device_id, display_name, last_seen_ts, last_seen_ip)
+    assert user_agent is None or isinstance(user_agent, str)
+    return DeviceRow(user_id, device_id, display_name, last_seen_ts, last_seen_ip, user_agent)
 
 
 def _create_user_txn(
@@ -111,12 +116,20 @@ def _add_login_txn(txn: Txn, login: NewLogin) -> list[str]:
     # Logging in again with an existing device id keeps the device (and its keys) but ends
     # the sessions it had: the spec says the old access tokens are invalidated.
     txn.execute(
-        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip)"
-        " VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip,"
+        " last_seen_user_agent) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (user_id, device_id) DO UPDATE SET"
         " display_name = COALESCE(excluded.display_name, devices.display_name),"
-        " last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip",
-        (login.user_id, login.device_id, login.display_name, login.now_ms, login.ip),
+        " last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip,"
+        " last_seen_user_agent = excluded.last_seen_user_agent",
+        (
+            login.user_id,
+            login.device_id,
+            login.display_name,
+            login.now_ms,
+            login.ip,
+            login.user_agent,
+        ),
     )
     ended = _tokens_of_devices_txn(txn, login.user_id, [login.device_id])
     txn.execute(

@@ -76,6 +76,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
         device_id=device_id,
         device_display_name=display_name,
         ip=request.client_ip,
+        user_agent=request.headers.get("user-agent"),
     )
     deps.uia.remember_result(body, operation, result.user_id)
     return login_response(deps, result)
