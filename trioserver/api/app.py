@@ -23,6 +23,7 @@ from trioserver.api.client import (
     room_upgrade,
     rooms,
     sync,
+    threepid,
     user_directory,
     whois,
 )
@@ -52,6 +53,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     user_directory.ROUTES,
     openid.ROUTES,
     whois.ROUTES,
+    threepid.ROUTES,
 ]
 
 
