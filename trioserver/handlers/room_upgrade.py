@@ -27,7 +27,10 @@ Ordering and the predecessor link: before room version 12 the new room's id is c
 the tombstone can be sent first and its event id written into ``predecessor.event_id`` (SyTest
 checks the two agree). From version 12 the room id is the create event's hash, so the new room
 has to exist before the tombstone can name it; its ``predecessor`` then carries only
-``room_id`` (MSC4291, and what Synapse sends).
+``room_id`` (MSC4291, and what Synapse sends). The permission check comes first either way, so
+a refused upgrade changes nothing. Before version 12, a failure while creating the new room
+(after the tombstone) leaves the old room pointing at a room that does not exist; the client
+gets the error and can upgrade again, which replaces the tombstone.
 """
 
 from __future__ import annotations
