@@ -8,7 +8,7 @@ from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import require
 from trioserver.errors import MatrixError
 from trioserver.events import KNOWN_ROOM_VERSIONS
-from trioserver.handlers.room_upgrade import parse_additional_creators
+from trioserver.handlers.room_upgrade_state import parse_additional_creators
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
