@@ -34,6 +34,7 @@ from trioserver.api.deps import ApiDeps
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.client_ips import ClientIpRecorder
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.membership import MembershipHandler
@@ -219,7 +220,10 @@ def build_components(
     account_store = AccountStore(db)
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
     erasure = ErasureStore(db)
-    accounts = AccountsHandler(account_store, auth, erasure, server_name=config.server_name)
+    client_ips = ClientIpRecorder(account_store, clock=clock)
+    accounts = AccountsHandler(
+        account_store, auth, erasure, server_name=config.server_name, client_ips=client_ips
+    )
     events = EventStore(db, EventCache())
     positions = StreamPositions()
     notifier = Notifier(positions)
@@ -328,7 +332,8 @@ def build_components(
         deps.e2e_keys,
         deps.user_directory,
     )
-    subsystems: list[Subsystem] = []
+    # Issue 10: where devices were last seen is flushed in batches.
+    subsystems: list[Subsystem] = [client_ips.run]
     # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
     # and pending to-device messages.
     accounts.add_device_listener(deps.e2e_keys.on_devices_changed)

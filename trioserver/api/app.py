@@ -27,10 +27,11 @@ from trioserver.api.client import (
     user_directory,
     whois,
 )
-from trioserver.api.http import MatrixApp, Route
+from trioserver.api.http import MatrixApp, Request, Route
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
+    from trioserver.handlers.auth import Requester
 
 ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     discovery.ROUTES,
@@ -60,9 +61,14 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
 def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
     """The client-server API (and Synapse admin registration) as an ASGI app."""
     routes = [r for table in ROUTE_TABLES for r in table]
+
+    def seen(requester: Requester, request: Request) -> None:
+        deps.accounts.seen_nowait(requester, request.client_ip, request.headers.get("user-agent"))
+
     return MatrixApp(
         deps,
         routes,
         authenticate=deps.auth.requester_for_token,
         max_body_size=deps.http.max_request_body_size,
+        on_authenticated=seen,
     )

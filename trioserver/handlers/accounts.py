@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from trioserver.handlers.auth import AuthHandler, Requester
+    from trioserver.handlers.client_ips import ClientIpRecorder
     from trioserver.handlers.uia import StageChecker
     from trioserver.stores.accounts import AccountStore, DeviceRow
     from trioserver.stores.erasure import ErasureStore
@@ -56,12 +57,19 @@ class AccountsHandler:
     """Creates accounts and login sessions and ends them."""
 
     def __init__(
-        self, accounts: AccountStore, auth: AuthHandler, erasure: ErasureStore, *, server_name: str
+        self,
+        accounts: AccountStore,
+        auth: AuthHandler,
+        erasure: ErasureStore,
+        *,
+        server_name: str,
+        client_ips: ClientIpRecorder | None = None,
     ) -> None:
         self._accounts = accounts
         self._auth = auth
         self._erasure = erasure
         self.server_name = server_name
+        self._client_ips = client_ips
         self._device_listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def add_device_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -254,13 +262,22 @@ class AccountsHandler:
         row = await self._accounts.get_user(user_id)
         return row is not None and row.admin and not row.deactivated
 
+    def seen_nowait(self, requester: Requester, ip: str | None, user_agent: str | None) -> None:
+        """Note a request of `requester`'s device (for ``last_seen_*``; never blocks)."""
+        if self._client_ips is not None:
+            self._client_ips.record_nowait(requester, ip, user_agent)
+
     async def devices(self, user_id: str) -> list[DeviceRow]:
-        """The user's devices."""
-        return await self._accounts.get_devices(user_id)
+        """The user's devices, last seen as of the latest request."""
+        devices = await self._accounts.get_devices(user_id)
+        return devices if self._client_ips is None else self._client_ips.overlay(devices)
 
     async def device(self, user_id: str, device_id: str) -> DeviceRow | None:
         """One of the user's devices, or None."""
-        return await self._accounts.get_device(user_id, device_id)
+        device = await self._accounts.get_device(user_id, device_id)
+        if device is None or self._client_ips is None:
+            return device
+        return self._client_ips.overlay([device])[0]
 
     async def rename_device(self, user_id: str, device_id: str, display_name: str) -> bool:
         """Set a device's display name; False when there is no such device."""

@@ -35,6 +35,17 @@ class DeviceRow:
 
 
 @attrs.frozen
+class LastSeen:
+    """Where and with what a device was last seen, and when."""
+
+    user_id: str
+    device_id: str
+    ip: str | None
+    user_agent: str | None
+    ts: int
+
+
+@attrs.frozen
 class TokenRow:
     """Who an access token belongs to."""
 
@@ -211,6 +222,15 @@ def _update_device_txn(txn: Txn, user_id: str, device_id: str, display_name: str
     return txn.rowcount > 0
 
 
+def _update_last_seen_txn(txn: Txn, rows: list[LastSeen]) -> None:
+    # An UPDATE, not an upsert: a device deleted since the request stays deleted.
+    txn.executemany(
+        "UPDATE devices SET last_seen_ip = ?, last_seen_user_agent = ?, last_seen_ts = ?"
+        " WHERE user_id = ? AND device_id = ? AND COALESCE(last_seen_ts, 0) <= ?",
+        [(r.ip, r.user_agent, r.ts, r.user_id, r.device_id, r.ts) for r in rows],
+    )
+
+
 def _get_devices_txn(txn: Txn, user_id: str) -> list[DeviceRow]:
     rows = txn.execute(
         f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id = ? ORDER BY device_id",
@@ -337,6 +357,14 @@ class AccountStore:
         return await self._db.run_txn(
             "update_device", _update_device_txn, user_id, device_id, display_name
         )
+
+    async def update_last_seen(self, rows: list[LastSeen]) -> None:
+        """Record where devices were last seen (devices that no longer exist are skipped,
+        and a row never moves a device's time backwards).
+
+        Checkpoint: yes.
+        """
+        await self._db.run_txn("update_last_seen", _update_last_seen_txn, rows)
 
     async def count_users(self) -> int:
         """How many accounts exist. Checkpoint: yes."""
