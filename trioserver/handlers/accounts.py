@@ -223,10 +223,11 @@ class AccountsHandler:
         device_id: str | None,
         device_display_name: str | None,
         ip: str | None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Open a new login session for a user the caller has already authenticated (a
         replayed registration, which Synapse answers with a fresh device)."""
-        login = self._new_login(user_id, device_id, device_display_name, ip)
+        login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
         self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)

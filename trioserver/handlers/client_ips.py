@@ -8,12 +8,11 @@ not cost a database write (DESIGN.md, "HTTP edge"). `run` writes what changed to
 table every `FLUSH_INTERVAL` seconds, as Synapse does with its client IPs, and once more when
 it is cancelled. Readers see the newest values without waiting for a flush: `overlay` lays the
 pending ones over rows read from the database. A login writes its values directly (see
-`AccountStore.add_login`), so a device is never without them.
+`AccountStore.add_login`), so a device is never without them. Nothing pending, no wake-ups.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
     from trioserver.stores.accounts import AccountStore, DeviceRow
 
-logger = logging.getLogger(__name__)
 
 # Synapse flushes its client IPs every five seconds.
 FLUSH_INTERVAL = 5.0
@@ -47,6 +45,8 @@ class ClientIpRecorder:
         self._clock = clock
         self._pending: dict[tuple[str, str], LastSeen] = {}
         self._flushed: dict[tuple[str, str], LastSeen] = {}
+        # Set when something is pending: an idle server does not wake up to flush nothing.
+        self._has_pending = trio.Event()
 
     def record_nowait(self, requester: Requester, ip: str | None, user_agent: str | None) -> None:
         """Note that `requester`'s device made a request now (never blocks)."""
@@ -63,6 +63,7 @@ class ClientIpRecorder:
         self._pending[key] = LastSeen(
             requester.user_id, requester.device_id, ip, user_agent, now_ms
         )
+        self._has_pending.set()
 
     def overlay(self, devices: list[DeviceRow]) -> list[DeviceRow]:
         """`devices` with the values not yet flushed."""
@@ -90,11 +91,14 @@ class ClientIpRecorder:
             self._flushed.clear()  # only an optimisation: at worst a few extra writes
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush every `FLUSH_INTERVAL` seconds until cancelled, then once more."""
+        """Flush `FLUSH_INTERVAL` seconds after something was recorded, until cancelled; then
+        once more."""
         task_status.started()
         try:
             while True:
+                await self._has_pending.wait()
                 await trio.sleep(FLUSH_INTERVAL)
+                self._has_pending = trio.Event()
                 await self.flush()
         finally:
             # Shielded: the final flush of what requests recorded, bounded in time.

@@ -54,6 +54,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
                 device_id=device_id,
                 device_display_name=display_name,
                 ip=request.client_ip,
+                user_agent=request.headers.get("user-agent"),
             )
         return login_response(deps, replayed)
     username = optional(body, "username", str)
