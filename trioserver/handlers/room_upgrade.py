@@ -40,6 +40,8 @@ import secrets
 import string
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from trioserver.errors import MatrixError
 from trioserver.events import (
     KNOWN_ROOM_VERSIONS,
@@ -150,7 +152,8 @@ class RoomUpgradeHandler:
         return new_room_id
 
     async def _old_state(self, user_id: str, room_id: str) -> StateMap:
-        if await self._state.room_version(room_id) is None:
+        version_id = await self._state.room_version(room_id)
+        if version_id is None:
             raise MatrixError("M_NOT_FOUND", f"Unknown room id {room_id}")
         ids = await self._state.current_state(room_id)
         found = await self._events.get_events(ids.values())
@@ -159,7 +162,7 @@ class RoomUpgradeHandler:
         create = state.get(("m.room.create", ""))
         if create is None or member is None or member.membership != "join":
             raise MatrixError("M_FORBIDDEN", f"User {user_id} is not in room {room_id}")
-        old_version = KNOWN_ROOM_VERSIONS[create.content.get("room_version", "1")]
+        old_version = KNOWN_ROOM_VERSIONS[version_id]
         power_levels = state.get((POWER_LEVELS, ""))
         needed = get_send_level(
             old_version, TOMBSTONE, True, None if power_levels is None else power_levels.content
@@ -201,13 +204,7 @@ class RoomUpgradeHandler:
         create_content: dict[str, Any],
         room_id: str | None,
     ) -> str:
-        with_content = CreateRoomRequest(
-            visibility=request.visibility,
-            preset=request.preset,
-            room_version=request.room_version,
-            creation_content=create_content,
-            initial_state=request.initial_state,
-        )
+        with_content = attrs.evolve(request, creation_content=create_content)
         new_room_id, _ = await self._room_creation.create_room(
             requester.user_id, with_content, room_id=room_id
         )
