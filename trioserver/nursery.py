@@ -35,18 +35,21 @@ from trioserver.api.deps import ApiDeps
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.client_ips import ClientIpRecorder
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier, notify_events
+from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
@@ -70,6 +73,7 @@ from trioserver.stores.event_stream import EventStreamStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
+from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.room_reads import RoomReadStore
@@ -252,7 +256,10 @@ def build_components(
     account_store = AccountStore(db)
     auth = AuthHandler(account_store, bcrypt_rounds=config.registration.bcrypt_rounds)
     erasure = ErasureStore(db)
-    accounts = AccountsHandler(account_store, auth, erasure, server_name=config.server_name)
+    client_ips = ClientIpRecorder(account_store, clock=clock)
+    accounts = AccountsHandler(
+        account_store, auth, erasure, server_name=config.server_name, client_ips=client_ips
+    )
     events = EventStore(db, EventCache())
     positions = StreamPositions()
     notifier = Notifier(positions)
@@ -311,6 +318,9 @@ def build_components(
     legacy_sync = LegacyInitialSync(
         notifier, sync, sync_store, events, directory, room_reads, streams
     )
+    room_creation = RoomCreationHandler(
+        persister, membership, directory, profiles, server_name=config.server_name
+    )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -329,9 +339,7 @@ def build_components(
         profiles=profiles,
         directory=directory,
         membership=membership,
-        room_creation=RoomCreationHandler(
-            persister, membership, directory, profiles, server_name=config.server_name
-        ),
+        room_creation=room_creation,
         send=send,
         profile=ProfileHandler(
             profiles, membership, state, events, server_name=config.server_name
@@ -353,6 +361,16 @@ def build_components(
         user_directory=UserDirectoryHandler(
             db, notifier, positions, state, server_name=config.server_name
         ),
+        room_upgrade=RoomUpgradeHandler(
+            state,
+            events,
+            send,
+            room_creation,
+            directory,
+            streams.account_data,
+            server_name=config.server_name,
+        ),
+        openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
     )
     stream_handlers = (
         deps.typing,
@@ -363,7 +381,8 @@ def build_components(
         deps.e2e_keys,
         deps.user_directory,
     )
-    subsystems: list[Subsystem] = []
+    # Issue 10: where devices were last seen is flushed in batches.
+    subsystems: list[Subsystem] = [client_ips.run]
     # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
     # and pending to-device messages.
     accounts.add_device_listener(deps.e2e_keys.on_devices_changed)

@@ -249,3 +249,14 @@ async def test_position_survives_a_restart(tmp_path: Path) -> None:
         data = env.components.deps.account_data
         assert data.position() == position
         assert await data.global_since(alice, None) == [{"type": "x.y", "content": {"v": 2}}]
+
+
+async def test_a_null_tag_order_is_left_out(alice: Client) -> None:
+    # Spec "Room Tagging": `order` is a number or absent, in GET /tags and in /sync alike.
+    room_id = await create_room(alice)
+    assert_ok(await alice.put(tags_path(alice.user_id, room_id, "u.x"), {"order": None}))
+    tags = assert_ok(await alice.get(tags_path(alice.user_id, room_id)))
+    assert tags == {"tags": {"u.x": {}}}
+    body = assert_ok(await alice.get("/sync"))
+    events = body["rooms"]["join"][room_id]["account_data"]["events"]
+    assert {"type": "m.tag", "content": {"tags": {"u.x": {}}}} in events

@@ -14,9 +14,18 @@ async def test_list_devices(alice: Client, http: httpx.AsyncClient) -> None:
     devices = assert_ok(await alice.get("/devices"))["devices"]
     assert sorted(d["device_id"] for d in devices) == sorted([alice.device_id, laptop.device_id])
     for device in devices:
-        assert set(device) >= {"device_id", "display_name", "last_seen_ip", "last_seen_ts"}
-    # Both sessions see the same list.
-    assert assert_ok(await laptop.get("/devices"))["devices"] == devices
+        assert set(device) >= {"device_id", "last_seen_ip", "last_seen_ts"}
+        # An absent optional field is left out, not null (the spec's Device schema).
+        assert None not in device.values()
+    named = [d for d in devices if d["device_id"] == laptop.device_id]
+    assert named[0]["display_name"] == "Laptop"
+    # Both sessions see the same list (each request moves its own device's last_seen_ts).
+    seen_by_laptop = assert_ok(await laptop.get("/devices"))["devices"]
+
+    def without_times(listed: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in d.items() if k != "last_seen_ts"} for d in listed]
+
+    assert without_times(seen_by_laptop) == without_times(devices)
 
 
 async def test_get_one_device(alice: Client, http: httpx.AsyncClient) -> None:
@@ -26,6 +35,13 @@ async def test_get_one_device(alice: Client, http: httpx.AsyncClient) -> None:
     assert device["display_name"] == "Laptop"
     assert device["last_seen_ip"] == "127.0.0.1"
     assert isinstance(device["last_seen_ts"], int)
+
+
+async def test_a_device_without_a_name_leaves_the_field_out(alice: Client) -> None:
+    # alice's device was made by the admin registration API, without a display name.
+    device = assert_ok(await alice.get(f"/devices/{alice.device_id}"))
+    assert "display_name" not in device
+    assert None not in device.values()
 
 
 async def test_get_unknown_device(alice: Client) -> None:
@@ -66,7 +82,7 @@ async def test_other_users_devices_are_invisible(alice: Client, bob: Client) -> 
     response = await bob.put(f"/devices/{alice.device_id}", {"display_name": "pwned"})
     assert_error(response, 404, "M_NOT_FOUND")
     device = assert_ok(await alice.get(f"/devices/{alice.device_id}"))
-    assert device["display_name"] != "pwned"
+    assert device.get("display_name") != "pwned"
 
 
 async def test_delete_device_with_uia(alice: Client, http: httpx.AsyncClient) -> None:

@@ -16,18 +16,23 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    openid,
     profile,
     register,
     room_reads,
     room_send,
+    room_upgrade,
     rooms,
     sync,
+    threepid,
     user_directory,
+    whois,
 )
-from trioserver.api.http import MatrixApp, Route
+from trioserver.api.http import MatrixApp, Request, Route
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
+    from trioserver.handlers.auth import Requester
 
 ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     discovery.ROUTES,
@@ -40,6 +45,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     rooms.ROUTES,
     room_send.ROUTES,
     room_reads.ROUTES,
+    room_upgrade.ROUTES,
     profile.ROUTES,
     directory.ROUTES,
     sync.ROUTES,
@@ -48,16 +54,24 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     e2ee.ROUTES,
     user_directory.ROUTES,
     legacy.ROUTES,
+    openid.ROUTES,
+    whois.ROUTES,
+    threepid.ROUTES,
 ]
 
 
 def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
     """The client-server API (and Synapse admin registration) as an ASGI app."""
     routes = [r for table in ROUTE_TABLES for r in table]
+
+    def seen(requester: Requester, request: Request) -> None:
+        deps.accounts.seen_nowait(requester, request.client_ip, request.headers.get("user-agent"))
+
     return MatrixApp(
         deps,
         routes,
         authenticate=deps.auth.requester_for_token,
         max_body_size=deps.http.max_request_body_size,
         log_access=deps.http.log_access,
+        on_authenticated=seen,
     )

@@ -16,12 +16,14 @@ from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifier import Notifier
+from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.sync import SyncHandler
@@ -74,3 +76,5 @@ class ApiDeps:
     # The deprecated v1 endpoints (GET /events, /initialSync).
     legacy_events: LegacyEventStream
     legacy_sync: LegacyInitialSync
+    room_upgrade: RoomUpgradeHandler
+    openid: OpenIdHandler

@@ -168,6 +168,8 @@ def route(
 
 # Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).
 Authenticator = Callable[[str], Awaitable["Requester"]]
+# Told of every authenticated request (must not block: it runs on every request).
+SeenHook = Callable[["Requester", Request], None]
 
 
 def extract_access_token(request: Request) -> str | None:
@@ -196,11 +198,13 @@ class MatrixApp(Generic[D]):
         authenticate: Authenticator,
         max_body_size: int,
         log_access: bool = False,
+        on_authenticated: SeenHook | None = None,
     ) -> None:
         self._deps = deps
         self._log_access = log_access
         self._routes = list(routes)
         self._authenticate = authenticate
+        self._on_authenticated = on_authenticated
         self._max_body_size = max_body_size
         self._request_ids = itertools.count(1)
 
@@ -279,7 +283,10 @@ class MatrixApp(Generic[D]):
             if mode == "optional":
                 return None
             raise MatrixError("M_MISSING_TOKEN", "Missing access token.", status=401)
-        return await self._authenticate(token)
+        requester = await self._authenticate(token)
+        if self._on_authenticated is not None:
+            self._on_authenticated(requester, request)
+        return requester
 
     def _match(self, method: str, path: str) -> tuple[re.Match[str], Route[D]]:
         path_matched = False

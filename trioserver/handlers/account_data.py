@@ -148,6 +148,10 @@ class AccountDataHandler:
         order = content.get("order")
         if order is not None and (isinstance(order, bool) or not isinstance(order, int | float)):
             raise MatrixError("M_INVALID_PARAM", "'order' must be a number")
+        if "order" in content and order is None:
+            # Spec "Room Tagging": `order` is a number or absent; a null would reach every
+            # client in GET /tags and /sync, so it is dropped here.
+            content = {k: v for k, v in content.items() if k != "order"}
         # Synapse: tagging a room the user has nothing to do with is refused.
         if await self._state.local_membership(user_id, room_id) is None:
             raise MatrixError("M_FORBIDDEN", f"User {user_id} has no membership in {room_id}")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from trioserver.handlers.auth import AuthHandler, Requester
+    from trioserver.handlers.client_ips import ClientIpRecorder
     from trioserver.handlers.uia import StageChecker
     from trioserver.stores.accounts import AccountStore, DeviceRow
     from trioserver.stores.erasure import ErasureStore
@@ -56,12 +57,19 @@ class AccountsHandler:
     """Creates accounts and login sessions and ends them."""
 
     def __init__(
-        self, accounts: AccountStore, auth: AuthHandler, erasure: ErasureStore, *, server_name: str
+        self,
+        accounts: AccountStore,
+        auth: AuthHandler,
+        erasure: ErasureStore,
+        *,
+        server_name: str,
+        client_ips: ClientIpRecorder | None = None,
     ) -> None:
         self._accounts = accounts
         self._auth = auth
         self._erasure = erasure
         self.server_name = server_name
+        self._client_ips = client_ips
         self._device_listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def add_device_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -120,6 +128,7 @@ class AccountsHandler:
         device_display_name: str | None = None,
         ip: str | None = None,
         guest: bool = False,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Create an account, and a first login session unless `login` is False.
 
@@ -135,7 +144,11 @@ class AccountsHandler:
         password_hash = await self._auth.hash_password(password) if password else None
         now_ms = int(time.time() * 1000)
         user = UserRow(user_id, password_hash, admin, False, user_type, now_ms, guest)
-        new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
+        new_login = (
+            self._new_login(user_id, device_id, device_display_name, ip, user_agent)
+            if login
+            else None
+        )
         if localpart is None:
             user_id = await self._accounts.create_numbered_user(
                 self.server_name, user, displayname=displayname or None, login=new_login
@@ -179,6 +192,7 @@ class AccountsHandler:
         device_id: str | None = None,
         device_display_name: str | None = None,
         ip: str | None = None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Make a guest a full account: spec "Guest Access", ``guest_access_token`` in
         /register. The user id stays the same.
@@ -188,7 +202,11 @@ class AccountsHandler:
         """
         user_id = await self.check_guest_upgrade(localpart, guest_access_token)
         password_hash = await self._auth.hash_password(password) if password else None
-        new_login = self._new_login(user_id, device_id, device_display_name, ip) if login else None
+        new_login = (
+            self._new_login(user_id, device_id, device_display_name, ip, user_agent)
+            if login
+            else None
+        )
         old_tokens = await self._accounts.upgrade_guest(user_id, password_hash, new_login)
         if old_tokens is None:
             raise MatrixError("M_FORBIDDEN", "This account is not a guest account")
@@ -200,7 +218,12 @@ class AccountsHandler:
         return LoginResult(user_id, new_login.device_id, new_login.token)
 
     def _new_login(
-        self, user_id: str, device_id: str | None, display_name: str | None, ip: str | None
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        ip: str | None,
+        user_agent: str | None,
     ) -> NewLogin:
         return NewLogin(
             user_id=user_id,
@@ -209,6 +232,7 @@ class AccountsHandler:
             display_name=display_name,
             ip=ip,
             now_ms=int(time.time() * 1000),
+            user_agent=user_agent,
         )
 
     def resolve_user(self, user: str) -> str:
@@ -232,6 +256,7 @@ class AccountsHandler:
         device_id: str | None,
         device_display_name: str | None,
         ip: str | None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Check a password and open a login session.
 
@@ -245,7 +270,7 @@ class AccountsHandler:
             raise MatrixError("M_USER_DEACTIVATED", "This account has been deactivated")
         if row is None or not await self._auth.check_password(user_id, password):
             raise MatrixError("M_FORBIDDEN", "Invalid username or password")
-        login = self._new_login(user_id, device_id, device_display_name, ip)
+        login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
         # Logging in on an existing device ends that device's old token.
         self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
@@ -258,10 +283,11 @@ class AccountsHandler:
         device_id: str | None,
         device_display_name: str | None,
         ip: str | None,
+        user_agent: str | None = None,
     ) -> LoginResult:
         """Open a new login session for a user the caller has already authenticated (a
         replayed registration, which Synapse answers with a fresh device)."""
-        login = self._new_login(user_id, device_id, device_display_name, ip)
+        login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
         self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
@@ -292,13 +318,27 @@ class AccountsHandler:
         self._auth.forget_tokens([requester.access_token, *tokens])
         await self._devices_changed(requester.user_id)
 
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether `user_id` is a server admin (an active account with ``admin`` set)."""
+        row = await self._accounts.get_user(user_id)
+        return row is not None and row.admin and not row.deactivated
+
+    def seen_nowait(self, requester: Requester, ip: str | None, user_agent: str | None) -> None:
+        """Note a request of `requester`'s device (for ``last_seen_*``; never blocks)."""
+        if self._client_ips is not None:
+            self._client_ips.record_nowait(requester, ip, user_agent)
+
     async def devices(self, user_id: str) -> list[DeviceRow]:
-        """The user's devices."""
-        return await self._accounts.get_devices(user_id)
+        """The user's devices, last seen as of the latest request."""
+        devices = await self._accounts.get_devices(user_id)
+        return devices if self._client_ips is None else self._client_ips.overlay(devices)
 
     async def device(self, user_id: str, device_id: str) -> DeviceRow | None:
         """One of the user's devices, or None."""
-        return await self._accounts.get_device(user_id, device_id)
+        device = await self._accounts.get_device(user_id, device_id)
+        if device is None or self._client_ips is None:
+            return device
+        return self._client_ips.overlay([device])[0]
 
     async def rename_device(self, user_id: str, device_id: str, display_name: str) -> bool:
         """Set a device's display name; False when there is no such device."""

@@ -19,6 +19,7 @@ from trioserver.events import (
     is_valid_room_alias,
     is_valid_user_id,
 )
+from trioserver.handlers.state_checks import third_party_invites_unsupported
 from trioserver.storage.persistence import EventIntent, NewRoom
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def parse_create_room(body: dict[str, Any], default_version: str) -> CreateRoomR
         if not is_valid_user_id(user_id, historical=True):
             raise MatrixError("M_INVALID_PARAM", f"Invalid user id in 'invite': {user_id!r}")
     if _get(body, "invite_3pid", list, "a list"):
-        raise MatrixError("M_UNKNOWN", "Third-party invites are not supported", status=400)
+        raise third_party_invites_unsupported()
     alias = _get(body, "room_alias_name", str, "a string")
     if alias is not None and (not alias or ":" in alias or any(c.isspace() for c in alias)):
         raise MatrixError("M_INVALID_PARAM", "Invalid characters in room alias")
@@ -187,9 +188,13 @@ class RoomCreationHandler:
         self._server_name = server_name
 
     async def create_room(
-        self, creator: str, request: CreateRoomRequest
+        self, creator: str, request: CreateRoomRequest, *, room_id: str | None = None
     ) -> tuple[str, str | None]:
-        """Create a room; return its id and alias (when one was asked for)."""
+        """Create a room; return its id and alias (when one was asked for).
+
+        Args:
+            room_id: the id to give the room (room versions 1-11 only; see `NewRoom`).
+        """
         alias = None
         if request.alias_localpart is not None:
             alias = f"#{request.alias_localpart}:{self._server_name}"
@@ -199,7 +204,7 @@ class RoomCreationHandler:
                 raise MatrixError("M_ROOM_IN_USE", "Room alias already taken")
         version = KNOWN_ROOM_VERSIONS[request.room_version]
         intents = await self._initial_events(version, creator, request, alias)
-        stored = await self._persister.submit(None, intents, NewRoom(version))
+        stored = await self._persister.submit(None, intents, NewRoom(version, room_id))
         room_id = stored[0].event.room_id
         if alias is not None and not await self._directory.create_alias(alias, room_id, creator):
             raise MatrixError("M_ROOM_IN_USE", "Room alias already taken")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
+from trioserver.handlers.state_checks import check_tombstone
 from trioserver.storage.persistence import EventIntent
 from trioserver.stores.persist_events import TxnKey
 
@@ -73,6 +74,10 @@ class SendHandler:
             The event id.
         """
         check_event_type(event_type)
+        if event_type == "m.room.tombstone":
+            # Synapse: a tombstone only means something as state (400 through /send).
+            check_tombstone(room_id, content)
+            raise MatrixError("M_BAD_JSON", "m.room.tombstone must be sent as a state event")
         existing = await self._existing_txn(requester, room_id, txn_id)
         if existing is not None:
             return existing

@@ -5,10 +5,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
-from trioserver.events import is_valid_room_alias
+from trioserver.events import is_valid_room_alias, is_valid_room_id
 
 if TYPE_CHECKING:
     from trioserver.stores.directory import DirectoryStore
+
+THIRD_PARTY_INVITE = "m.room.third_party_invite"
+
+
+def third_party_invites_unsupported() -> MatrixError:
+    """The answer to any third-party invite (``/invite`` by 3PID, ``invite_3pid``, the state
+    event itself).
+
+    A third-party invite needs an identity server to look the address up and to sign the
+    invite; this server talks to none, so such an invite could never be redeemed. 403
+    M_FORBIDDEN is what Synapse answers when 3PID lookups are denied by configuration, and it
+    tells the client that retrying will not help (a 400 would suggest a malformed request).
+    """
+    return MatrixError(
+        "M_FORBIDDEN", "Third-party invites are not supported on this server", status=403
+    )
+
+
+def check_tombstone(room_id: str, content: dict[str, Any]) -> None:
+    """Spec m.room.tombstone: ``replacement_room`` names another room (Synapse answers 400)."""
+    replacement = content.get("replacement_room")
+    if not isinstance(replacement, str) or not is_valid_room_id(replacement):
+        raise MatrixError("M_BAD_JSON", "m.room.tombstone needs a room id in replacement_room")
+    if replacement == room_id:
+        raise MatrixError(
+            "M_BAD_JSON", "A tombstone cannot name the room it is sent in as its replacement"
+        )
 
 
 class StateContentChecker:
@@ -21,9 +48,15 @@ class StateContentChecker:
     async def check(
         self, room_id: str, event_type: str, state_key: str, content: dict[str, Any]
     ) -> None:
-        """Raise a 400 for content the server must refuse."""
+        """Raise a 400 (403 for third-party invites) for content the server must refuse."""
         if event_type == "m.room.canonical_alias" and state_key == "":
             await self._check_canonical_alias(room_id, content)
+        elif event_type == "m.room.tombstone":
+            check_tombstone(room_id, content)
+        elif event_type == THIRD_PARTY_INVITE or (
+            event_type == "m.room.member" and "third_party_invite" in content
+        ):
+            raise third_party_invites_unsupported()
 
     async def _check_canonical_alias(self, room_id: str, content: dict[str, Any]) -> None:
         # Spec m.room.canonical_alias: "the server ... should validate that the aliases point

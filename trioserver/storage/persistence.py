@@ -86,9 +86,15 @@ class EventIntent:
 
 @attrs.frozen
 class NewRoom:
-    """A request creates this room; its first intent is the ``m.room.create`` event."""
+    """A request creates this room; its first intent is the ``m.room.create`` event.
+
+    `room_id` names the room in advance (room upgrades to versions 1-11, whose tombstone names
+    the new room before it exists); None picks a fresh id. Version 12 ignores it: the id comes
+    from the create event.
+    """
 
     room_version: RoomVersion
+    room_id: str | None = None
 
 
 @attrs.define(eq=False)
@@ -422,7 +428,10 @@ class EventPersister:
         assert request.new_room is not None
         version = request.new_room.room_version
         # Room version 12 derives the room id from the create event, once it is built.
-        room_id = "" if version.room_id_from_create_event else _new_room_id(self._server_name)
+        if version.room_id_from_create_event:
+            room_id = ""
+        else:
+            room_id = request.new_room.room_id or _new_room_id(self._server_name)
         if request.intents[0].type != "m.room.create":
             raise MatrixError("M_UNKNOWN", "A new room starts with its create event", status=500)
         return RoomView.of(LiveRoom(room_id, version, {}, [], 0, None, 0))

@@ -73,7 +73,15 @@ def _put_txn(
 def tags_of(content: JsonDict | None) -> JsonDict:
     """The tag map of an ``m.tag`` content (empty when unset or not an object)."""
     tags = None if content is None else content.get("tags")
-    return dict(tags) if isinstance(tags, dict) else {}
+    if not isinstance(tags, dict):
+        return {}
+    # Rows written before null orders were refused may hold one; the spec leaves it out.
+    return {
+        name: {k: v for k, v in tag.items() if not (k == "order" and v is None)}
+        if isinstance(tag, dict)
+        else tag
+        for name, tag in tags.items()
+    }
 
 
 def _change_tag_txn(

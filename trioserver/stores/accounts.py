@@ -32,6 +32,18 @@ class DeviceRow:
     display_name: str | None
     last_seen_ts: int | None
     last_seen_ip: str | None
+    last_seen_user_agent: str | None = None
+
+
+@attrs.frozen
+class LastSeen:
+    """Where and with what a device was last seen, and when."""
+
+    user_id: str
+    device_id: str
+    ip: str | None
+    user_agent: str | None
+    ts: int
 
 
 @attrs.frozen
@@ -54,10 +66,13 @@ class NewLogin:
     display_name: str | None
     ip: str | None
     now_ms: int
+    user_agent: str | None = None
 
 
 _USER_COLUMNS = "user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest"
-_DEVICE_COLUMNS = "user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+_DEVICE_COLUMNS = (
+    "user_id, device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent"
+)
 
 
 def _user_row(row: tuple[object, ...]) -> UserRow:
@@ -78,13 +93,14 @@ def _user_row(row: tuple[object, ...]) -> UserRow:
 
 
 def _device_row(row: tuple[object, ...]) -> DeviceRow:
-    user_id, device_id, display_name, last_seen_ts, last_seen_ip = row
+    user_id, device_id, display_name, last_seen_ts, last_seen_ip, user_agent = row
     assert isinstance(user_id, str)
     assert isinstance(device_id, str)
     assert display_name is None or isinstance(display_name, str)
     assert last_seen_ts is None or isinstance(last_seen_ts, int)
     assert last_seen_ip is None or isinstance(last_seen_ip, str)
-    return DeviceRow(user_id, device_id, display_name, last_seen_ts, last_seen_ip)
+    assert user_agent is None or isinstance(user_agent, str)
+    return DeviceRow(user_id, device_id, display_name, last_seen_ts, last_seen_ip, user_agent)
 
 
 def _create_user_txn(
@@ -122,12 +138,20 @@ def _add_login_txn(txn: Txn, login: NewLogin) -> list[str]:
     # Logging in again with an existing device id keeps the device (and its keys) but ends
     # the sessions it had: the spec says the old access tokens are invalidated.
     txn.execute(
-        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip)"
-        " VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip,"
+        " last_seen_user_agent) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (user_id, device_id) DO UPDATE SET"
         " display_name = COALESCE(excluded.display_name, devices.display_name),"
-        " last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip",
-        (login.user_id, login.device_id, login.display_name, login.now_ms, login.ip),
+        " last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip,"
+        " last_seen_user_agent = excluded.last_seen_user_agent",
+        (
+            login.user_id,
+            login.device_id,
+            login.display_name,
+            login.now_ms,
+            login.ip,
+            login.user_agent,
+        ),
     )
     ended = _tokens_of_devices_txn(txn, login.user_id, [login.device_id])
     txn.execute(
@@ -211,6 +235,15 @@ def _update_device_txn(txn: Txn, user_id: str, device_id: str, display_name: str
         (display_name, user_id, device_id),
     )
     return txn.rowcount > 0
+
+
+def _update_last_seen_txn(txn: Txn, rows: list[LastSeen]) -> None:
+    # An UPDATE, not an upsert: a device deleted since the request stays deleted.
+    txn.executemany(
+        "UPDATE devices SET last_seen_ip = ?, last_seen_user_agent = ?, last_seen_ts = ?"
+        " WHERE user_id = ? AND device_id = ? AND COALESCE(last_seen_ts, 0) <= ?",
+        [(r.ip, r.user_agent, r.ts, r.user_id, r.device_id, r.ts) for r in rows],
+    )
 
 
 def _get_devices_txn(txn: Txn, user_id: str) -> list[DeviceRow]:
@@ -355,6 +388,14 @@ class AccountStore:
         return await self._db.run_txn(
             "update_device", _update_device_txn, user_id, device_id, display_name
         )
+
+    async def update_last_seen(self, rows: list[LastSeen]) -> None:
+        """Record where devices were last seen (devices that no longer exist are skipped,
+        and a row never moves a device's time backwards).
+
+        Checkpoint: yes.
+        """
+        await self._db.run_txn("update_last_seen", _update_last_seen_txn, rows)
 
     async def count_users(self) -> int:
         """How many accounts exist. Checkpoint: yes."""

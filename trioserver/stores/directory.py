@@ -59,6 +59,13 @@ def _aliases_for_room_txn(txn: Txn, room_id: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _move_aliases_txn(txn: Txn, old_room_id: str, new_room_id: str) -> int:
+    txn.execute(
+        "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", (new_room_id, old_room_id)
+    )
+    return txn.rowcount
+
+
 def _set_public_txn(txn: Txn, room_id: str, public: bool) -> bool:
     txn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id))
     return txn.rowcount > 0
@@ -120,6 +127,16 @@ class DirectoryStore:
     async def aliases_for_room(self, room_id: str) -> list[str]:
         """The local aliases of a room. Checkpoint: yes."""
         return await self._db.run_read_inline("aliases_for_room", _aliases_for_room_txn, room_id)
+
+    async def move_aliases(self, old_room_id: str, new_room_id: str) -> int:
+        """Point every alias of `old_room_id` at `new_room_id` (room upgrades).
+
+        Returns:
+            How many aliases moved.
+
+        Checkpoint: yes.
+        """
+        return await self._db.run_txn("move_aliases", _move_aliases_txn, old_room_id, new_room_id)
 
     async def set_public(self, room_id: str, public: bool) -> bool:
         """Publish or unpublish a room; False for an unknown room. Checkpoint: yes."""

@@ -15,11 +15,16 @@ if TYPE_CHECKING:
 
 
 def _device_json(device: DeviceRow) -> JsonDict:
-    return {
-        "device_id": device.device_id,
+    # Spec "Device Management": only device_id is required; an unknown value is left out
+    # (Synapse does the same), never sent as null.
+    optional_fields = {
         "display_name": device.display_name,
         "last_seen_ip": device.last_seen_ip,
         "last_seen_ts": device.last_seen_ts,
+    }
+    return {
+        "device_id": device.device_id,
+        **{k: v for k, v in optional_fields.items() if v is not None},
     }
 
 

@@ -63,6 +63,7 @@ async def post_login(deps: ApiDeps, request: Request) -> JsonDict:
         device_id=optional(body, "device_id", str),
         device_display_name=optional(body, "initial_device_display_name", str),
         ip=request.client_ip,
+        user_agent=request.headers.get("user-agent"),
     )
     return login_response(deps, result)
 

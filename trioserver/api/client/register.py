@@ -72,6 +72,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
             device_id=login.device_id,
             device_display_name=login.display_name,
             ip=request.client_ip,
+            user_agent=request.headers.get("user-agent"),
         )
     else:
         result = await deps.accounts.register(
@@ -81,6 +82,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
             device_id=login.device_id,
             device_display_name=login.display_name,
             ip=request.client_ip,
+            user_agent=request.headers.get("user-agent"),
         )
     deps.uia.remember_result(body, operation, result.user_id)
     return login_response(deps, result)
@@ -98,6 +100,7 @@ async def _replayed_registration(
             device_id=login.device_id,
             device_display_name=login.display_name,
             ip=request.client_ip,
+            user_agent=request.headers.get("user-agent"),
         )
     return login_response(deps, replayed)
 
@@ -130,6 +133,7 @@ async def _register_guest(deps: ApiDeps, request: Request) -> JsonDict:
         guest=True,
         device_display_name=optional(body, "initial_device_display_name", str),
         ip=request.client_ip,
+        user_agent=request.headers.get("user-agent"),
     )
     return login_response(deps, result)
 

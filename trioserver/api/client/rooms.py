@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional, require
-from trioserver.errors import MatrixError
 from trioserver.handlers.room_creation import parse_create_room
+from trioserver.handlers.state_checks import third_party_invites_unsupported
 
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
@@ -105,8 +105,8 @@ async def _act_on_other(deps: ApiDeps, request: Request, membership: str) -> Jso
 async def post_invite(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /rooms/{roomId}/invite (by user id; third-party invites are not supported)."""
     body = request.json()
-    if "user_id" not in body and "medium" in body:
-        raise MatrixError("M_UNKNOWN", "Third-party invites are not supported", status=400)
+    if "user_id" not in body and any(k in body for k in ("id_server", "medium", "address")):
+        raise third_party_invites_unsupported()
     deps.membership.check_invitee(require(body, "user_id", str))
     return await _act_on_other(deps, request, "invite")
 
