@@ -115,6 +115,9 @@ def _bind_strings(http: HttpConfig) -> list[str]:
     ]
 
 
+KEEP_ALIVE_TIMEOUT_S = 75.0
+
+
 def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = _bind_strings(http)
@@ -125,6 +128,9 @@ def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
+    # hypercorn closes idle connections after 5 s; a client that reuses one just as it closes
+    # sees "connection closed" (SyTest lost tests to this). Keep them as long as nginx does.
+    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
     return hc
 
 
