@@ -17,20 +17,14 @@ from tests.integration.client import (
     assert_uia,
     register,
 )
+from tests.integration.guest_helpers import GUEST_REGISTRATION, register_guest
 from tests.integration.room_helpers import create_room, join, send_text, set_state
 
 
 @pytest.fixture
 async def hs() -> AsyncIterator[InProcessServer]:
-    async with serve_in_process(
-        registration={"enabled": True, "bcrypt_rounds": 4, "allow_guest_access": True}
-    ) as server:
+    async with serve_in_process(registration=GUEST_REGISTRATION) as server:
         yield server
-
-
-async def register_guest(http: httpx.AsyncClient) -> Client:
-    body = assert_ok(await http.post(f"{V3}/register", params={"kind": "guest"}, json={}))
-    return Client(http, body["user_id"], body["access_token"], body["device_id"])
 
 
 async def set_guest_access(client: Client, room_id: str, value: str) -> str:

@@ -19,7 +19,8 @@ import trio.lowlevel
 
 from trioserver.testing import InProcessServer, serve_in_process
 
-from tests.integration.client import V3, Client, assert_error, assert_ok
+from tests.integration.client import Client, assert_error, assert_ok
+from tests.integration.guest_helpers import GUEST_REGISTRATION, register_guest
 from tests.integration.room_helpers import (
     create_room,
     join,
@@ -32,15 +33,8 @@ from tests.integration.room_helpers import (
 
 @pytest.fixture
 async def hs() -> AsyncIterator[InProcessServer]:
-    async with serve_in_process(
-        registration={"enabled": True, "bcrypt_rounds": 4, "allow_guest_access": True}
-    ) as server:
+    async with serve_in_process(registration=GUEST_REGISTRATION) as server:
         yield server
-
-
-async def register_guest(http: httpx.AsyncClient) -> Client:
-    body = assert_ok(await http.post(f"{V3}/register", params={"kind": "guest"}, json={}))
-    return Client(http, body["user_id"], body["access_token"], body["device_id"])
 
 
 async def events(client: Client, **params: Any) -> dict[str, Any]:
