@@ -140,7 +140,8 @@ def main() -> int:
                 "--url", base, "--checks", "not_a_server_error",
                 "--max-time", str(args.max_time), "--suppress-health-check", "all",
                 "--exclude-path-regex", "/(logout(/all)?|account/deactivate)$",
-                "--workers", "2", *args.extra,
+                # Long-polls (/sync, /events) wait up to 30 s by default, as in the spec.
+                "--request-timeout", "40", "--workers", "2", *args.extra,
             ]  # fmt: skip
             status = subprocess.run(command, env={**os.environ, "NO_COLOR": "1"}).returncode
         finally:
