@@ -274,3 +274,44 @@ async def test_global_initial_sync_archived_includes_departed_rooms(
     (made_up,) = [e for e in room["state"] if e["type"] == "madeup.test.state"]
     assert made_up["content"]["body"] == "before"
     assert room["messages"]["chunk"][0]["content"]["body"] == "M2 before"
+
+
+async def test_v1_endpoints_serialise_events_in_the_v1_format(alice: Client) -> None:
+    # SyTest 30rooms/01state.pl "Room initialSync" indexes members by `user_id`; Synapse's v1
+    # format repeats `sender` as `user_id` and `unsigned.age`/`prev_content` at the top level.
+    status = {"presence": "online", "status_msg": "Online"}
+    assert_ok(await alice.put(f"/presence/{alice.user_id}/status", status))
+    room_id = await create_room(alice, preset="public_chat", topic="first")
+    await set_state(alice, room_id, "m.room.topic", {"topic": "second"})
+    event_id = await send_text(alice, room_id, "hello")
+    body = assert_ok(await alice.get(f"/rooms/{room_id}/initialSync"))
+    (member,) = [e for e in body["state"] if e["type"] == "m.room.member"]
+    assert member["user_id"] == alice.user_id
+    assert member["content"]["membership"] == "join"
+    (topic,) = [e for e in body["state"] if e["type"] == "m.room.topic"]
+    assert topic["prev_content"]["topic"] == "first"
+    assert topic["prev_content"] == topic["unsigned"]["prev_content"]
+    assert topic["replaces_state"] == topic["unsigned"]["replaces_state"]
+    message = body["messages"]["chunk"][-1]
+    assert message["user_id"] == alice.user_id
+    assert message["age"] == message["unsigned"]["age"]
+    (presence,) = [e for e in body["presence"] if e["content"]["user_id"] == alice.user_id]
+    assert presence["type"] == "m.presence"
+    assert {"presence", "status_msg", "last_active_ago"} <= set(presence["content"])
+    assert presence["content"]["presence"] == "online"
+    assert presence["content"]["status_msg"] == "Online"
+    # The same shape from the global snapshot, /events and /events/{eventId}.
+    snapshot = assert_ok(await alice.get("/initialSync"))
+    (room,) = [r for r in snapshot["rooms"] if r["room_id"] == room_id]
+    assert all(e["user_id"] == e["sender"] for e in room["state"] + room["messages"]["chunk"])
+    assert assert_ok(await alice.get(f"/events/{event_id}"))["user_id"] == alice.user_id
+    token = snapshot["end"]
+    sent = await send_text(alice, room_id, "again")
+    chunk = (await events(alice, **{"from": token}))["chunk"]
+    (streamed,) = [e for e in chunk if e.get("event_id") == sent]
+    assert streamed["user_id"] == alice.user_id
+    assert "age" in streamed
+    # The v3 /sync keeps the spec's ClientEvent shape.
+    sync = assert_ok(await alice.get("/sync"))
+    timeline = sync["rooms"]["join"][room_id]["timeline"]["events"]
+    assert all("user_id" not in e and "age" not in e for e in timeline)

@@ -79,6 +79,34 @@ class _Chunk:
     end: StreamToken
 
 
+# What the v1 format repeats at the top level from ``unsigned`` (as Synapse's v1 client format).
+_V1_COPIED = (
+    "age",
+    "redacted_because",
+    "replaces_state",
+    "prev_content",
+    "invite_room_state",
+    "knock_room_state",
+)
+
+
+def client_v1(event: JsonDict) -> JsonDict:
+    """A serialised client event in the v1 shape the deprecated endpoints use (``/events``,
+    ``/events/{eventId}``, both ``initialSync``s): ``user_id`` repeats ``sender``, and ``age``,
+    ``prev_content``, ``replaces_state`` and ``redacted_because`` repeat their ``unsigned``
+    values at the top level, where clients of the v1 API (SyTest among them) read them.
+
+    Sets top-level keys only, so a fresh event from `EventSerializer` may be passed.
+    """
+    if "sender" in event:
+        event["user_id"] = event["sender"]
+    unsigned = event.get("unsigned") or {}
+    for key in _V1_COPIED:
+        if key in unsigned:
+            event[key] = unsigned[key]
+    return event
+
+
 def v1_presence(event: JsonDict) -> JsonDict:
     """A ``/sync`` presence event in the v1 shape: ``content.user_id`` names the user."""
     content = {**event["content"], "user_id": event["sender"]}
@@ -207,7 +235,7 @@ class LegacyEventStream:
         serialized = await self._room_reads.serializer.serialize(
             [s for s, _ in visible], options, {s.event_id: m for s, m in visible}
         )
-        return serialized, end
+        return [client_v1(e) for e in serialized], end
 
     async def _visible(
         self, stored: list[StoredEvent], scope: _Scope
