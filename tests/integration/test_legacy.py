@@ -315,3 +315,37 @@ async def test_v1_endpoints_serialise_events_in_the_v1_format(alice: Client) -> 
     sync = assert_ok(await alice.get("/sync"))
     timeline = sync["rooms"]["join"][room_id]["timeline"]["events"]
     assert all("user_id" not in e and "age" not in e for e in timeline)
+
+
+async def test_events_stream_delivers_account_data_and_tags(alice: Client) -> None:
+    # SyTest 42tags.pl / 44account_data.pl "... appears in v1 /events stream".
+    room_id = await create_room(alice)
+    token = await stream_token(alice)
+    base = f"/user/{alice.user_id}"
+    assert_ok(await alice.put(f"{base}/account_data/my.test.type", {"cats_or_rats": "cats"}))
+    path = f"{base}/rooms/{room_id}/account_data/my.test.type"
+    assert_ok(await alice.put(path, {"cats_or_rats": "rats"}))
+    assert_ok(await alice.put(f"{base}/rooms/{room_id}/tags/test_tag", {"order": 1}))
+    body = await events(alice, **{"from": token})
+    chunk = [e for e in body["chunk"] if e["type"] in ("my.test.type", "m.tag")]
+    assert {"type": "my.test.type", "content": {"cats_or_rats": "cats"}} in chunk
+    assert {
+        "type": "my.test.type",
+        "content": {"cats_or_rats": "rats"},
+        "room_id": room_id,
+    } in chunk
+    tags = {"test_tag": {"order": 1}}
+    assert {"type": "m.tag", "content": {"tags": tags}, "room_id": room_id} in chunk
+    # Nothing new from `end`, and a long poll wakes for the next change.
+    later = await events(alice, **{"from": body["end"]})
+    assert [e for e in later["chunk"] if e["type"] != "m.presence"] == []
+    result: dict[str, Any] = {}
+
+    async def poll() -> None:
+        result.update(await events(alice, **{"from": later["end"], "timeout": 20_000}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.lowlevel.checkpoint()
+        assert_ok(await alice.put(f"{base}/account_data/my.test.type", {"cats_or_rats": "both"}))
+    assert {"type": "my.test.type", "content": {"cats_or_rats": "both"}} in result["chunk"]
