@@ -246,6 +246,13 @@ async def test_global_initial_sync(alice: Client, bob: Client) -> None:
     assert topic[0]["content"]["topic"] == "Testing topic"
     assert room["messages"]["chunk"][-1]["content"]["body"] == "hello"
     assert set(room["messages"]) == {"chunk", "start", "end"}
+    # `start` pages back to what comes before the messages given (none here).
+    older = assert_ok(
+        await alice.get(
+            f"/rooms/{room_id}/messages", params={"dir": "b", "from": room["messages"]["start"]}
+        )
+    )
+    assert older["chunk"] == []
     presence = [e for e in body["presence"] if e["content"]["user_id"] == alice.user_id]
     assert presence[0]["content"]["presence"] == "online"
     (receipt,) = [r for r in body["receipts"] if r["room_id"] == room_id]

@@ -126,13 +126,22 @@ class LegacyInitialSync:
             return None  # a knock, or a room left when `archived` was not asked for
         info["messages"] = {
             "chunk": [client_v1(e) for e in entry["timeline"]["events"]],
-            "start": entry["timeline"]["prev_batch"],
+            "start": await self._start(entry["timeline"]),
             "end": end,
         }
         info["state"] = [client_v1(e) for e in current_state(entry)]
         info["account_data"] = entry["account_data"]["events"]
         info["visibility"] = await self._visibility(row.room_id)
         return info
+
+    async def _start(self, timeline: JsonDict) -> str:
+        """Just before the oldest message given, as Synapse's v1 ``start``: a ``/sync``
+        ``prev_batch`` is the timeline's end when the timeline holds the whole history."""
+        events = timeline["events"]
+        stored = await self._events.get_event(events[0]["event_id"]) if events else None
+        if stored is None:
+            return str(timeline["prev_batch"])
+        return RoomPosition(stored.topological_ordering, stored.stream_ordering - 1).to_token()
 
     async def _visibility(self, room_id: str) -> str:
         return "public" if await self._directory.is_public(room_id) else "private"
