@@ -246,6 +246,13 @@ async def test_global_initial_sync(alice: Client, bob: Client) -> None:
     assert topic[0]["content"]["topic"] == "Testing topic"
     assert room["messages"]["chunk"][-1]["content"]["body"] == "hello"
     assert set(room["messages"]) == {"chunk", "start", "end"}
+    # `start` pages back to what comes before the messages given (none here).
+    older = assert_ok(
+        await alice.get(
+            f"/rooms/{room_id}/messages", params={"dir": "b", "from": room["messages"]["start"]}
+        )
+    )
+    assert older["chunk"] == []
     presence = [e for e in body["presence"] if e["content"]["user_id"] == alice.user_id]
     assert presence[0]["content"]["presence"] == "online"
     (receipt,) = [r for r in body["receipts"] if r["room_id"] == room_id]
@@ -274,3 +281,78 @@ async def test_global_initial_sync_archived_includes_departed_rooms(
     (made_up,) = [e for e in room["state"] if e["type"] == "madeup.test.state"]
     assert made_up["content"]["body"] == "before"
     assert room["messages"]["chunk"][0]["content"]["body"] == "M2 before"
+
+
+async def test_v1_endpoints_serialise_events_in_the_v1_format(alice: Client) -> None:
+    # SyTest 30rooms/01state.pl "Room initialSync" indexes members by `user_id`; Synapse's v1
+    # format repeats `sender` as `user_id` and `unsigned.age`/`prev_content` at the top level.
+    status = {"presence": "online", "status_msg": "Online"}
+    assert_ok(await alice.put(f"/presence/{alice.user_id}/status", status))
+    room_id = await create_room(alice, preset="public_chat", topic="first")
+    await set_state(alice, room_id, "m.room.topic", {"topic": "second"})
+    event_id = await send_text(alice, room_id, "hello")
+    body = assert_ok(await alice.get(f"/rooms/{room_id}/initialSync"))
+    (member,) = [e for e in body["state"] if e["type"] == "m.room.member"]
+    assert member["user_id"] == alice.user_id
+    assert member["content"]["membership"] == "join"
+    (topic,) = [e for e in body["state"] if e["type"] == "m.room.topic"]
+    assert topic["prev_content"]["topic"] == "first"
+    assert topic["prev_content"] == topic["unsigned"]["prev_content"]
+    assert topic["replaces_state"] == topic["unsigned"]["replaces_state"]
+    message = body["messages"]["chunk"][-1]
+    assert message["user_id"] == alice.user_id
+    assert message["age"] == message["unsigned"]["age"]
+    (presence,) = [e for e in body["presence"] if e["content"]["user_id"] == alice.user_id]
+    assert presence["type"] == "m.presence"
+    assert {"presence", "status_msg", "last_active_ago"} <= set(presence["content"])
+    assert presence["content"]["presence"] == "online"
+    assert presence["content"]["status_msg"] == "Online"
+    # The same shape from the global snapshot, /events and /events/{eventId}.
+    snapshot = assert_ok(await alice.get("/initialSync"))
+    (room,) = [r for r in snapshot["rooms"] if r["room_id"] == room_id]
+    assert all(e["user_id"] == e["sender"] for e in room["state"] + room["messages"]["chunk"])
+    assert assert_ok(await alice.get(f"/events/{event_id}"))["user_id"] == alice.user_id
+    token = snapshot["end"]
+    sent = await send_text(alice, room_id, "again")
+    chunk = (await events(alice, **{"from": token}))["chunk"]
+    (streamed,) = [e for e in chunk if e.get("event_id") == sent]
+    assert streamed["user_id"] == alice.user_id
+    assert "age" in streamed
+    # The v3 /sync keeps the spec's ClientEvent shape.
+    sync = assert_ok(await alice.get("/sync"))
+    timeline = sync["rooms"]["join"][room_id]["timeline"]["events"]
+    assert all("user_id" not in e and "age" not in e for e in timeline)
+
+
+async def test_events_stream_delivers_account_data_and_tags(alice: Client) -> None:
+    # SyTest 42tags.pl / 44account_data.pl "... appears in v1 /events stream".
+    room_id = await create_room(alice)
+    token = await stream_token(alice)
+    base = f"/user/{alice.user_id}"
+    assert_ok(await alice.put(f"{base}/account_data/my.test.type", {"cats_or_rats": "cats"}))
+    path = f"{base}/rooms/{room_id}/account_data/my.test.type"
+    assert_ok(await alice.put(path, {"cats_or_rats": "rats"}))
+    assert_ok(await alice.put(f"{base}/rooms/{room_id}/tags/test_tag", {"order": 1}))
+    body = await events(alice, **{"from": token})
+    chunk = [e for e in body["chunk"] if e["type"] in ("my.test.type", "m.tag")]
+    assert {"type": "my.test.type", "content": {"cats_or_rats": "cats"}} in chunk
+    assert {
+        "type": "my.test.type",
+        "content": {"cats_or_rats": "rats"},
+        "room_id": room_id,
+    } in chunk
+    tags = {"test_tag": {"order": 1}}
+    assert {"type": "m.tag", "content": {"tags": tags}, "room_id": room_id} in chunk
+    # Nothing new from `end`, and a long poll wakes for the next change.
+    later = await events(alice, **{"from": body["end"]})
+    assert [e for e in later["chunk"] if e["type"] != "m.presence"] == []
+    result: dict[str, Any] = {}
+
+    async def poll() -> None:
+        result.update(await events(alice, **{"from": later["end"], "timeout": 20_000}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.lowlevel.checkpoint()
+        assert_ok(await alice.put(f"{base}/account_data/my.test.type", {"cats_or_rats": "both"}))
+    assert {"type": "my.test.type", "content": {"cats_or_rats": "both"}} in result["chunk"]

@@ -5,7 +5,8 @@ Theory of operation
 A request names a point in the streams (``from``, a `StreamToken` as ``/sync`` and
 ``/initialSync`` hand out; none means "now") and gets, as one flat ``chunk``, what happened
 after it: room events (with ``room_id``) in stream order, then ``m.typing`` and ``m.receipt``
-events of the rooms, then ``m.presence`` events. ``end`` is the token to continue from. With
+events of the rooms, then the user's account data changes (per-room ones with ``room_id``),
+then ``m.presence`` events. ``end`` is the token to continue from. With
 nothing new it long-polls like ``/sync`` does (`handlers.sync`): it registers with the
 notifier under the user and the rooms, checks the positions once more with no checkpoint in
 between, and sleeps until woken or until the timeout, then answers with whatever is there.
@@ -66,17 +67,48 @@ class _Scope:
         own_members: the user's own member events in rooms they are not joined to, by
             stream ordering (they always see those).
         peek: the one room of a preview, whose members' presence is reported.
+        account_rooms: the rooms whose account data of the user is reported: every room
+            the user has a membership in (the one room of a preview).
     """
 
     viewers: dict[str, Viewer]
     own_members: dict[int, str]
     peek: str | None
+    account_rooms: tuple[str, ...]
 
 
 @attrs.frozen
 class _Chunk:
     events: list[JsonDict]
     end: StreamToken
+
+
+# What the v1 format repeats at the top level from ``unsigned`` (as Synapse's v1 client format).
+_V1_COPIED = (
+    "age",
+    "redacted_because",
+    "replaces_state",
+    "prev_content",
+    "invite_room_state",
+    "knock_room_state",
+)
+
+
+def client_v1(event: JsonDict) -> JsonDict:
+    """A serialised client event in the v1 shape the deprecated endpoints use (``/events``,
+    ``/events/{eventId}``, both ``initialSync``s): ``user_id`` repeats ``sender``, and ``age``,
+    ``prev_content``, ``replaces_state`` and ``redacted_because`` repeat their ``unsigned``
+    values at the top level, where clients of the v1 API (SyTest among them) read them.
+
+    Sets top-level keys only, so a fresh event from `EventSerializer` may be passed.
+    """
+    if "sender" in event:
+        event["user_id"] = event["sender"]
+    unsigned = event.get("unsigned") or {}
+    for key in _V1_COPIED:
+        if key in unsigned:
+            event[key] = unsigned[key]
+    return event
 
 
 def v1_presence(event: JsonDict) -> JsonDict:
@@ -158,15 +190,16 @@ class LegacyEventStream:
         if room_id is not None:
             access = await self._room_reads.access(user_id, room_id)
             peek = None if access.membership == "join" else room_id
-            return _Scope({room_id: access.viewer}, {}, peek)
+            return _Scope({room_id: access.viewer}, {}, peek, (room_id,))
         viewers: dict[str, Viewer] = {}
         own: dict[int, str] = {}
-        for row in await self._sync.memberships(user_id):
+        rows = await self._sync.memberships(user_id)
+        for row in rows:
             if row.membership == "join":
                 viewers[row.room_id] = Viewer(user_id, row.last_join_stream)
             elif since.events < row.stream_ordering <= now.events:
                 own[row.stream_ordering] = row.event_id
-        return _Scope(viewers, own, None)
+        return _Scope(viewers, own, None, tuple(row.room_id for row in rows))
 
     async def _compute(
         self, request: EventsRequest, scope: _Scope, since: StreamToken, now: StreamToken
@@ -182,9 +215,25 @@ class LegacyEventStream:
             receipts = await self._h.receipts.receipts_for_rooms(user_id, rooms, since.receipts)
             for room_id, content in receipts.items():
                 ephemeral.append({"type": "m.receipt", "room_id": room_id, "content": content})
+        account_data = await self._account_data(user_id, scope, since, now)
         presence = await self._presence(user_id, scope, since, now)
         end = attrs.evolve(now, events=events_end)
-        return _Chunk([*room_events, *ephemeral, *presence], end)
+        return _Chunk([*room_events, *ephemeral, *account_data, *presence], end)
+
+    async def _account_data(
+        self, user_id: str, scope: _Scope, since: StreamToken, now: StreamToken
+    ) -> list[JsonDict]:
+        """The user's account data changed after ``since``: global entries as
+        ``{"type", "content"}``, per-room ones (tags as ``m.tag``) with their ``room_id``, as
+        Synapse's v1 event stream delivers them (SyTest 42tags.pl, 44account_data.pl)."""
+        if since.account_data == now.account_data:
+            return []
+        handler = self._h.account_data
+        found = await handler.global_since(user_id, since.account_data)
+        by_room = await handler.rooms_since(user_id, scope.account_rooms, since.account_data)
+        for room_id, room_events in by_room.items():
+            found.extend({**event, "room_id": room_id} for event in room_events)
+        return found
 
     async def _room_events(
         self, request: EventsRequest, scope: _Scope, since: StreamToken, now: StreamToken
@@ -207,7 +256,7 @@ class LegacyEventStream:
         serialized = await self._room_reads.serializer.serialize(
             [s for s, _ in visible], options, {s.event_id: m for s, m in visible}
         )
-        return serialized, end
+        return [client_v1(e) for e in serialized], end
 
     async def _visible(
         self, stored: list[StoredEvent], scope: _Scope

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trioserver.handlers.event_filter import FilterDefinition, RoomEventFilter, RoomFilter
-from trioserver.handlers.legacy_events import v1_presence
+from trioserver.handlers.legacy_events import client_v1, v1_presence
 from trioserver.handlers.room_reads import MessagesQuery
 from trioserver.handlers.serialize import SerializeOptions
 from trioserver.handlers.sync import SyncRequest
@@ -117,21 +117,31 @@ class LegacyInitialSync:
             if stored is None:
                 return None
             serializer = self._room_reads.serializer
-            (info["invite"],) = await serializer.serialize([stored], _options(requester))
+            (invite,) = await serializer.serialize([stored], _options(requester))
+            info["invite"] = client_v1(invite)
             return info
         section = "join" if row.membership == "join" else "leave"
         entry = sections[section].get(row.room_id) if section in sections else None
         if entry is None:
             return None  # a knock, or a room left when `archived` was not asked for
         info["messages"] = {
-            "chunk": entry["timeline"]["events"],
-            "start": entry["timeline"]["prev_batch"],
+            "chunk": [client_v1(e) for e in entry["timeline"]["events"]],
+            "start": await self._start(entry["timeline"]),
             "end": end,
         }
-        info["state"] = current_state(entry)
+        info["state"] = [client_v1(e) for e in current_state(entry)]
         info["account_data"] = entry["account_data"]["events"]
         info["visibility"] = await self._visibility(row.room_id)
         return info
+
+    async def _start(self, timeline: JsonDict) -> str:
+        """Just before the oldest message given, as Synapse's v1 ``start``: a ``/sync``
+        ``prev_batch`` is the timeline's end when the timeline holds the whole history."""
+        events = timeline["events"]
+        stored = await self._events.get_event(events[0]["event_id"]) if events else None
+        if stored is None:
+            return str(timeline["prev_batch"])
+        return RoomPosition(stored.topological_ordering, stored.stream_ordering - 1).to_token()
 
     async def _visibility(self, room_id: str) -> str:
         return "public" if await self._directory.is_public(room_id) else "private"
@@ -146,7 +156,7 @@ class LegacyInitialSync:
         reads = self._room_reads
         access = await reads.access(requester.user_id, room_id)
         access.check_reader()
-        state = await reads.get_state(requester, room_id)
+        state = [client_v1(e) for e in await reads.get_state(requester, room_id)]
         page = await reads.get_messages(
             requester, room_id, MessagesQuery(backwards=True, limit=limit)
         )
@@ -154,7 +164,11 @@ class LegacyInitialSync:
         start = page.get("end", RoomPosition(0, 0).to_token())
         info: JsonDict = {
             "room_id": room_id,
-            "messages": {"chunk": list(reversed(page["chunk"])), "start": start, "end": end},
+            "messages": {
+                "chunk": [client_v1(e) for e in reversed(page["chunk"])],
+                "start": start,
+                "end": end,
+            },
             "state": state,
             "presence": await self._presence(state, access.membership),
             "receipts": await self._receipts(requester.user_id, room_id, access.membership),

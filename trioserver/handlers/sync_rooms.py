@@ -176,11 +176,8 @@ class RoomSyncBuilder:
         )
         events = list(reversed(page.events))
         first = events[0][0] if events else None
-        start = (
-            RoomPosition(first.topological_ordering, first.stream_ordering - 1)
-            if first is not None
-            else top
-        )
+        whole_history = bound is None and page.exhausted
+        start = _prev_batch(top, first, whole_history=whole_history)
         limited = not page.exhausted or joined
         state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
         return Timeline(events, limited, start.to_token(), state, top)
@@ -313,3 +310,16 @@ class RoomSyncBuilder:
     def viewer(ctx: SyncContext, row: SyncMembership) -> Viewer:
         """Who the visibility rules filter for."""
         return Viewer(ctx.user_id, row.last_join_stream, ignored=ctx.ignored)
+
+
+def _prev_batch(
+    top: RoomPosition, first: StoredEvent | None, *, whole_history: bool
+) -> RoomPosition:
+    """Where ``/messages`` continues backwards from a timeline: just before its first event,
+    except when the timeline holds the room's whole visible history. There is nothing earlier
+    then (the spec lets ``prev_batch`` be omitted), and Synapse hands out the timeline's end,
+    so that paging back from it returns the timeline again and then no ``end`` (SyTest
+    10apidoc/34room-messages.pl relies on it; clients dedupe events by id)."""
+    if first is None or whole_history:
+        return top
+    return RoomPosition(first.topological_ordering, first.stream_ordering - 1)

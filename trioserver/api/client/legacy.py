@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import query_bool, query_int
 from trioserver.errors import MatrixError
-from trioserver.handlers.legacy_events import DEFAULT_LIMIT, DEFAULT_TIMEOUT_MS, EventsRequest
+from trioserver.handlers.legacy_events import (
+    DEFAULT_LIMIT,
+    DEFAULT_TIMEOUT_MS,
+    EventsRequest,
+    client_v1,
+)
 from trioserver.handlers.legacy_sync import DEFAULT_LIMIT as DEFAULT_MESSAGES
 from trioserver.streams import StreamToken
 
@@ -49,7 +54,8 @@ async def get_event(deps: ApiDeps, request: Request) -> JsonDict:
     stored = await deps.events.get_event(event_id)
     if stored is None:
         raise MatrixError("M_NOT_FOUND", "Event not found")
-    return await deps.room_reads.get_event(request.requester, stored.room_id, event_id)
+    event = await deps.room_reads.get_event(request.requester, stored.room_id, event_id)
+    return client_v1(event)
 
 
 async def get_initial_sync(deps: ApiDeps, request: Request) -> JsonDict:
