@@ -217,10 +217,13 @@ def _stream_handlers(
     events: EventStore,
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
+    account_data_store: AccountDataStore,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
-    account_data = AccountDataHandler(db, notifier, positions, state, server_name=name)
+    account_data = AccountDataHandler(
+        db, notifier, positions, state, server_name=name, store=account_data_store
+    )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
         receipts=ReceiptsHandler(
@@ -299,13 +302,15 @@ def build_components(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
     room_read_store = RoomReadStore(db)
+    # One instance: it caches ignore lists, which the account data handler changes.
+    account_data_store = AccountDataStore(db)
     room_reads = RoomReadHandler(
         events,
         state,
         room_read_store,
         erasure,
         server_name=config.server_name,
-        account_data=AccountDataStore(db),
+        account_data=account_data_store,
     )
     room_sync = RoomSyncBuilder(
         events,
@@ -315,7 +320,9 @@ def build_components(
         room_reads.visibility,
         room_reads.serializer,
     )
-    streams = _stream_handlers(config, db, notifier, positions, state, events, room_reads, clock)
+    streams = _stream_handlers(
+        config, db, notifier, positions, state, events, room_reads, clock, account_data_store
+    )
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
     legacy_events = LegacyEventStream(

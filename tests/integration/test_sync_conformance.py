@@ -173,6 +173,9 @@ async def test_ignored_users_events_are_left_out(
     await send_text(bob, room_id, "visible again")
     fourth = await sync(alice, third["next_batch"], filter=only)
     assert bodies(fourth["rooms"]["join"][room_id]["timeline"]["events"]) == ["visible again"]
+    # ... and in /messages, which reads the same (cached) ignore list.
+    page = await messages(alice, room_id, dir="b", limit=50, filter={"types": ["m.room.message"]})
+    assert {"from bob", "visible again"} <= set(bodies(page["chunk"]))
 
 
 async def test_invites_from_ignored_users_are_not_sent(alice: Client, bob: Client) -> None:

@@ -60,8 +60,9 @@ class AccountDataHandler:
         state: StateStore,
         *,
         server_name: str,
+        store: AccountDataStore | None = None,
     ) -> None:
-        self._store = AccountDataStore(db)
+        self._store = store if store is not None else AccountDataStore(db)
         self._notifier = notifier
         self._positions = positions
         self._state = state

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
+import trio
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -139,11 +141,18 @@ def _rooms_since_txn(
     return rows
 
 
+_MAX_CACHED_IGNORE_LISTS = 100_000
+
+
 class AccountDataStore:
     """The account_data table."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Every /sync, /messages and /context asks whom the user ignores; the list changes
+        # rarely and only through `put` (one instance per server: see nursery.py).
+        self._ignored: dict[str, frozenset[str]] = {}
+        self._ignored_generation = 0
 
     async def max_stream_id(self) -> int:
         """The highest account data stream id stored (0 when none). Checkpoint: yes."""
@@ -157,12 +166,25 @@ class AccountDataStore:
 
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users in the user's ``m.ignored_user_list`` (spec "Ignoring Users"); a
-        malformed list ignores no one. Checkpoint: yes."""
+        malformed list ignores no one. Cached until `put` changes it. Checkpoint: yes."""
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            await trio.lowlevel.checkpoint()
+            return cached
+        generation = self._ignored_generation
         content = await self.get(user_id, None, IGNORED_USER_LIST)
-        ignored = content.get("ignored_users") if content is not None else None
-        if not isinstance(ignored, dict):
-            return frozenset()
-        return frozenset(user for user in ignored if user != user_id)
+        listed = content.get("ignored_users") if content is not None else None
+        ignored = (
+            frozenset(user for user in listed if user != user_id)
+            if isinstance(listed, dict)
+            else frozenset()
+        )
+        # Not cached if a list changed while we read: the value may be the old one.
+        if generation == self._ignored_generation:
+            if len(self._ignored) >= _MAX_CACHED_IGNORE_LISTS:
+                self._ignored.clear()
+            self._ignored[user_id] = ignored
+        return ignored
 
     async def put(
         self,
@@ -182,9 +204,13 @@ class AccountDataStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_txn(
+        stream_id: int = await self._db.run_txn(
             "put_account_data", _put_txn, user_id, room_id or GLOBAL, data_type, content, next_id
         )
+        if room_id is None and data_type == IGNORED_USER_LIST:
+            self._ignored_generation += 1
+            self._ignored.pop(user_id, None)
+        return stream_id
 
     async def change_tag(
         self,
