@@ -249,8 +249,7 @@ class MatrixApp(Generic[D]):
         request_id = next(self._request_ids)
         try:
             body = await _read_body(scope, receive, self._max_body_size)
-            raw_path = scope["raw_path"].decode("ascii", "replace") or scope["path"]
-            raw_path = raw_path.split("?", 1)[0]
+            raw_path = _request_path(scope)
             match, target = self._match(method, raw_path)
             request = Request(
                 method=method,
@@ -313,9 +312,17 @@ def _check_guest_allowed(target: Route[Any]) -> None:
 _ACCESS_TOKEN_VALUE = re.compile(r"(^|&)(access_token=)[^&]*")
 
 
+def _request_path(scope: Scope) -> str:
+    # The path as sent (still percent-encoded, so that an encoded "/" in a segment stays
+    # inside it), without a query string.
+    assert scope["type"] == "http"
+    raw = scope["raw_path"].decode("ascii", "replace") or scope["path"]
+    return raw.split("?", 1)[0]
+
+
 def _loggable_target(scope: Scope) -> str:
     assert scope["type"] == "http"
-    path = scope["raw_path"].decode("ascii", "replace").split("?", 1)[0] or scope["path"]
+    path = _request_path(scope)
     query = scope["query_string"].decode("latin-1")
     if not query:
         return path

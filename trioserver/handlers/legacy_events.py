@@ -7,9 +7,8 @@ A request names a point in the streams (``from``, a `StreamToken` as ``/sync`` a
 after it: room events (with ``room_id``) in stream order, then ``m.typing`` and ``m.receipt``
 events of the rooms, then the user's account data changes (per-room ones with ``room_id``),
 then ``m.presence`` events. ``end`` is the token to continue from. With
-nothing new it long-polls like ``/sync`` does (`handlers.sync`): it registers with the
-notifier under the user and the rooms, checks the positions once more with no checkpoint in
-between, and sleeps until woken or until the timeout, then answers with whatever is there.
+nothing new it long-polls like ``/sync`` does (`Notifier.wait_for_change`), then answers with
+whatever is there.
 
 Which rooms: without ``room_id``, those the user is joined to, plus the user's own member
 events elsewhere (an invite, a leave). With ``room_id`` (spec "Room Previews"), that one room,
@@ -167,15 +166,10 @@ class LegacyEventStream:
                 chunk = await self._compute(request, scope, since, now)
                 if chunk.events:
                     return _body(since, chunk)
-            with self._notifier.listen(requester.user_id, scope.viewers) as listener:
-                latest = self._notifier.current_token()
-                if latest != now:
-                    now = latest  # something committed while we computed: look again
-                    continue
-                remaining = deadline - trio.current_time()
-                woken = remaining > 0 and await listener.wait(remaining)
-            now = self._notifier.current_token()
-            if not woken:
+            changed, now = await self._notifier.wait_for_change(
+                requester.user_id, scope.viewers, now, deadline
+            )
+            if not changed:
                 scope = await self._scope(requester.user_id, request.room_id, since, now)
                 return _body(since, await self._compute(request, scope, since, now))
 

@@ -100,6 +100,28 @@ class Notifier:
                     if not waiting:
                         del self._listeners[key]
 
+    async def wait_for_change(
+        self, user_id: str, room_ids: Iterable[str], seen: StreamToken, deadline: float
+    ) -> tuple[bool, StreamToken]:
+        """The long-poll wait of ``/sync`` and ``/events``: until something for the user or
+        their rooms commits, or trio time reaches `deadline`, or the server stops.
+
+        The listener is registered before the positions are compared with `seen`, with no
+        checkpoint in between, so a change committed meanwhile is never missed.
+
+        Returns:
+            Whether to look again (something changed since `seen`), and the current token.
+
+        Checkpoint: yes.
+        """
+        with self.listen(user_id, room_ids) as listener:
+            latest = self.current_token()
+            if latest != seen:
+                await trio.lowlevel.checkpoint()
+                return True, latest
+            woken = await listener.wait(deadline - trio.current_time())
+        return woken, self.current_token()
+
     def notify(self, *, rooms: Iterable[str] = (), users: Iterable[str] = ()) -> None:
         """Wake every request waiting on one of these rooms or users.
 

@@ -36,8 +36,6 @@ gets the error and can upgrade again, which replaces the tombstone.
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -64,6 +62,7 @@ from trioserver.handlers.room_upgrade_state import (
     restricted_power_levels,
     without_users,
 )
+from trioserver.storage.persistence import random_room_id
 
 if TYPE_CHECKING:
     from trioserver.events import Event, RoomVersion
@@ -212,8 +211,7 @@ class RoomUpgradeHandler:
 
     async def _unused_room_id(self) -> str:
         while True:
-            localpart = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
-            room_id = f"!{localpart}:{self._server_name}"
+            room_id = random_room_id(self._server_name)
             if await self._state.room_version(room_id) is None:
                 return room_id
 

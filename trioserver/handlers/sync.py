@@ -4,10 +4,9 @@ Theory of operation
 -------------------
 A response covers every stream from the client's ``since`` token to the positions read at the
 start of the computation (``now``), which become ``next_batch``. An incremental sync with a
-``timeout`` whose response would be empty waits instead: it registers a listener with the
-notifier under the user and their joined rooms, checks once more that the stream positions have
-not moved since it computed (no checkpoint in between, so a write cannot slip past unseen),
-and sleeps until woken or until the timeout. A wake-up recomputes from the same ``since``; a
+``timeout`` whose response would be empty waits instead (`Notifier.wait_for_change`, under the
+user and their joined rooms: a write committed while it computed is never slipped past) until
+woken or until the timeout. A wake-up recomputes from the same ``since``; a
 request woken for something it then filters out simply waits again.
 """
 
@@ -101,15 +100,10 @@ class SyncHandler:
                 if not result.empty:
                     return result.body
             joined = await self._joined_room_ids(request.user_id)
-            with self._notifier.listen(request.user_id, joined) as listener:
-                latest = self._notifier.current_token()
-                if latest != now:
-                    now = latest  # something committed while we computed: look again
-                    continue
-                remaining = deadline - trio.current_time()
-                woken = remaining > 0 and await listener.wait(remaining)
-            now = self._notifier.current_token()
-            if not woken:
+            changed, now = await self._notifier.wait_for_change(
+                request.user_id, joined, now, deadline
+            )
+            if not changed:
                 return (await self._compute(request, now)).body
 
     async def _joined_room_ids(self, user_id: str) -> list[str]:

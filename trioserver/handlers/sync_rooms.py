@@ -94,6 +94,9 @@ class Timeline:
     state: list[StoredEvent]
     # The newest position the timeline covers (where the state is read when it is empty).
     top: RoomPosition
+    # The full state at the timeline's start, when building the timeline needed it (then
+    # lazy-loading, `entry_state`, does not read it again).
+    at_start: dict[tuple[str, str], str] | None
 
 
 def _before_event(stored: StoredEvent, state_after: StateMap) -> dict[tuple[str, str], str]:
@@ -179,8 +182,15 @@ class RoomSyncBuilder:
         whole_history = bound is None and page.exhausted
         start = _prev_batch(top, first, whole_history=whole_history)
         limited = not page.exhausted or joined
-        state = await self._timeline_state(ctx, room_id, first, top, full=full, limited=limited)
-        return Timeline(events, limited, start.to_token(), state, top)
+        at_start: dict[tuple[str, str], str] | None = None
+        state: list[StoredEvent] = []
+        if full or limited:
+            # With no events the state at the start is the current one, read above.
+            at_start = (
+                current if first is None else await self._state_at_start(room_id, first, top)
+            )
+            state = await self._timeline_state(ctx, room_id, at_start, full=full)
+        return Timeline(events, limited, start.to_token(), state, top, at_start)
 
     async def _scan_range(
         self, ctx: SyncContext, room_id: str, upto_stream: int, *, full: bool
@@ -197,15 +207,12 @@ class RoomSyncBuilder:
         self,
         ctx: SyncContext,
         room_id: str,
-        first: StoredEvent | None,
-        top: RoomPosition,
+        at_start: dict[tuple[str, str], str],
         *,
         full: bool,
-        limited: bool,
     ) -> list[StoredEvent]:
-        if not full and not limited:
-            return []
-        at_start = await self._state_at_start(room_id, first, top)
+        """A full or limited timeline's ``state``: all of `at_start` (full), or for a gappy
+        incremental sync what changed between ``since`` and the timeline's start."""
         if not full and ctx.since is not None:
             at_since = await self._state_at_stream(room_id, ctx.since.events)
             at_start = {k: e for k, e in at_start.items() if at_since.get(k) != e}
@@ -260,8 +267,10 @@ class RoomSyncBuilder:
         senders = {s.event.sender for s, _ in timeline.events}
         if full:
             senders.add(ctx.user_id)  # so the client knows it is in the room (Synapse)
-        first = timeline.events[0][0] if timeline.events else None
-        at_start = await self._state_at_start(room_id, first, timeline.top)
+        at_start = timeline.at_start
+        if at_start is None:
+            first = timeline.events[0][0] if timeline.events else None
+            at_start = await self._state_at_start(room_id, first, timeline.top)
         wanted = {k: e for k, e in at_start.items() if k[0] == MEMBER and k[1] in senders}
         members = await self._filtered_state(ctx, wanted)
         in_timeline = {s.event_id for s, _ in timeline.events}

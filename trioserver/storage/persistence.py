@@ -141,7 +141,8 @@ def _persist_failed() -> MatrixError:
     return MatrixError("M_UNKNOWN", "Failed to persist event", status=500)
 
 
-def _new_room_id(server_name: str) -> str:
+def random_room_id(server_name: str) -> str:
+    """A fresh random room id of this server (room versions before 12)."""
     localpart = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
     return f"!{localpart}:{server_name}"
 
@@ -395,7 +396,8 @@ class EventPersister:
         # Seed 4 dropped the room's current state when the last local member left, but its
         # forward extremities and their state group remain: that state is what the next
         # event (an invitee's leave) builds on and is authorised against. `_room_write` drops
-        # it again, as no local user is joined; a failed build drops it here.
+        # it again, as no local user is joined; a failed build (of any kind: the writer's
+        # per-request boundary goes on with the room cached) drops it here.
         if room.state_group is None:
             raise MatrixError("M_FORBIDDEN", "This server is not in the room")
         state_ids = await self._state_groups.state_for_group(room.state_group)
@@ -404,7 +406,7 @@ class EventPersister:
         view = RoomView.of(room)
         try:
             built = [await self._build_one(view, intent, now_ms) for intent in request.intents]
-        except MatrixError:
+        except BaseException:
             room.state.clear()
             raise
         return built, view
@@ -431,7 +433,7 @@ class EventPersister:
         if version.room_id_from_create_event:
             room_id = ""
         else:
-            room_id = request.new_room.room_id or _new_room_id(self._server_name)
+            room_id = request.new_room.room_id or random_room_id(self._server_name)
         if request.intents[0].type != "m.room.create":
             raise MatrixError("M_UNKNOWN", "A new room starts with its create event", status=500)
         return RoomView.of(LiveRoom(room_id, version, {}, [], 0, None, 0))
