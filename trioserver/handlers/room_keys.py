@@ -6,8 +6,10 @@ keeps the best key per session (see `trioserver.stores.room_keys`) and otherwise
 ``auth_data`` and ``session_data`` as opaque.
 
 Errors follow one rule: a missing field is 400 ``M_MISSING_PARAM``, a field of the wrong type
-or range 400 ``M_BAD_JSON``. Versions are opaque strings to clients; here they are the
-decimal numbers we hand out, and anything else is an unknown version (404), as in Synapse.
+or range 400 ``M_BAD_JSON``, an empty or oversize room or session id 400 ``M_INVALID_PARAM``
+(as is a ``version`` in a body that is not the path's). Versions are opaque strings to
+clients; here they are the decimal numbers we hand out, and anything else is an unknown version
+(404), as in Synapse.
 """
 
 from __future__ import annotations

@@ -285,9 +285,8 @@ class RoomKeyStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read_inline(
-            "get_room_key_version", _get_version_txn, user_id, version
-        )
+        # A reader thread, not inline: the key count is not bounded by a limit.
+        return await self._db.run_read("get_room_key_version", _get_version_txn, user_id, version)
 
     async def update_auth_data(self, user_id: str, version: int, auth_data_json: str) -> bool:
         """Replace a version's ``auth_data``.
