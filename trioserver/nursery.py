@@ -48,6 +48,7 @@ from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
+from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
@@ -76,6 +77,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.room_keys import RoomKeyStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
@@ -384,6 +386,7 @@ def build_components(
             server_name=config.server_name,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        room_keys=RoomKeysHandler(RoomKeyStore(db)),
     )
     stream_handlers = (
         deps.typing,

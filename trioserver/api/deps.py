@@ -22,6 +22,7 @@ from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
+from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
@@ -78,3 +79,5 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    # Server-side key backups (issue 11).
+    room_keys: RoomKeysHandler
