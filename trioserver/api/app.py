@@ -19,13 +19,16 @@ from trioserver.api.client import (
     openid,
     profile,
     register,
+    reports,
     room_reads,
     room_send,
     room_upgrade,
     rooms,
+    spaces,
     sync,
     threepid,
     user_directory,
+    voip,
     whois,
 )
 from trioserver.api.http import MatrixApp, Request, Route
@@ -57,6 +60,9 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    spaces.ROUTES,
+    reports.ROUTES,
+    voip.ROUTES,
 ]
 
 
