@@ -38,9 +38,27 @@ async def get_empty_list(deps: ApiDeps, request: Request) -> Response:
 ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT}/voip/turnServer", get_turn_server, auth="required", guest=True),
     route("GET", f"{CLIENT}/thirdparty/protocols", get_protocols, auth="required", guest=True),
-    route("GET", f"{CLIENT}/thirdparty/protocol/{{protocol}}", get_protocol, auth="required"),
-    route("GET", f"{CLIENT}/thirdparty/location", get_empty_list, auth="required"),
-    route("GET", f"{CLIENT}/thirdparty/location/{{protocol}}", get_empty_list, auth="required"),
-    route("GET", f"{CLIENT}/thirdparty/user", get_empty_list, auth="required"),
-    route("GET", f"{CLIENT}/thirdparty/user/{{protocol}}", get_empty_list, auth="required"),
+    route(
+        "GET",
+        f"{CLIENT}/thirdparty/protocol/{{protocol}}",
+        get_protocol,
+        auth="required",
+        guest=True,
+    ),
+    route("GET", f"{CLIENT}/thirdparty/location", get_empty_list, auth="required", guest=True),
+    route(
+        "GET",
+        f"{CLIENT}/thirdparty/location/{{protocol}}",
+        get_empty_list,
+        auth="required",
+        guest=True,
+    ),
+    route("GET", f"{CLIENT}/thirdparty/user", get_empty_list, auth="required", guest=True),
+    route(
+        "GET",
+        f"{CLIENT}/thirdparty/user/{{protocol}}",
+        get_empty_list,
+        auth="required",
+        guest=True,
+    ),
 ]
