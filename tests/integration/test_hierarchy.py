@@ -220,3 +220,15 @@ async def test_each_room_appears_once(alice: Client) -> None:
     await add_child(alice, rooms["subspace"], rooms["room_a"])
     body = assert_ok(await hierarchy(alice, rooms["space"]))
     assert room_ids(body) == [rooms[n] for n in ("space", "room_a", "subspace", "room_b")]
+
+
+async def test_rooms_the_server_left_are_skipped(alice: Client, bob: Client) -> None:
+    space = await create_space(alice, preset="public_chat")
+    abandoned = await create_room(alice, preset="public_chat")
+    kept = await create_room(alice, preset="public_chat")
+    await add_child(alice, space, abandoned, order="1")
+    await add_child(alice, space, kept, order="2")
+    # The last local user leaves: the server drops the room's current state.
+    assert_ok(await alice.post(f"/rooms/{abandoned}/leave", {}))
+    body = assert_ok(await hierarchy(bob, space))
+    assert room_ids(body) == [space, kept]
