@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+import trio
+from trio.testing import MockClock
+
+from trioserver.errors import MatrixError
+from trioserver.handlers.hierarchy import SESSION_SECONDS, HierarchyQuery
+from trioserver.storage.persistence import EventIntent
 from trioserver.testing import InProcessServer
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, invite, join, set_state
+from tests.integration.writer_env import writer_env
 
 V1 = "/_matrix/client/v1"
 
@@ -232,3 +241,26 @@ async def test_rooms_the_server_left_are_skipped(alice: Client, bob: Client) -> 
     assert_ok(await alice.post(f"/rooms/{abandoned}/leave", {}))
     body = assert_ok(await hierarchy(bob, space))
     assert room_ids(body) == [space, kept]
+
+
+async def test_paging_tokens_expire(tmp_path: Path, db_clock: MockClock) -> None:
+    async with writer_env(tmp_path) as env:
+        alice = await env.user("alice")
+        space = await env.create_room(alice, creation_content={"type": "m.space"})
+        for name in ("one", "two"):
+            child = await env.create_room(alice, name=name)
+            intent = EventIntent("m.space.child", alice, {"via": ["blue"]}, state_key=child)
+            await env.persister.submit(space, [intent])
+        hierarchy = env.components.deps.hierarchy
+        first = await hierarchy.hierarchy(alice, HierarchyQuery(space, limit=1))
+        token = first["next_batch"]
+        # Still valid a little before it expires (and more than once: a client may retry).
+        await trio.sleep(SESSION_SECONDS - 1)
+        query = HierarchyQuery(space, limit=1, from_token=token)
+        again = await hierarchy.hierarchy(alice, query)
+        retried = await hierarchy.hierarchy(alice, query)
+        assert again["rooms"] == retried["rooms"] != first["rooms"]
+        await trio.sleep(2)
+        with pytest.raises(MatrixError) as caught:
+            await hierarchy.hierarchy(alice, query)
+        assert caught.value.errcode == "M_INVALID_PARAM"
