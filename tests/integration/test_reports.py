@@ -30,7 +30,7 @@ async def test_report_an_event(hs: InProcessServer, alice: Client, bob: Client) 
     room = await create_room(alice, preset="public_chat")
     await join(bob, room)
     event = await send_text(alice, room, "rude")
-    body = {"reason": "offensive", "score": -100}
+    body = {"reason": "offensive", "score": -100, "extra": "x" * 1000}
     assert assert_ok(await bob.post(f"/rooms/{room}/report/{event}", body)) == {}
     # Both keys are optional.
     assert_ok(await bob.post(f"/rooms/{room}/report/{event}", {}))

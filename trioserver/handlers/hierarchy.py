@@ -30,7 +30,7 @@ from trioserver.errors import MatrixError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from trioserver.handlers.room_summary import RoomSummaryHandler
+    from trioserver.handlers.room_summary import RoomInfo, RoomSummaryHandler
 
 JsonDict = dict[str, Any]
 # Synapse's defaults: at most 50 rooms per page, and paging sessions valid for 5 minutes.
@@ -95,6 +95,22 @@ class HierarchyHandler:
         else:
             session = self._take_session(query.from_token, user_id, query)
             stack, visited = list(session.stack), set(session.visited)
+        rooms = await self._walk(user_id, query, root, stack, visited)
+        response: JsonDict = {"rooms": rooms}
+        # Rooms already visited would be skipped: only pending ones make a next page.
+        if any(room_id not in visited for room_id, _ in stack):
+            response["next_batch"] = self._save_session(user_id, query, stack, visited)
+        return response
+
+    async def _walk(
+        self,
+        user_id: str,
+        query: HierarchyQuery,
+        root: RoomInfo,
+        stack: list[tuple[str, int]],
+        visited: set[str],
+    ) -> list[JsonDict]:
+        # Pops rooms off `stack` (updating it and `visited`) until a page is full.
         rooms: list[JsonDict] = []
         while stack and len(rooms) < query.limit:
             room_id, depth = stack.pop()
@@ -115,11 +131,7 @@ class HierarchyHandler:
             if query.max_depth is None or depth < query.max_depth:
                 # Reversed, so that the first child is visited next.
                 stack.extend((c["state_key"], depth + 1) for c in reversed(children))
-        response: JsonDict = {"rooms": rooms}
-        # Rooms already visited would be skipped: only pending ones make a next page.
-        if any(room_id not in visited for room_id, _ in stack):
-            response["next_batch"] = self._save_session(user_id, query, stack, visited)
-        return response
+        return rooms
 
     def _save_session(
         self,

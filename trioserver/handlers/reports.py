@@ -55,7 +55,7 @@ class ReportsHandler:
         room_id: str,
         event_id: str,
         reason: str | None,
-        body: dict[str, Any],
+        content: dict[str, Any],
     ) -> None:
         """Store a report of an event the requester can see.
 
@@ -73,7 +73,7 @@ class ReportsHandler:
                 "Unable to report event: it does not exist or you aren't able to see it.",
             )
         await self._store.add_event_report(
-            room_id, event_id, requester.user_id, reason, body, self._now_ms()
+            room_id, event_id, requester.user_id, reason, content, self._now_ms()
         )
 
     async def report_room(self, requester: Requester, room_id: str, reason: str) -> None:

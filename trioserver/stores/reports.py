@@ -97,8 +97,8 @@ class ReportStore:
         """Store a report of an event (the caller checked the reporter can see it).
 
         Args:
-            content: the whole request body, kept as Synapse does (``score`` and any
-                extra keys a client sends).
+            content: what the request said (``reason``, ``score``), stored as JSON as
+                Synapse does.
 
         Checkpoint: yes.
         """

@@ -29,9 +29,11 @@ async def post_event_report(deps: ApiDeps, request: Request) -> JsonDict:
         raise MatrixError(
             "M_INVALID_PARAM", f"'score' must be an integer between {MIN_SCORE} and {MAX_SCORE}"
         )
+    # Only the keys the spec defines are kept: a report is no place to store arbitrary data.
+    content = {key: body[key] for key in ("reason", "score") if body.get(key) is not None}
     params = request.path_params
     await deps.reports.report_event(
-        request.requester, params["room"], params["event"], reason, body
+        request.requester, params["room"], params["event"], reason, content
     )
     return {}
 
