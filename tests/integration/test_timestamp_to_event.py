@@ -113,3 +113,17 @@ async def test_searches_past_many_hidden_events(alice: Client, bob: Client) -> N
     assert body["event_id"] not in hidden
     event = assert_ok(await bob.get(f"/rooms/{room}/event/{body['event_id']}"))
     assert event["type"] == "m.room.history_visibility"
+
+
+async def test_a_user_who_left_searches_up_to_their_leave(alice: Client, bob: Client) -> None:
+    room = await create_room(alice, preset="public_chat")
+    await join(bob, room)
+    [(seen, seen_ts)] = await spaced_messages(alice, room, 1)
+    assert_ok(await bob.post(f"/rooms/{room}/leave", {}))
+    [(_, later_ts)] = await spaced_messages(alice, room, 1)
+    assert assert_ok(await lookup(bob, room, ts=seen_ts, dir="f"))["event_id"] == seen
+    # After his leave there is nothing he may see.
+    assert_error(await lookup(bob, room, ts=later_ts, dir="f"), 404, "M_NOT_FOUND")
+    body = assert_ok(await lookup(bob, room, ts=later_ts, dir="b"))
+    event = assert_ok(await bob.get(f"/rooms/{room}/event/{body['event_id']}"))
+    assert (event["type"], event["content"]["membership"]) == ("m.room.member", "leave")
