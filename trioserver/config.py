@@ -88,6 +88,21 @@ class RoomsConfig:
 
 
 @attrs.frozen
+class VoipConfig:
+    """TURN servers offered to VoIP clients (``GET /voip/turnServer``); none by default."""
+
+    turn_uris: tuple[str, ...] = ()
+    # With a shared secret (coturn's `static-auth-secret`), each user gets credentials that
+    # expire after turn_user_lifetime; otherwise turn_username/turn_password are handed out.
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    # Seconds the credentials are valid (Synapse's default: one day).
+    turn_user_lifetime: int = 86_400
+    turn_allow_guests: bool = True
+
+
+@attrs.frozen
 class StreamWritersConfig:
     """Which instance writes each stream; only the named instance persists events."""
 
@@ -118,6 +133,7 @@ class Config:
     registration: RegistrationConfig = RegistrationConfig()
     ratelimit: RatelimitConfig = RatelimitConfig()
     rooms: RoomsConfig = RoomsConfig()
+    voip: VoipConfig = VoipConfig()
     stream_writers: StreamWritersConfig = StreamWritersConfig()
     instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
 
@@ -302,6 +318,7 @@ def _check_consistency(config: Config) -> None:
         problems.append("config.registration.bcrypt_rounds: must be between 4 and 31")
     if config.database.reader_connections < 1:
         problems.append("config.database.reader_connections: must be at least 1")
+    problems += _voip_problems(config.voip)
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
         problems.append(
@@ -309,3 +326,16 @@ def _check_consistency(config: Config) -> None:
         )
     if problems:
         raise _invalid(problems)
+
+
+def _voip_problems(voip: VoipConfig) -> list[str]:
+    problems = []
+    if voip.turn_user_lifetime < 1:
+        problems.append("config.voip.turn_user_lifetime: must be at least 1 (seconds)")
+    for uri in voip.turn_uris:
+        # Spec GET /voip/turnServer: the URIs are turn: or turns: URIs.
+        if not uri.startswith(("turn:", "turns:")):
+            problems.append(f"config.voip.turn_uris: {uri!r} is not a turn: or turns: URI")
+    if (voip.turn_username is None) != (voip.turn_password is None):
+        problems.append("config.voip: turn_username and turn_password must be set together")
+    return problems

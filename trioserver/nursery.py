@@ -38,6 +38,7 @@ from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.client_ips import ClientIpRecorder
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
+from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
@@ -47,9 +48,11 @@ from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.reports import ReportsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_summary import RoomSummaryHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
@@ -57,10 +60,12 @@ from trioserver.handlers.state_checks import StateContentChecker
 from trioserver.handlers.sync import SyncHandler
 from trioserver.handlers.sync_rooms import RoomSyncBuilder
 from trioserver.handlers.sync_streams import StreamHandlers, SyncStreams
+from trioserver.handlers.timestamp_lookup import TimestampLookup
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
+from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
@@ -71,14 +76,17 @@ from trioserver.stores.database import Database, open_database
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.event_stream import EventStreamStore
+from trioserver.stores.event_timestamps import EventTimestampStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.reports import ReportStore
 from trioserver.stores.room_keys import RoomKeyStore
 from trioserver.stores.room_reads import RoomReadStore
+from trioserver.stores.room_summary import RoomSummaryStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
 from trioserver.streams import StreamPositions
@@ -336,6 +344,8 @@ def build_components(
     room_creation = RoomCreationHandler(
         persister, membership, directory, profiles, server_name=config.server_name
     )
+    # Issue 11: room summaries serve /room_summary and the space hierarchy.
+    room_summary = RoomSummaryHandler(RoomSummaryStore(db), events)
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -387,6 +397,13 @@ def build_components(
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
         room_keys=RoomKeysHandler(RoomKeyStore(db)),
+        room_summary=room_summary,
+        hierarchy=HierarchyHandler(room_summary, clock=clock),
+        timestamp_lookup=TimestampLookup(EventTimestampStore(db), events, room_reads),
+        reports=ReportsHandler(
+            ReportStore(db), room_reads, events, server_name=config.server_name, clock=clock
+        ),
+        voip=VoipHandler(config.voip, clock=clock),
     )
     stream_handlers = (
         deps.typing,

@@ -76,6 +76,16 @@ async def test_capabilities(alice: Client) -> None:
     assert room_versions["default"] == "12"
     assert room_versions["available"]["12"] == "stable"
     assert room_versions["available"]["1"] == "stable"
+    assert set(room_versions["available"]) == {str(n) for n in range(1, 13)}
+    assert capabilities["m.set_displayname"] == {"enabled": True}
+    assert capabilities["m.set_avatar_url"] == {"enabled": True}
+    # No 3PIDs are kept and /login/get_token is not served.
+    assert capabilities["m.3pid_changes"] == {"enabled": False}
+    assert capabilities["m.get_login_token"] == {"enabled": False}
+    assert capabilities["m.profile_fields"] == {
+        "enabled": True,
+        "allowed": ["displayname", "avatar_url"],
+    }
 
 
 async def test_capabilities_needs_a_token(http: httpx.AsyncClient) -> None:

@@ -19,14 +19,17 @@ from trioserver.api.client import (
     openid,
     profile,
     register,
+    reports,
     room_keys,
     room_reads,
     room_send,
     room_upgrade,
     rooms,
+    spaces,
     sync,
     threepid,
     user_directory,
+    voip,
     whois,
 )
 from trioserver.api.http import MatrixApp, Request, Route
@@ -59,6 +62,9 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     whois.ROUTES,
     threepid.ROUTES,
     room_keys.ROUTES,
+    spaces.ROUTES,
+    reports.ROUTES,
+    voip.ROUTES,
 ]
 
 

@@ -12,6 +12,7 @@ from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.directory import DirectoryHandler
 from trioserver.handlers.e2e_keys import E2eKeysHandler
+from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
@@ -21,17 +22,21 @@ from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.reports import ReportsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_summary import RoomSummaryHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.sync import SyncHandler
+from trioserver.handlers.timestamp_lookup import TimestampLookup
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
+from trioserver.handlers.voip import VoipHandler
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.events import EventStore
 from trioserver.stores.filters import FilterStore
@@ -81,3 +86,9 @@ class ApiDeps:
     openid: OpenIdHandler
     # Server-side key backups (issue 11).
     room_keys: RoomKeysHandler
+    # Issue 11 (spaces): room summaries, the space hierarchy, jump to date, reports, TURN.
+    room_summary: RoomSummaryHandler
+    hierarchy: HierarchyHandler
+    timestamp_lookup: TimestampLookup
+    reports: ReportsHandler
+    voip: VoipHandler
