@@ -50,6 +50,7 @@ from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
+from trioserver.handlers.search import SearchHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
@@ -77,6 +78,7 @@ from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.room_reads import RoomReadStore
+from trioserver.stores.search import SearchStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
 from trioserver.streams import StreamPositions
@@ -384,6 +386,7 @@ def build_components(
             server_name=config.server_name,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        search=SearchHandler(SearchStore(db), room_reads, events, state),
     )
     stream_handlers = (
         deps.typing,

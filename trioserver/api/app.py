@@ -23,6 +23,7 @@ from trioserver.api.client import (
     room_send,
     room_upgrade,
     rooms,
+    search,
     sync,
     threepid,
     user_directory,
@@ -57,6 +58,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    search.ROUTES,
 ]
 
 

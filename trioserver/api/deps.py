@@ -24,6 +24,7 @@ from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
+from trioserver.handlers.search import SearchHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.sync import SyncHandler
@@ -78,3 +79,5 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    # Issue 11: POST /search.
+    search: SearchHandler
