@@ -296,7 +296,7 @@ async def test_ignored_users_messages_are_dropped(alice: Client, bob: Client) ->
     await join(bob, room)
     mine = await send_text(alice, room, "banana bread recipe")
     await send_text(bob, room, "banana spam")
-    ignore = {"ignored_users": {bob.user_id: {}}}
+    ignore: dict[str, Any] = {"ignored_users": {bob.user_id: {}}}
     assert_ok(await alice.put(f"/user/{alice.user_id}/account_data/m.ignored_user_list", ignore))
     assert found_ids(await search(alice, "banana")) == [mine]
 
