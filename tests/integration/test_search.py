@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from trioserver.handlers import search as search_handler
 from trioserver.testing import InProcessServer
 
 from tests.integration.client import V3, Client, assert_error, assert_ok
@@ -323,10 +324,32 @@ async def test_no_category_and_no_matchable_words(alice: Client) -> None:
     await send_text(alice, room, "hello")
     result = await search(alice, "!!! ??? ...")
     assert result == {"results": [], "count": 0, "highlights": []}
-    assert (await search(alice, "hello", filter={"limit": 0}))["results"] == []
+    nothing = await search(alice, "hello", filter={"limit": 0})
+    assert nothing["results"] == []
+    assert nothing["count"] == 1
+    assert "next_batch" not in nothing
 
 
 async def test_needs_authentication(hs: InProcessServer, http: httpx.AsyncClient) -> None:
     body = {"search_categories": {"room_events": {"search_term": "x"}}}
     response = await http.post(f"{V3}/search", json=body)
     assert_error(response, 401, "M_MISSING_TOKEN")
+
+
+async def test_a_scan_stops_early_and_pages_on_past_invisible_hits(
+    alice: Client, bob: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_handler, "MAX_EXAMINED", 5)
+    room = await create_room(alice, preset="private_chat")
+    await set_visibility(alice, room, "joined")
+    for i in range(8):
+        await send_text(alice, room, f"hidden zebra {i}")
+    await invite(alice, room, bob.user_id)
+    await join(bob, room)
+    visible = await send_text(alice, room, "visible zebra")
+    first = await search(bob, "zebra", order_by="recent")
+    assert found_ids(first) == [visible]
+    # Five hits examined: the page stops there and says where to go on from.
+    second = await search(bob, "zebra", first["next_batch"], order_by="recent")
+    assert second["results"] == []
+    assert "next_batch" not in second

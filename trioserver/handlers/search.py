@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-What a user can find, as Synapse: events of the rooms they are joined to *now* (spec: "the
-rooms the user has joined"; left rooms are not searched), that the history visibility rules
+What a user can find, as Synapse: events of the rooms they are joined to *now* (rooms they
+left are not searched; the spec leaves this to the server), that the history visibility rules
 let them see (`VisibilityFilter`), not sent by a user they ignore, not redacted (redactions
 remove events from the index; the events table is checked too) and not served redacted because
 their sender was erased (finding them by their text would reveal it).
@@ -165,7 +165,7 @@ class SearchHandler:
             for key in request.keys
             if event_filter.matches_type(SEARCH_KEYS[key][0])
         ]
-        if match is None or not rooms or not types or request.limit == 0:
+        if match is None or not rooms or not types:
             return None
         return SearchQuery(
             match,
@@ -187,6 +187,8 @@ class SearchHandler:
         cursor = None if token is None else token.cursor
         results: list[Found] = []
         examined = 0
+        if limit == 0:
+            return Page([], None)
         while examined < MAX_EXAMINED:
             batch_size = min(max(2 * (limit - len(results)), 20), MAX_EXAMINED - examined)
             hits = await self._store.search(query, request.order_by, cursor, batch_size)
