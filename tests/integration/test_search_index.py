@@ -147,6 +147,8 @@ def _room_events(**fields: Any) -> dict[str, Any]:
         {"search_categories": {"people": {"search_term": "x"}}},
         _room_events(keys=["content.foo"]),
         _room_events(keys=[]),
+        _room_events(keys=[{}]),
+        _room_events(keys=[["content.body"]]),
         _room_events(keys="content.body"),
         _room_events(order_by="best"),
         _room_events(filter=[]),

@@ -138,7 +138,8 @@ def _keys(body: dict[str, Any]) -> tuple[str, ...]:
     keys = body.get("keys")
     if keys is None:
         return tuple(SEARCH_KEYS)
-    if not isinstance(keys, list) or not keys or not all(k in SEARCH_KEYS for k in keys):
+    valid = isinstance(keys, list) and all(isinstance(k, str) and k in SEARCH_KEYS for k in keys)
+    if not valid or not keys:
         raise _bad(
             "search_categories.room_events.keys",
             "a non-empty array of " + ", ".join(SEARCH_KEYS),
