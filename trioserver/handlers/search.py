@@ -62,6 +62,7 @@ MEMBER = "m.room.member"
 # Index hits examined per request at most (visible or not), so that a term matching much that
 # the user may not see cannot make one request read the whole index.
 MAX_EXAMINED = 2_000
+MAX_SQL_SENDERS = 500
 _HIGHLIGHTED = re.compile(re.escape(HIGHLIGHT_START) + "(.*?)" + re.escape(HIGHLIGHT_END), re.S)
 
 
@@ -167,12 +168,15 @@ class SearchHandler:
         ]
         if match is None or not rooms or not types:
             return None
+        senders, not_senders = event_filter.senders, event_filter.not_senders
+        # Long sender lists stay out of the SQL (SQLite bounds its parameters); the filter is
+        # applied to every hit anyway, only `count` is then looser.
         return SearchQuery(
             match,
             tuple(sorted(rooms)),
             tuple(types),
-            senders=event_filter.senders,
-            not_senders=event_filter.not_senders,
+            senders=senders if senders is None or len(senders) <= MAX_SQL_SENDERS else None,
+            not_senders=not_senders if len(not_senders) <= MAX_SQL_SENDERS else (),
         )
 
     async def _page(
