@@ -76,7 +76,7 @@ class Found:
 
 
 @attrs.frozen
-class Page:
+class ResultPage:
     """One page of results, and where the next one starts (None: no more)."""
 
     results: list[Found]
@@ -186,13 +186,13 @@ class SearchHandler:
         request: RoomEventsSearch,
         token: BatchToken | None,
         viewers: dict[str, Viewer],
-    ) -> Page:
+    ) -> ResultPage:
         limit = request.limit
         cursor = None if token is None else token.cursor
         results: list[Found] = []
         examined = 0
         if limit == 0:
-            return Page([], None)
+            return ResultPage([], None)
         while examined < MAX_EXAMINED:
             batch_size = min(max(2 * (limit - len(results)), 20), MAX_EXAMINED - examined)
             hits = await self._store.search(query, request.order_by, cursor, batch_size)
@@ -205,10 +205,10 @@ class SearchHandler:
                     results.append(Found(hit, found[0], found[1]))
                     if len(results) == limit:
                         # As Synapse: a full page always has a next_batch (maybe to nothing).
-                        return Page(results, cursor)
+                        return ResultPage(results, cursor)
             if len(hits) < batch_size:
-                return Page(results, None)
-        return Page(results, cursor)
+                return ResultPage(results, None)
+        return ResultPage(results, cursor)
 
     async def _visible(
         self,
@@ -320,7 +320,7 @@ def _next_token(
     return BatchToken(request.order_by, cursor)
 
 
-def _groups(request: RoomEventsSearch, page: Page) -> dict[str, dict[str, JsonDict]]:
+def _groups(request: RoomEventsSearch, page: ResultPage) -> dict[str, dict[str, JsonDict]]:
     groups: dict[str, dict[str, JsonDict]] = {}
     for key in request.group_by:
         by_key: dict[str, JsonDict] = {}

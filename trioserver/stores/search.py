@@ -69,7 +69,11 @@ def index_events_txn(txn: Txn, stored: Iterable[StoredEvent], redacted_ids: Sequ
         stored: the batch's events, with their stream orderings.
         redacted_ids: ids of the events that redactions of the batch apply to.
     """
-    rows = [(s.stream_ordering, text) for s in stored if (text := searchable_text(s)) is not None]
+    rows = [
+        (s.stream_ordering, text)
+        for s in stored
+        if s.rejected is None and (text := searchable_text(s)) is not None
+    ]
     if rows:
         txn.executemany("INSERT INTO event_search (rowid, value) VALUES (?, ?)", rows)
     if redacted_ids:
@@ -143,7 +147,8 @@ def _where(query: SearchQuery) -> tuple[list[str], list[object]]:
         "event_search MATCH ?",
         _in_list("e.room_id", query.room_ids),
         _in_list("e.type", query.types),
-        "e.redacted_by IS NULL",
+        # Belt and braces: such events are never indexed (or leave the index) in the first place.
+        "e.redacted_by IS NULL AND e.rejected IS NULL AND e.outlier = 0",
     ]
     args: list[object] = [query.match, *query.room_ids, *query.types]
     if query.senders is not None:
