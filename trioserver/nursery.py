@@ -54,6 +54,7 @@ from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_summary import RoomSummaryHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
+from trioserver.handlers.search import SearchHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.state_checks import StateContentChecker
@@ -87,6 +88,7 @@ from trioserver.stores.reports import ReportStore
 from trioserver.stores.room_keys import RoomKeyStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.room_summary import RoomSummaryStore
+from trioserver.stores.search import SearchStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
 from trioserver.streams import StreamPositions
@@ -404,6 +406,7 @@ def build_components(
             ReportStore(db), room_reads, events, server_name=config.server_name, clock=clock
         ),
         voip=VoipHandler(config.voip, clock=clock),
+        search=SearchHandler(SearchStore(db), room_reads, events, state),
     )
     stream_handlers = (
         deps.typing,

@@ -25,6 +25,7 @@ from trioserver.api.client import (
     room_send,
     room_upgrade,
     rooms,
+    search,
     spaces,
     sync,
     threepid,
@@ -65,6 +66,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     spaces.ROUTES,
     reports.ROUTES,
     voip.ROUTES,
+    search.ROUTES,
 ]
 
 

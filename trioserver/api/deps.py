@@ -28,6 +28,7 @@ from trioserver.handlers.room_keys import RoomKeysHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_summary import RoomSummaryHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
+from trioserver.handlers.search import SearchHandler
 from trioserver.handlers.send import SendHandler
 from trioserver.handlers.shared_secret import SharedSecretRegistration
 from trioserver.handlers.sync import SyncHandler
@@ -92,3 +93,5 @@ class ApiDeps:
     timestamp_lookup: TimestampLookup
     reports: ReportsHandler
     voip: VoipHandler
+    # Issue 11: POST /search.
+    search: SearchHandler

@@ -66,6 +66,12 @@ class EventFilter:
             return False
         return self.types is None or _matches_type(self.types, event_type)
 
+    def matches_type(self, event_type: str) -> bool:
+        """Whether the type rules alone let events of `event_type` through."""
+        if self.not_types and _matches_type(self.not_types, event_type):
+            return False
+        return self.types is None or _matches_type(self.types, event_type)
+
     def filter(self, events: Iterable[T], key: Callable[[T], Event]) -> list[T]:
         """The items whose event (``key(item)``) matches, in order."""
         return [item for item in events if self.matches(key(item))]

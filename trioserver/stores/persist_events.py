@@ -10,6 +10,8 @@ that into rows, all in one transaction, so that a batch is either wholly stored 
 Per event: ``events``, ``event_json``, ``event_edges``, a new state group when it changed state,
 ``room_memberships`` for member events, ``redactions`` for redactions that name a target (seed 5),
 the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5).
+Per batch: the search index rows of searchable events, and the removal of those of the events
+its redactions apply to (issue 11, `stores.search`).
 Per room, last (it reads what the per-event step wrote): forward extremities,
 ``current_state_events`` with its delta stream, and ``local_current_membership``
 (seed 6). When the batch leaves no local user joined, the room's current state is deleted and
@@ -24,6 +26,7 @@ import attrs
 import orjson
 
 from trioserver.stores.events import StoredEvent
+from trioserver.stores.search import index_events_txn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -293,6 +296,12 @@ def _persist_batch_txn(
         if write.new_state_group is not None:
             _insert_state_group_txn(txn, write.new_state_group)
         _insert_event_metadata_txn(txn, write)
+    # Issue 11: the search index, one batched insert (and a delete for applied redactions).
+    index_events_txn(
+        txn,
+        (w.stored for w in events),
+        [w.applies_redaction_to for w in events if w.applies_redaction_to is not None],
+    )
     for room in rooms:
         _update_room_txn(txn, room, server_name)
 

@@ -1,0 +1,240 @@
+"""The full-text index of events, and searching it (client-server API "Server Side Search").
+
+Theory of operation
+-------------------
+``event_search`` (sql/14_search.sql) is an SQLite FTS5 table with one row per searchable
+event: its rowid is the event's ``stream_ordering`` and its one column the text of the event's
+search key (`SEARCH_KEYS`). The events writer adds rows in the transaction that stores the
+events (`index_events_txn`, called by `stores.persist_events`) and deletes the row of an event
+that a redaction in the batch applies to, in that same transaction; pruning a self-destructing
+event deletes its row too (`unindex_events_txn`, called by `stores.censor_events`). So a
+redacted or expired event can never be found, and an event is searchable as soon as it is
+served.
+
+A search is a keyset scan of the index: FTS5 finds the matching rowids, each is joined to
+``events`` on its primary key for the room, type and sender, and the rows come back in the
+requested order after an exclusive `SearchCursor`. The caller (`handlers.search`) applies the
+visibility rules and pages on with the cursor of the last row it examined.
+
+The match expression is built by `handlers.search_query` from quoted tokens only; nothing a
+user types reaches FTS5 as query syntax.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from trioserver.stores.database import Database, Txn
+    from trioserver.stores.events import StoredEvent
+
+# The spec's search keys: the event type each applies to, and the content field indexed.
+SEARCH_KEYS: dict[str, tuple[str, str]] = {
+    "content.body": ("m.room.message", "body"),
+    "content.name": ("m.room.name", "name"),
+    "content.topic": ("m.room.topic", "topic"),
+}
+_FIELD_BY_TYPE = dict(SEARCH_KEYS.values())
+# Marks around matched words in `highlight()` output: control characters clients do not send.
+HIGHLIGHT_START = "\x02"
+HIGHLIGHT_END = "\x03"
+
+SearchOrder = Literal["rank", "recent"]
+
+
+def searchable_text(stored: StoredEvent) -> str | None:
+    """The text an event is indexed under, or None when it is not searchable."""
+    event = stored.event
+    field = _FIELD_BY_TYPE.get(event.type)
+    if field is None:
+        return None
+    value = event.content.get(field)
+    if not isinstance(value, str) or not value:
+        return None
+    # SQLite's full-text tokenizer stops at NUL; Synapse replaces it the same way.
+    return value.replace("\x00", " ")
+
+
+def index_events_txn(txn: Txn, stored: Iterable[StoredEvent], redacted_ids: Sequence[str]) -> None:
+    """Index a batch of new events and drop the events its redactions apply to.
+
+    Runs inside the events writer's transaction (`stores.persist_events`): two statements at
+    most per batch, whatever its size.
+
+    Args:
+        stored: the batch's events, with their stream orderings.
+        redacted_ids: ids of the events that redactions of the batch apply to.
+    """
+    rows = [
+        (s.stream_ordering, text)
+        for s in stored
+        if s.rejected is None and (text := searchable_text(s)) is not None
+    ]
+    if rows:
+        txn.executemany("INSERT INTO event_search (rowid, value) VALUES (?, ?)", rows)
+    if redacted_ids:
+        unindex_events_txn(txn, redacted_ids)
+
+
+def unindex_events_txn(txn: Txn, event_ids: Sequence[str]) -> None:
+    """Remove events from the index (redacted or expired); unknown ids are ignored."""
+    txn.executemany(
+        "DELETE FROM event_search WHERE rowid ="
+        " (SELECT stream_ordering FROM events WHERE event_id = ?)",
+        [(event_id,) for event_id in event_ids],
+    )
+
+
+@attrs.frozen
+class SearchQuery:
+    """Which indexed events a search matches (before visibility rules).
+
+    Attributes:
+        match: an FTS5 match expression built from quoted tokens only.
+        room_ids: the rooms searched (never empty).
+        types: the event types of the searched keys (never empty).
+        senders: only these senders (None: anyone).
+        not_senders: never these senders.
+    """
+
+    match: str
+    room_ids: tuple[str, ...]
+    types: tuple[str, ...]
+    senders: tuple[str, ...] | None = None
+    not_senders: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class SearchCursor:
+    """An exclusive position in the result order: after this (score, stream ordering)."""
+
+    stream_ordering: int
+    score: float = 0.0
+
+
+@attrs.frozen
+class SearchHit:
+    """One matching event.
+
+    Attributes:
+        score: FTS5 ``bm25`` (lower is a better match).
+        highlighted: the indexed text with matched words between `HIGHLIGHT_START` and
+            `HIGHLIGHT_END`.
+    """
+
+    stream_ordering: int
+    event_id: str
+    room_id: str
+    score: float
+    highlighted: str
+
+    @property
+    def cursor(self) -> SearchCursor:
+        """The cursor that continues after this hit."""
+        return SearchCursor(self.stream_ordering, self.score)
+
+
+def _in_list(column: str, values: Sequence[str], *, negate: bool = False) -> str:
+    return f"{column} {'NOT IN' if negate else 'IN'} ({','.join('?' * len(values))})"
+
+
+def _where(query: SearchQuery) -> tuple[list[str], list[object]]:
+    clauses = [
+        "event_search MATCH ?",
+        _in_list("e.room_id", query.room_ids),
+        _in_list("e.type", query.types),
+        # Belt and braces: such events are never indexed (or leave the index) in the first place.
+        "e.redacted_by IS NULL AND e.rejected IS NULL AND e.outlier = 0",
+    ]
+    args: list[object] = [query.match, *query.room_ids, *query.types]
+    if query.senders is not None:
+        clauses.append(_in_list("e.sender", query.senders))
+        args.extend(query.senders)
+    if query.not_senders:
+        clauses.append(_in_list("e.sender", query.not_senders, negate=True))
+        args.extend(query.not_senders)
+    return clauses, args
+
+
+# CROSS JOIN keeps the full-text index as the outer loop: SQLite can only MATCH through it,
+# and each match then costs one primary-key lookup in `events`.
+_FROM = " FROM event_search CROSS JOIN events AS e ON e.stream_ordering = event_search.rowid"
+
+
+def _search_txn(
+    txn: Txn,
+    query: SearchQuery,
+    order: SearchOrder,
+    after: SearchCursor | None,
+    limit: int,
+) -> list[SearchHit]:
+    clauses, args = _where(query)
+    if order == "recent":
+        # Newest first: FTS5 walks rowids (stream orderings) backwards without sorting.
+        order_sql = " ORDER BY event_search.rowid DESC"
+        if after is not None:
+            clauses.append("event_search.rowid < ?")
+            args.append(after.stream_ordering)
+    else:
+        # Best match first; ties oldest first (as Synapse on SQLite returns them).
+        order_sql = " ORDER BY bm25(event_search), event_search.rowid"
+        if after is not None:
+            clauses.append(
+                "(bm25(event_search) > ? OR (bm25(event_search) = ? AND event_search.rowid > ?))"
+            )
+            args.extend([after.score, after.score, after.stream_ordering])
+    rows = txn.execute(
+        "SELECT event_search.rowid, e.event_id, e.room_id, bm25(event_search),"
+        " highlight(event_search, 0, ?, ?)"
+        + _FROM
+        + " WHERE "
+        + " AND ".join(clauses)
+        + order_sql
+        + " LIMIT ?",
+        (HIGHLIGHT_START, HIGHLIGHT_END, *args, limit),
+    ).fetchall()
+    return [SearchHit(int(s), str(e), str(r), float(b), str(h)) for s, e, r, b, h in rows]
+
+
+def _count_txn(txn: Txn, query: SearchQuery) -> int:
+    clauses, args = _where(query)
+    row = txn.execute("SELECT COUNT(*)" + _FROM + " WHERE " + " AND ".join(clauses), args)
+    found = row.fetchone()
+    return 0 if found is None else int(found[0])
+
+
+class SearchStore:
+    """Reads of the full-text index (written by the events writer, see above)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def search(
+        self,
+        query: SearchQuery,
+        order: SearchOrder,
+        after: SearchCursor | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        """Up to `limit` matching events after `after`, in `order`.
+
+        Args:
+            query: what to match.
+            order: ``rank`` (best match first) or ``recent`` (newest first).
+            after: continue after this position (None: from the start).
+            limit: the most hits to return.
+
+        Returns:
+            The hits, in order; fewer than `limit` only when no more match.
+
+        Checkpoint: yes (a thread hop: the cost grows with the number of matches).
+        """
+        return await self._db.run_read("search_events", _search_txn, query, order, after, limit)
+
+    async def count(self, query: SearchQuery) -> int:
+        """How many indexed events match `query` (before visibility rules). Checkpoint: yes."""
+        return await self._db.run_read("count_search_events", _count_txn, query)
