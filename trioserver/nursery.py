@@ -45,6 +45,7 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
@@ -76,6 +77,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.push_rules import PushRuleStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
@@ -301,6 +303,8 @@ def build_components(
     send = SendHandler(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
     room_read_store = RoomReadStore(db)
     # One instance: it caches ignore lists, which the account data handler changes.
     account_data_store = AccountDataStore(db)
@@ -384,6 +388,7 @@ def build_components(
             server_name=config.server_name,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        push_rules=push_rules,
     )
     stream_handlers = (
         deps.typing,
