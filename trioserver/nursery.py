@@ -220,11 +220,18 @@ def _stream_handlers(
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
+    push_rules: PushRulesHandler,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db, notifier, positions, state, server_name=name, store=account_data_store
+        db,
+        notifier,
+        positions,
+        state,
+        server_name=name,
+        store=account_data_store,
+        push_rules=push_rules,
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
@@ -325,7 +332,16 @@ def build_components(
         room_reads.serializer,
     )
     streams = _stream_handlers(
-        config, db, notifier, positions, state, events, room_reads, clock, account_data_store
+        config,
+        db,
+        notifier,
+        positions,
+        state,
+        events,
+        room_reads,
+        clock,
+        account_data_store,
+        push_rules,
     )
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
@@ -386,6 +402,7 @@ def build_components(
             directory,
             streams.account_data,
             server_name=config.server_name,
+            push_rules=push_rules,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
         push_rules=push_rules,

@@ -18,6 +18,7 @@ from trioserver.api.client import (
     login,
     openid,
     profile,
+    push_rules,
     register,
     room_reads,
     room_send,
@@ -57,6 +58,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    push_rules.ROUTES,
 ]
 
 
