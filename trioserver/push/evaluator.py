@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from trioserver.push.rules import LEGACY_MENTION_RULES
+from trioserver.push.rules import LEGACY_MENTION_RULES, is_shared_default
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -435,9 +435,23 @@ def _compile_rule(rule: PushRule) -> tuple[str | None, _CompiledRule] | None:
     return event_type, _CompiledRule(rule.rule_id, tuple(conditions), actions, legacy)
 
 
+_CompiledEntry = tuple[str | None, _CompiledRule] | None
+# Unchanged defaults that name no user are compiled once for everyone (`is_shared_default`).
+_SHARED_COMPILED: dict[tuple[str, str], _CompiledEntry] = {}
+
+
+def _compile_maybe_shared(rule: PushRule) -> _CompiledEntry:
+    if not is_shared_default(rule):
+        return _compile_rule(rule)
+    key = (rule.kind, rule.rule_id)
+    if key not in _SHARED_COMPILED:
+        _SHARED_COMPILED[key] = _compile_rule(rule)
+    return _SHARED_COMPILED[key]
+
+
 def compile_push_rules(rules: PushRuleSet) -> CompiledPushRules:
     """Compile a user's rule set once for many `CompiledPushRules.actions_for` calls."""
-    compiled = [_compile_rule(rule) for rule in rules.rules if rule.enabled]
+    compiled = [_compile_maybe_shared(rule) for rule in rules.rules if rule.enabled]
     return CompiledPushRules([c for c in compiled if c is not None])
 
 

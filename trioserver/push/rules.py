@@ -285,6 +285,22 @@ def _default_rules(user_id: str) -> list[PushRule]:
 
 # (kind, rule id) of every server-default rule: the same for every user.
 DEFAULT_RULE_IDS: Final = frozenset((r.kind, r.rule_id) for r in _default_rules("@u:localhost"))
+# The defaults that do not name the user, as one object each for every user (and their
+# compiled form, see `evaluator`): tens of thousands of cached users share them.
+_SHARED: Final = {
+    (a.kind, a.rule_id): a
+    for a, b in zip(_default_rules("@a:a"), _default_rules("@b:b"), strict=True)
+    if a == b
+}
+
+
+def is_shared_default(rule: PushRule) -> bool:
+    """Whether `rule` is the one shared object of an unchanged default rule."""
+    return _SHARED.get((rule.kind, rule.rule_id)) is rule
+
+
+def _user_defaults(user_id: str) -> list[PushRule]:
+    return [_SHARED.get((r.kind, r.rule_id), r) for r in _default_rules(user_id)]
 
 
 def build_rule_set(
@@ -303,9 +319,10 @@ def build_rule_set(
     for rule in user_rules:
         by_kind[rule.kind].append(rule)
     defaults: dict[str, list[PushRule]] = {kind: [] for kind in KINDS}
-    for rule in _default_rules(user_id)[1:]:
+    master, *rest = _user_defaults(user_id)
+    for rule in rest:
         defaults[rule.kind].append(_apply_change(rule, changes.get((rule.kind, rule.rule_id))))
-    ordered = [_apply_change(_master(), changes.get((OVERRIDE, MASTER)))]
+    ordered = [_apply_change(master, changes.get((OVERRIDE, MASTER)))]
     for kind in KINDS:
         ordered += by_kind[kind]
         ordered += defaults[kind]
