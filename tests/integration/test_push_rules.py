@@ -426,6 +426,13 @@ async def test_legacy_events_stream_carries_push_rule_changes(alice: Client) -> 
     assert event["content"]["global"]["room"][0]["rule_id"] == "#a:example.com"
 
 
+async def test_legacy_initial_sync_carries_push_rules(alice: Client) -> None:
+    await add(alice, "room", "#a:example.com")
+    body = assert_ok(await alice.get("/initialSync", params={"limit": 1}))
+    (rules,) = [e["content"] for e in body["account_data"] if e["type"] == "m.push_rules"]
+    assert rules == assert_ok(await alice.get("/pushrules/"))
+
+
 # -- Room upgrades ------------------------------------------------------------------------
 
 
