@@ -220,18 +220,11 @@ def _stream_handlers(
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
-    push_rules: PushRulesHandler,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db,
-        notifier,
-        positions,
-        state,
-        server_name=name,
-        store=account_data_store,
-        push_rules=push_rules,
+        db, notifier, positions, state, server_name=name, store=account_data_store
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
@@ -332,17 +325,9 @@ def build_components(
         room_reads.serializer,
     )
     streams = _stream_handlers(
-        config,
-        db,
-        notifier,
-        positions,
-        state,
-        events,
-        room_reads,
-        clock,
-        account_data_store,
-        push_rules,
+        config, db, notifier, positions, state, events, room_reads, clock, account_data_store
     )
+    streams.account_data.serve_push_rules(push_rules)
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
     legacy_events = LegacyEventStream(
