@@ -308,6 +308,15 @@ async def test_enabled_and_actions_of_unknown_rules_are_404(alice: Client) -> No
         ),
         ("/global/content/my_id", {"actions": []}, "M_MISSING_PARAM"),
         ("/global/content/my_id", {"actions": [], "pattern": 5}, "M_INVALID_PARAM"),
+        ("/global/content/my_id", {"actions": [], "pattern": "x" * 513}, "M_INVALID_PARAM"),
+        (
+            "/global/override/my_id",
+            {
+                "actions": [],
+                "conditions": [{"kind": "event_match", "key": "k", "pattern": "x" * 513}],
+            },
+            "M_INVALID_PARAM",
+        ),
         ("/global/room/%23my_room:example.com", {}, "M_MISSING_PARAM"),
         ("/global/room/%23my_room:example.com", {"actions": ["not_an_action"]}, "M_INVALID_PARAM"),
         ("/global/room/%23my_room:example.com", {"actions": "notify"}, "M_INVALID_PARAM"),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from trioserver.push.glob import WORD_END, WORD_START, Glob
 from trioserver.push.rules import LEGACY_MENTION_RULES, is_shared_default
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ DEFAULT_NOTIFICATION_LEVEL: Final = 50
 MAX_FLATTEN_DEPTH: Final = 64
 _LEGACY_ACTIONS: Final = frozenset({"dont_notify", "coalesce"})
 _MEMBER_COUNT: Final = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
-# Spec: a word boundary is the start or end of the value or a character not in [A-Za-z0-9_]
-# (ASCII, as matrix-js-sdk evaluates it in clients; case-insensitivity stays Unicode).
-_WORD_START: Final = r"(?<![A-Za-z0-9_])"
-_WORD_END: Final = r"(?![A-Za-z0-9_])"
 
 
 @attrs.frozen
@@ -138,38 +135,24 @@ class _EventMatchLiteral(_Condition):
         return ev.lowered(self.key) == self.literal
 
 
-class _EventMatchRegex(_Condition):
-    __slots__ = ("key", "needle", "regex", "search")
+class _EventMatchGlob(_Condition):
+    __slots__ = ("glob", "key")
 
-    def __init__(self, key: str, regex: re.Pattern[str], needle: str, *, search: bool) -> None:
+    def __init__(self, key: str, glob: Glob) -> None:
         self.key = key
-        self.regex = regex
-        # A literal part of the pattern: a cheap `in` test rules most values out first.
-        self.needle = needle
-        self.search = search
+        self.glob = glob
 
     def matches(
         self, ev: PreparedEvent, ctx: PushContext, user_id: str, display_name: str | None
     ) -> bool:
         value = ev.lowered(self.key)
-        if value is None or self.needle not in value:
-            return False
-        found = self.regex.search(value) if self.search else self.regex.match(value)
-        return found is not None
-
-
-def _glob_body(pattern: str) -> str:
-    return "".join(".*?" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-
-
-def _needle(pattern: str) -> str:
-    return max(re.split(r"[*?]", pattern), key=len)
+        return value is not None and self.glob.matches(value)
 
 
 @functools.lru_cache(maxsize=4096)
-def _word_regex(body: str) -> re.Pattern[str]:
-    # Shared by every user's rules (and every display name): compiled once each.
-    return re.compile(_WORD_START + body + _WORD_END, re.DOTALL)
+def _display_name_regex(name: str) -> re.Pattern[str]:
+    # Shared by every user with that display name: compiled once each.
+    return re.compile(WORD_START + re.escape(name) + WORD_END, re.DOTALL)
 
 
 def _event_match(cond: Mapping[str, Any]) -> _Condition | None:
@@ -178,14 +161,12 @@ def _event_match(cond: Mapping[str, Any]) -> _Condition | None:
         return None
     # Case-insensitive: patterns and values are compared lower-cased.
     pattern = pattern.lower()
-    needle = _needle(pattern)
     if key == "content.body":
         # Spec: for content.body the pattern matches a substring between word boundaries.
-        return _EventMatchRegex(key, _word_regex(_glob_body(pattern)), needle, search=True)
+        return _EventMatchGlob(key, Glob(pattern, words=True))
     if "*" not in pattern and "?" not in pattern:
         return _EventMatchLiteral(key, pattern)
-    regex = re.compile(_glob_body(pattern) + r"\Z", re.DOTALL)
-    return _EventMatchRegex(key, regex, needle, search=False)
+    return _EventMatchGlob(key, Glob(pattern, words=False))
 
 
 def _same(a: object, b: object) -> bool:
@@ -246,7 +227,7 @@ class _ContainsDisplayName(_Condition):
         name = display_name.lower()
         if body is None or name not in body:
             return False
-        return _word_regex(re.escape(name)).search(body) is not None
+        return _display_name_regex(name).search(body) is not None
 
 
 class _MemberCount(_Condition):
