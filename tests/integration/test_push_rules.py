@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -11,8 +12,11 @@ import pytest
 
 import trio
 
+from trioserver.push.evaluator import PushContext
+
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, join
+from tests.integration.writer_env import writer_env
 
 RULES = "/pushrules/global"
 NOTICE = [{"kind": "event_match", "key": "content.msgtype", "pattern": "m.notice"}]
@@ -467,3 +471,30 @@ async def test_room_rules_are_copied_on_upgrade(alice: Client, bob: Client) -> N
     assert room_id in room_ids
     assert room_ids.count("!other:example.com") == 1
     assert new_room_id in await rule_ids(alice, "room")
+
+
+# -- The send path's view -----------------------------------------------------------------
+
+
+async def test_rules_for_users_is_cached_and_follows_changes(tmp_path: Path) -> None:
+    async with writer_env(tmp_path) as env:
+        alice = await env.user("alice")
+        bob = await env.user("bob")
+        handler = env.components.deps.push_rules
+        event = {"type": "m.room.message", "sender": bob, "room_id": "!r:blue", "content": {}}
+        ctx = PushContext(room_member_count=3, sender_power_level=0, notification_levels={})
+        first = await handler.rules_for_users([alice, bob, alice])
+        assert set(first) == {alice, bob}
+        assert first[alice].actions_for(event, ctx, user_id=alice, display_name=None) == ["notify"]
+        # Unchanged rules come from memory: the same compiled object.
+        again = await handler.rules_for_users([alice])
+        assert again[alice] is first[alice]
+        await handler.put_rule(alice, "room", "!r:blue", {"actions": ["dont_notify"]})
+        changed = await handler.rules_for_users([alice, bob])
+        assert changed[bob] is first[bob]
+        assert changed[alice].actions_for(event, ctx, user_id=alice, display_name=None) == []
+        await handler.set_enabled(alice, "room", "!r:blue", {"enabled": False})
+        enabled = await handler.rules_for_users([alice])
+        assert enabled[alice].actions_for(event, ctx, user_id=alice, display_name=None) == [
+            "notify"
+        ]
