@@ -7,8 +7,10 @@ This runs on the send path once per local member of the room, so the work is spl
 * `compile_push_rules` turns one user's `PushRuleSet` into a `CompiledPushRules` once (the
   handler caches it until the user changes a rule): disabled rules and rules with a condition
   that can never hold (an unknown ``kind``, a malformed field) are dropped, globs become
-  compiled regexes or lower-cased literals, ``room_member_count`` is parsed, and legacy actions
-  are removed.
+  `Glob`s (matched without backtracking) or lower-cased literals, ``room_member_count`` is
+  parsed, legacy actions are removed, and the rules are indexed by the event type they
+  require. Unchanged server-default rules that do not name the user are compiled once for
+  all users.
 * `prepare_event` flattens an event once into dotted keys (``content.m\\.mentions.room``: dots
   and backslashes in a property name are escaped with a backslash, spec "Conditions") and
   memoises lower-cased strings; the same `PreparedEvent` is handed to every member's rules.
@@ -19,7 +21,8 @@ Matching follows the spec and Synapse: ``event_match`` is a case-insensitive glo
 ``?``) over the whole string value, except for ``content.body``, where it matches a substring
 between word boundaries; ``contains_display_name`` does the same with the user's display name;
 ``event_property_is`` / ``event_property_contains`` compare exactly, telling ``true`` from
-``1``; a condition kind the server does not know never matches. The legacy actions
+``1``; a condition kind the server does not know never matches; an event with
+``m.mentions`` is not matched by the legacy mention rules (spec v1.7). The legacy actions
 ``dont_notify`` and ``coalesce`` are ignored (spec v1.7), so a rule with only those matches and
 notifies no one.
 """
