@@ -46,6 +46,7 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.reports import ReportsHandler
@@ -84,6 +85,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.push_rules import PushRuleStore
 from trioserver.stores.reports import ReportStore
 from trioserver.stores.room_keys import RoomKeyStore
 from trioserver.stores.room_reads import RoomReadStore
@@ -313,6 +315,8 @@ def build_components(
     send = SendHandler(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
     room_read_store = RoomReadStore(db)
     # One instance: it caches ignore lists, which the account data handler changes.
     account_data_store = AccountDataStore(db)
@@ -335,6 +339,7 @@ def build_components(
     streams = _stream_handlers(
         config, db, notifier, positions, state, events, room_reads, clock, account_data_store
     )
+    streams.account_data.serve_push_rules(push_rules)
     sync_store = SyncStore(db)
     sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
     legacy_events = LegacyEventStream(
@@ -396,6 +401,7 @@ def build_components(
             directory,
             streams.account_data,
             server_name=config.server_name,
+            push_rules=push_rules,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
         room_keys=RoomKeysHandler(RoomKeyStore(db)),
@@ -407,6 +413,7 @@ def build_components(
         ),
         voip=VoipHandler(config.voip, clock=clock),
         search=SearchHandler(SearchStore(db), room_reads, events, state),
+        push_rules=push_rules,
     )
     stream_handlers = (
         deps.typing,

@@ -18,6 +18,7 @@ from trioserver.api.client import (
     login,
     openid,
     profile,
+    push_rules,
     register,
     reports,
     room_keys,
@@ -67,6 +68,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     reports.ROUTES,
     voip.ROUTES,
     search.ROUTES,
+    push_rules.ROUTES,
 ]
 
 

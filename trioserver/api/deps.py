@@ -20,6 +20,7 @@ from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.reports import ReportsHandler
@@ -95,3 +96,4 @@ class ApiDeps:
     voip: VoipHandler
     # Issue 11: POST /search.
     search: SearchHandler
+    push_rules: PushRulesHandler
