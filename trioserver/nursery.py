@@ -34,6 +34,7 @@ from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
+from trioserver.handlers.aggregations import Aggregator
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.client_ips import ClientIpRecorder
 from trioserver.handlers.directory import DirectoryHandler
@@ -47,6 +48,7 @@ from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.relations import RelationsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
@@ -63,6 +65,7 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
@@ -76,6 +79,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.relations import RelationStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
@@ -275,6 +279,8 @@ def build_components(
     state = StateStore(db, server_name=config.server_name)
     profiles = ProfileStore(db)
     directory = DirectoryStore(db)
+    # Issue 11: relations are checked by the writer and bundled into served events.
+    relation_store = RelationStore(db)
     if not config.is_events_writer:
         raise ConfigError(
             f"instance {config.instance_name!r} is not the events writer"
@@ -292,6 +298,7 @@ def build_components(
         ephemeral_messages=config.enable_ephemeral_messages,
         state_groups=state,
         clock=clock,
+        relation_checks=RelationChecker(events, relation_store),
     )
     positions.register("events", lambda: persister.stream_position)
     persister.add_listener(lambda stored: notify_events(notifier, stored))
@@ -311,6 +318,7 @@ def build_components(
         erasure,
         server_name=config.server_name,
         account_data=account_data_store,
+        aggregator=Aggregator(relation_store, events, account_data_store),
     )
     room_sync = RoomSyncBuilder(
         events,
@@ -384,6 +392,7 @@ def build_components(
             server_name=config.server_name,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        relations=RelationsHandler(room_reads, relation_store, events),
     )
     stream_handlers = (
         deps.typing,
@@ -412,7 +421,7 @@ def build_components(
     return Components(
         deps,
         persister,
-        loaders=tuple(h.load for h in stream_handlers),
+        loaders=(*(h.load for h in stream_handlers), relation_store.load),
         subsystems=tuple(subsystems),
     )
 

@@ -19,6 +19,7 @@ from trioserver.api.client import (
     openid,
     profile,
     register,
+    relations,
     room_reads,
     room_send,
     room_upgrade,
@@ -57,6 +58,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    relations.ROUTES,
 ]
 
 

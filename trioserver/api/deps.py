@@ -21,6 +21,7 @@ from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.relations import RelationsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.room_upgrade import RoomUpgradeHandler
@@ -78,3 +79,4 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    relations: RelationsHandler

@@ -10,6 +10,8 @@ that into rows, all in one transaction, so that a batch is either wholly stored 
 Per event: ``events``, ``event_json``, ``event_edges``, a new state group when it changed state,
 ``room_memberships`` for member events, ``redactions`` for redactions that name a target (seed 5),
 the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5).
+Per batch: ``event_relations`` and ``threads`` (issue 11), and a redaction that applies drops
+its target from them.
 Per room, last (it reads what the per-event step wrote): forward extremities,
 ``current_state_events`` with its delta stream, and ``local_current_membership``
 (seed 6). When the batch leaves no local user joined, the room's current state is deleted and
@@ -24,6 +26,7 @@ import attrs
 import orjson
 
 from trioserver.stores.events import StoredEvent
+from trioserver.stores.relations import index_relations_txn, unindex_redacted_txn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -293,6 +296,12 @@ def _persist_batch_txn(
         if write.new_state_group is not None:
             _insert_state_group_txn(txn, write.new_state_group)
         _insert_event_metadata_txn(txn, write)
+    # Issue 11: the relations index, after every event of the batch (a redaction may apply
+    # to a relating event of the same batch).
+    index_relations_txn(txn, [write.stored for write in events])
+    redacted = [w.applies_redaction_to for w in events if w.applies_redaction_to is not None]
+    if redacted:
+        unindex_redacted_txn(txn, redacted)
     for room in rooms:
         _update_room_txn(txn, room, server_name)
 
