@@ -26,7 +26,7 @@ import attrs
 import orjson
 
 from trioserver.stores.events import StoredEvent
-from trioserver.stores.relations import index_relations_txn, unindex_redacted_txn
+from trioserver.stores.relations_index import index_relations_txn, unindex_redacted_txn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
