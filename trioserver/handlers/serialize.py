@@ -138,7 +138,7 @@ def relations_json(
                 latest,
                 now_ms=now_ms,
                 options=inner,
-                relations=relations_json(latest.event_id, bundles, now_ms=now_ms, options=options),
+                relations=relations_json(latest.event_id, bundles, now_ms=now_ms, options=inner),
             ),
             "count": bundle.thread.count,
             "current_user_participated": bundle.thread.participated,
