@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import trio
+from trio.testing import MockClock
+
+from trioserver.storage.persistence import EventIntent
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.relation_helpers import (
@@ -13,6 +19,7 @@ from tests.integration.relation_helpers import (
     thread_reply,
 )
 from tests.integration.room_helpers import create_room, ids, join, messages, send_text
+from tests.integration.writer_env import trio_wall_clock, writer_env
 
 
 async def _threads(client: Client, room: str, **params: Any) -> dict[str, Any]:
@@ -157,3 +164,24 @@ async def test_threads_bad_input_and_access(alice: Client, bob: Client) -> None:
     assert_error(await get_threads(bob, "!unknown:test"), 403, "M_FORBIDDEN")
     # A huge limit is capped, not refused.
     assert ids((await _threads(alice, room, limit="100000"))["chunk"]) == [root]
+
+
+async def test_an_expired_reply_leaves_the_thread(tmp_path: Path, db_clock: MockClock) -> None:
+    async with writer_env(tmp_path, enable_ephemeral_messages=True) as env:
+        alice = await env.user("alice")
+        room = await env.create_room(alice)
+        root_intent = EventIntent("m.room.message", alice, {"msgtype": "m.text", "body": "root"})
+        (root,) = await env.persister.submit(room, [root_intent])
+        reply = {
+            "msgtype": "m.text",
+            "body": "gone soon",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root.event_id},
+            "org.matrix.self_destruct_after": int(trio_wall_clock() * 1000) + 1_000,
+        }
+        (sent,) = await env.persister.submit(room, [EventIntent("m.room.message", alice, reply)])
+        rows = "SELECT event_id FROM event_relations"
+        assert env.query(rows) == [(sent.event_id,)]
+        assert env.query("SELECT latest_event_id FROM threads") == [(sent.event_id,)]
+        await trio.sleep(1.5)
+        assert env.query(rows) == []
+        assert env.query("SELECT latest_event_id FROM threads") == []

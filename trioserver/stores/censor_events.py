@@ -8,6 +8,7 @@ import attrs
 import orjson
 
 from trioserver.events import KNOWN_ROOM_VERSIONS, prune_event_dict
+from trioserver.stores.relations_index import unindex_events_txn
 
 if TYPE_CHECKING:
     from trioserver.stores.database import Database, Txn
@@ -40,6 +41,8 @@ def _expire_event_txn(txn: Txn, event_id: str) -> bool:
         "UPDATE event_json SET json = ?, unsigned = NULL WHERE event_id = ?",
         (orjson.dumps(pruned).decode(), event_id),
     )
+    # Issue 11: its `m.relates_to` is pruned with the rest, so it relates to nothing now.
+    unindex_events_txn(txn, [event_id])
     return True
 
 

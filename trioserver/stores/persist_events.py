@@ -26,7 +26,7 @@ import attrs
 import orjson
 
 from trioserver.stores.events import StoredEvent
-from trioserver.stores.relations_index import index_relations_txn, unindex_redacted_txn
+from trioserver.stores.relations_index import index_relations_txn, unindex_events_txn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -301,7 +301,7 @@ def _persist_batch_txn(
     index_relations_txn(txn, [write.stored for write in events])
     redacted = [w.applies_redaction_to for w in events if w.applies_redaction_to is not None]
     if redacted:
-        unindex_redacted_txn(txn, redacted)
+        unindex_events_txn(txn, redacted)
     for room in rooms:
         _update_room_txn(txn, room, server_name)
 

@@ -6,7 +6,8 @@ Theory of operation
 (`trioserver.events.relations.relation_of`), written by `index_relations_txn` (one
 ``executemany`` per batch, nothing when no event of the batch relates to another); ``threads``
 keeps each thread root's latest ``m.thread`` reply. A redaction that applies to a relating
-event deletes its row in the same transaction (`unindex_redacted_txn`), so it drops out of
+event deletes its row in the same transaction (`unindex_events_txn`; so does the expiry of a
+self-destructing message, whose content is pruned the same way), so it drops out of
 aggregations, ``/relations`` and ``/threads`` at once; a thread whose latest reply is redacted
 gets its previous reply as latest, or loses its row when it has none left. The reads are in
 `stores.relations`.
@@ -80,8 +81,8 @@ def index_relations_txn(txn: Txn, events: Sequence[StoredEvent]) -> None:
         )
 
 
-def unindex_redacted_txn(txn: Txn, event_ids: Sequence[str]) -> None:
-    """Drop redacted events from the index (part of the persist transaction).
+def unindex_events_txn(txn: Txn, event_ids: Sequence[str]) -> None:
+    """Drop redacted (or expired) events from the index, in the transaction that prunes them.
 
     A thread that loses its latest reply gets the previous one, or no row when none is left.
     """
