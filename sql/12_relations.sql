@@ -17,7 +17,6 @@ CREATE TABLE event_relations (
 ) WITHOUT ROWID;
 CREATE INDEX event_relations_by_parent
     ON event_relations (relates_to_id, relation_type, topological_ordering, stream_ordering);
-CREATE INDEX event_relations_by_room ON event_relations (room_id);
 
 -- One row per thread root with at least one (unredacted) m.thread reply: its latest reply.
 CREATE TABLE threads (
@@ -29,3 +28,5 @@ CREATE TABLE threads (
     PRIMARY KEY (room_id, thread_id)
 ) WITHOUT ROWID;
 CREATE INDEX threads_by_activity ON threads (room_id, topological_ordering, stream_ordering);
+-- Aggregations look a root up by its id alone (event ids are unique across rooms).
+CREATE INDEX threads_by_thread ON threads (thread_id);
