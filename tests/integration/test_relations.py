@@ -354,3 +354,14 @@ async def test_aggregations_survive_a_restart(tmp_path: Path) -> None:
         nora.http = http
         event = assert_ok(await nora.get(f"/rooms/{room}/event/{root}"))
         assert bundled(event)["m.replace"]["event_id"] == edited
+
+
+async def test_a_departed_user_reads_relations_up_to_their_leave(
+    alice: Client, bob: Client
+) -> None:
+    room, root = await _room_with_root(alice, bob)
+    before = await reference(alice, room, root, "while bob was here")
+    assert_ok(await bob.post(f"/rooms/{room}/leave", {}))
+    await reference(alice, room, root, "after bob left")
+    assert ids((await relations(bob, room, root))["chunk"]) == [before]
+    assert ids((await relations(bob, room, root, dir="f"))["chunk"]) == [before]
