@@ -34,6 +34,7 @@ from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
+from trioserver.handlers.aggregations import Aggregator
 from trioserver.handlers.auth import AuthHandler
 from trioserver.handlers.client_ips import ClientIpRecorder
 from trioserver.handlers.directory import DirectoryHandler
@@ -49,6 +50,7 @@ from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.relations import RelationsHandler
 from trioserver.handlers.reports import ReportsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_keys import RoomKeysHandler
@@ -71,6 +73,7 @@ from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
@@ -86,6 +89,7 @@ from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.push_rules import PushRuleStore
+from trioserver.stores.relations import RelationStore
 from trioserver.stores.reports import ReportStore
 from trioserver.stores.room_keys import RoomKeyStore
 from trioserver.stores.room_reads import RoomReadStore
@@ -289,6 +293,8 @@ def build_components(
     state = StateStore(db, server_name=config.server_name)
     profiles = ProfileStore(db)
     directory = DirectoryStore(db)
+    # Issue 11: relations are checked by the writer and bundled into served events.
+    relation_store = RelationStore(db)
     if not config.is_events_writer:
         raise ConfigError(
             f"instance {config.instance_name!r} is not the events writer"
@@ -306,6 +312,7 @@ def build_components(
         ephemeral_messages=config.enable_ephemeral_messages,
         state_groups=state,
         clock=clock,
+        relation_checks=RelationChecker(events, relation_store),
     )
     positions.register("events", lambda: persister.stream_position)
     persister.add_listener(lambda stored: notify_events(notifier, stored))
@@ -327,6 +334,7 @@ def build_components(
         erasure,
         server_name=config.server_name,
         account_data=account_data_store,
+        aggregator=Aggregator(relation_store, events, account_data_store),
     )
     room_sync = RoomSyncBuilder(
         events,
@@ -414,6 +422,7 @@ def build_components(
         voip=VoipHandler(config.voip, clock=clock),
         search=SearchHandler(SearchStore(db), room_reads, events, state),
         push_rules=push_rules,
+        relations=RelationsHandler(room_reads, relation_store, events),
     )
     stream_handlers = (
         deps.typing,
@@ -442,7 +451,7 @@ def build_components(
     return Components(
         deps,
         persister,
-        loaders=tuple(h.load for h in stream_handlers),
+        loaders=(*(h.load for h in stream_handlers), relation_store.load),
         subsystems=tuple(subsystems),
     )
 

@@ -20,6 +20,7 @@ from trioserver.api.client import (
     profile,
     push_rules,
     register,
+    relations,
     reports,
     room_keys,
     room_reads,
@@ -69,6 +70,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     voip.ROUTES,
     search.ROUTES,
     push_rules.ROUTES,
+    relations.ROUTES,
 ]
 
 

@@ -23,6 +23,7 @@ from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.relations import RelationsHandler
 from trioserver.handlers.reports import ReportsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
 from trioserver.handlers.room_keys import RoomKeysHandler
@@ -97,3 +98,4 @@ class ApiDeps:
     # Issue 11: POST /search.
     search: SearchHandler
     push_rules: PushRulesHandler
+    relations: RelationsHandler

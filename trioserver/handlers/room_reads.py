@@ -36,6 +36,7 @@ from trioserver.handlers.visibility import Page, Viewer, VisibilityFilter, visib
 from trioserver.stores.events import RoomPosition, StoredEvent
 
 if TYPE_CHECKING:
+    from trioserver.handlers.aggregations import Aggregator
     from trioserver.handlers.auth import Requester
     from trioserver.stores.account_data import AccountDataStore
     from trioserver.stores.erasure import ErasureStore
@@ -64,13 +65,13 @@ def _before(a: RoomPosition, b: RoomPosition) -> bool:
     return (a.topological, a.stream) < (b.topological, b.stream)
 
 
-def _cursor(token: RoomPosition, backwards: bool) -> RoomPosition:
+def store_cursor(token: RoomPosition, backwards: bool) -> RoomPosition:
     """The store's exclusive cursor for paging from a token position."""
     return RoomPosition(token.topological, token.stream + 1) if backwards else token
 
 
-def _token(cursor: RoomPosition, backwards: bool) -> str:
-    """The token for the point a page stopped at (the inverse of `_cursor`)."""
+def page_token(cursor: RoomPosition, backwards: bool) -> str:
+    """The token for the point a page stopped at (the inverse of `store_cursor`)."""
     return (
         RoomPosition(cursor.topological, cursor.stream - 1) if backwards else cursor
     ).to_token()
@@ -129,6 +130,7 @@ class RoomReadHandler:
         *,
         server_name: str,
         account_data: AccountDataStore,
+        aggregator: Aggregator | None = None,
     ) -> None:
         self._events = events
         self._state = state
@@ -136,7 +138,8 @@ class RoomReadHandler:
         self._server_name = server_name
         self._account_data = account_data
         self.visibility = VisibilityFilter(events, state, erasure)
-        self.serializer = EventSerializer(events, reads)
+        # Issue 11: the aggregator bundles unsigned["m.relations"] into served events.
+        self.serializer = EventSerializer(events, reads, aggregator=aggregator)
 
     # -- Access ---------------------------------------------------------------------------
 
@@ -170,7 +173,12 @@ class RoomReadHandler:
             return {} if group is None else await self._state.state_for_group(group)
         return await self._state.current_state(room_id)
 
-    async def _position(self, room_id: str, token: str) -> RoomPosition:
+    async def position(self, room_id: str, token: str) -> RoomPosition:
+        """The room position a pagination token names (``t..-..`` or a sync token).
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_PARAM`` for anything else.
+        """
         room_match = _ROOM_TOKEN.match(token)
         stream_match = _STREAM_TOKEN.match(token)
         match = room_match or stream_match
@@ -183,9 +191,14 @@ class RoomReadHandler:
 
     # -- Single events and state ----------------------------------------------------------
 
-    async def _visible_event(
+    async def visible_event(
         self, access: Access, room_id: str, event_id: str
     ) -> tuple[StoredEvent, str]:
+        """The event with the user's membership at it.
+
+        Raises:
+            MatrixError: 404 when unknown, in another room, or not visible to the user.
+        """
         stored = await self._events.get_event(event_id)
         if stored is None or stored.room_id != room_id or stored.rejected is not None:
             raise _not_found()
@@ -203,7 +216,7 @@ class RoomReadHandler:
             MatrixError: 404 when unknown, in another room, or not visible to the user.
         """
         access = await self.access(requester.user_id, room_id)
-        stored, membership = await self._visible_event(access, room_id, event_id)
+        stored, membership = await self.visible_event(access, room_id, event_id)
         (event,) = await self.serializer.serialize(
             [stored], _options(requester), {stored.event_id: membership}
         )
@@ -272,7 +285,7 @@ class RoomReadHandler:
         if at is None:
             state_ids = await self._reader_state(access, room_id)
         else:
-            state_ids = await self._state_at(access, room_id, await self._position(room_id, at))
+            state_ids = await self._state_at(access, room_id, await self.position(room_id, at))
         member_ids = [e for (t, _), e in state_ids.items() if t == MEMBER]
         found = await self._events.get_events(member_ids)
         stored = [
@@ -334,21 +347,21 @@ class RoomReadHandler:
         access.check_reader()
         backwards = query.backwards
         if query.from_token is not None:
-            start = await self._position(room_id, query.from_token)
+            start = await self.position(room_id, query.from_token)
         elif backwards:
             start = await self._events.room_end(room_id)
         else:
             start = RoomPosition(0, 0)
-        to = None if query.to_token is None else await self._position(room_id, query.to_token)
+        to = None if query.to_token is None else await self.position(room_id, query.to_token)
         end = access.history_end
-        bound = None if to is None else _cursor(to, backwards)
+        bound = None if to is None else store_cursor(to, backwards)
         if end is not None and backwards and _before(end, start):
             start = end
         elif end is not None and not backwards and (bound is None or _before(end, bound)):
             bound = end
         page = await self.visibility.scan(
             room_id,
-            _cursor(start, backwards),
+            store_cursor(start, backwards),
             bound,
             backwards=backwards,
             limit=query.limit,
@@ -371,7 +384,7 @@ class RoomReadHandler:
         # 10apidoc/34room-messages) it is still sent with the page that reached the end of
         # history, and left out once a request finds nothing more to examine.
         if not page.exhausted or page.scanned:
-            body["end"] = _token(page.cursor, query.backwards)
+            body["end"] = page_token(page.cursor, query.backwards)
         if query.event_filter.lazy_load_members and stored:
             members = await self._sender_members(stored)
             body["state"] = await self.serializer.serialize(members, query.options)
@@ -412,7 +425,7 @@ class RoomReadHandler:
         """
         access = await self.access(requester.user_id, room_id)
         access.check_reader()
-        target, membership = await self._visible_event(access, room_id, event_id)
+        target, membership = await self.visible_event(access, room_id, event_id)
         here = RoomPosition(target.topological_ordering, target.stream_ordering)
         scan_args: dict[str, Any] = {"event_filter": event_filter, "viewer": access.viewer}
         before = await self.visibility.scan(
@@ -437,8 +450,8 @@ class RoomReadHandler:
             "event": (await serialize([target], options, memberships))[0],
             "events_after": await serialize([s for s, _ in after.events], options, memberships),
             "state": await serialize(state, options),
-            "start": _token(before.cursor, True),
-            "end": _token(after.cursor, False),
+            "start": page_token(before.cursor, True),
+            "end": page_token(after.cursor, False),
         }
 
     async def _context_state(

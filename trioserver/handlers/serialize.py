@@ -13,7 +13,8 @@ builds each event without I/O:
 - a redacted event is served pruned (spec "Redactions": "the server should return the redacted
   form of the event") with ``unsigned.redacted_because``; of the stored unsigned data only
   ``replaces_state`` survives, as in Synapse;
-- ``event_fields`` of a filter keeps only the listed fields.
+- ``event_fields`` of a filter keeps only the listed fields;
+- ``unsigned["m.relations"]``, the bundled aggregations (`handlers.aggregations`, issue 11).
 
 A redaction that names no target (``Event.redacts`` is None, seed 5) is an ordinary event here.
 """
@@ -26,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from trioserver.events.relations import REFERENCE, REPLACE, THREAD
 from trioserver.handlers.event_filter import EventFormat, only_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from trioserver.events import Event
+    from trioserver.handlers.aggregations import Aggregator, Bundle
     from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.room_reads import RoomReadStore
 
@@ -77,6 +80,7 @@ def format_client_event(
     redaction: StoredEvent | None = None,
     txn_id: str | None = None,
     membership: str | None = None,
+    relations: JsonDict | None = None,
 ) -> JsonDict:
     """One event for a client (no I/O).
 
@@ -87,6 +91,7 @@ def format_client_event(
         redaction: the redaction event when ``stored.redacted_by`` is set.
         txn_id: the client transaction id, when the requester's device sent the event.
         membership: the requester's membership at the event (``unsigned.membership``).
+        relations: its bundled aggregations (``unsigned["m.relations"]``), if any.
 
     Returns:
         A fresh JSON object.
@@ -107,11 +112,42 @@ def format_client_event(
         unsigned["transaction_id"] = txn_id
     if membership is not None:
         unsigned["membership"] = membership
+    if relations is not None:
+        unsigned["m.relations"] = relations
     result = _base_dict(event, options)
     result["unsigned"] = unsigned
     if options.event_fields:
         return only_fields(result, options.event_fields)
     return result
+
+
+def relations_json(
+    event_id: str, bundles: Mapping[str, Bundle], *, now_ms: int, options: SerializeOptions
+) -> JsonDict | None:
+    """``unsigned["m.relations"]`` of one event, or None when it has no aggregations."""
+    bundle = bundles.get(event_id)
+    if bundle is None:
+        return None
+    # The events inside are whole events whatever `event_fields` asks of the outer one.
+    inner = attrs.evolve(options, event_fields=None)
+    result: JsonDict = {}
+    if bundle.thread is not None:
+        latest = bundle.thread.latest
+        result[THREAD] = {
+            "latest_event": format_client_event(
+                latest,
+                now_ms=now_ms,
+                options=inner,
+                relations=relations_json(latest.event_id, bundles, now_ms=now_ms, options=inner),
+            ),
+            "count": bundle.thread.count,
+            "current_user_participated": bundle.thread.participated,
+        }
+    if bundle.references:
+        result[REFERENCE] = {"chunk": [{"event_id": e} for e in bundle.references]}
+    if bundle.replace is not None:
+        result[REPLACE] = format_client_event(bundle.replace, now_ms=now_ms, options=inner)
+    return result or None
 
 
 def _unredactable(stored: StoredEvent) -> StoredEvent:
@@ -131,10 +167,12 @@ class EventSerializer:
         reads: RoomReadStore,
         *,
         clock: Callable[[], float] = time.time,
+        aggregator: Aggregator | None = None,
     ) -> None:
         self._events = events
         self._reads = reads
         self._clock = clock
+        self._aggregator = aggregator
 
     async def serialize(
         self,
@@ -149,14 +187,20 @@ class EventSerializer:
             options: requester and format.
             memberships: event id -> the requester's membership at it, where known.
 
-        Checkpoint: when a redaction event is not cached, or the requester sent some of the
-        events (one query per room for transaction ids).
+        Checkpoint: when a redaction event is not cached, the requester sent some of the
+        events (one query per room for transaction ids), or some are in a room with
+        relations (one query for their aggregations).
         """
         redaction_ids = [s.redacted_by for s in stored if s.redacted_by is not None]
         redactions = await self._events.get_events(redaction_ids) if redaction_ids else {}
         txn_ids = await self._txn_ids(stored, options)
         now_ms = int(self._clock() * 1000)
         memberships = memberships or {}
+        bundles = (
+            await self._aggregator.bundles(stored, options.user_id)
+            if self._aggregator is not None
+            else {}
+        )
         return [
             format_client_event(
                 item,
@@ -165,6 +209,9 @@ class EventSerializer:
                 redaction=redactions.get(item.redacted_by) if item.redacted_by else None,
                 txn_id=txn_ids.get(item.event_id),
                 membership=memberships.get(item.event_id),
+                relations=relations_json(item.event_id, bundles, now_ms=now_ms, options=options)
+                if bundles
+                else None,
             )
             for item in stored
         ]

@@ -61,6 +61,7 @@ from trioserver.stores.persist_events import (
 )
 
 if TYPE_CHECKING:
+    from trioserver.storage.relation_checks import RelationChecker
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
 
@@ -162,6 +163,7 @@ class EventPersister:
         state_groups: StateStore,
         clock: Callable[[], float] = time.time,
         max_cached_rooms: int = 1_000,
+        relation_checks: RelationChecker | None = None,
     ) -> None:
         self._store = store
         self._events = events
@@ -179,6 +181,7 @@ class EventPersister:
         self._next_stream = 0
         self._next_group = 0
         self.stream_position = 0
+        self._relation_checks = relation_checks
 
     def add_listener(self, listener: PersistListener) -> None:
         """Call `listener` with each committed batch of events (in stream order)."""
@@ -256,6 +259,8 @@ class EventPersister:
         rooms: dict[str, _RoomBatch] = {}
         accepted: list[_Request] = []
         now_ms = int(self._clock() * 1000)
+        if self._relation_checks is not None:
+            self._relation_checks.start_batch()
         for request in batch:
             try:
                 built, room = await self._build_request(request, now_ms)
@@ -459,6 +464,8 @@ class EventPersister:
                 applies_to = await self._check_redaction(view, event, auth_state)
         except AuthError as err:
             raise MatrixError("M_FORBIDDEN", err.reason) from None
+        if self._relation_checks is not None:
+            await self._relation_checks.check(event)  # issue 11: 400 for a bad relation
         replaced = view.get((event.type, event.state_key)) if event.state_key is not None else None
         group, chain, new_group = self._state_group_for(view, event)
         view.apply(event, group, chain)

@@ -8,7 +8,7 @@ import attrs
 import orjson
 
 from trioserver.events import KNOWN_ROOM_VERSIONS, prune_event_dict
-from trioserver.stores.search import unindex_events_txn
+from trioserver.stores import relations_index, search
 
 if TYPE_CHECKING:
     from trioserver.stores.database import Database, Txn
@@ -37,12 +37,14 @@ def _expire_event_txn(txn: Txn, event_id: str) -> bool:
     if row is None:
         return False
     # Issue 11: an expired message can no longer be found by searching for its text.
-    unindex_events_txn(txn, [event_id])
+    search.unindex_events_txn(txn, [event_id])
     pruned = prune_event_dict(KNOWN_ROOM_VERSIONS[row[1]], orjson.loads(row[0]))
     txn.execute(
         "UPDATE event_json SET json = ?, unsigned = NULL WHERE event_id = ?",
         (orjson.dumps(pruned).decode(), event_id),
     )
+    # Issue 11: its `m.relates_to` is pruned with the rest, so it relates to nothing now.
+    relations_index.unindex_events_txn(txn, [event_id])
     return True
 
 

@@ -12,6 +12,8 @@ Per event: ``events``, ``event_json``, ``event_edges``, a new state group when i
 the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5).
 Per batch: the search index rows of searchable events, and the removal of those of the events
 its redactions apply to (issue 11, `stores.search`).
+Per batch: ``event_relations`` and ``threads`` (issue 11), and a redaction that applies drops
+its target from them.
 Per room, last (it reads what the per-event step wrote): forward extremities,
 ``current_state_events`` with its delta stream, and ``local_current_membership``
 (seed 6). When the batch leaves no local user joined, the room's current state is deleted and
@@ -25,8 +27,8 @@ from typing import TYPE_CHECKING
 import attrs
 import orjson
 
+from trioserver.stores import relations_index, search
 from trioserver.stores.events import StoredEvent
-from trioserver.stores.search import index_events_txn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -296,12 +298,13 @@ def _persist_batch_txn(
         if write.new_state_group is not None:
             _insert_state_group_txn(txn, write.new_state_group)
         _insert_event_metadata_txn(txn, write)
-    # Issue 11: the search index, one batched insert (and a delete for applied redactions).
-    index_events_txn(
-        txn,
-        (w.stored for w in events),
-        [w.applies_redaction_to for w in events if w.applies_redaction_to is not None],
-    )
+    # Issue 11: the search and relations indexes, after every event of the batch (a
+    # redaction may apply to an event of the same batch), each one batched statement.
+    redacted = [w.applies_redaction_to for w in events if w.applies_redaction_to is not None]
+    search.index_events_txn(txn, (w.stored for w in events), redacted)
+    relations_index.index_relations_txn(txn, [write.stored for write in events])
+    if redacted:
+        relations_index.unindex_events_txn(txn, redacted)
     for room in rooms:
         _update_room_txn(txn, room, server_name)
 
