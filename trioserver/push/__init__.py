@@ -1,0 +1,1 @@
+"""Push rules (stand-in until the ``pushrules`` branch is merged)."""
