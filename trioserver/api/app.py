@@ -16,6 +16,7 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    notifications,
     openid,
     profile,
     register,
@@ -57,6 +58,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    notifications.ROUTES,
 ]
 
 

@@ -15,6 +15,7 @@ from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
@@ -78,3 +79,4 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    notifications: NotificationsHandler

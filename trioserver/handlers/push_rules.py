@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from trioserver.push.evaluator import CompiledPushRules
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _DEFAULTS = CompiledPushRules()
 

@@ -47,9 +47,9 @@ class CompiledPushRules:
             users = mentions.get("user_ids")
             if isinstance(users, list) and user_id in users:
                 return _HIGHLIGHT
-            if mentions.get("room") is True and ctx.sender_power_level >= ctx.notification_levels.get(
-                "room", 50
-            ):
+            if mentions.get(
+                "room"
+            ) is True and ctx.sender_power_level >= ctx.notification_levels.get("room", 50):
                 return _HIGHLIGHT
         if display_name and re.search(rf"(^|\W){re.escape(display_name)}($|\W)", body, re.I):
             return _HIGHLIGHT
