@@ -80,6 +80,7 @@ from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.push_actions import PushActionStore
+from trioserver.stores.push_rules import PushRuleStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
@@ -223,11 +224,18 @@ def _stream_handlers(
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
     push_actions: PushActionStore,
+    push_rules: PushRulesHandler,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db, notifier, positions, state, server_name=name, store=account_data_store
+        db,
+        notifier,
+        positions,
+        state,
+        server_name=name,
+        store=account_data_store,
+        push_rules=push_rules,
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
@@ -293,7 +301,8 @@ def build_components(
     account_data_store = AccountDataStore(db)
     # Issue 11: push actions are evaluated by the events writer as it stores each event.
     push_actions = PushActionStore(db)
-    push_rules = PushRulesHandler()
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
     push_evaluator = PushEvaluator(
         push_rules, events, account_data_store, server_name=config.server_name
     )
@@ -344,6 +353,7 @@ def build_components(
         clock,
         account_data_store,
         push_actions,
+        push_rules,
     )
     sync_store = SyncStore(db)
     sync = SyncHandler(
@@ -406,9 +416,11 @@ def build_components(
             directory,
             streams.account_data,
             server_name=config.server_name,
+            push_rules=push_rules,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
         notifications=NotificationsHandler(push_actions, events, room_reads),
+        push_rules=push_rules,
     )
     stream_handlers = (
         deps.typing,

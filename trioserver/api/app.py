@@ -19,6 +19,7 @@ from trioserver.api.client import (
     notifications,
     openid,
     profile,
+    push_rules,
     register,
     room_reads,
     room_send,
@@ -59,6 +60,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     whois.ROUTES,
     threepid.ROUTES,
     notifications.ROUTES,
+    push_rules.ROUTES,
 ]
 
 

@@ -20,6 +20,7 @@ from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
@@ -80,3 +81,4 @@ class ApiDeps:
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
     notifications: NotificationsHandler
+    push_rules: PushRulesHandler

@@ -1,1 +1,1 @@
-"""Push rules (stand-in until the ``pushrules`` branch is merged)."""
+"""Push rules: the rule model with the server-default rules, and the rule evaluator."""

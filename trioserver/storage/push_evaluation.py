@@ -10,31 +10,42 @@ from the push rules handler's cache, ignore lists from the account data cache. T
 is of the parent of a non-thread relation (to place a reaction or edit in its thread), and that
 is usually in the event cache.
 
-Cost: a message to a room of N members must not cost N rule evaluations. Users whose rules are
-the same object (everyone on the defaults) get them evaluated once, for a user who matches no
-user-dependent condition; only members the event could concern by name (its state key, its
-``m.mentions`` user ids, or a body that contains their display name, user id or localpart)
-are evaluated for themselves. The rest get that first result. Those are all the ways in which
-the user enters a push condition (``contains_display_name``, the ``[the user's Matrix ID]`` and
-localpart templates of the default rules), so the answer is the same as evaluating everyone.
+Cost: a message to a room of N members must not cost N rule evaluations. The server default
+rules are evaluated once per event, compiled for a user id no condition matches; every member
+whose rules are exactly the defaults (checked once per change of their rules) gets that result,
+unless the event could concern them by name: its state key, its ``m.mentions`` user ids, or a
+body that contains their display name, user id or localpart. Those are all the ways in which a
+user enters the default rules (``contains_display_name`` and the rules filled in with the
+user's id or localpart), so the answer is the same as evaluating each of them. Members with
+rules of their own, and those the event names, are evaluated with their own rules.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import orjson
 
 from trioserver.events.power_levels import get_user_power_level
-from trioserver.push.evaluator import PushContext, is_highlight, is_notify
+from trioserver.push.evaluator import (
+    PushContext,
+    compile_push_rules,
+    is_highlight,
+    is_notify,
+    prepare_event,
+)
+from trioserver.push.rules import build_rule_set
 from trioserver.stores.push_actions import MAIN_THREAD, EventPush, PushGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from trioserver.events import Event
-    from trioserver.push.evaluator import CompiledPushRules
+    from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
+    from trioserver.push.rules import PushRuleSet
     from trioserver.storage.live_room import LiveRoom
     from trioserver.stores.account_data import AccountDataStore
     from trioserver.stores.events import EventStore
@@ -44,13 +55,18 @@ POWER_LEVELS_KEY = ("m.room.power_levels", "")
 # A user id no condition matches: the result for everyone the event does not name.
 _NOBODY = "@\x00push-evaluation-nobody\x00:invalid"
 _MAX_CACHED_ROOMS = 1_000
+_MAX_CACHED_USERS = 100_000
 
 
 class PushRulesSource(Protocol):
     """Where compiled push rules come from (`handlers.push_rules.PushRulesHandler`)."""
 
-    async def rules_for_users(self, user_ids: Sequence[str]) -> Mapping[str, CompiledPushRules]:
+    async def rules_for_users(self, user_ids: Iterable[str]) -> dict[str, CompiledPushRules]:
         """Each user's compiled rules (cached)."""
+        ...
+
+    async def rule_set(self, user_id: str) -> PushRuleSet:
+        """The user's rules (cached)."""
         ...
 
 
@@ -120,6 +136,9 @@ class PushEvaluator:
         self._account_data = account_data
         self._suffix = ":" + server_name
         self._rooms: collections.OrderedDict[str, _RoomIndex] = collections.OrderedDict()
+        self._defaults = compile_push_rules(build_rule_set(_NOBODY, (), {}))
+        # user id -> (their compiled rules, whether those are exactly the defaults).
+        self._on_defaults: dict[str, tuple[CompiledPushRules, bool]] = {}
 
     async def evaluate(
         self, room: LiveRoom, event: Event, batch: Mapping[str, Event]
@@ -141,6 +160,7 @@ class PushEvaluator:
         if not members:
             return None
         rules = await self._rules.rules_for_users([m.user_id for m in members])
+        await self._classify(rules)
         ctx = PushContext(
             room_member_count=index.member_count,
             sender_power_level=get_user_power_level(room.room_version, event.sender, room.state),
@@ -151,6 +171,17 @@ class PushEvaluator:
             return None
         return EventPush(await self._thread_id(event, batch), groups)
 
+    async def _classify(self, rules: Mapping[str, CompiledPushRules]) -> None:
+        """Note which users' rules are exactly the defaults (once per change of them)."""
+        for user_id, compiled in rules.items():
+            known = self._on_defaults.get(user_id)
+            if known is not None and known[0] is compiled:
+                continue
+            rule_set = await self._rules.rule_set(user_id)
+            if len(self._on_defaults) >= _MAX_CACHED_USERS:
+                self._on_defaults.clear()
+            self._on_defaults[user_id] = (compiled, rule_set == build_rule_set(user_id, (), {}))
+
     def _actions(
         self,
         event: Event,
@@ -158,27 +189,27 @@ class PushEvaluator:
         members: list[_Member],
         rules: Mapping[str, CompiledPushRules],
     ) -> tuple[PushGroup, ...]:
-        client_event = event.client_fields()
+        prepared = prepare_event(event.client_fields())
         concerned = _Concerned.of(event)
-        baselines: dict[int, list[Any]] = {}
+        defaults: list[Any] | None = None
         by_actions: dict[bytes, list[str]] = {}
         actions_of: dict[bytes, list[Any]] = {}
         for member in members:
             compiled = rules.get(member.user_id)
             if compiled is None:
                 continue
-            if concerned.names(member):
-                actions = compiled.actions_for(
-                    client_event, ctx, user_id=member.user_id, display_name=member.display_name
-                )
+            known = self._on_defaults.get(member.user_id)
+            if known is not None and known[0] is compiled and known[1]:
+                if not concerned.names(member):
+                    if defaults is None:
+                        defaults = self._defaults.actions_for(
+                            prepared, ctx, user_id=_NOBODY, display_name=None
+                        )
+                    actions = defaults
+                else:
+                    actions = _own(compiled, prepared, ctx, member)
             else:
-                baseline = baselines.get(id(compiled))
-                if baseline is None:
-                    baseline = compiled.actions_for(
-                        client_event, ctx, user_id=_NOBODY, display_name=None
-                    )
-                    baselines[id(compiled)] = baseline
-                actions = baseline
+                actions = _own(compiled, prepared, ctx, member)
             if not actions:
                 continue
             key = orjson.dumps(actions)
@@ -244,6 +275,14 @@ class PushEvaluator:
         if len(self._rooms) > _MAX_CACHED_ROOMS:
             self._rooms.popitem(last=False)
         return index
+
+
+def _own(
+    compiled: CompiledPushRules, prepared: PreparedEvent, ctx: PushContext, member: _Member
+) -> list[Any]:
+    return compiled.actions_for(
+        prepared, ctx, user_id=member.user_id, display_name=member.display_name
+    )
 
 
 @attrs.frozen
