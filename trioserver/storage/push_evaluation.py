@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from trioserver.events import Event
-    from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
+    from trioserver.push.evaluator import CompiledPushRules
     from trioserver.push.rules import PushRuleSet
     from trioserver.storage.live_room import LiveRoom
     from trioserver.stores.account_data import AccountDataStore
@@ -84,6 +84,8 @@ class _RoomIndex:
 
     state_group: int | None
     local_members: tuple[_Member, ...]
+    # (lower-cased string, user id): the user may be named by a body containing the string.
+    needles: tuple[tuple[str, str], ...]
     member_count: int
     notification_levels: Mapping[str, int]
 
@@ -155,84 +157,87 @@ class PushEvaluator:
         Checkpoint: yes.
         """
         index = self._index(room)
-        members = [m for m in index.local_members if m.user_id != event.sender]
-        members = await self._not_ignoring(members, event.sender)
+        members = await self._recipients(index, event.sender)
         if not members:
             return None
         rules = await self._rules.rules_for_users([m.user_id for m in members])
-        await self._classify(rules)
         ctx = PushContext(
             room_member_count=index.member_count,
             sender_power_level=get_user_power_level(room.room_version, event.sender, room.state),
             notification_levels=index.notification_levels,
         )
-        groups = self._actions(event, ctx, members, rules)
+        groups, unclassified = self._actions(event, ctx, index, members, rules)
+        if unclassified:
+            await self._classify(unclassified, rules)
         if not groups:
             return None
         return EventPush(await self._thread_id(event, batch), groups)
 
-    async def _classify(self, rules: Mapping[str, CompiledPushRules]) -> None:
-        """Note which users' rules are exactly the defaults (once per change of them)."""
-        for user_id, compiled in rules.items():
-            known = self._on_defaults.get(user_id)
-            if known is not None and known[0] is compiled:
-                continue
-            rule_set = await self._rules.rule_set(user_id)
-            if len(self._on_defaults) >= _MAX_CACHED_USERS:
-                self._on_defaults.clear()
-            self._on_defaults[user_id] = (compiled, rule_set == build_rule_set(user_id, (), {}))
-
-    def _actions(
-        self,
-        event: Event,
-        ctx: PushContext,
-        members: list[_Member],
-        rules: Mapping[str, CompiledPushRules],
-    ) -> tuple[PushGroup, ...]:
-        prepared = prepare_event(event.client_fields())
-        concerned = _Concerned.of(event)
-        defaults: list[Any] | None = None
-        by_actions: dict[bytes, list[str]] = {}
-        actions_of: dict[bytes, list[Any]] = {}
-        for member in members:
-            compiled = rules.get(member.user_id)
-            if compiled is None:
-                continue
-            known = self._on_defaults.get(member.user_id)
-            if known is not None and known[0] is compiled and known[1]:
-                if not concerned.names(member):
-                    if defaults is None:
-                        defaults = self._defaults.actions_for(
-                            prepared, ctx, user_id=_NOBODY, display_name=None
-                        )
-                    actions = defaults
-                else:
-                    actions = _own(compiled, prepared, ctx, member)
-            else:
-                actions = _own(compiled, prepared, ctx, member)
-            if not actions:
-                continue
-            key = orjson.dumps(actions)
-            by_actions.setdefault(key, []).append(member.user_id)
-            actions_of.setdefault(key, actions)
-        groups = []
-        for key, users in by_actions.items():
-            actions = actions_of[key]
-            notify, highlight = is_notify(actions), is_highlight(actions)
-            if notify or highlight:
-                groups.append(PushGroup(tuple(users), actions, notify, highlight))
-        return tuple(groups)
-
-    async def _not_ignoring(self, members: list[_Member], sender: str) -> list[_Member]:
-        # Spec "Ignoring Users": no notifications from an ignored user.
+    async def _recipients(self, index: _RoomIndex, sender: str) -> list[_Member]:
+        # Spec "Ignoring Users": no notifications from an ignored user (nor for the sender).
+        ignored_users_nowait = self._account_data.ignored_users_nowait
         kept = []
-        for member in members:
-            ignored = self._account_data.ignored_users_nowait(member.user_id)
+        for member in index.local_members:
+            if member.user_id == sender:
+                continue
+            ignored = ignored_users_nowait(member.user_id)
             if ignored is None:
                 ignored = await self._account_data.ignored_users(member.user_id)
             if sender not in ignored:
                 kept.append(member)
         return kept
+
+    async def _classify(self, user_ids: list[str], rules: Mapping[str, CompiledPushRules]) -> None:
+        """Note whether these users' rules are exactly the defaults (once per change of them)."""
+        for user_id in user_ids:
+            rule_set = await self._rules.rule_set(user_id)
+            if len(self._on_defaults) >= _MAX_CACHED_USERS:
+                self._on_defaults.clear()
+            on_defaults = rule_set == build_rule_set(user_id, (), {})
+            self._on_defaults[user_id] = (rules[user_id], on_defaults)
+
+    def _actions(
+        self,
+        event: Event,
+        ctx: PushContext,
+        index: _RoomIndex,
+        members: list[_Member],
+        rules: Mapping[str, CompiledPushRules],
+    ) -> tuple[tuple[PushGroup, ...], list[str]]:
+        """The push groups of the event, and the members whose rules were not yet classified
+        (evaluated with their own rules this time)."""
+        prepared = prepare_event(event.client_fields())
+        concerned = _concerned(event, index)
+        on_defaults = self._on_defaults
+        by_defaults: list[str] = []
+        unclassified: list[str] = []
+        by_actions: dict[bytes, tuple[list[Any], list[str]]] = {}
+        for member in members:
+            user_id = member.user_id
+            compiled = rules.get(user_id)
+            if compiled is None:
+                continue
+            known = on_defaults.get(user_id)
+            if known is None or known[0] is not compiled:
+                unclassified.append(user_id)
+            elif known[1] and user_id not in concerned:
+                by_defaults.append(user_id)
+                continue
+            actions = compiled.actions_for(
+                prepared, ctx, user_id=user_id, display_name=member.display_name
+            )
+            if actions:
+                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
+        if by_defaults:
+            actions = self._defaults.actions_for(prepared, ctx, user_id=_NOBODY, display_name=None)
+            if actions:
+                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].extend(by_defaults)
+        groups = []
+        for actions, users in by_actions.values():
+            notify, highlight = is_notify(actions), is_highlight(actions)
+            if notify or highlight:
+                groups.append(PushGroup(tuple(users), actions, notify, highlight))
+        return tuple(groups), unclassified
 
     async def _thread_id(self, event: Event, batch: Mapping[str, Event]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
@@ -269,7 +274,13 @@ class PushEvaluator:
             name = event.content.get("displayname")
             name = name if isinstance(name, str) and name else None
             local.append(_Member(user_id, name, _needles(user_id, name)))
-        index = _RoomIndex(room.state_group, tuple(local), len(joined), _notification_levels(room))
+        index = _RoomIndex(
+            room.state_group,
+            tuple(local),
+            tuple((needle, m.user_id) for m in local for needle in m.needles),
+            len(joined),
+            _notification_levels(room),
+        )
         self._rooms[room.room_id] = index
         self._rooms.move_to_end(room.room_id)
         if len(self._rooms) > _MAX_CACHED_ROOMS:
@@ -277,37 +288,20 @@ class PushEvaluator:
         return index
 
 
-def _own(
-    compiled: CompiledPushRules, prepared: PreparedEvent, ctx: PushContext, member: _Member
-) -> list[Any]:
-    return compiled.actions_for(
-        prepared, ctx, user_id=member.user_id, display_name=member.display_name
-    )
-
-
-@attrs.frozen
-class _Concerned:
-    """What of an event could name a particular user in a push condition."""
-
-    state_key: str | None
-    mentioned: frozenset[str]
-    body: str
-
-    @classmethod
-    def of(cls, event: Event) -> _Concerned:
-        content = event.content
-        mentions = content.get("m.mentions")
-        users = mentions.get("user_ids") if isinstance(mentions, dict) else None
-        mentioned = (
-            frozenset(u for u in users if isinstance(u, str))
-            if isinstance(users, list)
-            else frozenset()
-        )
-        body = content.get("body")
-        return cls(event.state_key, mentioned, body.lower() if isinstance(body, str) else "")
-
-    def names(self, member: _Member) -> bool:
-        """Whether a user-dependent condition could match `member` (a superset test)."""
-        if member.user_id == self.state_key or member.user_id in self.mentioned:
-            return True
-        return bool(self.body) and any(needle in self.body for needle in member.needles)
+def _concerned(event: Event, index: _RoomIndex) -> set[str]:
+    """Members a user-dependent condition could match for this event (a superset): those
+    its state key or ``m.mentions`` names, and those whose display name, user id or
+    localpart its body contains."""
+    content = event.content
+    found: set[str] = set()
+    if event.state_key is not None:
+        found.add(event.state_key)
+    mentions = content.get("m.mentions")
+    users = mentions.get("user_ids") if isinstance(mentions, dict) else None
+    if isinstance(users, list):
+        found.update(u for u in users if isinstance(u, str))
+    body = content.get("body")
+    if isinstance(body, str) and body:
+        lowered = body.lower()
+        found.update(user_id for needle, user_id in index.needles if needle in lowered)
+    return found
