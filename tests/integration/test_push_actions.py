@@ -251,3 +251,23 @@ async def test_counts_survive_a_restart(tmp_path: Path) -> None:
         assert counts(await sync(ann), room_id) == (1, 1)
         await send_text(ben, room_id, "three")
         assert counts(await sync(ann), room_id) == (2, 1)
+
+
+async def test_own_push_rules_apply_from_the_next_message(alice: Client, bob: Client) -> None:
+    # SyTest 61push/03_unread_count.pl: a content rule that highlights everything.
+    room_id = await shared_room(alice, bob)
+    await send_text(bob, room_id, "before the rule")
+    rule = {"pattern": "*", "actions": ["notify", {"set_tweak": "highlight", "value": True}]}
+    assert_ok(await alice.put("/pushrules/global/content/anything", rule))
+    await send_text(bob, room_id, "after the rule")
+    assert counts(await sync(alice), room_id) == (2, 1)
+    # Turning the default message rules off stops plain messages notifying (in a room of two,
+    # .m.rule.room_one_to_one matches first); bob is unaffected.
+    assert_ok(await alice.delete("/pushrules/global/content/anything"))
+    for rule_id in (".m.rule.room_one_to_one", ".m.rule.message"):
+        path = f"/pushrules/global/underride/{rule_id}/enabled"
+        assert_ok(await alice.put(path, {"enabled": False}))
+    await send_text(bob, room_id, "quiet now")
+    assert counts(await sync(alice), room_id) == (2, 1)
+    await send_text(alice, room_id, "still heard by bob")
+    assert counts(await sync(bob), room_id) == (1, 0)

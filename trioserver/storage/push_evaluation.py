@@ -12,7 +12,8 @@ is usually in the event cache.
 
 Cost: a message to a room of N members must not cost N rule evaluations. The server default
 rules are evaluated once per event, compiled for a user id no condition matches; every member
-whose rules are exactly the defaults (checked once per change of their rules) gets that result,
+whose rules are exactly the defaults (checked once, and again after each change of their rules:
+the push rules handler tells us) gets that result,
 unless the event could concern them by name: its state key, its ``m.mentions`` user ids, or a
 body that contains their display name, user id or localpart. Those are all the ways in which a
 user enters the default rules (``contains_display_name`` and the rules filled in with the
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import orjson
 
+import trio
+
 from trioserver.events.power_levels import get_user_power_level
 from trioserver.push.evaluator import (
     PushContext,
@@ -41,10 +44,10 @@ from trioserver.push.rules import build_rule_set
 from trioserver.stores.push_actions import MAIN_THREAD, EventPush, PushGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from trioserver.events import Event
-    from trioserver.push.evaluator import CompiledPushRules
+    from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
     from trioserver.push.rules import PushRuleSet
     from trioserver.storage.live_room import LiveRoom
     from trioserver.stores.account_data import AccountDataStore
@@ -69,6 +72,10 @@ class PushRulesSource(Protocol):
         """The user's rules (cached)."""
         ...
 
+    def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``await listener(user_id)`` called after each change to a user's rules."""
+        ...
+
 
 @attrs.frozen
 class _Member:
@@ -83,7 +90,8 @@ class _RoomIndex:
     """What push evaluation needs of a room's current state."""
 
     state_group: int | None
-    local_members: tuple[_Member, ...]
+    user_ids: tuple[str, ...]
+    display_names: Mapping[str, str | None]
     # (lower-cased string, user id): the user may be named by a body containing the string.
     needles: tuple[tuple[str, str], ...]
     member_count: int
@@ -139,8 +147,11 @@ class PushEvaluator:
         self._suffix = ":" + server_name
         self._rooms: collections.OrderedDict[str, _RoomIndex] = collections.OrderedDict()
         self._defaults = compile_push_rules(build_rule_set(_NOBODY, (), {}))
-        # user id -> (their compiled rules, whether those are exactly the defaults).
-        self._on_defaults: dict[str, tuple[CompiledPushRules, bool]] = {}
+        # user id -> whether their rules are exactly the defaults; dropped when they change.
+        self._on_defaults: dict[str, bool] = {}
+        rules.add_change_listener(self._rules_changed)
+        # room id -> (room index, ignore lists generation, members ignoring anyone).
+        self._ignorers: dict[str, tuple[_RoomIndex, int, dict[str, frozenset[str]]]] = {}
 
     async def evaluate(
         self, room: LiveRoom, event: Event, batch: Mapping[str, Event]
@@ -157,87 +168,101 @@ class PushEvaluator:
         Checkpoint: yes.
         """
         index = self._index(room)
-        members = await self._recipients(index, event.sender)
-        if not members:
+        recipients = await self._recipients(room.room_id, index, event.sender)
+        if not recipients:
             return None
-        rules = await self._rules.rules_for_users([m.user_id for m in members])
         ctx = PushContext(
             room_member_count=index.member_count,
             sender_power_level=get_user_power_level(room.room_version, event.sender, room.state),
             notification_levels=index.notification_levels,
         )
-        groups, unclassified = self._actions(event, ctx, index, members, rules)
-        if unclassified:
-            await self._classify(unclassified, rules)
+        groups = await self._actions(event, ctx, index, recipients)
         if not groups:
             return None
         return EventPush(await self._thread_id(event, batch), groups)
 
-    async def _recipients(self, index: _RoomIndex, sender: str) -> list[_Member]:
+    async def _rules_changed(self, user_id: str) -> None:
+        self._on_defaults.pop(user_id, None)
+        await trio.lowlevel.checkpoint()
+
+    async def _recipients(self, room_id: str, index: _RoomIndex, sender: str) -> list[str]:
         # Spec "Ignoring Users": no notifications from an ignored user (nor for the sender).
-        ignored_users_nowait = self._account_data.ignored_users_nowait
-        kept = []
-        for member in index.local_members:
-            if member.user_id == sender:
-                continue
-            ignored = ignored_users_nowait(member.user_id)
+        ignorers = await self._room_ignorers(room_id, index)
+        return [
+            user_id
+            for user_id in index.user_ids
+            if user_id != sender and (not ignorers or sender not in ignorers.get(user_id, ()))
+        ]
+
+    async def _room_ignorers(self, room_id: str, index: _RoomIndex) -> dict[str, frozenset[str]]:
+        """The members who ignore anyone, with whom (recomputed when the members or any
+        ignore list change)."""
+        generation = self._account_data.ignored_generation
+        cached = self._ignorers.get(room_id)
+        if cached is not None and cached[0] is index and cached[1] == generation:
+            return cached[2]
+        ignorers: dict[str, frozenset[str]] = {}
+        for user_id in index.user_ids:
+            ignored = self._account_data.ignored_users_nowait(user_id)
             if ignored is None:
-                ignored = await self._account_data.ignored_users(member.user_id)
-            if sender not in ignored:
-                kept.append(member)
-        return kept
+                ignored = await self._account_data.ignored_users(user_id)
+            if ignored:
+                ignorers[user_id] = ignored
+        if generation == self._account_data.ignored_generation:
+            if len(self._ignorers) >= _MAX_CACHED_ROOMS:
+                self._ignorers.clear()
+            self._ignorers[room_id] = (index, generation, ignorers)
+        return ignorers
 
-    async def _classify(self, user_ids: list[str], rules: Mapping[str, CompiledPushRules]) -> None:
-        """Note whether these users' rules are exactly the defaults (once per change of them)."""
-        for user_id in user_ids:
-            rule_set = await self._rules.rule_set(user_id)
-            if len(self._on_defaults) >= _MAX_CACHED_USERS:
-                self._on_defaults.clear()
-            on_defaults = rule_set == build_rule_set(user_id, (), {})
-            self._on_defaults[user_id] = (rules[user_id], on_defaults)
-
-    def _actions(
-        self,
-        event: Event,
-        ctx: PushContext,
-        index: _RoomIndex,
-        members: list[_Member],
-        rules: Mapping[str, CompiledPushRules],
-    ) -> tuple[tuple[PushGroup, ...], list[str]]:
-        """The push groups of the event, and the members whose rules were not yet classified
-        (evaluated with their own rules this time)."""
+    async def _actions(
+        self, event: Event, ctx: PushContext, index: _RoomIndex, recipients: list[str]
+    ) -> tuple[PushGroup, ...]:
         prepared = prepare_event(event.client_fields())
         concerned = _concerned(event, index)
         on_defaults = self._on_defaults
-        by_defaults: list[str] = []
-        unclassified: list[str] = []
+        by_defaults = [u for u in recipients if on_defaults.get(u) is True and u not in concerned]
         by_actions: dict[bytes, tuple[list[Any], list[str]]] = {}
-        for member in members:
-            user_id = member.user_id
-            compiled = rules.get(user_id)
-            if compiled is None:
-                continue
-            known = on_defaults.get(user_id)
-            if known is None or known[0] is not compiled:
-                unclassified.append(user_id)
-            elif known[1] and user_id not in concerned:
-                by_defaults.append(user_id)
-                continue
-            actions = compiled.actions_for(
-                prepared, ctx, user_id=user_id, display_name=member.display_name
-            )
-            if actions:
-                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
         if by_defaults:
             actions = self._defaults.actions_for(prepared, ctx, user_id=_NOBODY, display_name=None)
             if actions:
-                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].extend(by_defaults)
+                by_actions[orjson.dumps(actions)] = (actions, by_defaults)
+        if len(by_defaults) < len(recipients):
+            await self._own_actions(prepared, ctx, index, recipients, by_defaults, by_actions)
         groups = []
         for actions, users in by_actions.values():
             notify, highlight = is_notify(actions), is_highlight(actions)
             if notify or highlight:
                 groups.append(PushGroup(tuple(users), actions, notify, highlight))
-        return tuple(groups), unclassified
+        return tuple(groups)
+
+    async def _own_actions(
+        self,
+        prepared: PreparedEvent,
+        ctx: PushContext,
+        index: _RoomIndex,
+        recipients: list[str],
+        by_defaults: list[str],
+        by_actions: dict[bytes, tuple[list[Any], list[str]]],
+    ) -> None:
+        """Evaluate each user's own rules for the recipients not served by the defaults."""
+        served = set(by_defaults)
+        others = [u for u in recipients if u not in served]
+        rules = await self._rules.rules_for_users(others)
+        for user_id in others:
+            compiled = rules.get(user_id)
+            if compiled is None:
+                continue
+            actions = compiled.actions_for(
+                prepared, ctx, user_id=user_id, display_name=index.display_names.get(user_id)
+            )
+            if actions:
+                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
+        for user_id in others:
+            if user_id not in self._on_defaults:
+                rule_set = await self._rules.rule_set(user_id)
+                if len(self._on_defaults) >= _MAX_CACHED_USERS:
+                    self._on_defaults.clear()
+                self._on_defaults[user_id] = rule_set == build_rule_set(user_id, (), {})
 
     async def _thread_id(self, event: Event, batch: Mapping[str, Event]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
@@ -276,7 +301,8 @@ class PushEvaluator:
             local.append(_Member(user_id, name, _needles(user_id, name)))
         index = _RoomIndex(
             room.state_group,
-            tuple(local),
+            tuple(m.user_id for m in local),
+            {m.user_id: m.display_name for m in local},
             tuple((needle, m.user_id) for m in local for needle in m.needles),
             len(joined),
             _notification_levels(room),
