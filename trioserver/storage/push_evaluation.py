@@ -99,8 +99,9 @@ class _RoomIndex:
 
 
 def _needles(user_id: str, display_name: str | None) -> tuple[str, ...]:
+    # The localpart is in the user id: a body naming the user id contains it too.
     localpart = user_id[1:].split(":", 1)[0]
-    found = {user_id.lower(), localpart.lower()}
+    found = {localpart.lower()}
     if display_name:
         found.add(display_name.lower())
     return tuple(sorted(found))
