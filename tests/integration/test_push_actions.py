@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+import trio
+
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client, assert_ok, register
@@ -271,3 +273,24 @@ async def test_own_push_rules_apply_from_the_next_message(alice: Client, bob: Cl
     assert counts(await sync(alice), room_id) == (2, 1)
     await send_text(alice, room_id, "still heard")
     assert counts(await sync(bob), room_id) == (1, 0)
+
+
+async def test_concurrent_sends_batched_together_all_count(
+    alice: Client, bob: Client, hs: InProcessServer, http: httpx.AsyncClient
+) -> None:
+    room_id = await shared_room(alice, bob)
+    carol_user = await hs.register_user("carol")
+    carol = Client(http, carol_user.user_id, carol_user.access_token, carol_user.device_id)
+    await join(carol, room_id)
+
+    async def chat(client: Client) -> None:
+        for n in range(8):
+            await send_text(client, room_id, f"message {n}")
+
+    # Sent at once, the events share the writer's batches (one count update per user each).
+    async with trio.open_nursery() as nursery:
+        for client in (bob, carol, bob, carol):
+            nursery.start_soon(chat, client)
+    assert counts(await sync(alice), room_id) == (32, 0)
+    assert counts(await sync(bob), room_id) == (16, 0)
+    assert counts(await sync(carol), room_id) == (16, 0)

@@ -95,9 +95,10 @@ def insert_push_actions_txn(txn: Txn, writes: Sequence[PushActionWrite]) -> None
 
     Called by `PersistEventStore` inside the events' own transaction.
     """
+    if not writes:
+        return
     events = []
     users = []
-    counts = []
     for write in writes:
         push = write.push
         events.append(
@@ -111,23 +112,15 @@ def insert_push_actions_txn(txn: Txn, writes: Sequence[PushActionWrite]) -> None
             )
         )
         for group in push.groups:
-            ids = orjson.dumps(group.user_ids).decode()
-            notify, highlight = int(group.notify), int(group.highlight)
-            actions = orjson.dumps(group.actions).decode()
-            users.append((write.stream_ordering, actions, notify, highlight, ids))
-            counts.append(
+            users.append(
                 (
-                    write.room_id,
-                    push.thread_id,
-                    notify,
-                    highlight,
                     write.stream_ordering,
-                    ids,
-                    len(group.user_ids),
+                    orjson.dumps(group.actions).decode(),
+                    int(group.notify),
+                    int(group.highlight),
+                    orjson.dumps(group.user_ids).decode(),
                 )
             )
-    if not events:
-        return
     txn.executemany(
         "INSERT INTO event_push_events (stream_ordering, room_id, event_id,"
         " topological_ordering, thread_id, received_ts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -138,8 +131,51 @@ def insert_push_actions_txn(txn: Txn, writes: Sequence[PushActionWrite]) -> None
         " SELECT ?1, j.value, ?2, ?3, ?4 FROM json_each(?5) AS j",
         users,
     )
-    for room_id, thread_id, notify, highlight, stream, ids, count in counts:
-        _add_counts_txn(txn, room_id, thread_id, notify, highlight, stream, ids, count)
+    for (room_id, thread_id), (stream, by_counts) in _count_totals(writes).items():
+        for (notify, highlight), ids in by_counts.items():
+            _add_counts_txn(
+                txn,
+                room_id,
+                thread_id,
+                notify,
+                highlight,
+                stream,
+                orjson.dumps(ids).decode(),
+                len(ids),
+            )
+
+
+def _count_totals(
+    writes: Sequence[PushActionWrite],
+) -> dict[tuple[str, str], tuple[int, dict[tuple[int, int], list[str]]]]:
+    """Per (room, thread): the batch's last position, and its users by (notifications,
+    highlights) added: a user in several events of the batch gets one update, not one each."""
+    by_thread: dict[tuple[str, str], list[PushActionWrite]] = {}
+    for write in writes:
+        by_thread.setdefault((write.room_id, write.push.thread_id), []).append(write)
+    totals: dict[tuple[str, str], tuple[int, dict[tuple[int, int], list[str]]]] = {}
+    for key, thread_writes in by_thread.items():
+        stream = max(w.stream_ordering for w in thread_writes)
+        if len(thread_writes) == 1:
+            groups = thread_writes[0].push.groups
+            by_counts: dict[tuple[int, int], list[str]] = {}
+            for group in groups:
+                pair = (int(group.notify), int(group.highlight))
+                by_counts.setdefault(pair, []).extend(group.user_ids)
+            totals[key] = (stream, by_counts)
+            continue
+        per_user: dict[str, tuple[int, int]] = {}
+        for write in thread_writes:
+            for group in write.push.groups:
+                n, h = int(group.notify), int(group.highlight)
+                for user_id in group.user_ids:
+                    old = per_user.get(user_id)
+                    per_user[user_id] = (n, h) if old is None else (old[0] + n, old[1] + h)
+        grouped: dict[tuple[int, int], list[str]] = {}
+        for user_id, pair in per_user.items():
+            grouped.setdefault(pair, []).append(user_id)
+        totals[key] = (stream, grouped)
+    return totals
 
 
 def _add_counts_txn(
