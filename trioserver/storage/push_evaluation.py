@@ -155,13 +155,13 @@ class PushEvaluator:
         self._ignorers: dict[str, tuple[_RoomIndex, int, dict[str, frozenset[str]]]] = {}
 
     async def evaluate(
-        self, room: LiveRoom, event: Event, batch: Mapping[str, Event]
+        self, room: LiveRoom, event: Event, in_batch: Callable[[str], Event | None]
     ) -> EventPush | None:
         """The push actions of `event`, for the room's current state (`room`).
 
         Args:
-            batch: events built earlier in the same batch, by id (a relation's parent may be
-                among them).
+            in_batch: finds an event built earlier in the same batch by id (a relation's
+                parent may be among them), or None.
 
         Returns:
             The users it notifies or highlights, or None when there are none.
@@ -180,7 +180,7 @@ class PushEvaluator:
         groups = await self._actions(event, ctx, index, recipients)
         if not groups:
             return None
-        return EventPush(await self._thread_id(event, batch), groups)
+        return EventPush(await self._thread_id(event, in_batch), groups)
 
     async def _rules_changed(self, user_id: str) -> None:
         self._on_defaults.pop(user_id, None)
@@ -265,7 +265,7 @@ class PushEvaluator:
                     self._on_defaults.clear()
                 self._on_defaults[user_id] = rule_set == build_rule_set(user_id, (), {})
 
-    async def _thread_id(self, event: Event, batch: Mapping[str, Event]) -> str:
+    async def _thread_id(self, event: Event, in_batch: Callable[[str], Event | None]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
         # event in the thread of the event it relates to (Synapse looks one hop up).
         rel_type, parent_id = _relation(event)
@@ -273,7 +273,7 @@ class PushEvaluator:
             return MAIN_THREAD
         if rel_type == "m.thread":
             return parent_id
-        parent = batch.get(parent_id)
+        parent = in_batch(parent_id)
         if parent is None:
             stored = await self._events.get_event(parent_id)
             parent = stored.event if stored is not None else None
