@@ -150,6 +150,9 @@ class PushEvaluator:
         self._defaults = compile_push_rules(build_rule_set(_NOBODY, (), {}))
         # user id -> whether their rules are exactly the defaults; dropped when they change.
         self._on_defaults: dict[str, bool] = {}
+        # Goes up on every change of anyone's rules: a classification read across a change
+        # is not kept.
+        self._rules_generation = 0
         rules.add_change_listener(self._rules_changed)
         # room id -> (room index, ignore lists generation, members ignoring anyone).
         self._ignorers: dict[str, tuple[_RoomIndex, int, dict[str, frozenset[str]]]] = {}
@@ -183,6 +186,7 @@ class PushEvaluator:
         return EventPush(await self._thread_id(event, in_batch), groups)
 
     async def _rules_changed(self, user_id: str) -> None:
+        self._rules_generation += 1
         self._on_defaults.pop(user_id, None)
         await trio.lowlevel.checkpoint()
 
@@ -260,7 +264,10 @@ class PushEvaluator:
                 by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
         for user_id in others:
             if user_id not in self._on_defaults:
+                generation = self._rules_generation
                 rule_set = await self._rules.rule_set(user_id)
+                if generation != self._rules_generation:
+                    continue
                 if len(self._on_defaults) >= _MAX_CACHED_USERS:
                     self._on_defaults.clear()
                 self._on_defaults[user_id] = rule_set == build_rule_set(user_id, (), {})
