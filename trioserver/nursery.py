@@ -43,6 +43,7 @@ from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
@@ -73,6 +74,7 @@ from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.storage.push_evaluation import PushEvaluator
 from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
@@ -88,6 +90,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.push_actions import PushActionStore
 from trioserver.stores.push_rules import PushRuleStore
 from trioserver.stores.relations import RelationStore
 from trioserver.stores.reports import ReportStore
@@ -236,6 +239,7 @@ def _stream_handlers(
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
+    push_actions: PushActionStore,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
@@ -254,6 +258,7 @@ def _stream_handlers(
             room_reads=room_reads,
             account_data=account_data,
             clock=clock,
+            push_actions=push_actions,
         ),
         account_data=account_data,
         presence=PresenceHandler(db, notifier, positions, state, server_name=name, clock=clock),
@@ -303,6 +308,15 @@ def build_components(
     # Seed 2: the write side of event persistence exists only on the events writer.
     if persist_store is None:
         persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
+    # One instance: it caches ignore lists, which the account data handler changes.
+    account_data_store = AccountDataStore(db)
+    # Issue 11: push actions are evaluated by the events writer as it stores each event.
+    push_actions = PushActionStore(db)
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
+    push_evaluator = PushEvaluator(
+        push_rules, events, account_data_store, server_name=config.server_name
+    )
     persister = EventPersister(
         persist_store,
         events,
@@ -313,6 +327,7 @@ def build_components(
         state_groups=state,
         clock=clock,
         relation_checks=RelationChecker(events, relation_store),
+        push=push_evaluator,
     )
     positions.register("events", lambda: persister.stream_position)
     persister.add_listener(lambda stored: notify_events(notifier, stored))
@@ -322,11 +337,7 @@ def build_components(
     send = SendHandler(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
-    # Issue 11: push rules, cached per user; the send path evaluates them.
-    push_rules = PushRulesHandler(PushRuleStore(db))
     room_read_store = RoomReadStore(db)
-    # One instance: it caches ignore lists, which the account data handler changes.
-    account_data_store = AccountDataStore(db)
     room_reads = RoomReadHandler(
         events,
         state,
@@ -345,11 +356,22 @@ def build_components(
         room_reads.serializer,
     )
     streams = _stream_handlers(
-        config, db, notifier, positions, state, events, room_reads, clock, account_data_store
+        config,
+        db,
+        notifier,
+        positions,
+        state,
+        events,
+        room_reads,
+        clock,
+        account_data_store,
+        push_actions,
     )
     streams.account_data.serve_push_rules(push_rules)
     sync_store = SyncStore(db)
-    sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
+    sync = SyncHandler(
+        notifier, room_sync, SyncStreams(streams), streams.presence, sync_store, push_actions
+    )
     legacy_events = LegacyEventStream(
         notifier, events, EventStreamStore(db), sync_store, room_reads, streams
     )
@@ -421,6 +443,7 @@ def build_components(
         ),
         voip=VoipHandler(config.voip, clock=clock),
         search=SearchHandler(SearchStore(db), room_reads, events, state),
+        notifications=NotificationsHandler(push_actions, events, room_reads),
         push_rules=push_rules,
         relations=RelationsHandler(room_reads, relation_store, events),
     )

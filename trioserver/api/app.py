@@ -16,6 +16,7 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    notifications,
     openid,
     profile,
     push_rules,
@@ -69,6 +70,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     reports.ROUTES,
     voip.ROUTES,
     search.ROUTES,
+    notifications.ROUTES,
     push_rules.ROUTES,
     relations.ROUTES,
 ]

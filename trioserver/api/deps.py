@@ -16,6 +16,7 @@ from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
@@ -97,5 +98,6 @@ class ApiDeps:
     voip: VoipHandler
     # Issue 11: POST /search.
     search: SearchHandler
+    notifications: NotificationsHandler
     push_rules: PushRulesHandler
     relations: RelationsHandler

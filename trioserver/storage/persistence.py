@@ -61,6 +61,7 @@ from trioserver.stores.persist_events import (
 )
 
 if TYPE_CHECKING:
+    from trioserver.storage.push_evaluation import PushEvaluator
     from trioserver.storage.relation_checks import RelationChecker
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
@@ -164,6 +165,7 @@ class EventPersister:
         clock: Callable[[], float] = time.time,
         max_cached_rooms: int = 1_000,
         relation_checks: RelationChecker | None = None,
+        push: PushEvaluator | None = None,
     ) -> None:
         self._store = store
         self._events = events
@@ -182,6 +184,7 @@ class EventPersister:
         self._next_group = 0
         self.stream_position = 0
         self._relation_checks = relation_checks
+        self._push = push
 
     def add_listener(self, listener: PersistListener) -> None:
         """Call `listener` with each committed batch of events (in stream order)."""
@@ -271,8 +274,10 @@ class EventPersister:
                 logger.exception("building events for room %s failed", request.room_id)
                 request.finish(_persist_failed())
                 continue
+            start = len(writes)
             self._add_to_batch(request, built, room, rooms, writes, now_ms)
             accepted.append(request)
+            await self._evaluate_push(room.room, writes, start)
         if not writes:
             return
         room_writes = [self._room_write(rb) for rb in rooms.values()]
@@ -286,6 +291,27 @@ class EventPersister:
                 request.finish(_persist_failed())
             return
         self._after_commit(writes, accepted)
+
+    async def _evaluate_push(self, room: LiveRoom, writes: list[EventWrite], start: int) -> None:
+        """Attach push actions to the events a request added (from `start`), evaluated on the
+        room's state after the request (issue 11; `storage.push_evaluation`)."""
+        if self._push is None:
+            return
+
+        def in_batch(event_id: str) -> Event | None:
+            # Only relations look here (for their parent): a scan of the batch is fine.
+            return next((w.stored.event for w in writes if w.stored.event_id == event_id), None)
+
+        for i in range(start, len(writes)):
+            write = writes[i]
+            try:
+                push = await self._push.evaluate(room, write.stored.event, in_batch)
+            except Exception:  # boundary: a push rule bug must not lose the message; it is
+                # stored without notifying anyone.
+                logger.exception("evaluating push rules for %s failed", write.stored.event_id)
+                continue
+            if push is not None:
+                writes[i] = attrs.evolve(write, push=push)
 
     def _after_commit(self, writes: list[EventWrite], accepted: list[_Request]) -> None:
         stored = [w.stored for w in writes]

@@ -9,7 +9,8 @@ that into rows, all in one transaction, so that a batch is either wholly stored 
 
 Per event: ``events``, ``event_json``, ``event_edges``, a new state group when it changed state,
 ``room_memberships`` for member events, ``redactions`` for redactions that name a target (seed 5),
-the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5).
+the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5), and
+the push actions the writer evaluated, which also drive the unread counts (issue 11).
 Per batch: the search index rows of searchable events, and the removal of those of the events
 its redactions apply to (issue 11, `stores.search`).
 Per batch: ``event_relations`` and ``threads`` (issue 11), and a redaction that applies drops
@@ -29,6 +30,12 @@ import orjson
 
 from trioserver.stores import relations_index, search
 from trioserver.stores.events import StoredEvent
+from trioserver.stores.push_actions import (
+    EventPush,
+    PushActionWrite,
+    insert_push_actions_txn,
+    redact_push_actions_txn,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -73,6 +80,8 @@ class EventWrite:
     expiry_ts: int | None = None
     # Set when this is a redaction whose target is known and which the rules let apply.
     applies_redaction_to: str | None = None
+    # Who the event notifies (local members' push rules, evaluated by the writer).
+    push: EventPush | None = None
 
 
 @attrs.frozen
@@ -305,8 +314,31 @@ def _persist_batch_txn(
     relations_index.index_relations_txn(txn, [write.stored for write in events])
     if redacted:
         relations_index.unindex_events_txn(txn, redacted)
+    _push_actions_txn(txn, events)
     for room in rooms:
         _update_room_txn(txn, room, server_name)
+
+
+def _push_actions_txn(txn: Txn, events: Sequence[EventWrite]) -> None:
+    insert_push_actions_txn(
+        txn,
+        [
+            PushActionWrite(
+                w.stored.room_id,
+                w.stored.event_id,
+                w.stored.stream_ordering,
+                w.stored.topological_ordering,
+                w.received_ts,
+                w.push,
+            )
+            for w in events
+            if w.push is not None
+        ],
+    )
+    # Synapse drops a redacted event's push actions: it no longer counts as unread.
+    for write in events:
+        if write.applies_redaction_to is not None:
+            redact_push_actions_txn(txn, write.applies_redaction_to)
 
 
 def _max_ids_txn(txn: Txn) -> tuple[int, int]:
