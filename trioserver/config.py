@@ -103,6 +103,26 @@ class InstanceLocation:
 
 
 @attrs.frozen
+class PushConfig:
+    """Delivery of notifications to push gateways (spec "Push Notifications")."""
+
+    # Off: pushers can still be set and listed, but nothing is delivered.
+    enabled: bool = True
+    # Off: notifications carry no event content (the sender and room name still go), as
+    # Synapse's `push.include_content`.
+    include_content: bool = True
+    # Seconds one request to a push gateway may take before it counts as failed.
+    timeout: float = 10.0
+    # The badge (`counts.unread`) counts rooms with unread notifications; off: notifications.
+    group_unread_count_by_room: bool = True
+    # A failed delivery is retried after `initial_backoff` seconds, doubling up to
+    # `max_backoff`; a notification failing for `give_up_after` seconds is dropped.
+    initial_backoff: float = 1.0
+    max_backoff: float = 3600.0
+    give_up_after: float = 86400.0
+
+
+@attrs.frozen
 class Config:
     """The whole configuration of one server instance."""
 
@@ -120,6 +140,7 @@ class Config:
     rooms: RoomsConfig = RoomsConfig()
     stream_writers: StreamWritersConfig = StreamWritersConfig()
     instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
+    push: PushConfig = PushConfig()
 
     def data_path(self, relative: str) -> Path:
         """A path from the config, resolved against `data_dir`."""
@@ -302,6 +323,11 @@ def _check_consistency(config: Config) -> None:
         problems.append("config.registration.bcrypt_rounds: must be between 4 and 31")
     if config.database.reader_connections < 1:
         problems.append("config.database.reader_connections: must be at least 1")
+    for key in ("timeout", "initial_backoff", "max_backoff"):
+        if getattr(config.push, key) <= 0:
+            problems.append(f"config.push.{key}: must be positive")
+    if config.push.give_up_after < 0:
+        problems.append("config.push.give_up_after: must not be negative")
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
         problems.append(

@@ -45,6 +45,9 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_delivery import PusherPool
+from trioserver.handlers.push_notification import NotificationBuilder
+from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
@@ -76,6 +79,7 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.pushers import PusherStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
@@ -334,6 +338,10 @@ def build_components(
     room_creation = RoomCreationHandler(
         persister, membership, directory, profiles, server_name=config.server_name
     )
+    # Issue 11: pushers, delivered by their own subsystem (one chosen instance, later).
+    pusher_store = PusherStore(db)
+    notifications = NotificationBuilder(events, state, include_content=config.push.include_content)
+    pusher_pool = PusherPool(pusher_store, events, notifications, config.push, clock=clock)
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -384,6 +392,7 @@ def build_components(
             server_name=config.server_name,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
     )
     stream_handlers = (
         deps.typing,
@@ -404,6 +413,11 @@ def build_components(
     persister.add_listener(deps.typing.on_new_events)
     persister.add_listener(deps.presence.on_new_events)
     subsystems += [deps.typing.run_timeouts, deps.presence.run_timeouts]
+    # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
+    persister.add_listener(pusher_pool.on_persisted)
+    streams.receipts.add_receipt_listener(pusher_pool.on_receipt)
+    accounts.add_device_listener(deps.pushers.on_devices_changed)
+    subsystems.append(pusher_pool.run_pushers)
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)

@@ -18,6 +18,7 @@ from trioserver.api.client import (
     login,
     openid,
     profile,
+    pushers,
     register,
     room_reads,
     room_send,
@@ -57,6 +58,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    pushers.ROUTES,
 ]
 
 

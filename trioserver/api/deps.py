@@ -19,6 +19,7 @@ from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_creation import RoomCreationHandler
@@ -78,3 +79,4 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    pushers: PushersHandler
