@@ -88,12 +88,13 @@ class PusherPool:
         self._workers: dict[int, _Worker] = {}
         self._changed_users: set[str] = set()
         self._changed = trio.Event()
+        self._persisted = trio.Event()
+        self._persisted_up_to = 0
 
     def on_persisted(self, stored: Sequence[StoredEvent]) -> None:
-        """Persist listener: new events may notify anyone with a pusher. Never blocks."""
-        for worker in self._workers.values():
-            worker.events_pending = True
-            worker.wake.set()
+        """Persist listener: new events may notify users with pushers. Never blocks."""
+        self._persisted_up_to = max(self._persisted_up_to, stored[-1].stream_ordering)
+        self._persisted.set()
 
     def on_receipt(self, user_id: str) -> None:
         """Receipt listener: the user's badge may have changed. Never blocks."""
@@ -128,14 +129,33 @@ class PusherPool:
             httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False) as client,
             trio.open_nursery() as nursery,
         ):
+            dispatched = await self._store.stream_end()
+            # Each worker catches up from its own position when it starts.
             for pusher in await self._store.all_pushers():
                 self._start(nursery, client, pusher)
+            nursery.start_soon(self._dispatch, dispatched)
             task_status.started()
             while True:
                 await self._changed.wait()
                 self._changed = trio.Event()
                 users, self._changed_users = self._changed_users, set()
                 await self._reload(nursery, client, users)
+
+    async def _dispatch(self, dispatched: int) -> None:
+        """Wake the workers of the users that new events notify: one query per commit (or
+        per several, when commits come faster than the query), not one per pusher."""
+        while True:
+            await self._persisted.wait()
+            self._persisted = trio.Event()
+            up_to = self._persisted_up_to
+            if up_to <= dispatched:
+                continue
+            users = await self._store.users_notified_between(dispatched, up_to)
+            dispatched = up_to
+            for worker in self._workers.values():
+                if worker.pusher.user_id in users:
+                    worker.events_pending = True
+                    worker.wake.set()
 
     async def _reload(
         self, nursery: trio.Nursery, client: httpx.AsyncClient, users: set[str]

@@ -104,8 +104,7 @@ def _pusher_row(row: Row) -> PusherRow:
 
 def _set_pusher_txn(txn: Txn, new: NewPusher) -> int:
     # A new or changed pusher starts at the stream's end: it is never pushed old events.
-    row = txn.execute("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetchone()
-    position = 0 if row is None else int(row[0])
+    position = _stream_end_txn(txn)
     txn.execute(
         "INSERT INTO pushers (user_id, device_id, kind, app_id, app_display_name,"
         " device_display_name, pushkey, pushkey_ts, lang, data, profile_tag,"
@@ -206,6 +205,20 @@ def _actions_after_txn(txn: Txn, user_id: str, after: int, limit: int) -> list[P
             PushAction(row[0], row[1], int(row[2]), actions if isinstance(actions, list) else [])
         )
     return result
+
+
+def _stream_end_txn(txn: Txn) -> int:
+    row = txn.execute("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _users_notified_txn(txn: Txn, after: int, up_to: int) -> set[str]:
+    rows = txn.execute(
+        "SELECT DISTINCT user_id FROM event_push_actions"
+        " WHERE stream_ordering > ? AND stream_ordering <= ? AND notif = 1",
+        (after, up_to),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 # Notifications a read receipt has not yet covered: an unthreaded receipt covers every
@@ -321,6 +334,17 @@ class PusherStore:
         return await self._db.run_read_inline(
             "notify_actions_after", _actions_after_txn, user_id, after, limit
         )
+
+    async def stream_end(self) -> int:
+        """The events stream position of the latest stored event. Checkpoint: yes."""
+        return await self._db.run_read_inline("events_stream_end", _stream_end_txn)
+
+    async def users_notified_between(self, after: int, up_to: int) -> set[str]:
+        """The users with notifying push actions in the stream range (`after`, `up_to`].
+
+        Checkpoint: yes.
+        """
+        return await self._db.run_read("users_notified_between", _users_notified_txn, after, up_to)
 
     async def badge(self, user_id: str, *, by_room: bool) -> int:
         """The user's badge: pending invites plus the joined rooms with unread notifications
