@@ -41,12 +41,14 @@ from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.push_delivery import PusherPool
 from trioserver.handlers.push_notification import NotificationBuilder
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
@@ -66,6 +68,7 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
+from trioserver.storage.push_evaluation import PushEvaluator
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
 from trioserver.stores.censor_events import CensorEventsStore
@@ -79,6 +82,8 @@ from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.push_actions import PushActionStore
+from trioserver.stores.push_rules import PushRuleStore
 from trioserver.stores.pushers import PusherStore
 from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.state import StateStore
@@ -222,11 +227,19 @@ def _stream_handlers(
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
+    push_actions: PushActionStore,
+    push_rules: PushRulesHandler,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db, notifier, positions, state, server_name=name, store=account_data_store
+        db,
+        notifier,
+        positions,
+        state,
+        server_name=name,
+        store=account_data_store,
+        push_rules=push_rules,
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
@@ -240,6 +253,7 @@ def _stream_handlers(
             room_reads=room_reads,
             account_data=account_data,
             clock=clock,
+            push_actions=push_actions,
         ),
         account_data=account_data,
         presence=PresenceHandler(db, notifier, positions, state, server_name=name, clock=clock),
@@ -287,6 +301,15 @@ def build_components(
     # Seed 2: the write side of event persistence exists only on the events writer.
     if persist_store is None:
         persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
+    # One instance: it caches ignore lists, which the account data handler changes.
+    account_data_store = AccountDataStore(db)
+    # Issue 11: push actions are evaluated by the events writer as it stores each event.
+    push_actions = PushActionStore(db)
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
+    push_evaluator = PushEvaluator(
+        push_rules, events, account_data_store, server_name=config.server_name
+    )
     persister = EventPersister(
         persist_store,
         events,
@@ -296,6 +319,7 @@ def build_components(
         ephemeral_messages=config.enable_ephemeral_messages,
         state_groups=state,
         clock=clock,
+        push=push_evaluator,
     )
     positions.register("events", lambda: persister.stream_position)
     persister.add_listener(lambda stored: notify_events(notifier, stored))
@@ -306,8 +330,6 @@ def build_components(
         persister, events, state, StateContentChecker(directory, server_name=config.server_name)
     )
     room_read_store = RoomReadStore(db)
-    # One instance: it caches ignore lists, which the account data handler changes.
-    account_data_store = AccountDataStore(db)
     room_reads = RoomReadHandler(
         events,
         state,
@@ -325,10 +347,22 @@ def build_components(
         room_reads.serializer,
     )
     streams = _stream_handlers(
-        config, db, notifier, positions, state, events, room_reads, clock, account_data_store
+        config,
+        db,
+        notifier,
+        positions,
+        state,
+        events,
+        room_reads,
+        clock,
+        account_data_store,
+        push_actions,
+        push_rules,
     )
     sync_store = SyncStore(db)
-    sync = SyncHandler(notifier, room_sync, SyncStreams(streams), streams.presence, sync_store)
+    sync = SyncHandler(
+        notifier, room_sync, SyncStreams(streams), streams.presence, sync_store, push_actions
+    )
     legacy_events = LegacyEventStream(
         notifier, events, EventStreamStore(db), sync_store, room_reads, streams
     )
@@ -390,8 +424,11 @@ def build_components(
             directory,
             streams.account_data,
             server_name=config.server_name,
+            push_rules=push_rules,
         ),
         openid=OpenIdHandler(OpenIdStore(db), server_name=config.server_name, clock=clock),
+        notifications=NotificationsHandler(push_actions, events, room_reads),
+        push_rules=push_rules,
         pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
     )
     stream_handlers = (

@@ -6,10 +6,10 @@ pusher tests of tests/14account/01change-password.pl.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -18,7 +18,6 @@ import trio
 
 from trioserver.config import config_from_mapping
 from trioserver.errors import ConfigError
-from trioserver.stores.schema import apply_schema
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
@@ -30,52 +29,16 @@ from tests.integration.push_gateway import (
     ok,
     open_push_gateway,
 )
-from tests.integration.room_helpers import create_room, invite, join, send_text
+from tests.integration.room_helpers import create_room, invite, join, send_text, set_state
 
 # Short pauses so that retry tests take milliseconds, not seconds.
 FAST_PUSH = {"initial_backoff": 0.05, "max_backoff": 0.2, "timeout": 5.0}
-NOTIFY = ["notify", {"set_tweak": "sound", "value": "default"}]
-
-# --- Until the push actions evaluation (branch `pushactions`) is merged --------------------
-# Its table is created here, and a trigger writes a notifying action (with a sound) for every
-# other joined member of the room in the events writer's transaction, as the real evaluation
-# of the default push rules does for a message in a 1:1 room.
-
-
-def _create_push_actions_table(data_dir: Path) -> None:
-    conn = sqlite3.connect(data_dir / "homeserver.db")
-    try:
-        apply_schema(conn)
-        conn.executescript(
-            """
-            CREATE TABLE event_push_actions (room_id TEXT NOT NULL, event_id TEXT NOT NULL,
-                user_id TEXT NOT NULL, stream_ordering INTEGER NOT NULL,
-                topological_ordering INTEGER NOT NULL, actions TEXT NOT NULL,
-                notif INTEGER NOT NULL, highlight INTEGER NOT NULL, thread_id TEXT NOT NULL,
-                received_ts INTEGER NOT NULL);
-            CREATE TRIGGER test_push_actions AFTER INSERT ON events
-            WHEN NEW.type = 'm.room.message' BEGIN
-                INSERT INTO event_push_actions SELECT NEW.room_id, NEW.event_id, m.user_id,
-                    NEW.stream_ordering, NEW.topological_ordering,
-                    '["notify", {"set_tweak": "sound", "value": "default"}]', 1, 0, 'main', 0
-                FROM local_current_membership AS m
-                WHERE m.room_id = NEW.room_id AND m.membership = 'join'
-                    AND m.user_id != NEW.sender;
-            END;
-            """
-        )
-    finally:
-        conn.close()
 
 
 @pytest.fixture
-async def hs(tmp_path: Path) -> AsyncIterator[InProcessServer]:
-    _create_push_actions_table(tmp_path)
-    async with serve_in_process(tmp_path, push=FAST_PUSH) as server:
+async def hs() -> AsyncIterator[InProcessServer]:
+    async with serve_in_process(push=FAST_PUSH) as server:
         yield server
-
-
-# --- end of the part to replace ------------------------------------------------------------
 
 
 def pusher_body(url: str, **overrides: Any) -> dict[str, Any]:
@@ -298,12 +261,50 @@ async def test_a_message_is_pushed_and_a_receipt_updates_the_badge(
     assert device["pushkey"] == "a_push_key"
     assert isinstance(device["pushkey_ts"], int)
     assert device["data"] == {}
-    assert device["tweaks"] == {"sound": "default"}
+    # The default rule .m.rule.room_one_to_one: a sound, no highlight.
+    assert device["tweaks"] == {"sound": "default", "highlight": False}
     # Reading the message sends a counts-only update with a zero badge.
     assert_ok(await alice.post(f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))
     badge = (await gateway.next()).notification
     assert badge["counts"] == {"unread": 0}
     assert badge["devices"][0]["pushkey"] == "a_push_key"
+    assert await gateway.nothing_within(0.3)
+
+
+@pytest.mark.xfail(
+    reason="the push actions evaluation (storage/push_evaluation.py) evaluates joined members"
+    " only; Synapse also evaluates the invitee of an invite (.m.rule.invite_for_me)",
+    strict=True,
+)
+async def test_invites_are_pushed(alice: Client, bob: Client, gateway: PushGateway) -> None:
+    # SyTest 61push/01message-pushed.pl "Invites are pushed".
+    assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url)))
+    room_id = await create_room(bob, name="Invite room")
+    await invite(bob, room_id, alice.user_id)
+    notification = (await gateway.next()).notification
+    assert notification["type"] == "m.room.member"
+    assert notification["membership"] == "invite"
+    assert notification["user_is_target"] is True
+    assert (notification["room_id"], notification["sender"]) == (room_id, bob.user_id)
+    assert notification["room_name"] == "Invite room"
+    assert notification["content"]["membership"] == "invite"
+    # The pending invite counts in the badge (Synapse).
+    assert notification["counts"] == {"unread": 1}
+
+
+async def test_a_canonical_alias_names_the_room_and_own_messages_are_not_pushed(
+    alice: Client, bob: Client, gateway: PushGateway
+) -> None:
+    # SyTest 61push/01message-pushed.pl "Rooms with canonical alias are correctly named".
+    room_id = await shared_room(alice, bob)
+    assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url)))
+    alias = "#pushy:localhost"
+    assert_ok(await alice.put(f"/directory/room/{quote(alias)}", {"room_id": room_id}))
+    await set_state(alice, room_id, "m.room.canonical_alias", {"alias": alias})
+    await send_text(alice, room_id, "my own message")
+    event_id = await send_text(bob, room_id, "named by alias")
+    notification = (await gateway.next()).notification
+    assert (notification["event_id"], notification["room_name"]) == (event_id, alias)
     assert await gateway.nothing_within(0.3)
 
 
@@ -314,10 +315,11 @@ async def test_event_id_only_and_the_badge_counts_rooms(
     second = await shared_room(alice, bob)
     data = {"url": gateway.url, "format": "event_id_only", "extra": 1}
     assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url, data=data)))
-    await send_text(bob, first, "one")
-    await send_text(bob, first, "two")
-    last = await send_text(bob, second, "three")
-    bodies = [(await gateway.next()).notification for _ in range(3)]
+    bodies = []
+    # One at a time: the badge is the one at delivery time, as Synapse's.
+    for room_id, text in ((first, "one"), (first, "two"), (second, "three")):
+        last = await send_text(bob, room_id, text)
+        bodies.append((await gateway.next()).notification)
     # The badge counts rooms with unread notifications (group_unread_count_by_room).
     assert [b["counts"]["unread"] for b in bodies] == [1, 1, 2]
     assert bodies[2] == {
@@ -339,7 +341,6 @@ async def test_event_id_only_and_the_badge_counts_rooms(
 async def test_without_content_and_counting_notifications(
     tmp_path: Path, gateway: PushGateway
 ) -> None:
-    _create_push_actions_table(tmp_path)
     push = {**FAST_PUSH, "include_content": False, "group_unread_count_by_room": False}
     async with (
         serve_in_process(tmp_path, push=push) as server,
@@ -350,8 +351,9 @@ async def test_without_content_and_counting_notifications(
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         await send_text(dan, room_id, "secret")
+        first = (await gateway.next()).notification
         await send_text(dan, room_id, "secret 2")
-        first, second = (await gateway.next()).notification, (await gateway.next()).notification
+        second = (await gateway.next()).notification
     assert "content" not in first
     assert first["sender"] == dan.user_id
     assert [first["counts"]["unread"], second["counts"]["unread"]] == [1, 2]
@@ -378,7 +380,6 @@ async def test_a_failing_gateway_is_retried_with_backoff(
 async def test_a_notification_failing_too_long_is_given_up(
     tmp_path: Path, gateway: PushGateway
 ) -> None:
-    _create_push_actions_table(tmp_path)
     async with (
         serve_in_process(tmp_path, push={**FAST_PUSH, "give_up_after": 0.1}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
@@ -440,7 +441,6 @@ async def test_a_rejected_pushkey_deletes_the_pusher(
 async def test_a_hanging_gateway_slows_neither_sends_nor_other_pushers(
     tmp_path: Path,
 ) -> None:
-    _create_push_actions_table(tmp_path)
     async with (
         open_push_gateway() as stuck,
         open_push_gateway() as fine,
@@ -473,7 +473,6 @@ async def test_a_hanging_gateway_slows_neither_sends_nor_other_pushers(
 
 
 async def test_a_timeout_counts_as_a_failure(tmp_path: Path, gateway: PushGateway) -> None:
-    _create_push_actions_table(tmp_path)
     async with (
         serve_in_process(tmp_path, push={**FAST_PUSH, "timeout": 0.2}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
@@ -490,7 +489,6 @@ async def test_a_timeout_counts_as_a_failure(tmp_path: Path, gateway: PushGatewa
 
 
 async def test_a_restart_resumes_without_duplicates(tmp_path: Path, gateway: PushGateway) -> None:
-    _create_push_actions_table(tmp_path)
     async with (
         serve_in_process(tmp_path, push=FAST_PUSH) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
@@ -513,7 +511,6 @@ async def test_a_restart_resumes_without_duplicates(tmp_path: Path, gateway: Pus
 
 
 async def test_pushers_can_be_switched_off(tmp_path: Path, gateway: PushGateway) -> None:
-    _create_push_actions_table(tmp_path)
     async with (
         serve_in_process(tmp_path, push={**FAST_PUSH, "enabled": False}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,

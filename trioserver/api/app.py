@@ -16,8 +16,10 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    notifications,
     openid,
     profile,
+    push_rules,
     pushers,
     register,
     room_reads,
@@ -58,6 +60,8 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     openid.ROUTES,
     whois.ROUTES,
     threepid.ROUTES,
+    notifications.ROUTES,
+    push_rules.ROUTES,
     pushers.ROUTES,
 ]
 

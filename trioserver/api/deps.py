@@ -15,10 +15,12 @@ from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
 from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
@@ -79,4 +81,6 @@ class ApiDeps:
     legacy_sync: LegacyInitialSync
     room_upgrade: RoomUpgradeHandler
     openid: OpenIdHandler
+    notifications: NotificationsHandler
+    push_rules: PushRulesHandler
     pushers: PushersHandler

@@ -19,14 +19,16 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from trioserver.handlers.notifier import Notifier
+    from trioserver.handlers.push_rules import PushRulesHandler
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
 
 JsonDict = dict[str, Any]
 FULLY_READ = "m.fully_read"
+PUSH_RULES = "m.push_rules"
 # Spec "Client Config", server behaviour: types the server manages are refused with 405.
-SERVER_MANAGED = (FULLY_READ, "m.push_rules")
+SERVER_MANAGED = (FULLY_READ, PUSH_RULES)
 MAX_TAG_BYTES = 255
 
 
@@ -61,8 +63,15 @@ class AccountDataHandler:
         *,
         server_name: str,
         store: AccountDataStore | None = None,
+        push_rules: PushRulesHandler | None = None,
     ) -> None:
         self._store = store if store is not None else AccountDataStore(db)
+        # Push rules are delivered as global ``m.push_rules`` account data (spec "Push Rules",
+        # Synapse): each change writes a marker row, which advances this stream and wakes
+        # /sync; the content delivered is always the user's rules at that time.
+        self._push_rules = push_rules
+        if push_rules is not None:
+            push_rules.add_change_listener(self._push_rules_changed)
         self._notifier = notifier
         self._positions = positions
         self._state = state
@@ -93,6 +102,8 @@ class AccountDataHandler:
         _check_owner(requester, user_id)
         if room_id is not None:
             _check_room_id(room_id)
+        elif data_type == PUSH_RULES and self._push_rules is not None:
+            return await self._push_rules.rules_json(user_id)
         content = await self._store.get(user_id, room_id, data_type)
         if content is None:
             scope = "Account data" if room_id is None else "Room account data"
@@ -195,7 +206,12 @@ class AccountDataHandler:
         Checkpoint: yes.
         """
         rows = await self._store.global_since(user_id, since)
-        return [_event(row.type, row.content) for row in rows]
+        events = [_event(row.type, row.content) for row in rows if row.type != PUSH_RULES]
+        if self._push_rules is not None and (
+            since is None or any(row.type == PUSH_RULES for row in rows)
+        ):
+            events.append(_event(PUSH_RULES, await self._push_rules.rules_json(user_id)))
+        return events
 
     async def rooms_since(
         self, user_id: str, room_ids: Sequence[str], since: int | None
@@ -223,6 +239,10 @@ class AccountDataHandler:
         stream_id = await self._store.change_tag(user_id, room_id, tag, content, self._ids.next_id)
         if stream_id is not None:
             self._advanced(stream_id, user_id)
+
+    async def _push_rules_changed(self, user_id: str) -> None:
+        # The marker's content is never delivered (see __init__).
+        await self.set_account_data(user_id, None, PUSH_RULES, {})
 
     def _advanced(self, stream_id: int, user_id: str) -> None:
         # Only now is the row committed: publishing the id any earlier could let a /sync

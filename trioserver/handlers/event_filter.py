@@ -97,6 +97,8 @@ class RoomEventFilter(EventFilter):
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    # /sync: report each thread's notification counts apart (spec "Receiving notifications").
+    unread_thread_notifications: bool = False
     # Most filters (every default one) rule nothing out; /sync asks thousands of times.
     _passes_all: bool = attrs.field(init=False, eq=False, repr=False)
 
@@ -238,6 +240,7 @@ def parse_room_event_filter(raw: Any, path: str = "") -> RoomEventFilter:
         contains_url=_bool(body, "contains_url", path),
         lazy_load_members=bool(_bool(body, "lazy_load_members", path)),
         include_redundant_members=bool(_bool(body, "include_redundant_members", path)),
+        unread_thread_notifications=bool(_bool(body, "unread_thread_notifications", path)),
     )
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from trioserver.handlers.room_reads import Access, RoomReadHandler
     from trioserver.stores.database import Database
     from trioserver.stores.events import EventStore, StoredEvent
+    from trioserver.stores.push_actions import PushActionStore
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
 
@@ -75,6 +76,7 @@ class ReceiptsHandler:
         room_reads: RoomReadHandler,
         account_data: AccountDataHandler,
         clock: Callable[[], float] = time.time,
+        push_actions: PushActionStore | None = None,
     ) -> None:
         self._store = ReceiptStore(db)
         self._notifier = notifier
@@ -85,6 +87,7 @@ class ReceiptsHandler:
         self._room_reads = room_reads
         self._account_data = account_data
         self._clock = clock
+        self._push_actions = push_actions
         self._ids = StreamIdGenerator(0)
         self._position = 0
         # Read-modify-write of m.fully_read must not interleave (it only moves forwards).
@@ -211,6 +214,10 @@ class ReceiptsHandler:
         )
         stream_id = await self._store.insert_receipt(receipt, self._ids.next_id)
         if stream_id is not None:
+            if self._push_actions is not None:
+                # Spec "Receiving notifications": a read receipt marks the notifications up
+                # to its event as read (in its thread only, when threaded).
+                await self._push_actions.apply_receipt(receipt.user_id, room_id, thread_id)
             # Publish the position only once the row is committed (see `position`).
             self._position = max(self._position, stream_id)
             self._notifier.notify(rooms=[room_id])

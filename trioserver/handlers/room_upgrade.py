@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from trioserver.events import Event, RoomVersion
     from trioserver.handlers.account_data import AccountDataHandler
     from trioserver.handlers.auth import Requester
+    from trioserver.handlers.push_rules import PushRulesHandler
     from trioserver.handlers.room_creation import RoomCreationHandler
     from trioserver.handlers.send import SendHandler
     from trioserver.stores.directory import DirectoryStore
@@ -90,6 +91,7 @@ class RoomUpgradeHandler:
         account_data: AccountDataHandler,
         *,
         server_name: str,
+        push_rules: PushRulesHandler | None = None,
     ) -> None:
         self._state = state
         self._events = events
@@ -97,6 +99,7 @@ class RoomUpgradeHandler:
         self._room_creation = room_creation
         self._directory = directory
         self._account_data = account_data
+        self._push_rules = push_rules
         self._server_name = server_name
         self._server_suffix = ":" + server_name
         # Rooms being upgraded now: a second upgrade of the same room is refused (Synapse).
@@ -231,9 +234,12 @@ class RoomUpgradeHandler:
             await self._best_effort(requester, room_id, CANONICAL_ALIAS, content)
 
     async def _move_user_data(self, old_room_id: str, new_room_id: str) -> None:
-        # Synapse copies each local member's tags and m.direct entries to the new room.
+        # Synapse copies each local member's tags, m.direct entries and push rules for the
+        # room to the new room.
         joined = await self._state.joined_users(old_room_id)
         for user_id in (u for u in joined if u.endswith(self._server_suffix)):
+            if self._push_rules is not None:
+                await self._push_rules.copy_room_rules(user_id, old_room_id, new_room_id)
             tags = await self._account_data.get_account_data(user_id, old_room_id, "m.tag")
             if tags:
                 await self._account_data.set_account_data(user_id, new_room_id, "m.tag", tags)

@@ -21,6 +21,7 @@ import trio
 from trioserver.handlers.event_filter import FilterDefinition
 from trioserver.handlers.serialize import SerializeOptions
 from trioserver.handlers.sync_rooms import SyncContext
+from trioserver.stores.push_actions import MAIN_THREAD
 from trioserver.streams import StreamToken
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from trioserver.handlers.presence import PresenceHandler
     from trioserver.handlers.sync_rooms import RoomSyncBuilder
     from trioserver.handlers.sync_streams import RoomExtras, SyncStreams
+    from trioserver.stores.push_actions import PushActionStore, UnreadCounts
     from trioserver.stores.sync import SyncMembership, SyncStore
 
 JsonDict = dict[str, Any]
@@ -69,8 +71,10 @@ class SyncHandler:
         streams: SyncStreams,
         presence: PresenceHandler,
         sync_store: SyncStore,
+        push_actions: PushActionStore,
     ) -> None:
         self._notifier = notifier
+        self._push_actions = push_actions
         self._rooms = rooms
         self._streams = streams
         self._presence = presence
@@ -305,13 +309,12 @@ class SyncHandler:
         if not joined:
             return
         counts = await self._sync.member_counts(summaries) if summaries else {}
-        unread = await self._sync.unread_counts(ctx.user_id, list(joined), sorted(ctx.ignored))
+        unread: dict[str, list[UnreadCounts]] = {}
+        for row in await self._push_actions.summaries(ctx.user_id, list(joined)):
+            unread.setdefault(row.room_id, []).append(row)
+        by_thread = ctx.filter.room.timeline.unread_thread_notifications
         for room_id, entry in joined.items():
-            notifications, highlights = unread[room_id]
-            entry["unread_notifications"] = {
-                "notification_count": notifications,
-                "highlight_count": highlights,
-            }
+            _add_unread_counts(entry, unread.get(room_id, []), by_thread=by_thread)
             count = counts.get(room_id)
             summary: JsonDict = {}
             if count is not None:
@@ -330,6 +333,31 @@ class _Fresh:
 
     full: set[str]
     joins: set[str]
+
+
+def _add_unread_counts(entry: JsonDict, rows: list[UnreadCounts], *, by_thread: bool) -> None:
+    """A joined room's ``unread_notifications`` (and ``unread_thread_notifications``).
+
+    Spec "Receiving notifications": with ``unread_thread_notifications`` in the timeline
+    filter, the room's counts are those of its main timeline and each thread's are given
+    apart, by root id; otherwise they are summed over all threads.
+    """
+    main = [row for row in rows if row.thread_id == MAIN_THREAD] if by_thread else rows
+    entry["unread_notifications"] = {
+        "notification_count": sum(row.notifications for row in main),
+        "highlight_count": sum(row.highlights for row in main),
+    }
+    if by_thread:
+        threads = {
+            row.thread_id: {
+                "notification_count": row.notifications,
+                "highlight_count": row.highlights,
+            }
+            for row in rows
+            if row.thread_id != MAIN_THREAD
+        }
+        if threads:
+            entry["unread_thread_notifications"] = threads
 
 
 def _has_members(entry: JsonDict) -> bool:

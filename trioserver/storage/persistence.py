@@ -61,6 +61,7 @@ from trioserver.stores.persist_events import (
 )
 
 if TYPE_CHECKING:
+    from trioserver.storage.push_evaluation import PushEvaluator
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
 
@@ -162,6 +163,7 @@ class EventPersister:
         state_groups: StateStore,
         clock: Callable[[], float] = time.time,
         max_cached_rooms: int = 1_000,
+        push: PushEvaluator | None = None,
     ) -> None:
         self._store = store
         self._events = events
@@ -179,6 +181,7 @@ class EventPersister:
         self._next_stream = 0
         self._next_group = 0
         self.stream_position = 0
+        self._push = push
 
     def add_listener(self, listener: PersistListener) -> None:
         """Call `listener` with each committed batch of events (in stream order)."""
@@ -266,8 +269,10 @@ class EventPersister:
                 logger.exception("building events for room %s failed", request.room_id)
                 request.finish(_persist_failed())
                 continue
+            start = len(writes)
             self._add_to_batch(request, built, room, rooms, writes, now_ms)
             accepted.append(request)
+            await self._evaluate_push(room.room, writes, start)
         if not writes:
             return
         room_writes = [self._room_write(rb) for rb in rooms.values()]
@@ -281,6 +286,23 @@ class EventPersister:
                 request.finish(_persist_failed())
             return
         self._after_commit(writes, accepted)
+
+    async def _evaluate_push(self, room: LiveRoom, writes: list[EventWrite], start: int) -> None:
+        """Attach push actions to the events a request added (from `start`), evaluated on the
+        room's state after the request (issue 11; `storage.push_evaluation`)."""
+        if self._push is None:
+            return
+        batch = {w.stored.event_id: w.stored.event for w in writes}
+        for i in range(start, len(writes)):
+            write = writes[i]
+            try:
+                push = await self._push.evaluate(room, write.stored.event, batch)
+            except Exception:  # boundary: a push rule bug must not lose the message; it is
+                # stored without notifying anyone.
+                logger.exception("evaluating push rules for %s failed", write.stored.event_id)
+                continue
+            if push is not None:
+                writes[i] = attrs.evolve(write, push=push)
 
     def _after_commit(self, writes: list[EventWrite], accepted: list[_Request]) -> None:
         stored = [w.stored for w in writes]

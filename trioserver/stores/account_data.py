@@ -164,6 +164,11 @@ class AccountDataStore:
             "get_account_data", _get_txn, user_id, room_id or GLOBAL, data_type
         )
 
+    def ignored_users_nowait(self, user_id: str) -> frozenset[str] | None:
+        """The cached ignore list of the user, or None when it is not cached (the events
+        writer asks for every member of a room on every event). Not a checkpoint."""
+        return self._ignored.get(user_id)
+
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users in the user's ``m.ignored_user_list`` (spec "Ignoring Users"); a
         malformed list ignores no one. Cached until `put` changes it. Checkpoint: yes."""

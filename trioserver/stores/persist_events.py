@@ -9,7 +9,8 @@ that into rows, all in one transaction, so that a batch is either wholly stored 
 
 Per event: ``events``, ``event_json``, ``event_edges``, a new state group when it changed state,
 ``room_memberships`` for member events, ``redactions`` for redactions that name a target (seed 5),
-the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5).
+the client's transaction id, ``event_expiry`` for self-destructing messages (issue 5), and
+the push actions the writer evaluated, which also drive the unread counts (issue 11).
 Per room, last (it reads what the per-event step wrote): forward extremities,
 ``current_state_events`` with its delta stream, and ``local_current_membership``
 (seed 6). When the batch leaves no local user joined, the room's current state is deleted and
@@ -24,6 +25,12 @@ import attrs
 import orjson
 
 from trioserver.stores.events import StoredEvent
+from trioserver.stores.push_actions import (
+    EventPush,
+    PushActionWrite,
+    insert_push_actions_txn,
+    redact_push_actions_txn,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,6 +75,8 @@ class EventWrite:
     expiry_ts: int | None = None
     # Set when this is a redaction whose target is known and which the rules let apply.
     applies_redaction_to: str | None = None
+    # Who the event notifies (local members' push rules, evaluated by the writer).
+    push: EventPush | None = None
 
 
 @attrs.frozen
@@ -293,8 +302,31 @@ def _persist_batch_txn(
         if write.new_state_group is not None:
             _insert_state_group_txn(txn, write.new_state_group)
         _insert_event_metadata_txn(txn, write)
+    _push_actions_txn(txn, events)
     for room in rooms:
         _update_room_txn(txn, room, server_name)
+
+
+def _push_actions_txn(txn: Txn, events: Sequence[EventWrite]) -> None:
+    insert_push_actions_txn(
+        txn,
+        [
+            PushActionWrite(
+                w.stored.room_id,
+                w.stored.event_id,
+                w.stored.stream_ordering,
+                w.stored.topological_ordering,
+                w.received_ts,
+                w.push,
+            )
+            for w in events
+            if w.push is not None
+        ],
+    )
+    # Synapse drops a redacted event's push actions: it no longer counts as unread.
+    for write in events:
+        if write.applies_redaction_to is not None:
+            redact_push_actions_txn(txn, write.applies_redaction_to)
 
 
 def _max_ids_txn(txn: Txn) -> tuple[int, int]:

@@ -2,9 +2,10 @@
 
 A pusher is keyed by (app_id, pushkey, user_id) and remembers the device that created it and
 the events stream position it has been handled up to. Delivery reads the notifying push
-actions of ``event_push_actions`` (written at persist time by the push rules evaluation) after
-that position, and the user's badge: rooms (or notifications) unread since the read receipt,
-plus pending invites.
+actions of ``event_push_actions`` (written at persist time by the push rules evaluation, see
+`stores.push_actions`) after that position, and the user's badge from the unread counts of
+``event_push_summary``: rooms (or notifications) unread since the read receipt,
+plus pending invites (Synapse's badge).
 """
 
 from __future__ import annotations
@@ -221,19 +222,13 @@ def _users_notified_txn(txn: Txn, after: int, up_to: int) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-# Notifications a read receipt has not yet covered: an unthreaded receipt covers every
-# thread, a threaded one its own thread (spec "Threaded read receipts").
+# The unread notification counts the events writer keeps per (room, user, thread) and read
+# receipts recompute (stores/push_actions.py), summed per joined room.
 _UNREAD_BY_ROOM = """
-SELECT m.room_id, COUNT(a.event_id)
+SELECT m.room_id, SUM(s.notif_count)
 FROM local_current_membership AS m
-JOIN event_push_actions AS a ON a.room_id = m.room_id AND a.user_id = m.user_id
-WHERE m.user_id = ? AND m.membership = 'join' AND a.notif = 1
-  AND a.stream_ordering > COALESCE((
-    SELECT MAX(r.event_stream_ordering) FROM receipts AS r
-    WHERE r.room_id = a.room_id AND r.user_id = a.user_id
-      AND r.receipt_type IN ('m.read', 'm.read.private')
-      AND (r.thread_id = '' OR r.thread_id = a.thread_id)
-  ), 0)
+JOIN event_push_summary AS s ON s.room_id = m.room_id AND s.user_id = m.user_id
+WHERE m.user_id = ? AND m.membership = 'join' AND s.notif_count > 0
 GROUP BY m.room_id
 """
 

@@ -139,41 +139,6 @@ def _users_in_rooms_txn(txn: Txn, room_ids: Sequence[str]) -> set[str]:
     return users
 
 
-# Events that count towards a room's unread badge (Synapse's default push rules notify for
-# messages, encrypted messages and stickers from others).
-_COUNTED_TYPES = ("m.room.message", "m.room.encrypted", "m.sticker")
-
-
-def _unread_counts_txn(
-    txn: Txn, user_id: str, room_ids: Sequence[str], ignored: Sequence[str]
-) -> dict[str, tuple[int, int]]:
-    counts: dict[str, tuple[int, int]] = {}
-    marks = ",".join("?" * len(_COUNTED_TYPES))
-    # Ignored users' messages are not sent, so they do not count either (as in Synapse).
-    skip = ",".join("?" * (len(ignored) + 1))
-    for room_id in room_ids:
-        # Read up to the newer of the user's read receipt and their own last message.
-        read = txn.execute(
-            "SELECT MAX(s) FROM ("
-            " SELECT MAX(event_stream_ordering) AS s FROM receipts WHERE room_id = ?"
-            "  AND user_id = ? AND receipt_type IN ('m.read', 'm.read.private')"
-            " UNION ALL"
-            " SELECT MAX(stream_ordering) FROM events WHERE room_id = ? AND sender = ?)",
-            (room_id, user_id, room_id, user_id),
-        ).fetchone()
-        since = int(read[0]) if read is not None and read[0] is not None else 0
-        row = txn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(instr(j.json, ?) > 0), 0)"
-            " FROM events AS e JOIN event_json AS j USING (event_id)"
-            f" WHERE e.room_id = ? AND e.stream_ordering > ? AND e.sender NOT IN ({skip})"
-            f" AND e.type IN ({marks}) AND e.redacted_by IS NULL",
-            (user_id, room_id, since, user_id, *ignored, *_COUNTED_TYPES),
-        ).fetchone()
-        assert row is not None
-        counts[room_id] = (int(row[0]), int(row[1]))
-    return counts
-
-
 class SyncStore:
     """Reads for /sync."""
 
@@ -207,21 +172,6 @@ class SyncStore:
         if not room_ids:
             return set()
         return await self._db.run_read("users_in_rooms", _users_in_rooms_txn, room_ids)
-
-    async def unread_counts(
-        self, user_id: str, room_ids: Sequence[str], ignored: Sequence[str] = ()
-    ) -> dict[str, tuple[int, int]]:
-        """(notification count, highlight count) per room: messages from others (not
-        `ignored`) since the user's read receipt (or their own last message); highlights
-        mention the user's id.
-
-        Checkpoint: yes.
-        """
-        if not room_ids:
-            return {}
-        return await self._db.run_read_inline(
-            "unread_counts", _unread_counts_txn, user_id, room_ids, sorted(ignored)
-        )
 
     async def heroes(self, room_id: str, user_id: str, limit: int = 5) -> list[str] | None:
         """Up to `limit` other members to name the room by (room summary ``m.heroes``), or
