@@ -85,7 +85,8 @@ class PusherPool:
         self._notifications = notifications
         self._config = config
         self._clock = clock
-        self._workers: dict[int, _Worker] = {}
+        # User id -> pusher id -> its worker.
+        self._workers: dict[str, dict[int, _Worker]] = {}
         self._changed_users: set[str] = set()
         self._changed = trio.Event()
         self._persisted = trio.Event()
@@ -98,10 +99,9 @@ class PusherPool:
 
     def on_receipt(self, user_id: str) -> None:
         """Receipt listener: the user's badge may have changed. Never blocks."""
-        for worker in self._workers.values():
-            if worker.pusher.user_id == user_id:
-                worker.badge_pending = True
-                worker.wake.set()
+        for worker in self._workers.get(user_id, {}).values():
+            worker.badge_pending = True
+            worker.wake.set()
 
     def pushers_changed_nowait(self, user_id: str) -> None:
         """The user's pushers were set or deleted: restart their workers. Never blocks."""
@@ -152,18 +152,17 @@ class PusherPool:
                 continue
             users = await self._store.users_notified_between(dispatched, up_to)
             dispatched = up_to
-            for worker in self._workers.values():
-                if worker.pusher.user_id in users:
+            for user_id in users:
+                for worker in self._workers.get(user_id, {}).values():
                     worker.events_pending = True
                     worker.wake.set()
 
     async def _reload(
         self, nursery: trio.Nursery, client: httpx.AsyncClient, users: set[str]
     ) -> None:
-        for pusher_id, worker in list(self._workers.items()):
-            if worker.pusher.user_id in users:
+        for user_id in users:
+            for worker in self._workers.pop(user_id, {}).values():
                 worker.scope.cancel()
-                del self._workers[pusher_id]
         for user_id in users:
             for pusher in await self._store.user_pushers(user_id):
                 if pusher.kind == "http":
@@ -171,7 +170,7 @@ class PusherPool:
 
     def _start(self, nursery: trio.Nursery, client: httpx.AsyncClient, pusher: PusherRow) -> None:
         worker = _Worker(pusher)
-        self._workers[pusher.id] = worker
+        self._workers.setdefault(pusher.user_id, {})[pusher.id] = worker
         nursery.start_soon(self._run_worker, client, worker)
 
     async def _run_worker(self, client: httpx.AsyncClient, worker: _Worker) -> None:
@@ -191,8 +190,11 @@ class PusherPool:
                 pusher = worker.pusher
                 logger.info("push gateway rejected pushkey %s: removing it", pusher.pushkey)
                 await self._store.delete_pusher(pusher.app_id, pusher.pushkey, pusher.user_id)
-        if self._workers.get(worker.pusher.id) is worker:
-            del self._workers[worker.pusher.id]
+        of_user = self._workers.get(worker.pusher.user_id, {})
+        if of_user.get(worker.pusher.id) is worker:
+            del of_user[worker.pusher.id]
+            if not of_user:
+                del self._workers[worker.pusher.user_id]
 
     async def _deliver_pending(self, client: httpx.AsyncClient, worker: _Worker) -> None:
         pusher = worker.pusher

@@ -326,7 +326,9 @@ class PusherStore:
 
         Checkpoint: yes.
         """
-        return await self._db.run_read_inline(
+        # Not inline: rows are keyed by stream position, so a pusher far behind scans every
+        # user's rows after its position to find its own.
+        return await self._db.run_read(
             "notify_actions_after", _actions_after_txn, user_id, after, limit
         )
 
