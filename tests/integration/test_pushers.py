@@ -359,6 +359,25 @@ async def test_without_content_and_counting_notifications(
     assert [first["counts"]["unread"], second["counts"]["unread"]] == [1, 2]
 
 
+async def test_updating_a_pusher_moves_delivery_to_its_new_url(
+    alice: Client, bob: Client, gateway: PushGateway
+) -> None:
+    room_id = await shared_room(alice, bob)
+    assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url)))
+    await send_text(bob, room_id, "to the first")
+    await gateway.next()
+    async with open_push_gateway() as second:
+        assert_ok(await alice.post("/pushers/set", pusher_body(second.url)))
+        event_id = await send_text(bob, room_id, "to the second")
+        assert (await second.next()).notification["event_id"] == event_id
+        assert await gateway.nothing_within(0.3)
+        # Deleting it stops delivery.
+        delete = {"kind": None, "app_id": "sytest", "pushkey": "a_push_key"}
+        assert_ok(await alice.post("/pushers/set", delete))
+        await send_text(bob, room_id, "to nobody")
+        assert await second.nothing_within(0.3)
+
+
 async def test_a_failing_gateway_is_retried_with_backoff(
     hs: InProcessServer, alice: Client, bob: Client, gateway: PushGateway
 ) -> None:

@@ -204,26 +204,29 @@ class PusherPool:
             if not actions:
                 return
             for action in actions:
-                await self._deliver_one(client, worker, action)
+                delivered = await self._deliver_one(client, worker, action)
                 pusher = attrs.evolve(pusher, last_stream_ordering=action.stream_ordering)
                 worker.pusher = pusher
-                now_ms = int(self._clock() * 1000)
-                await self._store.advance_pusher(pusher.id, action.stream_ordering, now_ms)
+                success_ms = int(self._clock() * 1000) if delivered else None
+                await self._store.advance_pusher(pusher.id, action.stream_ordering, success_ms)
 
     async def _deliver_one(
         self, client: httpx.AsyncClient, worker: _Worker, action: PushAction
-    ) -> None:
+    ) -> bool:
+        """Push one event; whether the gateway took it (False: nothing to push, given up)."""
         if "notify" not in action.actions:
-            return
+            return False
         stored = await self._events.get_event(action.event_id)
         if stored is None or stored.rejected is not None:
-            return
+            return False
         badge = await self._badge(worker.pusher.user_id)
         body = await self._notifications.event_notification(
             worker.pusher, stored, action.actions, badge
         )
-        if await self._post_with_retries(client, worker, body):
-            worker.last_badge = badge
+        if not await self._post_with_retries(client, worker, body):
+            return False
+        worker.last_badge = badge
+        return True
 
     async def _update_badge(self, client: httpx.AsyncClient, worker: _Worker) -> None:
         badge = await self._badge(worker.pusher.user_id)
@@ -266,6 +269,7 @@ class PusherPool:
                     now - worker.failing_since,
                 )
                 worker.failing_since = None
+                await self._store.set_pusher_failing(worker.pusher.id, None)
                 return False
             logger.info("push to %s failed: retrying in %.1f s", worker.pusher.user_id, backoff)
             await trio.sleep(backoff)

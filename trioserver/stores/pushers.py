@@ -179,12 +179,14 @@ def _all_pushers_txn(txn: Txn) -> list[PusherRow]:
     return [_pusher_row(r) for r in rows]
 
 
-def _advance_pusher_txn(txn: Txn, pusher_id: int, stream_ordering: int, now_ms: int) -> None:
+def _advance_pusher_txn(
+    txn: Txn, pusher_id: int, stream_ordering: int, success_ms: int | None
+) -> None:
     # Only forwards: a concurrent /pushers/set reset the position to the stream's end.
     txn.execute(
         "UPDATE pushers SET last_stream_ordering = MAX(last_stream_ordering, ?),"
-        " last_success_ts = ?, failing_since_ts = NULL WHERE id = ?",
-        (stream_ordering, now_ms, pusher_id),
+        " last_success_ts = COALESCE(?, last_success_ts) WHERE id = ?",
+        (stream_ordering, success_ms, pusher_id),
     )
 
 
@@ -303,13 +305,19 @@ class PusherStore:
         """Every pusher of every user, oldest first. Checkpoint: yes."""
         return await self._db.run_read("all_pushers", _all_pushers_txn)
 
-    async def advance_pusher(self, pusher_id: int, stream_ordering: int, now_ms: int) -> None:
+    async def advance_pusher(
+        self, pusher_id: int, stream_ordering: int, success_ms: int | None
+    ) -> None:
         """Record that the pusher has handled the events stream up to `stream_ordering`.
+
+        Args:
+            success_ms: when the gateway took the notification of that position (None: there
+                was nothing to push, or it was given up).
 
         Checkpoint: yes.
         """
         await self._db.run_txn(
-            "advance_pusher", _advance_pusher_txn, pusher_id, stream_ordering, now_ms
+            "advance_pusher", _advance_pusher_txn, pusher_id, stream_ordering, success_ms
         )
 
     async def set_pusher_failing(self, pusher_id: int, since_ms: int | None) -> None:
