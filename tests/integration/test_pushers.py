@@ -293,11 +293,18 @@ async def test_invites_are_pushed(alice: Client, bob: Client, gateway: PushGatew
 
 
 async def test_a_canonical_alias_names_the_room_and_own_messages_are_not_pushed(
-    alice: Client, bob: Client, gateway: PushGateway
+    hs: InProcessServer, alice: Client, bob: Client, gateway: PushGateway
 ) -> None:
     # SyTest 61push/01message-pushed.pl "Rooms with canonical alias are correctly named".
     room_id = await shared_room(alice, bob)
     assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url)))
+    # Without a name or alias, the room is named after the other members (Synapse).
+    await send_text(bob, room_id, "unnamed")
+    assert (await gateway.next()).notification["room_name"] == "bob"
+    carol = await hs.register_user("carol", "pw")
+    await invite(alice, room_id, carol.user_id)
+    await send_text(bob, room_id, "still unnamed")
+    assert (await gateway.next()).notification["room_name"] == "bob and carol"
     alias = "#pushy:localhost"
     assert_ok(await alice.put(f"/directory/room/{quote(alias)}", {"room_id": room_id}))
     await set_state(alice, room_id, "m.room.canonical_alias", {"alias": alias})

@@ -113,25 +113,52 @@ class NotificationBuilder:
             content["user_is_target"] = event.state_key == pusher.user_id
         if self._include_content and event.content:
             content["content"] = dict(event.content)
-        content.update(await self._context(event.room_id, event.sender))
+        content.update(await self._context(event.room_id, event.sender, pusher.user_id))
         content["devices"] = [device_entry(pusher, tweaks)]
         return {"notification": content}
 
-    async def _context(self, room_id: str, sender: str) -> JsonDict:
+    async def _context(self, room_id: str, sender: str, user_id: str) -> JsonDict:
         state = await self._state.current_state(room_id)
-        wanted = {
-            "name": state.get(("m.room.name", "")),
-            "alias": state.get(("m.room.canonical_alias", "")),
-            "member": state.get(("m.room.member", sender)),
-        }
-        found = await self._events.get_events(e for e in wanted.values() if e is not None)
-
-        def get(key: str) -> StoredEvent | None:
-            event_id = wanted[key]
-            return None if event_id is None else found.get(event_id)
-
-        context: JsonDict = {"sender_display_name": _display_name(get("member"), sender)}
-        room_name = _room_name(get("name"), get("alias"))
+        wanted = [
+            state.get((key, state_key))
+            for key, state_key in (
+                ("m.room.name", ""),
+                ("m.room.canonical_alias", ""),
+                ("m.room.member", sender),
+                ("m.room.member", user_id),
+            )
+        ]
+        found = await self._events.get_events(e for e in wanted if e is not None)
+        name, alias, member, own = (None if e is None else found.get(e) for e in wanted)
+        context: JsonDict = {"sender_display_name": _display_name(member, sender)}
+        room_name = _room_name(name, alias)
+        if room_name is None and (own is None or own.event.membership != "invite"):
+            room_name = await self._members_name(state, user_id)
         if room_name is not None:
             context["room_name"] = room_name
         return context
+
+    async def _members_name(
+        self, state: Mapping[tuple[str, str], str], user_id: str
+    ) -> str | None:
+        """Synapse's name of a room without a name or alias, from its other joined and invited
+        members in the order they arrived: "A", "A and B", "A and 2 others". None for an
+        invite (Synapse does not name a room from the invite alone) or with nobody else."""
+        member_ids = [
+            event_id
+            for (event_type, state_key), event_id in state.items()
+            if event_type == "m.room.member" and state_key != user_id
+        ]
+        events = (await self._events.get_events(member_ids)).values()
+        others = sorted(
+            (s for s in events if s.event.membership in ("join", "invite")),
+            key=lambda s: s.event.origin_server_ts,
+        )
+        names = [_display_name(s, s.event.state_key or "") for s in others]
+        if not names:
+            return None
+        if len(names) == 1:
+            return names[0]
+        if len(names) == 2:
+            return f"{names[0]} and {names[1]}"
+        return f"{names[0]} and {len(names) - 1} others"
