@@ -150,6 +150,10 @@ class PusherPool:
             up_to = self._persisted_up_to
             if up_to <= dispatched:
                 continue
+            if not self._workers:
+                # No pushers, no query (a worker started later catches up by itself).
+                dispatched = up_to
+                continue
             users = await self._store.users_notified_between(dispatched, up_to)
             dispatched = up_to
             for user_id in users:
