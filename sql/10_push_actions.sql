@@ -1,41 +1,47 @@
 -- Push actions, evaluated when an event is persisted (spec "Push Notifications"), and the
 -- per (room, user, thread) notification counts /sync reports.
 --
--- One row per (event, local user) whose push rules notify or highlight for the event; the
--- events writer inserts them in the transaction that stores the event. Rows are clustered by
--- stream position (every insert appends to the end of the tree); a room's rows are reached
--- through event_push_actions_room. Deliberately no index leading with user_id over every row:
--- each event of a room with N members would then dirty N scattered pages of it (measured:
--- ~1.3 ms per event per such index with 100 members, more than a whole send costs today).
--- Once a user's read receipt passes a row it is deleted unless it highlights (as Synapse
--- does), so the table holds what is unread, plus highlights for GET /notifications.
-CREATE TABLE event_push_actions (
-    stream_ordering INTEGER NOT NULL,
-    user_id TEXT NOT NULL,
+-- What the events writer stores, in the transaction that stores the event, for each event
+-- that notifies or highlights some local user: one event_push_events row (the event's room,
+-- thread and position) and one narrow event_push_users row per such user. The view
+-- event_push_actions joins them into one row per (event, user), with the columns readers
+-- (pushers) use. Both tables are clustered by stream position, so every insert appends;
+-- a room's events are reached through event_push_events_room. Deliberately no index leading
+-- with user_id over every row: each event of a room with N members would dirty N scattered
+-- pages of it (measured: ~1.3 ms per event per such index with 100 members, more than a whole
+-- send costs today); only highlights, which are few, are indexed by user.
+-- A read receipt deletes the rows it passes unless they highlight (as Synapse does), so the
+-- tables hold what is unread, plus highlights for GET /notifications.
+CREATE TABLE event_push_events (
+    stream_ordering INTEGER PRIMARY KEY,
     room_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     topological_ordering INTEGER NOT NULL,
-    actions TEXT NOT NULL,
+    thread_id TEXT NOT NULL,  -- 'main' or the thread root's event id
+    received_ts INTEGER NOT NULL
+);
+CREATE INDEX event_push_events_room ON event_push_events (room_id, stream_ordering);
+
+CREATE TABLE event_push_users (
+    stream_ordering INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    actions TEXT NOT NULL,  -- JSON list
     notif INTEGER NOT NULL,
     highlight INTEGER NOT NULL,
-    thread_id TEXT NOT NULL,
-    received_ts INTEGER NOT NULL,
     PRIMARY KEY (stream_ordering, user_id)
 ) WITHOUT ROWID;
--- A room's rows in stream order (receipts, redactions; appends at the room's end).
-CREATE INDEX event_push_actions_room ON event_push_actions (room_id, stream_ordering);
--- The brief's (user_id, stream_ordering) index, for highlights only: few rows, cheap to keep.
-CREATE INDEX event_push_actions_user_highlight ON event_push_actions (user_id, stream_ordering)
+CREATE INDEX event_push_users_highlight ON event_push_users (user_id, stream_ordering)
     WHERE highlight = 1;
--- The brief's (user_id, room_id, stream_ordering) index, likewise for highlights only.
-CREATE INDEX event_push_actions_user_room_highlight
-    ON event_push_actions (user_id, room_id, stream_ordering) WHERE highlight = 1;
+
+CREATE VIEW event_push_actions AS
+SELECT e.room_id, e.event_id, u.user_id, e.stream_ordering, e.topological_ordering,
+    u.actions, u.notif, u.highlight, e.thread_id, e.received_ts
+FROM event_push_users AS u JOIN event_push_events AS e USING (stream_ordering);
 
 -- Unread counts per (room, user, thread): incremented by the events writer for each event
--- that notifies, recomputed from event_push_actions when a receipt moves past rows
--- (read_upto: the receipt position the counts were last recomputed for) or an event is
--- redacted. thread_id is 'main' or the thread root's event id. Clustered by room, so the
--- rows one event updates are neighbours.
+-- that notifies, recomputed from the push actions when a receipt moves past them (read_upto:
+-- the receipt position they were last recomputed for) or an event is redacted. Clustered by
+-- room, so the rows one event updates are neighbours.
 CREATE TABLE event_push_summary (
     room_id TEXT NOT NULL,
     user_id TEXT NOT NULL,

@@ -228,18 +228,11 @@ def _stream_handlers(
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
     push_actions: PushActionStore,
-    push_rules: PushRulesHandler,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db,
-        notifier,
-        positions,
-        state,
-        server_name=name,
-        store=account_data_store,
-        push_rules=push_rules,
+        db, notifier, positions, state, server_name=name, store=account_data_store
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),
@@ -357,8 +350,8 @@ def build_components(
         clock,
         account_data_store,
         push_actions,
-        push_rules,
     )
+    streams.account_data.serve_push_rules(push_rules)
     sync_store = SyncStore(db)
     sync = SyncHandler(
         notifier, room_sync, SyncStreams(streams), streams.presence, sync_store, push_actions

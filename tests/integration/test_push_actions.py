@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+import trio
+
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client, assert_ok, register
@@ -251,3 +253,44 @@ async def test_counts_survive_a_restart(tmp_path: Path) -> None:
         assert counts(await sync(ann), room_id) == (1, 1)
         await send_text(ben, room_id, "three")
         assert counts(await sync(ann), room_id) == (2, 1)
+
+
+async def test_own_push_rules_apply_from_the_next_message(alice: Client, bob: Client) -> None:
+    # SyTest 61push/03_unread_count.pl: a content rule that highlights everything.
+    room_id = await shared_room(alice, bob)
+    await send_text(bob, room_id, "before the rule")
+    rule = {"pattern": "*", "actions": ["notify", {"set_tweak": "highlight", "value": True}]}
+    assert_ok(await alice.put("/pushrules/global/content/anything", rule))
+    await send_text(bob, room_id, "after the rule")
+    assert counts(await sync(alice), room_id) == (2, 1)
+    # Turning the default message rules off stops plain messages notifying (in a room of two,
+    # .m.rule.room_one_to_one matches first); bob is unaffected.
+    assert_ok(await alice.delete("/pushrules/global/content/anything"))
+    for rule_id in (".m.rule.room_one_to_one", ".m.rule.message"):
+        path = f"/pushrules/global/underride/{rule_id}/enabled"
+        assert_ok(await alice.put(path, {"enabled": False}))
+    await send_text(bob, room_id, "quiet now")
+    assert counts(await sync(alice), room_id) == (2, 1)
+    await send_text(alice, room_id, "still heard")
+    assert counts(await sync(bob), room_id) == (1, 0)
+
+
+async def test_concurrent_sends_batched_together_all_count(
+    alice: Client, bob: Client, hs: InProcessServer, http: httpx.AsyncClient
+) -> None:
+    room_id = await shared_room(alice, bob)
+    carol_user = await hs.register_user("carol")
+    carol = Client(http, carol_user.user_id, carol_user.access_token, carol_user.device_id)
+    await join(carol, room_id)
+
+    async def chat(client: Client) -> None:
+        for n in range(8):
+            await send_text(client, room_id, f"message {n}")
+
+    # Sent at once, the events share the writer's batches (one count update per user each).
+    async with trio.open_nursery() as nursery:
+        for client in (bob, carol, bob, carol):
+            nursery.start_soon(chat, client)
+    assert counts(await sync(alice), room_id) == (32, 0)
+    assert counts(await sync(bob), room_id) == (16, 0)
+    assert counts(await sync(carol), room_id) == (16, 0)

@@ -308,6 +308,15 @@ async def test_enabled_and_actions_of_unknown_rules_are_404(alice: Client) -> No
         ),
         ("/global/content/my_id", {"actions": []}, "M_MISSING_PARAM"),
         ("/global/content/my_id", {"actions": [], "pattern": 5}, "M_INVALID_PARAM"),
+        ("/global/content/my_id", {"actions": [], "pattern": "x" * 513}, "M_INVALID_PARAM"),
+        (
+            "/global/override/my_id",
+            {
+                "actions": [],
+                "conditions": [{"kind": "event_match", "key": "k", "pattern": "x" * 513}],
+            },
+            "M_INVALID_PARAM",
+        ),
         ("/global/room/%23my_room:example.com", {}, "M_MISSING_PARAM"),
         ("/global/room/%23my_room:example.com", {"actions": ["not_an_action"]}, "M_INVALID_PARAM"),
         ("/global/room/%23my_room:example.com", {"actions": "notify"}, "M_INVALID_PARAM"),
@@ -424,6 +433,13 @@ async def test_legacy_events_stream_carries_push_rule_changes(alice: Client) -> 
     chunk = assert_ok(await alice.get("/events", params={"from": start, "timeout": 0}))["chunk"]
     (event,) = [e for e in chunk if e["type"] == "m.push_rules"]
     assert event["content"]["global"]["room"][0]["rule_id"] == "#a:example.com"
+
+
+async def test_legacy_initial_sync_carries_push_rules(alice: Client) -> None:
+    await add(alice, "room", "#a:example.com")
+    body = assert_ok(await alice.get("/initialSync", params={"limit": 1}))
+    (rules,) = [e["content"] for e in body["account_data"] if e["type"] == "m.push_rules"]
+    assert rules == assert_ok(await alice.get("/pushrules/"))
 
 
 # -- Room upgrades ------------------------------------------------------------------------

@@ -379,3 +379,65 @@ def test_deeply_nested_events_do_not_overflow() -> None:
         inner["x"] = {}
         inner = inner["x"]
     assert _defaults_match(_message(**content)) == ".m.rule.message"
+
+
+# -- The spec's own examples --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "matches"),
+    [("Lunch plans", True), ("LUNCH", True), (" lunch", False), ("lunc", False), (None, False)],
+)
+def test_spec_event_match_example(topic: str | None, matches: bool) -> None:
+    rule = _override({"kind": "event_match", "key": "content.topic", "pattern": "lunc?*"})
+    event = {"type": "m.room.topic", "state_key": "", "content": {"topic": topic}}
+    assert _user_rule_match(rule, event) is matches
+
+
+@pytest.mark.parametrize(
+    ("body", "matches"),
+    [
+        ("An example event.", True),
+        ("exple", True),
+        ("An exciting triple-whammy", True),
+        ("examples", False),
+        ("an_example", False),
+    ],
+)
+def test_spec_content_body_example(body: str, matches: bool) -> None:
+    rule = PushRule(CONTENT, "ex", ("notify",), pattern="ex*ple")
+    assert _user_rule_match(rule, _message(body)) is matches
+
+
+@pytest.mark.parametrize(("value", "matches"), [(True, True), ("true", False), (1, False)])
+def test_spec_event_property_is_example(value: object, matches: bool) -> None:
+    rule = _override({"kind": "event_property_is", "key": r"content.m\.federate", "value": True})
+    event = {"type": "m.room.create", "state_key": "", "content": {"m.federate": value}}
+    assert _user_rule_match(rule, event) is matches
+
+
+def test_spec_event_property_contains_example() -> None:
+    rule = _override(
+        {"kind": "event_property_contains", "key": "content.alt_aliases", "value": "#r:x.org"}
+    )
+    assert _user_rule_match(rule, _message(alt_aliases=["#s:x.org", "#r:x.org"]))
+    assert not _user_rule_match(rule, _message(alt_aliases=[":x.org"]))
+
+
+def test_word_boundaries_are_ascii_as_the_spec_defines() -> None:
+    # Anything outside [A-Za-z0-9_] separates words; case folding is still Unicode.
+    rule = PushRule(CONTENT, "kw", ("notify",), pattern="ÉTÉ")
+    assert _user_rule_match(rule, _message("bel été!"))
+    assert _defaults_match(_message("alice_x"), display_name=None) == ".m.rule.message"
+    assert _defaults_match(_message("alice-x"), display_name=None) == ".m.rule.contains_user_name"
+
+
+def test_m_mentions_turns_off_the_legacy_mention_rules() -> None:
+    # Spec v1.7: the body-based rules apply only to events without m.mentions.
+    event = _message("alice, @room", **{"m.mentions": {}})
+    assert _defaults_match(event, ADMIN) == ".m.rule.message"
+    mentioned = _message("hello", **{"m.mentions": {"user_ids": [ALICE]}})
+    assert _defaults_match(mentioned, ADMIN) == ".m.rule.is_user_mention"
+    # A user's own keyword rules still apply.
+    keyword = PushRule(CONTENT, "kw", ("notify",), pattern="alice")
+    assert _user_rule_match(keyword, event)

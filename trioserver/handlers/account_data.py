@@ -63,15 +63,9 @@ class AccountDataHandler:
         *,
         server_name: str,
         store: AccountDataStore | None = None,
-        push_rules: PushRulesHandler | None = None,
     ) -> None:
         self._store = store if store is not None else AccountDataStore(db)
-        # Push rules are delivered as global ``m.push_rules`` account data (spec "Push Rules",
-        # Synapse): each change writes a marker row, which advances this stream and wakes
-        # /sync; the content delivered is always the user's rules at that time.
-        self._push_rules = push_rules
-        if push_rules is not None:
-            push_rules.add_change_listener(self._push_rules_changed)
+        self._push_rules: PushRulesHandler | None = None
         self._notifier = notifier
         self._positions = positions
         self._state = state
@@ -88,6 +82,14 @@ class AccountDataHandler:
     def position(self) -> int:
         """The account data stream's position: every change up to it is committed."""
         return self._position
+
+    def serve_push_rules(self, push_rules: PushRulesHandler) -> None:
+        """Deliver the user's push rules as global ``m.push_rules`` account data (spec "Push
+        Rules: Events"; Synapse). Each change to them writes a marker row, which advances
+        this stream and wakes the user's /sync; the content delivered is always the rules
+        as they are then, never the marker's."""
+        self._push_rules = push_rules
+        push_rules.add_change_listener(self._push_rules_changed)
 
     # -- The HTTP API ----------------------------------------------------------------------
 
@@ -241,7 +243,7 @@ class AccountDataHandler:
             self._advanced(stream_id, user_id)
 
     async def _push_rules_changed(self, user_id: str) -> None:
-        # The marker's content is never delivered (see __init__).
+        # The marker's content is never delivered (see serve_push_rules).
         await self.set_account_data(user_id, None, PUSH_RULES, {})
 
     def _advanced(self, stream_id: int, user_id: str) -> None:

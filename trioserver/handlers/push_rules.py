@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from trioserver.stores.push_rules import PushRuleStore
 
 JsonDict = dict[str, Any]
-MAX_CACHED_USERS: Final = 50_000
+MAX_CACHED_USERS: Final = 10_000
 
 
 @attrs.frozen

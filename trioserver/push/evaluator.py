@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from trioserver.push.glob import WORD_END, WORD_START, Glob
+from trioserver.push.rules import LEGACY_MENTION_RULES, is_shared_default
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from trioserver.push.rules import PushRuleSet
+    from trioserver.push.rules import PushRule, PushRuleSet
 
 JsonDict = dict[str, Any]
 # Spec "Conditions", sender_notification_permission: the level when power_levels has none.
@@ -45,9 +48,6 @@ DEFAULT_NOTIFICATION_LEVEL: Final = 50
 MAX_FLATTEN_DEPTH: Final = 64
 _LEGACY_ACTIONS: Final = frozenset({"dont_notify", "coalesce"})
 _MEMBER_COUNT: Final = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
-_WORD_START: Final = r"(?:^|\W|\b)"
-_WORD_END: Final = r"(?:\b|\W|$)"
-_FLAGS: Final = re.IGNORECASE | re.DOTALL
 
 
 @attrs.frozen
@@ -90,11 +90,14 @@ def _flatten(event: Mapping[str, Any]) -> dict[str, Any]:
 class PreparedEvent:
     """An event flattened once for the rules of every member of its room."""
 
-    __slots__ = ("_lowered", "flat")
+    __slots__ = ("_lowered", "flat", "has_mentions")
 
     def __init__(self, event: Mapping[str, Any]) -> None:
         self.flat: dict[str, Any] = _flatten(event)
         self._lowered: dict[str, str | None] = {}
+        content = event.get("content")
+        # Spec v1.7: an event with m.mentions is not matched by the legacy mention rules.
+        self.has_mentions = isinstance(content, Mapping) and "m.mentions" in content
 
     def lowered(self, key: str) -> str | None:
         """The lower-cased string at `key`, or None when it is absent or not a string."""
@@ -132,44 +135,38 @@ class _EventMatchLiteral(_Condition):
         return ev.lowered(self.key) == self.literal
 
 
-class _EventMatchRegex(_Condition):
-    __slots__ = ("key", "regex", "search")
+class _EventMatchGlob(_Condition):
+    __slots__ = ("glob", "key")
 
-    def __init__(self, key: str, regex: re.Pattern[str], *, search: bool) -> None:
+    def __init__(self, key: str, glob: Glob) -> None:
         self.key = key
-        self.regex = regex
-        self.search = search
+        self.glob = glob
 
     def matches(
         self, ev: PreparedEvent, ctx: PushContext, user_id: str, display_name: str | None
     ) -> bool:
-        value = ev.flat.get(self.key)
-        if not isinstance(value, str):
-            return False
-        found = self.regex.search(value) if self.search else self.regex.match(value)
-        return found is not None
-
-
-def _glob_body(pattern: str) -> str:
-    return "".join(".*?" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+        value = ev.lowered(self.key)
+        return value is not None and self.glob.matches(value)
 
 
 @functools.lru_cache(maxsize=4096)
-def _word_regex(body: str) -> re.Pattern[str]:
-    # Shared by every user's rules (and every display name): compiled once each.
-    return re.compile(_WORD_START + body + _WORD_END, _FLAGS)
+def _display_name_regex(name: str) -> re.Pattern[str]:
+    # Shared by every user with that display name: compiled once each.
+    return re.compile(WORD_START + re.escape(name) + WORD_END, re.DOTALL)
 
 
 def _event_match(cond: Mapping[str, Any]) -> _Condition | None:
     key, pattern = cond.get("key"), cond.get("pattern")
     if not isinstance(key, str) or not isinstance(pattern, str):
         return None
+    # Case-insensitive: patterns and values are compared lower-cased.
+    pattern = pattern.lower()
     if key == "content.body":
         # Spec: for content.body the pattern matches a substring between word boundaries.
-        return _EventMatchRegex(key, _word_regex(_glob_body(pattern)), search=True)
+        return _EventMatchGlob(key, Glob(pattern, words=True))
     if "*" not in pattern and "?" not in pattern:
-        return _EventMatchLiteral(key, pattern.lower())
-    return _EventMatchRegex(key, re.compile(_glob_body(pattern) + r"\Z", _FLAGS), search=False)
+        return _EventMatchLiteral(key, pattern)
+    return _EventMatchGlob(key, Glob(pattern, words=False))
 
 
 def _same(a: object, b: object) -> bool:
@@ -226,10 +223,11 @@ class _ContainsDisplayName(_Condition):
     ) -> bool:
         if not display_name:
             return False
-        body = ev.flat.get("content.body")
-        if not isinstance(body, str):
+        body = ev.lowered("content.body")
+        name = display_name.lower()
+        if body is None or name not in body:
             return False
-        return _word_regex(re.escape(display_name)).search(body) is not None
+        return _display_name_regex(name).search(body) is not None
 
 
 class _MemberCount(_Condition):
@@ -312,15 +310,26 @@ class _CompiledRule:
     rule_id: str
     conditions: tuple[_Condition, ...]
     actions: tuple[Any, ...]
+    legacy_mention: bool = False
 
 
 class CompiledPushRules:
-    """One user's enabled rules, ready to evaluate (see the module docstring)."""
+    """One user's enabled rules, ready to evaluate (see the module docstring).
 
-    __slots__ = ("_rules",)
+    The rules are indexed by the event type they require (most have an ``event_match`` on
+    ``type`` with a literal pattern): an event is only checked against the rules for its type
+    and those that do not name one, still in rule order.
+    """
 
-    def __init__(self, rules: Sequence[_CompiledRule]) -> None:
-        self._rules = tuple(rules)
+    __slots__ = ("_by_type", "_untyped")
+
+    def __init__(self, rules: Sequence[tuple[str | None, _CompiledRule]]) -> None:
+        types = {t for t, _ in rules if t is not None}
+        self._untyped = tuple(rule for t, rule in rules if t is None)
+        self._by_type = {
+            event_type: tuple(rule for t, rule in rules if t is None or t == event_type)
+            for event_type in types
+        }
 
     def _first(
         self,
@@ -330,7 +339,12 @@ class CompiledPushRules:
         display_name: str | None,
     ) -> _CompiledRule | None:
         ev = event if isinstance(event, PreparedEvent) else PreparedEvent(event)
-        for rule in self._rules:
+        has_mentions = ev.has_mentions
+        event_type = ev.lowered("type")
+        candidates = self._untyped if event_type is None else self._by_type.get(event_type)
+        for rule in self._untyped if candidates is None else candidates:
+            if has_mentions and rule.legacy_mention:
+                continue
             for cond in rule.conditions:
                 if not cond.matches(ev, ctx, user_id, display_name):
                     break
@@ -371,22 +385,55 @@ class CompiledPushRules:
         return None if rule is None else rule.rule_id
 
 
+def _required_type(conditions: Sequence[_Condition]) -> tuple[str | None, bool]:
+    """(the event type a rule's literal ``type`` conditions require, whether they can all
+    hold)."""
+    types = {
+        c.literal for c in conditions if isinstance(c, _EventMatchLiteral) and c.key == "type"
+    }
+    if len(types) > 1:
+        return None, False
+    return (types.pop() if types else None), True
+
+
+def _compile_rule(rule: PushRule) -> tuple[str | None, _CompiledRule] | None:
+    conditions: list[_Condition] = []
+    for raw in rule.effective_conditions():
+        cond = _compile_condition(raw)
+        if cond is None:
+            return None
+        conditions.append(cond)
+    event_type, possible = _required_type(conditions)
+    if not possible:
+        return None
+    if event_type is not None:
+        # The index checks it (see CompiledPushRules).
+        conditions = [
+            c for c in conditions if not (isinstance(c, _EventMatchLiteral) and c.key == "type")
+        ]
+    actions = tuple(a for a in rule.actions if not (isinstance(a, str) and a in _LEGACY_ACTIONS))
+    legacy = rule.default and (rule.kind, rule.rule_id) in LEGACY_MENTION_RULES
+    return event_type, _CompiledRule(rule.rule_id, tuple(conditions), actions, legacy)
+
+
+_CompiledEntry = tuple[str | None, _CompiledRule] | None
+# Unchanged defaults that name no user are compiled once for everyone (`is_shared_default`).
+_SHARED_COMPILED: dict[tuple[str, str], _CompiledEntry] = {}
+
+
+def _compile_maybe_shared(rule: PushRule) -> _CompiledEntry:
+    if not is_shared_default(rule):
+        return _compile_rule(rule)
+    key = (rule.kind, rule.rule_id)
+    if key not in _SHARED_COMPILED:
+        _SHARED_COMPILED[key] = _compile_rule(rule)
+    return _SHARED_COMPILED[key]
+
+
 def compile_push_rules(rules: PushRuleSet) -> CompiledPushRules:
     """Compile a user's rule set once for many `CompiledPushRules.actions_for` calls."""
-    compiled: list[_CompiledRule] = []
-    for rule in rules.rules:
-        if not rule.enabled:
-            continue
-        conditions = [_compile_condition(c) for c in rule.effective_conditions()]
-        if any(c is None for c in conditions):
-            continue
-        actions = tuple(
-            a for a in rule.actions if not (isinstance(a, str) and a in _LEGACY_ACTIONS)
-        )
-        compiled.append(
-            _CompiledRule(rule.rule_id, tuple(c for c in conditions if c is not None), actions)
-        )
-    return CompiledPushRules(compiled)
+    compiled = [_compile_maybe_shared(rule) for rule in rules.rules if rule.enabled]
+    return CompiledPushRules([c for c in compiled if c is not None])
 
 
 def is_notify(actions: Sequence[Any]) -> bool:

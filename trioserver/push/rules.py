@@ -11,8 +11,10 @@ the user (``.m.rule.invite_for_me``, ``.m.rule.is_user_mention``, the localpart 
 ``.m.rule.contains_user_name``). A user may change only ``enabled`` and ``actions`` of a
 default rule; those changes are a `DefaultRuleChange`.
 
-The set of defaults is the spec's (v1.16) plus ``.im.vector.jitsi``, which Synapse also serves
-by default; Synapse's other unstable rules are off in its default configuration and left out.
+The set of defaults is the spec's (v1.16), each exactly as the spec defines it (Synapse adds
+``highlight: false`` tweaks, which mean the same as none), plus ``.im.vector.jitsi``, which
+Synapse also serves by default; Synapse's other unstable rules are off in its default
+configuration and left out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ UNDERRIDE: Final = "underride"
 # The kinds in the order they are evaluated (spec "Push Rules").
 KINDS: Final = (OVERRIDE, CONTENT, ROOM, SENDER, UNDERRIDE)
 MASTER: Final = ".m.rule.master"
+# Spec v1.7: these defaults "should only be enabled if the event does not have an m.mentions
+# property" (Synapse skips them then).
+LEGACY_MENTION_RULES: Final = frozenset(
+    {
+        (OVERRIDE, ".m.rule.contains_display_name"),
+        (OVERRIDE, ".m.rule.roomnotif"),
+        (CONTENT, ".m.rule.contains_user_name"),
+    }
+)
 
 _NOTIFY: Final = "notify"
 _HIGHLIGHT: Final[JsonDict] = {"set_tweak": "highlight"}
@@ -147,7 +158,7 @@ def _default_overrides(user_id: str) -> list[PushRule]:
                 _event_match("content.membership", "invite"),
                 _event_match("state_key", user_id),
             ],
-            [_NOTIFY, _SOUND, _NO_HIGHLIGHT],
+            [_NOTIFY, _SOUND],
         ),
         (".m.rule.member_event", [_event_match("type", "m.room.member")], []),
         (
@@ -177,8 +188,8 @@ def _default_overrides(user_id: str) -> list[PushRule]:
         (
             ".m.rule.roomnotif",
             [
-                {"kind": "sender_notification_permission", "key": "room"},
                 _event_match("content.body", "@room"),
+                {"kind": "sender_notification_permission", "key": "room"},
             ],
             [_NOTIFY, _HIGHLIGHT],
         ),
@@ -217,28 +228,28 @@ def _default_content(user_id: str) -> list[PushRule]:
 
 
 def _one_to_one(event_type: str) -> list[JsonDict]:
-    return [_event_match("type", event_type), {"kind": "room_member_count", "is": "2"}]
+    return [{"kind": "room_member_count", "is": "2"}, _event_match("type", event_type)]
 
 
 def _default_underrides() -> list[PushRule]:
     # Spec "Default Underride Rules", in order, then Synapse's Jitsi widget rule.
     rules: list[tuple[str, list[JsonDict], list[Any]]] = [
-        (".m.rule.call", [_event_match("type", "m.call.invite")], [_NOTIFY, _RING, _NO_HIGHLIGHT]),
+        (".m.rule.call", [_event_match("type", "m.call.invite")], [_NOTIFY, _RING]),
         (
             ".m.rule.encrypted_room_one_to_one",
             _one_to_one("m.room.encrypted"),
-            [_NOTIFY, _SOUND, _NO_HIGHLIGHT],
+            [_NOTIFY, _SOUND],
         ),
         (
             ".m.rule.room_one_to_one",
             _one_to_one("m.room.message"),
-            [_NOTIFY, _SOUND, _NO_HIGHLIGHT],
+            [_NOTIFY, _SOUND],
         ),
-        (".m.rule.message", [_event_match("type", "m.room.message")], [_NOTIFY, _NO_HIGHLIGHT]),
+        (".m.rule.message", [_event_match("type", "m.room.message")], [_NOTIFY]),
         (
             ".m.rule.encrypted",
             [_event_match("type", "m.room.encrypted")],
-            [_NOTIFY, _NO_HIGHLIGHT],
+            [_NOTIFY],
         ),
         (
             ".im.vector.jitsi",
@@ -274,6 +285,22 @@ def _default_rules(user_id: str) -> list[PushRule]:
 
 # (kind, rule id) of every server-default rule: the same for every user.
 DEFAULT_RULE_IDS: Final = frozenset((r.kind, r.rule_id) for r in _default_rules("@u:localhost"))
+# The defaults that do not name the user, as one object each for every user (and their
+# compiled form, see `evaluator`): tens of thousands of cached users share them.
+_SHARED: Final = {
+    (a.kind, a.rule_id): a
+    for a, b in zip(_default_rules("@a:a"), _default_rules("@b:b"), strict=True)
+    if a == b
+}
+
+
+def is_shared_default(rule: PushRule) -> bool:
+    """Whether `rule` is the one shared object of an unchanged default rule."""
+    return _SHARED.get((rule.kind, rule.rule_id)) is rule
+
+
+def _user_defaults(user_id: str) -> list[PushRule]:
+    return [_SHARED.get((r.kind, r.rule_id), r) for r in _default_rules(user_id)]
 
 
 def build_rule_set(
@@ -292,9 +319,10 @@ def build_rule_set(
     for rule in user_rules:
         by_kind[rule.kind].append(rule)
     defaults: dict[str, list[PushRule]] = {kind: [] for kind in KINDS}
-    for rule in _default_rules(user_id)[1:]:
+    master, *rest = _user_defaults(user_id)
+    for rule in rest:
         defaults[rule.kind].append(_apply_change(rule, changes.get((rule.kind, rule.rule_id))))
-    ordered = [_apply_change(_master(), changes.get((OVERRIDE, MASTER)))]
+    ordered = [_apply_change(master, changes.get((OVERRIDE, MASTER)))]
     for kind in KINDS:
         ordered += by_kind[kind]
         ordered += defaults[kind]

@@ -19,7 +19,8 @@ JsonDict = dict[str, Any]
 MAX_RULE_ID_BYTES: Final = 512
 MAX_CONDITIONS: Final = 32
 MAX_ACTIONS: Final = 32
-MAX_PATTERN_BYTES: Final = 4096
+# Globs are matched in time proportional to value length x pattern length (see push.glob).
+MAX_PATTERN_BYTES: Final = 512
 _LEGAL_STRING_ACTIONS: Final = frozenset({"notify", "dont_notify", "coalesce"})
 _MEMBER_COUNT: Final = re.compile(r"(==|<=|>=|<|>)?[0-9]+")
 
@@ -55,6 +56,11 @@ def check_actions(actions: object) -> tuple[Any, ...]:
     return tuple(actions)
 
 
+def _check_pattern(pattern: str) -> None:
+    if len(pattern.encode()) > MAX_PATTERN_BYTES:
+        raise _invalid(f"'pattern' is longer than {MAX_PATTERN_BYTES} bytes")
+
+
 def _check_string(cond: JsonDict, field: str) -> None:
     if not isinstance(cond.get(field), str):
         raise _invalid(f"Condition of kind {cond['kind']} needs a string '{field}'")
@@ -70,6 +76,7 @@ def _check_condition(cond: object) -> None:
         case "event_match":
             _check_string(cond, "key")
             _check_string(cond, "pattern")
+            _check_pattern(cond["pattern"])
         case "event_property_is" | "event_property_contains":
             _check_string(cond, "key")
             value = cond.get("value", ...)
@@ -123,8 +130,7 @@ def rule_from_request(kind: str, rule_id: str, body: object) -> PushRule:
         pattern = _require(body, "pattern", "Content rule missing 'pattern'")
         if not isinstance(pattern, str):
             raise _invalid("'pattern' must be a string")
-        if len(pattern.encode()) > MAX_PATTERN_BYTES:
-            raise _invalid(f"'pattern' is longer than {MAX_PATTERN_BYTES} bytes")
+        _check_pattern(pattern)
     actions = check_actions(_require(body, "actions", "No actions found"))
     return PushRule(kind, rule_id, actions, conditions, pattern=pattern)
 

@@ -292,11 +292,15 @@ class EventPersister:
         room's state after the request (issue 11; `storage.push_evaluation`)."""
         if self._push is None:
             return
-        batch = {w.stored.event_id: w.stored.event for w in writes}
+
+        def in_batch(event_id: str) -> Event | None:
+            # Only relations look here (for their parent): a scan of the batch is fine.
+            return next((w.stored.event for w in writes if w.stored.event_id == event_id), None)
+
         for i in range(start, len(writes)):
             write = writes[i]
             try:
-                push = await self._push.evaluate(room, write.stored.event, batch)
+                push = await self._push.evaluate(room, write.stored.event, in_batch)
             except Exception:  # boundary: a push rule bug must not lose the message; it is
                 # stored without notifying anyone.
                 logger.exception("evaluating push rules for %s failed", write.stored.event_id)

@@ -12,7 +12,8 @@ is usually in the event cache.
 
 Cost: a message to a room of N members must not cost N rule evaluations. The server default
 rules are evaluated once per event, compiled for a user id no condition matches; every member
-whose rules are exactly the defaults (checked once per change of their rules) gets that result,
+whose rules are exactly the defaults (checked once, and again after each change of their rules:
+the push rules handler tells us) gets that result,
 unless the event could concern them by name: its state key, its ``m.mentions`` user ids, or a
 body that contains their display name, user id or localpart. Those are all the ways in which a
 user enters the default rules (``contains_display_name`` and the rules filled in with the
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import orjson
 
+import trio
+
 from trioserver.events.power_levels import get_user_power_level
 from trioserver.push.evaluator import (
     PushContext,
@@ -41,7 +44,7 @@ from trioserver.push.rules import build_rule_set
 from trioserver.stores.push_actions import MAIN_THREAD, EventPush, PushGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from trioserver.events import Event
     from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
@@ -69,6 +72,10 @@ class PushRulesSource(Protocol):
         """The user's rules (cached)."""
         ...
 
+    def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``await listener(user_id)`` called after each change to a user's rules."""
+        ...
+
 
 @attrs.frozen
 class _Member:
@@ -83,14 +90,18 @@ class _RoomIndex:
     """What push evaluation needs of a room's current state."""
 
     state_group: int | None
-    local_members: tuple[_Member, ...]
+    user_ids: tuple[str, ...]
+    display_names: Mapping[str, str | None]
+    # (lower-cased string, user id): the user may be named by a body containing the string.
+    needles: tuple[tuple[str, str], ...]
     member_count: int
     notification_levels: Mapping[str, int]
 
 
 def _needles(user_id: str, display_name: str | None) -> tuple[str, ...]:
+    # The localpart is in the user id: a body naming the user id contains it too.
     localpart = user_id[1:].split(":", 1)[0]
-    found = {user_id.lower(), localpart.lower()}
+    found = {localpart.lower()}
     if display_name:
         found.add(display_name.lower())
     return tuple(sorted(found))
@@ -137,17 +148,23 @@ class PushEvaluator:
         self._suffix = ":" + server_name
         self._rooms: collections.OrderedDict[str, _RoomIndex] = collections.OrderedDict()
         self._defaults = compile_push_rules(build_rule_set(_NOBODY, (), {}))
-        # user id -> (their compiled rules, whether those are exactly the defaults).
-        self._on_defaults: dict[str, tuple[CompiledPushRules, bool]] = {}
+        # user id -> whether their rules are exactly the defaults; dropped when they change.
+        self._on_defaults: dict[str, bool] = {}
+        # Goes up on every change of anyone's rules: a classification read across a change
+        # is not kept.
+        self._rules_generation = 0
+        rules.add_change_listener(self._rules_changed)
+        # room id -> (room index, ignore lists generation, members ignoring anyone).
+        self._ignorers: dict[str, tuple[_RoomIndex, int, dict[str, frozenset[str]]]] = {}
 
     async def evaluate(
-        self, room: LiveRoom, event: Event, batch: Mapping[str, Event]
+        self, room: LiveRoom, event: Event, in_batch: Callable[[str], Event | None]
     ) -> EventPush | None:
         """The push actions of `event`, for the room's current state (`room`).
 
         Args:
-            batch: events built earlier in the same batch, by id (a relation's parent may be
-                among them).
+            in_batch: finds an event built earlier in the same batch by id (a relation's
+                parent may be among them), or None.
 
         Returns:
             The users it notifies or highlights, or None when there are none.
@@ -155,86 +172,107 @@ class PushEvaluator:
         Checkpoint: yes.
         """
         index = self._index(room)
-        members = [m for m in index.local_members if m.user_id != event.sender]
-        members = await self._not_ignoring(members, event.sender)
-        if not members:
+        recipients = await self._recipients(room.room_id, index, event.sender)
+        if not recipients:
             return None
-        rules = await self._rules.rules_for_users([m.user_id for m in members])
-        await self._classify(rules)
         ctx = PushContext(
             room_member_count=index.member_count,
             sender_power_level=get_user_power_level(room.room_version, event.sender, room.state),
             notification_levels=index.notification_levels,
         )
-        groups = self._actions(event, ctx, members, rules)
+        groups = await self._actions(event, ctx, index, recipients)
         if not groups:
             return None
-        return EventPush(await self._thread_id(event, batch), groups)
+        return EventPush(await self._thread_id(event, in_batch), groups)
 
-    async def _classify(self, rules: Mapping[str, CompiledPushRules]) -> None:
-        """Note which users' rules are exactly the defaults (once per change of them)."""
-        for user_id, compiled in rules.items():
-            known = self._on_defaults.get(user_id)
-            if known is not None and known[0] is compiled:
-                continue
-            rule_set = await self._rules.rule_set(user_id)
-            if len(self._on_defaults) >= _MAX_CACHED_USERS:
-                self._on_defaults.clear()
-            self._on_defaults[user_id] = (compiled, rule_set == build_rule_set(user_id, (), {}))
+    async def _rules_changed(self, user_id: str) -> None:
+        self._rules_generation += 1
+        self._on_defaults.pop(user_id, None)
+        await trio.lowlevel.checkpoint()
 
-    def _actions(
-        self,
-        event: Event,
-        ctx: PushContext,
-        members: list[_Member],
-        rules: Mapping[str, CompiledPushRules],
+    async def _recipients(self, room_id: str, index: _RoomIndex, sender: str) -> list[str]:
+        # Spec "Ignoring Users": no notifications from an ignored user (nor for the sender).
+        ignorers = await self._room_ignorers(room_id, index)
+        return [
+            user_id
+            for user_id in index.user_ids
+            if user_id != sender and (not ignorers or sender not in ignorers.get(user_id, ()))
+        ]
+
+    async def _room_ignorers(self, room_id: str, index: _RoomIndex) -> dict[str, frozenset[str]]:
+        """The members who ignore anyone, with whom (recomputed when the members or any
+        ignore list change)."""
+        generation = self._account_data.ignored_generation
+        cached = self._ignorers.get(room_id)
+        if cached is not None and cached[0] is index and cached[1] == generation:
+            return cached[2]
+        ignorers: dict[str, frozenset[str]] = {}
+        for user_id in index.user_ids:
+            ignored = self._account_data.ignored_users_nowait(user_id)
+            if ignored is None:
+                ignored = await self._account_data.ignored_users(user_id)
+            if ignored:
+                ignorers[user_id] = ignored
+        if generation == self._account_data.ignored_generation:
+            if len(self._ignorers) >= _MAX_CACHED_ROOMS:
+                self._ignorers.clear()
+            self._ignorers[room_id] = (index, generation, ignorers)
+        return ignorers
+
+    async def _actions(
+        self, event: Event, ctx: PushContext, index: _RoomIndex, recipients: list[str]
     ) -> tuple[PushGroup, ...]:
         prepared = prepare_event(event.client_fields())
-        concerned = _Concerned.of(event)
-        defaults: list[Any] | None = None
-        by_actions: dict[bytes, list[str]] = {}
-        actions_of: dict[bytes, list[Any]] = {}
-        for member in members:
-            compiled = rules.get(member.user_id)
-            if compiled is None:
-                continue
-            known = self._on_defaults.get(member.user_id)
-            if known is not None and known[0] is compiled and known[1]:
-                if not concerned.names(member):
-                    if defaults is None:
-                        defaults = self._defaults.actions_for(
-                            prepared, ctx, user_id=_NOBODY, display_name=None
-                        )
-                    actions = defaults
-                else:
-                    actions = _own(compiled, prepared, ctx, member)
-            else:
-                actions = _own(compiled, prepared, ctx, member)
-            if not actions:
-                continue
-            key = orjson.dumps(actions)
-            by_actions.setdefault(key, []).append(member.user_id)
-            actions_of.setdefault(key, actions)
+        concerned = _concerned(event, index)
+        on_defaults = self._on_defaults
+        by_defaults = [u for u in recipients if on_defaults.get(u) is True and u not in concerned]
+        by_actions: dict[bytes, tuple[list[Any], list[str]]] = {}
+        if by_defaults:
+            actions = self._defaults.actions_for(prepared, ctx, user_id=_NOBODY, display_name=None)
+            if actions:
+                by_actions[orjson.dumps(actions)] = (actions, by_defaults)
+        if len(by_defaults) < len(recipients):
+            await self._own_actions(prepared, ctx, index, recipients, by_defaults, by_actions)
         groups = []
-        for key, users in by_actions.items():
-            actions = actions_of[key]
+        for actions, users in by_actions.values():
             notify, highlight = is_notify(actions), is_highlight(actions)
             if notify or highlight:
                 groups.append(PushGroup(tuple(users), actions, notify, highlight))
         return tuple(groups)
 
-    async def _not_ignoring(self, members: list[_Member], sender: str) -> list[_Member]:
-        # Spec "Ignoring Users": no notifications from an ignored user.
-        kept = []
-        for member in members:
-            ignored = self._account_data.ignored_users_nowait(member.user_id)
-            if ignored is None:
-                ignored = await self._account_data.ignored_users(member.user_id)
-            if sender not in ignored:
-                kept.append(member)
-        return kept
+    async def _own_actions(
+        self,
+        prepared: PreparedEvent,
+        ctx: PushContext,
+        index: _RoomIndex,
+        recipients: list[str],
+        by_defaults: list[str],
+        by_actions: dict[bytes, tuple[list[Any], list[str]]],
+    ) -> None:
+        """Evaluate each user's own rules for the recipients not served by the defaults."""
+        served = set(by_defaults)
+        others = [u for u in recipients if u not in served]
+        rules = await self._rules.rules_for_users(others)
+        for user_id in others:
+            compiled = rules.get(user_id)
+            if compiled is None:
+                continue
+            actions = compiled.actions_for(
+                prepared, ctx, user_id=user_id, display_name=index.display_names.get(user_id)
+            )
+            if actions:
+                by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
+        for user_id in others:
+            if user_id not in self._on_defaults:
+                generation = self._rules_generation
+                rule_set = await self._rules.rule_set(user_id)
+                if generation != self._rules_generation:
+                    continue
+                if len(self._on_defaults) >= _MAX_CACHED_USERS:
+                    self._on_defaults.clear()
+                self._on_defaults[user_id] = rule_set == build_rule_set(user_id, (), {})
 
-    async def _thread_id(self, event: Event, batch: Mapping[str, Event]) -> str:
+    async def _thread_id(self, event: Event, in_batch: Callable[[str], Event | None]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
         # event in the thread of the event it relates to (Synapse looks one hop up).
         rel_type, parent_id = _relation(event)
@@ -242,7 +280,7 @@ class PushEvaluator:
             return MAIN_THREAD
         if rel_type == "m.thread":
             return parent_id
-        parent = batch.get(parent_id)
+        parent = in_batch(parent_id)
         if parent is None:
             stored = await self._events.get_event(parent_id)
             parent = stored.event if stored is not None else None
@@ -269,7 +307,14 @@ class PushEvaluator:
             name = event.content.get("displayname")
             name = name if isinstance(name, str) and name else None
             local.append(_Member(user_id, name, _needles(user_id, name)))
-        index = _RoomIndex(room.state_group, tuple(local), len(joined), _notification_levels(room))
+        index = _RoomIndex(
+            room.state_group,
+            tuple(m.user_id for m in local),
+            {m.user_id: m.display_name for m in local},
+            tuple((needle, m.user_id) for m in local for needle in m.needles),
+            len(joined),
+            _notification_levels(room),
+        )
         self._rooms[room.room_id] = index
         self._rooms.move_to_end(room.room_id)
         if len(self._rooms) > _MAX_CACHED_ROOMS:
@@ -277,37 +322,20 @@ class PushEvaluator:
         return index
 
 
-def _own(
-    compiled: CompiledPushRules, prepared: PreparedEvent, ctx: PushContext, member: _Member
-) -> list[Any]:
-    return compiled.actions_for(
-        prepared, ctx, user_id=member.user_id, display_name=member.display_name
-    )
-
-
-@attrs.frozen
-class _Concerned:
-    """What of an event could name a particular user in a push condition."""
-
-    state_key: str | None
-    mentioned: frozenset[str]
-    body: str
-
-    @classmethod
-    def of(cls, event: Event) -> _Concerned:
-        content = event.content
-        mentions = content.get("m.mentions")
-        users = mentions.get("user_ids") if isinstance(mentions, dict) else None
-        mentioned = (
-            frozenset(u for u in users if isinstance(u, str))
-            if isinstance(users, list)
-            else frozenset()
-        )
-        body = content.get("body")
-        return cls(event.state_key, mentioned, body.lower() if isinstance(body, str) else "")
-
-    def names(self, member: _Member) -> bool:
-        """Whether a user-dependent condition could match `member` (a superset test)."""
-        if member.user_id == self.state_key or member.user_id in self.mentioned:
-            return True
-        return bool(self.body) and any(needle in self.body for needle in member.needles)
+def _concerned(event: Event, index: _RoomIndex) -> set[str]:
+    """Members a user-dependent condition could match for this event (a superset): those
+    its state key or ``m.mentions`` names, and those whose display name, user id or
+    localpart its body contains."""
+    content = event.content
+    found: set[str] = set()
+    if event.state_key is not None:
+        found.add(event.state_key)
+    mentions = content.get("m.mentions")
+    users = mentions.get("user_ids") if isinstance(mentions, dict) else None
+    if isinstance(users, list):
+        found.update(u for u in users if isinstance(u, str))
+    body = content.get("body")
+    if isinstance(body, str) and body:
+        lowered = body.lower()
+        found.update(user_id for needle, user_id in index.needles if needle in lowered)
+    return found

@@ -164,6 +164,11 @@ class AccountDataStore:
             "get_account_data", _get_txn, user_id, room_id or GLOBAL, data_type
         )
 
+    @property
+    def ignored_generation(self) -> int:
+        """Goes up whenever any user's ignore list changes (callers may cache on it)."""
+        return self._ignored_generation
+
     def ignored_users_nowait(self, user_id: str) -> frozenset[str] | None:
         """The cached ignore list of the user, or None when it is not cached (the events
         writer asks for every member of a room on every event). Not a checkpoint."""

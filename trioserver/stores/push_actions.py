@@ -4,11 +4,12 @@ Theory of operation
 -------------------
 The events writer evaluates every local joined member's push rules for each event it stores
 (`storage.push_evaluation`) and hands the outcome to `PersistEventStore` as `EventPush`;
-`insert_push_actions_txn` then writes, in the transaction that stores the events, one
-``event_push_actions`` row per (event, user) that notifies or highlights, and adds to the
-user's ``event_push_summary`` counts for the event's room and thread. Users who got the same
-actions share one statement (``json_each`` over their ids), so a message to a 100-member room
-costs two statements, not 200 bound rows.
+`insert_push_actions_txn` then writes, in the transaction that stores the events, a row of
+``event_push_events`` for the event and a narrow ``event_push_users`` row per user it notifies
+or highlights (the view ``event_push_actions`` joins them), and adds to each such user's
+``event_push_summary`` counts for the event's room and thread. Users who got the same actions
+share one statement (``json_each`` over their ids), so a message to a 100-member room costs
+three statements, not 200 rows bound one by one from Python.
 
 The summary is what /sync reads (`summaries`): it never counts messages. It is recomputed,
 for the (room, user, thread)s concerned only, when a read receipt moves
@@ -94,53 +95,116 @@ def insert_push_actions_txn(txn: Txn, writes: Sequence[PushActionWrite]) -> None
 
     Called by `PersistEventStore` inside the events' own transaction.
     """
-    rows = []
-    counts = []
+    if not writes:
+        return
+    events = []
+    users = []
     for write in writes:
-        for group in write.push.groups:
-            users = orjson.dumps(group.user_ids).decode()
-            rows.append(
+        push = write.push
+        events.append(
+            (
+                write.stream_ordering,
+                write.room_id,
+                write.event_id,
+                write.topological_ordering,
+                push.thread_id,
+                write.received_ts,
+            )
+        )
+        for group in push.groups:
+            users.append(
                 (
                     write.stream_ordering,
-                    write.room_id,
-                    write.event_id,
-                    write.topological_ordering,
                     orjson.dumps(group.actions).decode(),
                     int(group.notify),
                     int(group.highlight),
-                    write.push.thread_id,
-                    write.received_ts,
-                    users,
+                    orjson.dumps(group.user_ids).decode(),
                 )
             )
-            counts.append(
-                (
-                    write.room_id,
-                    write.push.thread_id,
-                    int(group.notify),
-                    int(group.highlight),
-                    write.stream_ordering,
-                    users,
-                )
-            )
-    if not rows:
-        return
     txn.executemany(
-        "INSERT INTO event_push_actions (stream_ordering, user_id, room_id, event_id,"
-        " topological_ordering, actions, notif, highlight, thread_id, received_ts)"
-        " SELECT ?1, j.value, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM json_each(?10) AS j",
-        rows,
+        "INSERT INTO event_push_events (stream_ordering, room_id, event_id,"
+        " topological_ordering, thread_id, received_ts) VALUES (?, ?, ?, ?, ?, ?)",
+        events,
     )
-    # `WHERE true`: SQLite's rule for an upsert whose source is a SELECT.
     txn.executemany(
+        "INSERT INTO event_push_users (stream_ordering, user_id, actions, notif, highlight)"
+        " SELECT ?1, j.value, ?2, ?3, ?4 FROM json_each(?5) AS j",
+        users,
+    )
+    for (room_id, thread_id), (stream, by_counts) in _count_totals(writes).items():
+        for (notify, highlight), ids in by_counts.items():
+            _add_counts_txn(
+                txn,
+                room_id,
+                thread_id,
+                notify,
+                highlight,
+                stream,
+                orjson.dumps(ids).decode(),
+                len(ids),
+            )
+
+
+def _count_totals(
+    writes: Sequence[PushActionWrite],
+) -> dict[tuple[str, str], tuple[int, dict[tuple[int, int], list[str]]]]:
+    """Per (room, thread): the batch's last position, and its users by (notifications,
+    highlights) added: a user in several events of the batch gets one update, not one each."""
+    by_thread: dict[tuple[str, str], list[PushActionWrite]] = {}
+    for write in writes:
+        by_thread.setdefault((write.room_id, write.push.thread_id), []).append(write)
+    totals: dict[tuple[str, str], tuple[int, dict[tuple[int, int], list[str]]]] = {}
+    for key, thread_writes in by_thread.items():
+        stream = max(w.stream_ordering for w in thread_writes)
+        if len(thread_writes) == 1:
+            groups = thread_writes[0].push.groups
+            by_counts: dict[tuple[int, int], list[str]] = {}
+            for group in groups:
+                pair = (int(group.notify), int(group.highlight))
+                by_counts.setdefault(pair, []).extend(group.user_ids)
+            totals[key] = (stream, by_counts)
+            continue
+        per_user: dict[str, tuple[int, int]] = {}
+        for write in thread_writes:
+            for group in write.push.groups:
+                n, h = int(group.notify), int(group.highlight)
+                for user_id in group.user_ids:
+                    old = per_user.get(user_id)
+                    per_user[user_id] = (n, h) if old is None else (old[0] + n, old[1] + h)
+        grouped: dict[tuple[int, int], list[str]] = {}
+        for user_id, pair in per_user.items():
+            grouped.setdefault(pair, []).append(user_id)
+        totals[key] = (stream, grouped)
+    return totals
+
+
+def _add_counts_txn(
+    txn: Txn,
+    room_id: str,
+    thread_id: str,
+    notify: int,
+    highlight: int,
+    stream: int,
+    ids: str,
+    count: int,
+) -> None:
+    # Nearly always every row exists: a plain UPDATE is a third of an upsert's cost. Only
+    # when some are missing are they inserted (with DO NOTHING for those just updated).
+    updated = txn.execute(
+        "UPDATE event_push_summary SET notif_count = notif_count + ?,"
+        " highlight_count = highlight_count + ?, stream_ordering = ?"
+        " WHERE room_id = ? AND thread_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        (notify, highlight, stream, room_id, thread_id, ids),
+    ).rowcount
+    if updated == count:
+        return
+    # `WHERE true`: SQLite's rule for an upsert whose source is a SELECT.
+    txn.execute(
         "INSERT INTO event_push_summary (room_id, user_id, thread_id, notif_count,"
         " highlight_count, stream_ordering)"
         " SELECT ?1, j.value, ?2, ?3, ?4, ?5 FROM json_each(?6) AS j WHERE true"
-        " ON CONFLICT (room_id, user_id, thread_id) DO UPDATE SET"
-        " notif_count = notif_count + excluded.notif_count,"
-        " highlight_count = highlight_count + excluded.highlight_count,"
-        " stream_ordering = excluded.stream_ordering",
-        counts,
+        " ON CONFLICT (room_id, user_id, thread_id) DO NOTHING",
+        (room_id, thread_id, notify, highlight, stream, ids),
     )
 
 
@@ -149,21 +213,27 @@ def redact_push_actions_txn(txn: Txn, event_id: str) -> None:
 
     Called by `PersistEventStore` inside the redaction's own transaction.
     """
-    rows = txn.execute(
-        "SELECT a.stream_ordering, a.user_id, a.room_id, a.thread_id, a.notif, a.highlight"
-        " FROM events AS e JOIN event_push_actions AS a ON a.stream_ordering = e.stream_ordering"
+    row = txn.execute(
+        "SELECT p.stream_ordering, p.room_id, p.thread_id FROM events AS e"
+        " JOIN event_push_events AS p ON p.stream_ordering = e.stream_ordering"
         " WHERE e.event_id = ?",
         (event_id,),
-    ).fetchall()
-    if not rows:
+    ).fetchone()
+    if row is None:
         return
+    stream, room_id, thread_id = row
+    users = txn.execute(
+        "SELECT user_id, notif, highlight FROM event_push_users WHERE stream_ordering = ?",
+        (stream,),
+    ).fetchall()
     txn.executemany(
         "UPDATE event_push_summary SET notif_count = MAX(0, notif_count - ?),"
         " highlight_count = MAX(0, highlight_count - ?)"
         " WHERE room_id = ? AND user_id = ? AND thread_id = ? AND read_upto < ?",
-        [(n, h, room, user, thread, stream) for stream, user, room, thread, n, h in rows],
+        [(n, h, room_id, user, thread_id, stream) for user, n, h in users],
     )
-    txn.execute("DELETE FROM event_push_actions WHERE stream_ordering = ?", (rows[0][0],))
+    txn.execute("DELETE FROM event_push_users WHERE stream_ordering = ?", (stream,))
+    txn.execute("DELETE FROM event_push_events WHERE stream_ordering = ?", (stream,))
 
 
 def _receipt_positions_txn(txn: Txn, user_id: str, room_id: str) -> dict[str, int]:
@@ -173,6 +243,27 @@ def _receipt_positions_txn(txn: Txn, user_id: str, room_id: str) -> dict[str, in
         (room_id, user_id, *READ_RECEIPT_TYPES),
     ).fetchall()
     return {str(thread): int(stream) for thread, stream in rows}
+
+
+def _forget_read_txn(
+    txn: Txn, user_id: str, room_id: str, thread: str, after: int, upto: int
+) -> None:
+    # Synapse deletes the actions a receipt passes, except highlights (kept for
+    # GET /notifications); an event nobody has actions for any more goes too.
+    span = (room_id, after, upto, thread)
+    txn.execute(
+        "DELETE FROM event_push_users WHERE user_id = ? AND highlight = 0"
+        " AND stream_ordering IN (SELECT stream_ordering FROM event_push_events"
+        "  WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ? AND thread_id = ?)",
+        (user_id, *span),
+    )
+    txn.execute(
+        "DELETE FROM event_push_events WHERE room_id = ? AND stream_ordering > ?"
+        " AND stream_ordering <= ? AND thread_id = ? AND NOT EXISTS (SELECT 1"
+        "  FROM event_push_users AS u"
+        "  WHERE u.stream_ordering = event_push_events.stream_ordering)",
+        span,
+    )
 
 
 def _apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | None) -> bool:
@@ -190,22 +281,19 @@ def _apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | No
         upto = max(unthreaded, receipts.get(thread, 0))
         if upto <= read_upto:
             continue
-        key = (room_id, user_id, thread)
-        txn.execute(
-            "DELETE FROM event_push_actions WHERE room_id = ? AND stream_ordering > ?"
-            " AND stream_ordering <= ? AND user_id = ? AND thread_id = ? AND highlight = 0",
-            (room_id, read_upto, upto, user_id, thread),
-        )
+        _forget_read_txn(txn, user_id, room_id, thread, read_upto, upto)
         row = txn.execute(
-            "SELECT COALESCE(SUM(notif), 0), COALESCE(SUM(highlight), 0) FROM event_push_actions"
-            " WHERE room_id = ? AND stream_ordering > ? AND user_id = ? AND thread_id = ?",
-            (room_id, upto, user_id, thread),
+            "SELECT COALESCE(SUM(u.notif), 0), COALESCE(SUM(u.highlight), 0)"
+            " FROM event_push_events AS e JOIN event_push_users AS u"
+            " ON u.stream_ordering = e.stream_ordering AND u.user_id = ?"
+            " WHERE e.room_id = ? AND e.stream_ordering > ? AND e.thread_id = ?",
+            (user_id, room_id, upto, thread),
         ).fetchone()
         assert row is not None
         txn.execute(
             "UPDATE event_push_summary SET notif_count = ?, highlight_count = ?, read_upto = ?"
             " WHERE room_id = ? AND user_id = ? AND thread_id = ?",
-            (int(row[0]), int(row[1]), upto, *key),
+            (int(row[0]), int(row[1]), upto, room_id, user_id, thread),
         )
         changed = True
     return changed
