@@ -261,8 +261,8 @@ async def test_a_message_is_pushed_and_a_receipt_updates_the_badge(
     assert device["pushkey"] == "a_push_key"
     assert isinstance(device["pushkey_ts"], int)
     assert device["data"] == {}
-    # The default rule .m.rule.room_one_to_one: a sound, no highlight.
-    assert device["tweaks"] == {"sound": "default", "highlight": False}
+    # The default rule .m.rule.room_one_to_one: a sound.
+    assert device["tweaks"] == {"sound": "default"}
     # Reading the message sends a counts-only update with a zero badge.
     assert_ok(await alice.post(f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))
     badge = (await gateway.next()).notification
