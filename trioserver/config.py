@@ -7,6 +7,7 @@ path, in one `ConfigError`.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +19,29 @@ import cattrs.v
 from cattrs.preconf.tomllib import make_converter
 
 from trioserver.errors import ConfigError
+
+# Synapse's default ip_range_blacklist, for [push] (see trioserver/handlers/push_http.py).
+DEFAULT_PUSH_BLOCKLIST = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
 
 
 @attrs.frozen
@@ -120,6 +144,12 @@ class PushConfig:
     initial_backoff: float = 1.0
     max_backoff: float = 3600.0
     give_up_after: float = 86400.0
+    # Addresses pushers may not connect to (Synapse's `ip_range_blacklist`; its default: loopback,
+    # private and other special ranges), and exceptions to that (e.g. a local Sygnal).
+    ip_range_blocklist: tuple[str, ...] = DEFAULT_PUSH_BLOCKLIST
+    ip_range_allowlist: tuple[str, ...] = ()
+    # Off only for tests against gateways with self-signed certificates (SyTest).
+    verify_tls: bool = True
 
 
 @attrs.frozen
@@ -328,6 +358,12 @@ def _check_consistency(config: Config) -> None:
             problems.append(f"config.push.{key}: must be positive")
     if config.push.give_up_after < 0:
         problems.append("config.push.give_up_after: must not be negative")
+    for key in ("ip_range_blocklist", "ip_range_allowlist"):
+        for value in getattr(config.push, key):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                problems.append(f"config.push.{key}: {value!r} is not an IP address range")
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
         problems.append(

@@ -6,6 +6,7 @@ pusher tests of tests/14account/01change-password.pl.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,13 @@ from tests.integration.push_gateway import (
 from tests.integration.room_helpers import create_room, invite, join, send_text, set_state
 
 # Short pauses so that retry tests take milliseconds, not seconds.
-FAST_PUSH = {"initial_backoff": 0.05, "max_backoff": 0.2, "timeout": 5.0}
+FAST_PUSH: dict[str, Any] = {
+    "initial_backoff": 0.05,
+    "max_backoff": 0.2,
+    "timeout": 5.0,
+    # The test gateways are on loopback, which pushers may not reach by default.
+    "ip_range_allowlist": ["127.0.0.1"],
+}
 
 
 @pytest.fixture
@@ -226,7 +233,10 @@ def test_push_config_is_checked() -> None:
         config_from_mapping({"push": {"bogus": 1}}, base_dir=Path())
     with pytest.raises(ConfigError, match=r"config\.push\.timeout: must be positive"):
         config_from_mapping({"push": {"timeout": 0}}, base_dir=Path())
+    with pytest.raises(ConfigError, match=re.escape("'10.0.0.0/33' is not an IP address range")):
+        config_from_mapping({"push": {"ip_range_allowlist": ["10.0.0.0/33"]}}, base_dir=Path())
     config = config_from_mapping({"push": {"include_content": False}}, base_dir=Path())
+    assert "127.0.0.0/8" in config.push.ip_range_blocklist
     assert config.push.include_content is False
     assert config.push.group_unread_count_by_room is True
 
@@ -548,3 +558,31 @@ async def test_pushers_can_be_switched_off(tmp_path: Path, gateway: PushGateway)
         assert len(await pushers(carol)) == 1
         await send_text(dan, room_id, "quiet")
         assert await gateway.nothing_within(0.5)
+
+
+async def test_loopback_and_private_addresses_are_refused_by_default(
+    tmp_path: Path, gateway: PushGateway
+) -> None:
+    push = {k: v for k, v in FAST_PUSH.items() if k != "ip_range_allowlist"}
+    async with (
+        serve_in_process(tmp_path, push=push) as server,
+        httpx.AsyncClient(base_url=server.base_url) as http,
+    ):
+        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
+        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        room_id = await shared_room(carol, dan)
+        # Synapse accepts such a pusher too; it just never reaches the address.
+        assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
+        await send_text(dan, room_id, "not for loopback")
+        assert await gateway.nothing_within(0.5)
+
+
+async def test_a_host_name_is_resolved_and_checked(
+    alice: Client, bob: Client, gateway: PushGateway
+) -> None:
+    # "localhost" may resolve to ::1 as well: only 127.0.0.1 is allowed, and used.
+    url = gateway.url.replace("127.0.0.1", "localhost")
+    room_id = await shared_room(alice, bob)
+    assert_ok(await alice.post("/pushers/set", pusher_body(url)))
+    event_id = await send_text(bob, room_id, "by name")
+    assert (await gateway.next()).notification["event_id"] == event_id

@@ -33,6 +33,7 @@ import httpx
 
 import trio
 
+from trioserver.handlers.push_http import AddressPolicy, GuardedTransport, parse_networks
 from trioserver.handlers.push_notification import JsonDict, badge_notification
 from trioserver.stores.pushers import PusherRow
 
@@ -123,10 +124,18 @@ class PusherPool:
             await trio.sleep_forever()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
-        # trust_env off: requests go to pusher URLs only, never through an environment proxy.
+        # trust_env off: requests go to pusher URLs only, never through an environment proxy;
+        # and only to addresses the policy permits (see push_http).
+        policy = AddressPolicy(
+            parse_networks(self._config.ip_range_blocklist),
+            parse_networks(self._config.ip_range_allowlist),
+        )
+        transport = GuardedTransport(policy, verify_tls=self._config.verify_tls)
         timeout = httpx.Timeout(self._config.timeout)
         async with (
-            httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False) as client,
+            httpx.AsyncClient(
+                transport=transport, timeout=timeout, trust_env=False, follow_redirects=False
+            ) as client,
             trio.open_nursery() as nursery,
         ):
             dispatched = await self._store.stream_end()
