@@ -71,6 +71,12 @@ async def pushers(client: Client) -> list[dict[str, Any]]:
     return listed
 
 
+async def register(server: InProcessServer, http: httpx.AsyncClient, *names: str) -> list[Client]:
+    """Logged-in users of a server started in the test itself."""
+    users = [await server.register_user(name, "pw") for name in names]
+    return [Client(http, u.user_id, u.access_token, u.device_id) for u in users]
+
+
 async def shared_room(alice: Client, bob: Client, **body: Any) -> str:
     room_id = await create_room(alice, **body)
     await invite(alice, room_id, bob.user_id)
@@ -363,8 +369,7 @@ async def test_without_content_and_counting_notifications(
         serve_in_process(tmp_path, push=push) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         await send_text(dan, room_id, "secret")
@@ -420,8 +425,7 @@ async def test_a_notification_failing_too_long_is_given_up(
         serve_in_process(tmp_path, push={**FAST_PUSH, "give_up_after": 0.1}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         dropped = ""
@@ -483,9 +487,7 @@ async def test_a_hanging_gateway_slows_neither_sends_nor_other_pushers(
         serve_in_process(tmp_path, push={**FAST_PUSH, "timeout": 30.0}) as server,
         httpx.AsyncClient(base_url=server.base_url, timeout=30) as http,
     ):
-        names = ("carol", "dan", "erin")
-        users = [await server.register_user(name, "pw") for name in names]
-        carol, dan, erin = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan, erin = await register(server, http, "carol", "dan", "erin")
         room_id = await shared_room(carol, dan)
         await invite(carol, room_id, erin.user_id)
         await join(erin, room_id)
@@ -513,8 +515,7 @@ async def test_a_timeout_counts_as_a_failure(tmp_path: Path, gateway: PushGatewa
         serve_in_process(tmp_path, push={**FAST_PUSH, "timeout": 0.2}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         gateway.script = [HANG]
@@ -529,8 +530,7 @@ async def test_a_restart_resumes_without_duplicates(tmp_path: Path, gateway: Pus
         serve_in_process(tmp_path, push=FAST_PUSH) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         delivered = await send_text(dan, room_id, "before")
@@ -551,8 +551,7 @@ async def test_pushers_can_be_switched_off(tmp_path: Path, gateway: PushGateway)
         serve_in_process(tmp_path, push={**FAST_PUSH, "enabled": False}) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
         assert len(await pushers(carol)) == 1
@@ -568,8 +567,7 @@ async def test_loopback_and_private_addresses_are_refused_by_default(
         serve_in_process(tmp_path, push=push) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
-        users = [await server.register_user(name, "pw") for name in ("carol", "dan")]
-        carol, dan = (Client(http, u.user_id, u.access_token, u.device_id) for u in users)
+        carol, dan = await register(server, http, "carol", "dan")
         room_id = await shared_room(carol, dan)
         # Synapse accepts such a pusher too; it just never reaches the address.
         assert_ok(await carol.post("/pushers/set", pusher_body(gateway.url)))
