@@ -7,6 +7,7 @@ path, in one `ConfigError`.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +19,29 @@ import cattrs.v
 from cattrs.preconf.tomllib import make_converter
 
 from trioserver.errors import ConfigError
+
+# Synapse's default ip_range_blacklist, for [push] (see trioserver/handlers/push_http.py).
+DEFAULT_PUSH_BLOCKLIST = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
 
 
 @attrs.frozen
@@ -118,6 +142,32 @@ class InstanceLocation:
 
 
 @attrs.frozen
+class PushConfig:
+    """Delivery of notifications to push gateways (spec "Push Notifications")."""
+
+    # Off: pushers can still be set and listed, but nothing is delivered.
+    enabled: bool = True
+    # Off: notifications carry no event content (the sender and room name still go), as
+    # Synapse's `push.include_content`.
+    include_content: bool = True
+    # Seconds one request to a push gateway may take before it counts as failed.
+    timeout: float = 10.0
+    # The badge (`counts.unread`) counts rooms with unread notifications; off: notifications.
+    group_unread_count_by_room: bool = True
+    # A failed delivery is retried after `initial_backoff` seconds, doubling up to
+    # `max_backoff`; a notification failing for `give_up_after` seconds is dropped.
+    initial_backoff: float = 1.0
+    max_backoff: float = 3600.0
+    give_up_after: float = 86400.0
+    # Addresses pushers may not connect to (Synapse's `ip_range_blacklist`; its default: loopback,
+    # private and other special ranges), and exceptions to that (e.g. a local Sygnal).
+    ip_range_blocklist: tuple[str, ...] = DEFAULT_PUSH_BLOCKLIST
+    ip_range_allowlist: tuple[str, ...] = ()
+    # Off only for tests against gateways with self-signed certificates (SyTest).
+    verify_tls: bool = True
+
+
+@attrs.frozen
 class Config:
     """The whole configuration of one server instance."""
 
@@ -136,6 +186,7 @@ class Config:
     voip: VoipConfig = VoipConfig()
     stream_writers: StreamWritersConfig = StreamWritersConfig()
     instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
+    push: PushConfig = PushConfig()
 
     def data_path(self, relative: str) -> Path:
         """A path from the config, resolved against `data_dir`."""
@@ -319,6 +370,17 @@ def _check_consistency(config: Config) -> None:
     if config.database.reader_connections < 1:
         problems.append("config.database.reader_connections: must be at least 1")
     problems += _voip_problems(config.voip)
+    for key in ("timeout", "initial_backoff", "max_backoff"):
+        if getattr(config.push, key) <= 0:
+            problems.append(f"config.push.{key}: must be positive")
+    if config.push.give_up_after < 0:
+        problems.append("config.push.give_up_after: must not be negative")
+    for key in ("ip_range_blocklist", "ip_range_allowlist"):
+        for value in getattr(config.push, key):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                problems.append(f"config.push.{key}: {value!r} is not an IP address range")
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
         problems.append(

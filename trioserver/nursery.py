@@ -48,7 +48,10 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_delivery import PusherPool
+from trioserver.handlers.push_notification import NotificationBuilder
 from trioserver.handlers.push_rules import PushRulesHandler
+from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.relations import RelationsHandler
@@ -92,6 +95,7 @@ from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.push_actions import PushActionStore
 from trioserver.stores.push_rules import PushRuleStore
+from trioserver.stores.pushers import PusherStore
 from trioserver.stores.relations import RelationStore
 from trioserver.stores.reports import ReportStore
 from trioserver.stores.room_keys import RoomKeyStore
@@ -383,6 +387,10 @@ def build_components(
     )
     # Issue 11: room summaries serve /room_summary and the space hierarchy.
     room_summary = RoomSummaryHandler(RoomSummaryStore(db), events)
+    # Issue 11: pushers, delivered by their own subsystem (one chosen instance, later).
+    pusher_store = PusherStore(db)
+    notifications = NotificationBuilder(events, state, include_content=config.push.include_content)
+    pusher_pool = PusherPool(pusher_store, events, notifications, config.push, clock=clock)
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -446,6 +454,7 @@ def build_components(
         notifications=NotificationsHandler(push_actions, events, room_reads),
         push_rules=push_rules,
         relations=RelationsHandler(room_reads, relation_store, events),
+        pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
     )
     stream_handlers = (
         deps.typing,
@@ -466,6 +475,11 @@ def build_components(
     persister.add_listener(deps.typing.on_new_events)
     persister.add_listener(deps.presence.on_new_events)
     subsystems += [deps.typing.run_timeouts, deps.presence.run_timeouts]
+    # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
+    persister.add_listener(pusher_pool.on_persisted)
+    streams.receipts.add_receipt_listener(pusher_pool.on_receipt)
+    accounts.add_device_listener(deps.pushers.on_devices_changed)
+    subsystems.append(pusher_pool.run_pushers)
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)

@@ -20,6 +20,7 @@ from trioserver.api.client import (
     openid,
     profile,
     push_rules,
+    pushers,
     register,
     relations,
     reports,
@@ -73,6 +74,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     notifications.ROUTES,
     push_rules.ROUTES,
     relations.ROUTES,
+    pushers.ROUTES,
 ]
 
 

@@ -22,6 +22,7 @@ from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
 from trioserver.handlers.push_rules import PushRulesHandler
+from trioserver.handlers.pushers import PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.relations import RelationsHandler
@@ -101,3 +102,4 @@ class ApiDeps:
     notifications: NotificationsHandler
     push_rules: PushRulesHandler
     relations: RelationsHandler
+    pushers: PushersHandler

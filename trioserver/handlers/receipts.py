@@ -92,6 +92,12 @@ class ReceiptsHandler:
         self._position = 0
         # Read-modify-write of m.fully_read must not interleave (it only moves forwards).
         self._marker_lock = trio.Lock()
+        self._receipt_listeners: list[Callable[[str], None]] = []
+
+    def add_receipt_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(user_id)` after a user's new read receipt is committed (it must
+        not block: pushers use it to update badges)."""
+        self._receipt_listeners.append(listener)
 
     async def load(self) -> None:
         """Read the stream's position from the database and register it. Checkpoint: yes."""
@@ -215,6 +221,8 @@ class ReceiptsHandler:
             # Publish the position only once the row is committed (see `position`).
             self._position = max(self._position, stream_id)
             self._notifier.notify(rooms=[room_id])
+            for listener in self._receipt_listeners:
+                listener(receipt.user_id)
 
     async def _in_thread(self, stored: StoredEvent, thread_id: str) -> bool:
         """Whether the event belongs to the thread (``main``: to no thread).

@@ -1,0 +1,107 @@
+"""The HTTP client pushers use: only to addresses the configuration allows.
+
+A pusher's URL is chosen by any user, so the server must not become a way into its own
+network: like Synapse's ``ip_range_blacklist``, requests to loopback, private, link-local and
+other special ranges are refused unless ``push.ip_range_allowlist`` names them. The host is
+resolved once, the addresses are checked, and the connection goes to a checked address (the
+Host header and TLS server name stay the URL's), so a DNS answer that changes between the check
+and the connection cannot slip past it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import TYPE_CHECKING
+
+import httpx
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Never a destination, whatever the configuration says (Synapse).
+_ALWAYS_BLOCKED = (ipaddress.ip_network("0.0.0.0/32"), ipaddress.ip_network("::/128"))
+
+
+def parse_networks(ranges: Sequence[str]) -> list[IpNetwork]:
+    """CIDR ranges (a bare address is one address).
+
+    Raises:
+        ValueError: a range that is not an IPv4 or IPv6 network.
+    """
+    return [ipaddress.ip_network(r, strict=False) for r in ranges]
+
+
+class AddressPolicy:
+    """Which addresses pushers may connect to."""
+
+    def __init__(self, blocked: Sequence[IpNetwork], allowed: Sequence[IpNetwork]) -> None:
+        self._blocked = [*_ALWAYS_BLOCKED, *blocked]
+        self._allowed = list(allowed)
+
+    def permits(self, address: IpAddress) -> bool:
+        """Whether a connection to `address` is allowed."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in net for net in _ALWAYS_BLOCKED):
+            return False
+        if any(address in net for net in self._allowed):
+            return True
+        return not any(address in net for net in self._blocked)
+
+
+async def _resolve(host: str, port: int) -> list[IpAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[IpAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that connects only to addresses `policy` permits."""
+
+    def __init__(self, policy: AddressPolicy, *, verify_tls: bool) -> None:
+        self._policy = policy
+        self._inner = httpx.AsyncHTTPTransport(verify=verify_tls, trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Resolve, check, and send `request` to the first permitted address.
+
+        Raises:
+            httpx.ConnectError: the host does not resolve, or only to refused addresses.
+        """
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await _resolve(url.host, port)
+        except OSError as exc:  # socket.gaierror: no such host
+            raise httpx.ConnectError(
+                f"cannot resolve {url.host}: {exc}", request=request
+            ) from None
+        permitted = [a for a in addresses if self._policy.permits(a)]
+        if not permitted:
+            raise httpx.ConnectError(
+                f"{url.host} is in push.ip_range_blocklist (allow it with"
+                " push.ip_range_allowlist)",
+                request=request,
+            )
+        if url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": url.host}
+        request.url = url.copy_with(host=str(permitted[0]))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._inner.aclose()
