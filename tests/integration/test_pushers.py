@@ -287,11 +287,6 @@ async def test_a_message_is_pushed_and_a_receipt_updates_the_badge(
     assert await gateway.nothing_within(0.3)
 
 
-@pytest.mark.xfail(
-    reason="the push actions evaluation (storage/push_evaluation.py) evaluates joined members"
-    " only; Synapse also evaluates the invitee of an invite (.m.rule.invite_for_me)",
-    strict=True,
-)
 async def test_invites_are_pushed(alice: Client, bob: Client, gateway: PushGateway) -> None:
     # SyTest 61push/01message-pushed.pl "Invites are pushed".
     assert_ok(await alice.post("/pushers/set", pusher_body(gateway.url)))

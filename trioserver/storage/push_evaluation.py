@@ -173,6 +173,9 @@ class PushEvaluator:
         """
         index = self._index(room)
         recipients = await self._recipients(room.room_id, index, event.sender)
+        invitee = await self._local_invitee(event, index)
+        if invitee is not None:
+            recipients.append(invitee)
         if not recipients:
             return None
         ctx = PushContext(
@@ -198,6 +201,24 @@ class PushEvaluator:
             for user_id in index.user_ids
             if user_id != sender and (not ignorers or sender not in ignorers.get(user_id, ()))
         ]
+
+    async def _local_invitee(self, event: Event, index: _RoomIndex) -> str | None:
+        """The local user an invite is for, who is not a member yet: Synapse evaluates their
+        rules too, so that `.m.rule.invite_for_me` notifies (and pushes) them."""
+        user_id = event.state_key
+        if (
+            event.type != MEMBER
+            or event.membership != "invite"
+            or user_id is None
+            or user_id == event.sender
+            or not user_id.endswith(self._suffix)
+            or user_id in index.display_names
+        ):
+            return None
+        ignored = self._account_data.ignored_users_nowait(user_id)
+        if ignored is None:
+            ignored = await self._account_data.ignored_users(user_id)
+        return None if event.sender in ignored else user_id
 
     async def _room_ignorers(self, room_id: str, index: _RoomIndex) -> dict[str, frozenset[str]]:
         """The members who ignore anyone, with whom (recomputed when the members or any
