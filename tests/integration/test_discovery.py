@@ -30,6 +30,8 @@ async def test_versions_lists_what_clients_need_and_only_what_is_served(
     # matrix-js-sdk and matrix-dart-sdk need one of v1.1 and later; older clients look for r0.
     assert "v1.1" in versions
     assert "r0.6.1" in versions
+    # Issue 11 serves spaces, relations, threads with their counts and jump to date.
+    assert {"v1.2", "v1.3", "v1.4", "v1.5", "v1.6"} <= set(versions)
     for version in versions:
         if version.startswith("r0."):
             continue
@@ -39,7 +41,7 @@ async def test_versions_lists_what_clients_need_and_only_what_is_served(
                 assert response.json().get("errcode") != "M_UNRECOGNIZED", (version, path)
     assert isinstance(body["unstable_features"], dict)
     assert all(isinstance(v, bool) for v in body["unstable_features"].values())
-    # Private read receipts are served although v1.4 is not advertised.
+    # Private read receipts also under the flag older clients look for.
     assert body["unstable_features"]["org.matrix.msc2285.stable"] is True
 
 

@@ -16,17 +16,14 @@ if TYPE_CHECKING:
 # - r0.0.1-r0.6.1 and v1.1: the floor. matrix-js-sdk (Element Web, Cinny) and
 #   matrix-dart-sdk (FluffyChat) refuse a server listing none of v1.1 and later; v1.1 is the
 #   oldest they accept, and older bots and clients look for r0.x. What v1.1 added (the v3
-#   prefix, knocking, stable cross-signing) is served. Push rules, media and search, which
-#   date back to r0.0.1, are not served yet under any version; no client gates them on one.
-# - v1.2 added /rooms/{roomId}/hierarchy (spaces): not served.
-# - v1.3 added /relations; matrix-js-sdk then treats threads as server-side (v1.4 adds the
-#   /threads list) and fetches them from endpoints we do not have. Without it, it threads
-#   client-side from the timeline, which works.
-# - v1.4: thread notification counts (`unread_thread_notifications`) are not computed; its
-#   private read receipts are, and are advertised alone below.
-# - v1.6 /timestamp_to_event (Element's "jump to date"), v1.7 /login/get_token and
-#   intentional-mention push rules, v1.10 recursive /relations, v1.11 authenticated media:
-#   none served.
+#   prefix, knocking, stable cross-signing) is served. The media repository, which dates back
+#   to r0.0.1, is not served yet under any version; no client gates it on one.
+# - v1.2 (/rooms/{roomId}/hierarchy, spaces), v1.3 (/relations), v1.4 (/threads, threaded
+#   read receipts and `unread_thread_notifications`, private read receipts), v1.5 (no new
+#   endpoints) and v1.6 (/timestamp_to_event, Element's "jump to date"): served (issue 11).
+# - v1.7 added the asynchronous media upload (/media/v1/create) and v1.11 authenticated media;
+#   there is no media repository yet (issue 12), so v1.7 and later are not listed. (v1.7's
+#   intentional-mention push rules and v1.10's recursive /relations are served already.)
 # Add a version here together with the endpoints it requires.
 SPEC_VERSIONS = [
     "r0.0.1",
@@ -38,6 +35,11 @@ SPEC_VERSIONS = [
     "r0.6.0",
     "r0.6.1",
     "v1.1",
+    "v1.2",
+    "v1.3",
+    "v1.4",
+    "v1.5",
+    "v1.6",
 ]
 
 
@@ -48,8 +50,8 @@ async def get_versions(deps: ApiDeps, request: Request) -> JsonDict:
         "unstable_features": {
             # MSC2228 as Synapse implements it (absolute expiry timestamps).
             "org.matrix.msc2228": deps.enable_ephemeral_messages,
-            # MSC2285 private read receipts (`m.read.private`), stable since v1.4, which is not
-            # advertised (see above). Element offers "Send read receipts: off" only with this.
+            # MSC2285 private read receipts (`m.read.private`), stable since v1.4; older
+            # clients look for this flag instead of the version.
             "org.matrix.msc2285.stable": True,
         },
     }
