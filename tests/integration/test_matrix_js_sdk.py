@@ -1,0 +1,129 @@
+"""matrix-js-sdk (Element's SDK, with its Rust crypto) runs its own sync loop against the server.
+
+The Node script tests/js/scenario.mjs registers two users, starts a client for each with
+``initRustCrypto()`` and ``startClient({lazyLoadMembers: true})``, waits for PREPARED and
+SYNCING, checks the default push rules, and exchanges a message each way in an encrypted room,
+each decrypted by the receiving client. It prints one JSON result, which lists every request
+the SDK made that got a 4xx/5xx answer.
+
+Needs Node >= 20 and npm; the SDK is installed from tests/js/package-lock.json with ``npm ci``
+the first time (or when the lock file changes). Without Node the test fails, it does not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import trio
+
+from trioserver.testing import InProcessServer
+
+JS_DIR = Path(__file__).parents[1] / "js"
+SCENARIO = JS_DIR / "scenario.mjs"
+# Requests the SDK makes at start-up that a server may answer with 404 by the spec: no key
+# backup on the server yet (client-server API, "Server-side key backups": M_NOT_FOUND).
+ALLOWED_ERRORS = {("GET", "/_matrix/client/v3/room_keys/version", 404, "M_NOT_FOUND")}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: the matrix-js-sdk test needs Node >= 20 and npm "
+            "(https://nodejs.org/)",
+            pytrace=False,
+        )
+    return path
+
+
+def _installed_matches_lock() -> bool:
+    # npm keeps a copy of what it installed in node_modules/.package-lock.json; when that
+    # matches the committed lock file, the install is current and `npm ci` can be skipped.
+    installed = JS_DIR / "node_modules" / ".package-lock.json"
+    if not installed.exists():
+        return False
+    wanted: dict[str, Any] = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]
+    have: dict[str, Any] = json.loads(installed.read_text())["packages"]
+    return all(
+        have.get(name, {}).get("version") == info.get("version")
+        for name, info in wanted.items()
+        if name
+    )
+
+
+async def _ensure_node_modules() -> None:
+    node = _tool("node")
+    version = await trio.run_process([node, "--version"], capture_stdout=True)
+    major = int(version.stdout.decode().strip().lstrip("v").split(".")[0])
+    if major < 20:
+        pytest.fail(f"the matrix-js-sdk test needs Node >= 20, found {major}", pytrace=False)
+    if _installed_matches_lock():
+        return
+    npm = _tool("npm")
+    with trio.fail_after(600):
+        done = await trio.run_process(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS_DIR,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        pytest.fail(f"npm ci in {JS_DIR} failed:\n{done.stderr.decode()}", pytrace=False)
+
+
+def _unexpected_errors(result: dict[str, Any]) -> list[dict[str, Any]]:
+    unexpected = []
+    for failure in result["http_errors"]:
+        body = failure["body"] if isinstance(failure["body"], dict) else {}
+        key = (failure["method"], failure["path"], failure["status"], body.get("errcode"))
+        if key not in ALLOWED_ERRORS:
+            unexpected.append(failure)
+    return unexpected
+
+
+async def test_matrix_js_sdk_rust_crypto_session(hs: InProcessServer) -> None:
+    await _ensure_node_modules()
+    env = {**os.environ, "JSSDK_STEP_TIMEOUT_MS": "60000"}
+    with trio.fail_after(300):
+        done = await trio.run_process(
+            [_tool("node"), str(SCENARIO), hs.base_url],
+            cwd=JS_DIR,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    stderr = done.stderr.decode(errors="replace")
+    try:
+        result: dict[str, Any] = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"no JSON result from the scenario:\n{done.stdout!r}\n{stderr[-4000:]}")
+    report = json.dumps(result, indent=2)
+    if done.returncode != 0 or not result["ok"]:
+        sys.stderr.write(stderr[-8000:])
+        pytest.fail(f"matrix-js-sdk scenario failed:\n{report}", pytrace=False)
+    steps = [s if isinstance(s, str) else next(iter(s)) for s in result["steps"]]
+    assert steps == [
+        "registered",
+        "alice prepared",
+        "alice syncing",
+        "bob prepared",
+        "bob syncing",
+        "alice push rules",
+        "bob push rules",
+        "room created",
+        "bob invited",
+        "bob joined",
+        "room encrypted",
+        "bob decrypted",
+        "alice decrypted",
+    ], report
+    assert _unexpected_errors(result) == [], report

@@ -1,0 +1,273 @@
+// matrix-js-sdk with Rust crypto against a running trioserver.
+//
+//   node scenario.mjs http://127.0.0.1:8008
+//
+// Two users register and log in over real HTTP, each gets a matrix-js-sdk client with
+// `initRustCrypto()` and `startClient({lazyLoadMembers: true})`, both reach PREPARED then
+// SYNCING and hold the server's default push rules; A creates an encrypted room
+// (m.megolm.v1.aes-sha2) and invites B, B joins, and a message each way is received and
+// decrypted. Every HTTP request the SDK made that got a 4xx/5xx is listed under "http_errors"
+// (the gap list). Prints one JSON object on stdout; exits non-zero if any step failed.
+// SDK and crypto logs go to stderr.
+
+import * as sdk from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+const baseUrl = process.argv[2];
+if (!baseUrl) {
+    console.error("usage: node scenario.mjs BASE_URL");
+    process.exit(2);
+}
+// Generous: the test machine can be loaded (2 cores shared by many processes).
+const STEP_TIMEOUT_MS = Number(process.env.JSSDK_STEP_TIMEOUT_MS ?? 45000);
+
+// Everything logs to stderr so stdout stays one JSON document.
+logger.setLevel(process.env.JSSDK_LOG_LEVEL ?? "warn");
+for (const method of ["log", "info", "warn", "debug", "trace"]) {
+    console[method] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
+}
+
+const result = { ok: false, sdk_version: null, steps: [], http_errors: [], error: null };
+const stdoutWrite = process.stdout.write.bind(process.stdout);
+
+function step(name, detail) {
+    result.steps.push(detail === undefined ? name : { [name]: detail });
+    process.stderr.write(`step: ${name}\n`);
+}
+
+// Resolves when `check()` returns a truthy value, re-checking whenever `emitter` fires one of
+// `events`; rejects with `describe()` after STEP_TIMEOUT_MS. No polling sleeps.
+function waitFor(what, emitter, events, check, describe = () => "") {
+    return new Promise((resolve, reject) => {
+        const listener = () => {
+            let value;
+            try {
+                value = check();
+            } catch (err) {
+                finish();
+                reject(err);
+                return;
+            }
+            if (value) {
+                finish();
+                resolve(value);
+            }
+        };
+        const timer = setTimeout(() => {
+            finish();
+            reject(new Error(`timed out waiting for ${what}${describe() ? ": " + describe() : ""}`));
+        }, STEP_TIMEOUT_MS);
+        const finish = () => {
+            clearTimeout(timer);
+            for (const event of events) emitter.off(event, listener);
+        };
+        for (const event of events) emitter.on(event, listener);
+        listener();
+    });
+}
+
+// A fetch that records every 4xx/5xx answer, with its body, before handing it to the SDK.
+function recordingFetch(who) {
+    return async (input, init = {}) => {
+        const response = await fetch(input, init);
+        if (response.status >= 400) {
+            const url = new URL(input instanceof Request ? input.url : String(input));
+            let body = await response.clone().text();
+            try {
+                body = JSON.parse(body);
+            } catch {
+                // not JSON: keep the text
+            }
+            result.http_errors.push({
+                who,
+                method: (init.method ?? "GET").toUpperCase(),
+                path: url.pathname,
+                query: url.search,
+                status: response.status,
+                body,
+            });
+        }
+        return response;
+    };
+}
+
+async function callJson(method, path, body, accessToken) {
+    const headers = { "Content-Type": "application/json" };
+    if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+    const response = await fetch(new URL(path, baseUrl), {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await response.json();
+    return { status: response.status, data };
+}
+
+// Registers over the client-server API (m.login.dummy), then logs in with the SDK's own
+// login call, so the clients run on a device made by a password login.
+async function registerAndLogin(localpart, password) {
+    const register = { username: localpart, password, inhibit_login: true };
+    let answer = await callJson("POST", "/_matrix/client/v3/register", register);
+    if (answer.status === 401) {
+        register.auth = { type: "m.login.dummy", session: answer.data.session };
+        answer = await callJson("POST", "/_matrix/client/v3/register", register);
+    }
+    if (answer.status !== 200) {
+        throw new Error(`register ${localpart}: ${answer.status} ${JSON.stringify(answer.data)}`);
+    }
+    const loginClient = sdk.createClient({ baseUrl, fetchFn: recordingFetch(localpart) });
+    const login = await loginClient.loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: localpart },
+        password,
+        initial_device_display_name: `jssdk ${localpart}`,
+    });
+    return { userId: login.user_id, accessToken: login.access_token, deviceId: login.device_id };
+}
+
+async function startClient(who, session) {
+    const client = sdk.createClient({
+        baseUrl,
+        userId: session.userId,
+        accessToken: session.accessToken,
+        deviceId: session.deviceId,
+        fetchFn: recordingFetch(who),
+    });
+    // Rust crypto (matrix-sdk-crypto-wasm) with an in-memory store: no IndexedDB under Node.
+    await client.initRustCrypto({ useIndexedDB: false });
+    let lastState = null;
+    let lastError = null;
+    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
+        lastState = state;
+        if (data?.error) lastError = String(data.error?.message ?? data.error);
+    });
+    const describe = () => `last state ${lastState}, last error ${lastError}`;
+    const prepared = waitFor(
+        `${who} PREPARED`,
+        client,
+        [sdk.ClientEvent.Sync],
+        () => {
+            if (lastState === "ERROR" && lastError) throw new Error(`${who} sync ERROR: ${lastError}`);
+            return lastState === "PREPARED" || lastState === "SYNCING";
+        },
+        describe,
+    );
+    await client.startClient({ lazyLoadMembers: true, initialSyncLimit: 20 });
+    await prepared;
+    step(`${who} prepared`);
+    await waitFor(`${who} SYNCING`, client, [sdk.ClientEvent.Sync], () => lastState === "SYNCING", describe);
+    step(`${who} syncing`);
+    return client;
+}
+
+function checkPushRules(who, client) {
+    const rules = client.pushRules;
+    if (!rules?.global) throw new Error(`${who}: client.pushRules is ${JSON.stringify(rules)}`);
+    const ids = new Set();
+    for (const kind of ["override", "content", "room", "sender", "underride"]) {
+        for (const rule of rules.global[kind] ?? []) ids.add(rule.rule_id);
+    }
+    const wanted = [".m.rule.master", ".m.rule.is_user_mention", ".m.rule.message", ".m.rule.encrypted"];
+    const missing = wanted.filter((id) => !ids.has(id));
+    if (missing.length) throw new Error(`${who}: default push rules missing ${missing.join(", ")}`);
+    step(`${who} push rules`, ids.size);
+}
+
+// The first decrypted m.room.message with `body` that `receiver` sees in `roomId`.
+function waitForDecrypted(who, receiver, roomId, body) {
+    let lastSeen = "nothing";
+    const find = () => {
+        const room = receiver.getRoom(roomId);
+        if (!room) return null;
+        for (const event of room.getLiveTimeline().getEvents()) {
+            if (!event.isEncrypted()) continue;
+            if (event.isDecryptionFailure()) {
+                lastSeen = `decryption failure ${event.decryptionFailureReason}: ${JSON.stringify(event.getContent())}`;
+                continue;
+            }
+            if (event.getClearContent()?.body === body) return event;
+        }
+        return null;
+    };
+    return waitFor(
+        `${who} to decrypt "${body}"`,
+        receiver,
+        [sdk.RoomEvent.Timeline, sdk.MatrixEventEvent.Decrypted],
+        find,
+        () => lastSeen,
+    );
+}
+
+async function run() {
+    const pkg = await import("matrix-js-sdk/package.json", { with: { type: "json" } });
+    result.sdk_version = pkg.default.version;
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const aliceSession = await registerAndLogin(`jsalice${suffix}`, "alice-password");
+    const bobSession = await registerAndLogin(`jsbob${suffix}`, "bob-password");
+    step("registered");
+
+    const alice = await startClient("alice", aliceSession);
+    const bob = await startClient("bob", bobSession);
+    try {
+        checkPushRules("alice", alice);
+        checkPushRules("bob", bob);
+
+        const { room_id: roomId } = await alice.createRoom({
+            name: "jssdk e2ee",
+            invite: [bob.getUserId()],
+            initial_state: [
+                {
+                    type: "m.room.encryption",
+                    state_key: "",
+                    content: { algorithm: "m.megolm.v1.aes-sha2" },
+                },
+            ],
+        });
+        step("room created");
+        await waitFor(`bob's invite`, bob, [sdk.ClientEvent.Room, sdk.RoomEvent.MyMembership], () => {
+            return bob.getRoom(roomId)?.getMyMembership() === "invite";
+        });
+        step("bob invited");
+        await bob.joinRoom(roomId);
+        await waitFor(`alice to see bob join`, alice, [sdk.RoomStateEvent.Members, sdk.RoomEvent.Timeline], () => {
+            return alice.getRoom(roomId)?.getMember(bob.getUserId())?.membership === "join";
+        });
+        step("bob joined");
+        const aliceRoom = alice.getRoom(roomId);
+        if (!alice.getCrypto().isEncryptionEnabledInRoom || !(await alice.getCrypto().isEncryptionEnabledInRoom(roomId))) {
+            throw new Error("alice's crypto does not see the room as encrypted");
+        }
+        step("room encrypted", aliceRoom.currentState.getStateEvents("m.room.encryption", "")?.getContent());
+
+        await alice.sendMessage(roomId, { msgtype: "m.text", body: "hello from alice" });
+        const fromAlice = await waitForDecrypted("bob", bob, roomId, "hello from alice");
+        step("bob decrypted", { sender: fromAlice.getSender(), type: fromAlice.getWireType() });
+
+        await bob.sendMessage(roomId, { msgtype: "m.text", body: "hello from bob" });
+        const fromBob = await waitForDecrypted("alice", alice, roomId, "hello from bob");
+        step("alice decrypted", { sender: fromBob.getSender(), type: fromBob.getWireType() });
+        result.ok = true;
+    } finally {
+        alice.stopClient();
+        bob.stopClient();
+    }
+}
+
+const overall = setTimeout(() => {
+    result.error = "scenario timed out";
+    finish(1);
+}, STEP_TIMEOUT_MS * 4);
+
+function finish(code) {
+    clearTimeout(overall);
+    stdoutWrite(JSON.stringify(result, null, 2) + "\n");
+    process.exit(code);
+}
+
+run().then(
+    () => finish(result.ok ? 0 : 1),
+    (err) => {
+        result.error = String(err?.stack ?? err);
+        finish(1);
+    },
+);
