@@ -10,16 +10,24 @@
 // (the gap list). Prints one JSON object on stdout; exits non-zero if any step failed.
 // SDK and crypto logs go to stderr.
 
-import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
-const baseUrl = process.argv[2];
+const [baseUrl, sdkDirArg] = process.argv.slice(2);
 if (!baseUrl) {
-    console.error("usage: node scenario.mjs BASE_URL");
+    console.error("usage: node scenario.mjs BASE_URL [DIR_WITH_NODE_MODULES]");
     process.exit(2);
 }
+// The SDK comes from DIR/node_modules (default: this script's directory), so one scenario runs
+// against each pinned SDK release (tests/js and tests/js/latest).
+const sdkRoot = join(sdkDirArg ?? dirname(fileURLToPath(import.meta.url)), "node_modules", "matrix-js-sdk");
+const sdk = await import(pathToFileURL(join(sdkRoot, "lib", "index.js")).href);
+const { logger } = await import(pathToFileURL(join(sdkRoot, "lib", "logger.js")).href);
 // Generous: the test machine can be loaded (2 cores shared by many processes).
 const STEP_TIMEOUT_MS = Number(process.env.JSSDK_STEP_TIMEOUT_MS ?? 45000);
+// JSSDK_TRACE=1 logs every request and its status to stderr.
+const TRACE = Boolean(process.env.JSSDK_TRACE);
 
 // Everything logs to stderr so stdout stays one JSON document.
 logger.setLevel(process.env.JSSDK_LOG_LEVEL ?? "warn");
@@ -27,7 +35,7 @@ for (const method of ["log", "info", "warn", "debug", "trace"]) {
     console[method] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
 }
 
-const result = { ok: false, sdk_version: null, steps: [], http_errors: [], error: null };
+const result = { ok: false, sdk_version: null, node_version: null, steps: [], http_errors: [], error: null };
 const stdoutWrite = process.stdout.write.bind(process.stdout);
 
 function step(name, detail) {
@@ -69,9 +77,12 @@ function waitFor(what, emitter, events, check, describe = () => "") {
 // A fetch that records every 4xx/5xx answer, with its body, before handing it to the SDK.
 function recordingFetch(who) {
     return async (input, init = {}) => {
+        const url = new URL(input instanceof Request ? input.url : String(input));
+        const method = (init.method ?? "GET").toUpperCase();
+        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname}${url.search}\n`);
         const response = await fetch(input, init);
+        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname} -> ${response.status}\n`);
         if (response.status >= 400) {
-            const url = new URL(input instanceof Request ? input.url : String(input));
             let body = await response.clone().text();
             try {
                 body = JSON.parse(body);
@@ -80,7 +91,7 @@ function recordingFetch(who) {
             }
             result.http_errors.push({
                 who,
-                method: (init.method ?? "GET").toUpperCase(),
+                method,
                 path: url.pathname,
                 query: url.search,
                 status: response.status,
@@ -199,8 +210,8 @@ function waitForDecrypted(who, receiver, roomId, body) {
 }
 
 async function run() {
-    const pkg = await import("matrix-js-sdk/package.json", { with: { type: "json" } });
-    result.sdk_version = pkg.default.version;
+    result.sdk_version = JSON.parse(readFileSync(join(sdkRoot, "package.json"), "utf8")).version;
+    result.node_version = process.version;
     const suffix = Math.random().toString(36).slice(2, 8);
     const aliceSession = await registerAndLogin(`jsalice${suffix}`, "alice-password");
     const bobSession = await registerAndLogin(`jsbob${suffix}`, "bob-password");
