@@ -26,8 +26,8 @@ const sdk = await import(pathToFileURL(join(sdkRoot, "lib", "index.js")).href);
 const { logger } = await import(pathToFileURL(join(sdkRoot, "lib", "logger.js")).href);
 // Generous: the test machine can be loaded (2 cores shared by many processes).
 const STEP_TIMEOUT_MS = Number(process.env.JSSDK_STEP_TIMEOUT_MS ?? 45000);
-// JSSDK_TRACE=1 logs every request and its status to stderr.
-const TRACE = Boolean(process.env.JSSDK_TRACE);
+// JSSDK_TRACE=1 logs every request and its status to stderr; JSSDK_TRACE=body adds the bodies.
+const TRACE = process.env.JSSDK_TRACE ?? "";
 
 // Everything logs to stderr so stdout stays one JSON document.
 logger.setLevel(process.env.JSSDK_LOG_LEVEL ?? "warn");
@@ -79,9 +79,11 @@ function recordingFetch(who) {
     return async (input, init = {}) => {
         const url = new URL(input instanceof Request ? input.url : String(input));
         const method = (init.method ?? "GET").toUpperCase();
-        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname}${url.search}\n`);
+        const sent = TRACE === "body" && typeof init.body === "string" ? ` ${init.body}` : "";
+        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname}${url.search}${sent}\n`);
         const response = await fetch(input, init);
-        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname} -> ${response.status}\n`);
+        const got = TRACE === "body" ? ` ${await response.clone().text()}` : "";
+        if (TRACE) process.stderr.write(`http: ${who} ${method} ${url.pathname} -> ${response.status}${got}\n`);
         if (response.status >= 400) {
             let body = await response.clone().text();
             try {
@@ -116,7 +118,7 @@ async function callJson(method, path, body, accessToken) {
 
 // Registers over the client-server API (m.login.dummy), then logs in with the SDK's own
 // login call, so the clients run on a device made by a password login.
-async function registerAndLogin(localpart, password) {
+async function register(localpart, password) {
     const register = { username: localpart, password, inhibit_login: true };
     let answer = await callJson("POST", "/_matrix/client/v3/register", register);
     if (answer.status === 401) {
@@ -126,6 +128,11 @@ async function registerAndLogin(localpart, password) {
     if (answer.status !== 200) {
         throw new Error(`register ${localpart}: ${answer.status} ${JSON.stringify(answer.data)}`);
     }
+    return login(localpart, password);
+}
+
+// A password login: one new device.
+async function login(localpart, password) {
     const loginClient = sdk.createClient({ baseUrl, fetchFn: recordingFetch(localpart) });
     const login = await loginClient.loginRequest({
         type: "m.login.password",
@@ -133,16 +140,37 @@ async function registerAndLogin(localpart, password) {
         password,
         initial_device_display_name: `jssdk ${localpart}`,
     });
-    return { userId: login.user_id, accessToken: login.access_token, deviceId: login.device_id };
+    return {
+        localpart,
+        password,
+        userId: login.user_id,
+        accessToken: login.access_token,
+        deviceId: login.device_id,
+    };
 }
 
-async function startClient(who, session) {
+// Secret storage keys a user "knows" (what they would type in as their recovery key), shared
+// by all of that user's clients through the SDK's crypto callbacks.
+function secretStorageCallbacks(known) {
+    return {
+        getSecretStorageKey: async ({ keys }) => {
+            for (const keyId of Object.keys(keys)) {
+                if (known.has(keyId)) return [keyId, known.get(keyId)];
+            }
+            return null;
+        },
+        cacheSecretStorageKey: (keyId, _info, key) => known.set(keyId, key),
+    };
+}
+
+async function startClient(who, session, secretKeys = new Map()) {
     const client = sdk.createClient({
         baseUrl,
         userId: session.userId,
         accessToken: session.accessToken,
         deviceId: session.deviceId,
         fetchFn: recordingFetch(who),
+        cryptoCallbacks: secretStorageCallbacks(secretKeys),
     });
     // Rust crypto (matrix-sdk-crypto-wasm) with an in-memory store: no IndexedDB under Node.
     await client.initRustCrypto({ useIndexedDB: false });
@@ -213,12 +241,14 @@ async function run() {
     result.sdk_version = JSON.parse(readFileSync(join(sdkRoot, "package.json"), "utf8")).version;
     result.node_version = process.version;
     const suffix = Math.random().toString(36).slice(2, 8);
-    const aliceSession = await registerAndLogin(`jsalice${suffix}`, "alice-password");
-    const bobSession = await registerAndLogin(`jsbob${suffix}`, "bob-password");
+    const aliceSession = await register(`jsalice${suffix}`, "alice-password");
+    const bobSession = await register(`jsbob${suffix}`, "bob-password");
     step("registered");
 
-    const alice = await startClient("alice", aliceSession);
+    const aliceKeys = new Map();
+    const alice = await startClient("alice", aliceSession, aliceKeys);
     const bob = await startClient("bob", bobSession);
+    const clients = [alice, bob];
     try {
         checkPushRules("alice", alice);
         checkPushRules("bob", bob);
@@ -257,17 +287,131 @@ async function run() {
         await bob.sendMessage(roomId, { msgtype: "m.text", body: "hello from bob" });
         const fromBob = await waitForDecrypted("alice", alice, roomId, "hello from bob");
         step("alice decrypted", { sender: fromBob.getSender(), type: fromBob.getWireType() });
+
+        await setUpRecovery("alice", alice, aliceSession);
+        const alice2 = await startClient("alice2", await login(aliceSession.localpart, aliceSession.password), aliceKeys);
+        clients.push(alice2);
+        await recoverNewDevice("alice2", alice2, roomId);
+        await waitForDecrypted("alice2", alice2, roomId, "hello from bob");
+        step("alice2 decrypted history from backup");
+        await waitForDeviceSignedByOwner("bob", bob, alice.getUserId(), alice2.getDeviceId());
+        step("bob sees alice2 cross-signed");
+        await bob.sendMessage(roomId, { msgtype: "m.text", body: "hello to both alices" });
+        await waitForDecrypted("alice2", alice2, roomId, "hello to both alices");
+        await waitForDecrypted("alice", alice, roomId, "hello to both alices");
+        step("both alice devices decrypted");
         result.ok = true;
     } finally {
-        alice.stopClient();
-        bob.stopClient();
+        for (const client of clients) client.stopClient();
     }
+}
+
+// Element's "set up recovery": cross-signing keys (behind UIA with the password), a secret
+// storage key (the recovery key) and a new key backup version holding this device's room keys.
+async function setUpRecovery(who, client, session) {
+    const crypto = client.getCrypto();
+    let remaining = null;
+    let backupEnabled = false;
+    client.on("crypto.keyBackupSessionsRemaining", (count) => {
+        remaining = count;
+    });
+    client.on("crypto.keyBackupStatus", (enabled) => {
+        backupEnabled = enabled;
+    });
+    await crypto.bootstrapCrossSigning({
+        authUploadDeviceSigningKeys: async (makeRequest) => {
+            try {
+                await makeRequest(null);
+            } catch (err) {
+                const session_id = err?.data?.session;
+                if (err?.httpStatus !== 401 || !session_id) throw err;
+                await makeRequest({
+                    type: "m.login.password",
+                    identifier: { type: "m.id.user", user: session.localpart },
+                    password: session.password,
+                    session: session_id,
+                });
+            }
+        },
+    });
+    if (!(await crypto.isCrossSigningReady())) throw new Error(`${who}: cross-signing not ready`);
+    step(`${who} cross-signing ready`);
+    await crypto.bootstrapSecretStorage({
+        createSecretStorageKey: () => crypto.createRecoveryKeyFromPassphrase(),
+        setupNewKeyBackup: true,
+    });
+    if (!(await crypto.isSecretStorageReady())) throw new Error(`${who}: secret storage not ready`);
+    // Older SDKs enable the new backup a moment after bootstrapSecretStorage returns.
+    await waitFor(`${who}'s key backup enabled`, client, ["crypto.keyBackupStatus"], () => backupEnabled || null);
+    const version = await crypto.getActiveSessionBackupVersion();
+    if (!version) throw new Error(`${who}: no active key backup after bootstrapSecretStorage`);
+    step(`${who} secret storage and key backup`, { version });
+    // The SDK uploads keys after a random delay of up to 10 s (to spread load), then says 0.
+    await waitFor(`${who}'s room keys in the backup`, client, ["crypto.keyBackupSessionsRemaining"], () => remaining === 0, () => `remaining ${remaining}`);
+    // Asked of the server itself: the SDK's getKeyBackupInfo() may answer from its cache.
+    const info = await callJson("GET", `/_matrix/client/v3/room_keys/version/${version}`, undefined, session.accessToken);
+    if (!(info.data.count >= 2)) throw new Error(`${who}: key backup holds ${JSON.stringify(info.data)}`);
+    step(`${who} keys backed up`, info.data.count);
+}
+
+// A new login that the user "verifies with their recovery key", as Element does: the
+// cross-signing keys come out of secret storage and sign this device, and the backup key
+// comes out too and the room keys are restored from the server-side backup.
+async function recoverNewDevice(who, client, roomId) {
+    const crypto = client.getCrypto();
+    // As Element does before offering "verify with recovery key": fetch the user's public
+    // cross-signing keys (a /keys/query), without which the private ones cannot be imported.
+    if (!(await crypto.userHasCrossSigningKeys(client.getUserId(), true))) {
+        throw new Error(`${who}: the server has no cross-signing keys for ${client.getUserId()}`);
+    }
+    await crypto.bootstrapCrossSigning({});
+    if (!(await crypto.isCrossSigningReady())) throw new Error(`${who}: cross-signing not ready`);
+    // The signature upload comes back to this device as a device list change of its own user.
+    await waitForDeviceSignedByOwner(who, client, client.getUserId(), client.getDeviceId());
+    step(`${who} cross-signed itself`);
+    await crypto.loadSessionBackupPrivateKeyFromSecretStorage();
+    const check = await crypto.checkKeyBackupAndEnable();
+    if (!check?.backupInfo) throw new Error(`${who}: no key backup found`);
+    const restored = await crypto.restoreKeyBackup();
+    if (!(restored.imported >= 2)) throw new Error(`${who}: restored ${JSON.stringify(restored)}`);
+    step(`${who} restored keys`, restored.imported);
+    if (!client.getRoom(roomId)) throw new Error(`${who}: does not know the room`);
+}
+
+async function waitForDeviceSignedByOwner(who, client, userId, deviceId) {
+    const crypto = client.getCrypto();
+    let last = null;
+    // Device list changes reach the client as "device_lists.changed" in /sync, then a
+    // /keys/query; the SDK emits "crypto.devicesUpdated" when it has the new list.
+    const check = async () => {
+        const devices = await crypto.getUserDeviceInfo([userId], true);
+        if (!devices.get(userId)?.has(deviceId)) return false;
+        last = await crypto.getDeviceVerificationStatus(userId, deviceId);
+        return Boolean(last?.signedByOwner);
+    };
+    if (await check()) return;
+    await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+            client.off("crypto.devicesUpdated", listener);
+            reject(new Error(`timed out waiting for ${who} to see ${userId} ${deviceId} signed: ${JSON.stringify(last)}`));
+        }, STEP_TIMEOUT_MS);
+        const listener = () => {
+            check().then((ok) => {
+                if (ok) {
+                    clearTimeout(timer);
+                    client.off("crypto.devicesUpdated", listener);
+                    resolve();
+                }
+            }, reject);
+        };
+        client.on("crypto.devicesUpdated", listener);
+    });
 }
 
 const overall = setTimeout(() => {
     result.error = "scenario timed out";
     finish(1);
-}, STEP_TIMEOUT_MS * 4);
+}, STEP_TIMEOUT_MS * 8);
 
 function finish(code) {
     clearTimeout(overall);
