@@ -171,6 +171,7 @@ async function startClient(who, session, secretKeys = new Map()) {
         deviceId: session.deviceId,
         fetchFn: recordingFetch(who),
         cryptoCallbacks: secretStorageCallbacks(secretKeys),
+        timelineSupport: true,
     });
     // Rust crypto (matrix-sdk-crypto-wasm) with an in-memory store: no IndexedDB under Node.
     await client.initRustCrypto({ useIndexedDB: false });
@@ -178,6 +179,10 @@ async function startClient(who, session, secretKeys = new Map()) {
     let lastError = null;
     client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
         lastState = state;
+        if (data?.nextSyncToken) {
+            client.firstSyncToken ??= data.nextSyncToken;
+            client.lastSyncToken = data.nextSyncToken;
+        }
         if (data?.error) lastError = String(data.error?.message ?? data.error);
     });
     const describe = () => `last state ${lastState}, last error ${lastError}`;
@@ -191,7 +196,7 @@ async function startClient(who, session, secretKeys = new Map()) {
         },
         describe,
     );
-    await client.startClient({ lazyLoadMembers: true, initialSyncLimit: 20 });
+    await client.startClient({ lazyLoadMembers: true, initialSyncLimit: 20, threadSupport: true });
     await prepared;
     step(`${who} prepared`);
     await waitFor(`${who} SYNCING`, client, [sdk.ClientEvent.Sync], () => lastState === "SYNCING", describe);
@@ -300,6 +305,7 @@ async function run() {
         await waitForDecrypted("alice2", alice2, roomId, "hello to both alices");
         await waitForDecrypted("alice", alice, roomId, "hello to both alices");
         step("both alice devices decrypted");
+        await elementCalls(bob, roomId);
         result.ok = true;
     } finally {
         for (const client of clients) client.stopClient();
@@ -426,3 +432,66 @@ run().then(
         finish(1);
     },
 );
+
+// Calls Element Web makes at start-up, when opening a room and on common actions, each made
+// once through the SDK. Their 4xx/5xx answers land in http_errors; other failures (an SDK
+// exception) are listed under element_calls.
+async function elementCalls(client, roomId) {
+    const room = client.getRoom(roomId);
+    const last = room.getLiveTimeline().getEvents().at(-1);
+    const lastId = last.getId();
+    const path = (suffix) => `/rooms/${encodeURIComponent(roomId)}${suffix}`;
+    const calls = {
+        whoami: () => client.whoami(),
+        login_flows: () => client.loginFlows(),
+        auth_issuer: () => client.getAuthIssuer?.(),
+        auth_metadata: () => client.getAuthMetadata?.(),
+        capabilities: () => client.getCapabilities(),
+        devices: () => client.getDevices(),
+        dehydration: () => client.getCrypto().isDehydrationSupported(),
+        key_changes: () => client.getKeyChanges(client.firstSyncToken, client.lastSyncToken),
+        profile: () => client.getProfileInfo(client.getUserId()),
+        set_displayname: () => client.setDisplayName("Bob B"),
+        presence: () => client.setPresence({ presence: "online" }),
+        get_presence: () => client.getPresence(client.getUserId()),
+        identity_server: () => client.getAccountDataFromServer("m.identity_server"),
+        turn_server: () => client.turnServer(),
+        thirdparty_protocols: () => client.getThirdpartyProtocols(),
+        pushers: () => client.getPushers(),
+        notifications: () => client.http.authedRequest("GET", "/notifications", { limit: "20" }),
+        user_directory: () => client.searchUserDirectory({ term: "js" }),
+        public_rooms: () => client.publicRooms({ limit: 20 }),
+        members: () => client.members(roomId),
+        scrollback: () => client.scrollback(room, 30),
+        context: () => client.getEventTimeline(room.getUnfilteredTimelineSet(), lastId),
+        fetch_event: () => client.fetchRoomEvent(roomId, lastId),
+        read_receipt: () => client.sendReadReceipt(last),
+        read_markers: () => client.setRoomReadMarkers(roomId, lastId),
+        typing: () => client.sendTyping(roomId, true, 5000),
+        tag: () => client.setRoomTag(roomId, "m.favourite", { order: 0.5 }),
+        reaction: () =>
+            client.sendEvent(roomId, "m.reaction", {
+                "m.relates_to": { rel_type: "m.annotation", event_id: lastId, key: "👍" },
+            }),
+        relations: () => client.relations(roomId, lastId, "m.annotation"),
+        threads: () => client.http.authedRequest("GET", path("/threads"), undefined, undefined, { prefix: "/_matrix/client/v1" }),
+        redaction: async () => {
+            const { event_id } = await client.sendMessage(roomId, { msgtype: "m.text", body: "oops" });
+            await client.redactEvent(roomId, event_id);
+        },
+        search: () => client.searchRoomEvents({ term: "oops" }),
+        hierarchy: () => client.getRoomHierarchy(roomId),
+        room_summary: () => client.getRoomSummary?.(roomId),
+    };
+    const outcome = {};
+    for (const [name, call] of Object.entries(calls)) {
+        try {
+            await call();
+            outcome[name] = "ok";
+        } catch (err) {
+            outcome[name] = String(err?.message ?? err).slice(0, 300);
+        }
+    }
+    result.element_calls = outcome;
+    step("element calls", Object.keys(calls).length);
+}
