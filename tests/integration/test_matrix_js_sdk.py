@@ -7,8 +7,9 @@ each decrypted by the receiving client. Then Alice sets up recovery as Element d
 (cross-signing behind UIA, secret storage, a key backup), logs in a second device that
 cross-signs itself from secret storage and restores the room keys from the backup, and all
 three devices read a new message. Last, Bob makes the calls Element Web makes at start-up and
-in a room (profile, receipts, typing, context, relations, search, pushers, ...). It prints one JSON result, which lists every request the SDK
-made that got a 4xx/5xx answer; any that the spec does not allow fails the test.
+in a room (profile, receipts, typing, context, relations, search, pushers, ...). It prints one
+JSON result, which lists every request the SDK made that got a 4xx/5xx answer; any that the
+spec does not allow fails the test.
 
 Needs Node >= 20 and npm; the SDK is installed from tests/js/package-lock.json with ``npm ci``
 the first time (or when the lock file changes). Without Node the test fails, it does not skip.
