@@ -46,6 +46,7 @@ ALLOWED_ERRORS = {
     ("GET", "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports", 404, "M_UNRECOGNIZED"),
     ("GET", "/_matrix/client/v1/auth_metadata", 404, "M_UNRECOGNIZED"),
     ("GET", "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer", 404, "M_UNRECOGNIZED"),
+    ("GET", "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata", 404, "M_UNRECOGNIZED"),
     (
         "GET",
         "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
