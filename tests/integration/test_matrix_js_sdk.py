@@ -168,6 +168,7 @@ async def test_matrix_js_sdk_rust_crypto_session(hs: InProcessServer, sdk: str) 
         "element calls",
     ], report
     assert _unexpected_errors(result) == [], report
+    assert result["sync_errors"] == [], report
     failed_calls = {
         name: outcome
         for name, outcome in result["element_calls"].items()

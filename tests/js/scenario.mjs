@@ -1,14 +1,22 @@
 // matrix-js-sdk with Rust crypto against a running trioserver.
 //
-//   node scenario.mjs http://127.0.0.1:8008
+//   node scenario.mjs BASE_URL [DIR_WITH_NODE_MODULES]
 //
-// Two users register and log in over real HTTP, each gets a matrix-js-sdk client with
-// `initRustCrypto()` and `startClient({lazyLoadMembers: true})`, both reach PREPARED then
-// SYNCING and hold the server's default push rules; A creates an encrypted room
-// (m.megolm.v1.aes-sha2) and invites B, B joins, and a message each way is received and
-// decrypted. Every HTTP request the SDK made that got a 4xx/5xx is listed under "http_errors"
-// (the gap list). Prints one JSON object on stdout; exits non-zero if any step failed.
-// SDK and crypto logs go to stderr.
+// 1. Two users register and log in over real HTTP; each gets a matrix-js-sdk client with
+//    Element's options (`timelineSupport`), `initRustCrypto()` and
+//    `startClient({lazyLoadMembers: true})`; both reach PREPARED then SYNCING and hold the
+//    server's default push rules.
+// 2. A creates an encrypted room (m.megolm.v1.aes-sha2) and invites B, B joins, and a message
+//    each way is received and decrypted.
+// 3. A sets up recovery as Element does: cross-signing keys (UIA with the password), secret
+//    storage and a new key backup holding her room keys. A second login of A's cross-signs
+//    itself from secret storage and restores the room keys from the backup (and decrypts the
+//    history); B sees that device signed; a new message from B reaches both of A's devices.
+// 4. B makes, once each, the calls Element makes at start-up and in a room.
+//
+// Every HTTP request the SDK made that got a 4xx/5xx is listed under "http_errors" (the gap
+// list). Prints one JSON object on stdout; exits non-zero if any step failed. SDK and crypto
+// logs go to stderr. No sleeps: every wait is on an SDK event, with a timeout.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -35,7 +43,16 @@ for (const method of ["log", "info", "warn", "debug", "trace"]) {
     console[method] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
 }
 
-const result = { ok: false, sdk_version: null, node_version: null, steps: [], http_errors: [], error: null };
+const result = {
+    ok: false,
+    sdk_version: null,
+    node_version: null,
+    steps: [],
+    http_errors: [],
+    sync_errors: [],
+    element_calls: null,
+    error: null,
+};
 const stdoutWrite = process.stdout.write.bind(process.stdout);
 
 function step(name, detail) {
@@ -184,6 +201,8 @@ async function startClient(who, session, secretKeys = new Map()) {
             client.lastSyncToken = data.nextSyncToken;
         }
         if (data?.error) lastError = String(data.error?.message ?? data.error);
+        // Any sync failure once running is a gap too (a 5xx, or a response the SDK rejects).
+        if (state === "ERROR") result.sync_errors.push({ who, error: lastError });
     });
     const describe = () => `last state ${lastState}, last error ${lastError}`;
     const prepared = waitFor(
@@ -280,7 +299,7 @@ async function run() {
         });
         step("bob joined");
         const aliceRoom = alice.getRoom(roomId);
-        if (!alice.getCrypto().isEncryptionEnabledInRoom || !(await alice.getCrypto().isEncryptionEnabledInRoom(roomId))) {
+        if (!(await alice.getCrypto().isEncryptionEnabledInRoom(roomId))) {
             throw new Error("alice's crypto does not see the room as encrypted");
         }
         step("room encrypted", aliceRoom.currentState.getStateEvents("m.room.encryption", "")?.getContent());
