@@ -25,6 +25,7 @@ import trio
 
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_event_id, is_valid_room_id
+from trioserver.events.relations import THREAD, relation_of
 from trioserver.stores.receipts import NewReceipt, ReceiptStore
 from trioserver.streams import StreamIdGenerator
 
@@ -48,17 +49,6 @@ RECEIPT_TYPES = (READ, READ_PRIVATE, FULLY_READ)
 MAIN_THREAD = "main"
 # Spec "Threaded read receipts": follow at most 3 relation hops to find an event's thread.
 MAX_RELATION_HOPS = 3
-
-
-def _relation(stored: StoredEvent) -> tuple[str | None, str | None]:
-    relates_to = stored.event.content.get("m.relates_to")
-    if not isinstance(relates_to, dict):
-        return None, None
-    rel_type, parent = relates_to.get("rel_type"), relates_to.get("event_id")
-    return (
-        rel_type if isinstance(rel_type, str) else None,
-        parent if isinstance(parent, str) else None,
-    )
 
 
 class ReceiptsHandler:
@@ -237,12 +227,12 @@ class ReceiptsHandler:
                 break
             if current.event_id == thread_id:
                 return True
-            rel_type, parent = _relation(current)
-            if rel_type == "m.thread":
-                return parent == thread_id
-            if parent is None:
+            relation = relation_of(current.event)
+            if relation is None:
                 break
-            current = await self._events.get_event(parent)
+            if relation.rel_type == THREAD:
+                return relation.parent_id == thread_id
+            current = await self._events.get_event(relation.parent_id)
         return thread_id == MAIN_THREAD
 
     async def _fully_read(self, user_id: str, room_id: str, event_id: str) -> None:

@@ -33,6 +33,7 @@ import orjson
 import trio
 
 from trioserver.events.power_levels import get_user_power_level
+from trioserver.events.relations import THREAD, relation_of, thread_id_of
 from trioserver.push.evaluator import (
     PushContext,
     compile_push_rules,
@@ -118,17 +119,6 @@ def _notification_levels(room: LiveRoom) -> Mapping[str, int]:
             elif isinstance(value, str) and value.lstrip("-").isdigit():
                 levels[key] = int(value)
     return levels
-
-
-def _relation(event: Event) -> tuple[str | None, str | None]:
-    relates_to = event.content.get("m.relates_to")
-    if not isinstance(relates_to, dict):
-        return None, None
-    rel_type, parent = relates_to.get("rel_type"), relates_to.get("event_id")
-    return (
-        rel_type if isinstance(rel_type, str) else None,
-        parent if isinstance(parent, str) else None,
-    )
 
 
 class PushEvaluator:
@@ -296,19 +286,18 @@ class PushEvaluator:
     async def _thread_id(self, event: Event, in_batch: Callable[[str], Event | None]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
         # event in the thread of the event it relates to (Synapse looks one hop up).
-        rel_type, parent_id = _relation(event)
-        if parent_id is None:
+        relation = relation_of(event)
+        if relation is None:
             return MAIN_THREAD
-        if rel_type == "m.thread":
-            return parent_id
-        parent = in_batch(parent_id)
+        if relation.rel_type == THREAD:
+            return relation.parent_id
+        parent = in_batch(relation.parent_id)
         if parent is None:
-            stored = await self._events.get_event(parent_id)
+            stored = await self._events.get_event(relation.parent_id)
             parent = stored.event if stored is not None else None
         if parent is None or parent.room_id != event.room_id:
             return MAIN_THREAD
-        parent_rel, root = _relation(parent)
-        return root if parent_rel == "m.thread" and root is not None else MAIN_THREAD
+        return thread_id_of(parent)
 
     def _index(self, room: LiveRoom) -> _RoomIndex:
         index = self._rooms.get(room.room_id)
