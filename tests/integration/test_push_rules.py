@@ -431,19 +431,31 @@ async def test_a_change_wakes_a_long_poll(alice: Client) -> None:
     assert rules["global"]["content"][0]["enabled"] is False
 
 
-async def test_legacy_events_stream_carries_push_rule_changes(alice: Client) -> None:
+async def test_legacy_events_stream_leaves_push_rules_out(alice: Client) -> None:
+    # As Synapse's v1 event stream: push rules are not account data there.
     start = assert_ok(await alice.get("/events", params={"timeout": 0}))["end"]
     await add(alice, "room", "#a:example.com")
+    await set_global_data(alice, "my.test.type", {"x": 1})
     chunk = assert_ok(await alice.get("/events", params={"from": start, "timeout": 0}))["chunk"]
-    (event,) = [e for e in chunk if e["type"] == "m.push_rules"]
-    assert event["content"]["global"]["room"][0]["rule_id"] == "#a:example.com"
+    assert [e["type"] for e in chunk if "room_id" not in e] == ["my.test.type"]
 
 
-async def test_legacy_initial_sync_carries_push_rules(alice: Client) -> None:
+async def test_legacy_initial_sync_leaves_push_rules_out(alice: Client) -> None:
+    # SyTest 44account_data.pl "Latest account data comes down in /initialSync" expects only
+    # the user's own global entry, as Synapse answers.
     await add(alice, "room", "#a:example.com")
+    await set_global_data(alice, "my.test.type", {"x": 1})
     body = assert_ok(await alice.get("/initialSync", params={"limit": 1}))
-    (rules,) = [e["content"] for e in body["account_data"] if e["type"] == "m.push_rules"]
-    assert rules == assert_ok(await alice.get("/pushrules/"))
+    assert [e["type"] for e in body["account_data"]] == ["my.test.type"]
+    # /sync still carries them.
+    assert push_rules_in(assert_ok(await alice.get("/sync"))) == [
+        assert_ok(await alice.get("/pushrules/"))
+    ]
+
+
+async def set_global_data(client: Client, data_type: str, content: dict[str, Any]) -> None:
+    path = f"/user/{quote(client.user_id)}/account_data/{data_type}"
+    assert_ok(await client.put(path, content))
 
 
 # -- Room upgrades ------------------------------------------------------------------------

@@ -199,18 +199,25 @@ class AccountDataHandler:
         """Whom the user ignores (``m.ignored_user_list``). Checkpoint: yes."""
         return await self._store.ignored_users(user_id)
 
-    async def global_since(self, user_id: str, since: int | None) -> list[JsonDict]:
+    async def global_since(
+        self, user_id: str, since: int | None, *, with_push_rules: bool = True
+    ) -> list[JsonDict]:
         """Global account data events (``{"type", "content"}``) changed after `since`.
 
         Args:
             since: the client's account data position; None for all (initial sync).
+            with_push_rules: include ``m.push_rules`` (in an initial sync, or after a change).
+                The v1 views (/events, /initialSync) leave it out, as Synapse's do (SyTest
+                44account_data.pl "Latest account data comes down in /initialSync").
 
         Checkpoint: yes.
         """
         rows = await self._store.global_since(user_id, since)
         events = [_event(row.type, row.content) for row in rows if row.type != PUSH_RULES]
-        if self._push_rules is not None and (
-            since is None or any(row.type == PUSH_RULES for row in rows)
+        if (
+            with_push_rules
+            and self._push_rules is not None
+            and (since is None or any(row.type == PUSH_RULES for row in rows))
         ):
             events.append(_event(PUSH_RULES, await self._push_rules.rules_json(user_id)))
         return events

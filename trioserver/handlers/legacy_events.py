@@ -223,7 +223,7 @@ class LegacyEventStream:
         if since.account_data == now.account_data:
             return []
         handler = self._h.account_data
-        found = await handler.global_since(user_id, since.account_data)
+        found = await handler.global_since(user_id, since.account_data, with_push_rules=False)
         by_room = await handler.rooms_since(user_id, scope.account_rooms, since.account_data)
         for room_id, room_events in by_room.items():
             found.extend({**event, "room_id": room_id} for event in room_events)
