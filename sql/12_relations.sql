@@ -30,3 +30,30 @@ CREATE TABLE threads (
 CREATE INDEX threads_by_activity ON threads (room_id, topological_ordering, stream_ordering);
 -- Aggregations look a root up by its id alone (event ids are unique across rooms).
 CREATE INDEX threads_by_thread ON threads (thread_id);
+
+-- Index the events stored before this file, as the writer would have (stores.relations_index):
+-- an upgraded server's reactions, edits, references and threads are aggregated too.
+INSERT INTO event_relations (event_id, relates_to_id, relation_type, aggregation_key, room_id,
+    sender, type, stream_ordering, topological_ordering)
+SELECT e.event_id,
+    json_extract(j.json, '$.content."m.relates_to".event_id'),
+    json_extract(j.json, '$.content."m.relates_to".rel_type'),
+    CASE WHEN json_extract(j.json, '$.content."m.relates_to".rel_type') = 'm.annotation'
+        AND json_type(j.json, '$.content."m.relates_to".key') = 'text'
+        THEN json_extract(j.json, '$.content."m.relates_to".key') END,
+    e.room_id, e.sender, e.type, e.stream_ordering, e.topological_ordering
+FROM events AS e
+JOIN event_json AS j ON j.event_id = e.event_id
+WHERE e.redacted_by IS NULL AND e.rejected IS NULL AND e.outlier = 0
+    AND json_type(j.json, '$.content."m.relates_to".rel_type') = 'text'
+    AND json_type(j.json, '$.content."m.relates_to".event_id') = 'text';
+
+INSERT INTO threads (room_id, thread_id, latest_event_id, topological_ordering, stream_ordering)
+SELECT room_id, relates_to_id, event_id, topological_ordering, stream_ordering
+FROM (
+    SELECT room_id, relates_to_id, event_id, topological_ordering, stream_ordering,
+        row_number() OVER (PARTITION BY room_id, relates_to_id
+            ORDER BY topological_ordering DESC, stream_ordering DESC) AS position
+    FROM event_relations WHERE relation_type = 'm.thread'
+)
+WHERE position = 1;

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 import trio
 from trio.testing import MockClock
 
 from trioserver.storage.persistence import EventIntent
+from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.relation_helpers import (
@@ -185,3 +189,37 @@ async def test_an_expired_reply_leaves_the_thread(tmp_path: Path, db_clock: Mock
         await trio.sleep(1.5)
         assert env.query(rows) == []
         assert env.query("SELECT latest_event_id FROM threads") == []
+
+
+async def test_an_upgraded_server_indexes_its_old_relations(tmp_path: Path) -> None:
+    # Events stored before sql/12_relations.sql existed are indexed when it is applied.
+    async with (
+        serve_in_process(data_dir=tmp_path) as hs,
+        httpx.AsyncClient(base_url=hs.base_url) as http,
+    ):
+        user = await hs.register_user("alice", "pw")
+        alice = Client(http, user.user_id, user.access_token, user.device_id)
+        room = await create_room(alice)
+        root = await send_text(alice, room, "root")
+        await thread_reply(alice, room, root, "one")
+        latest = await thread_reply(alice, room, root, "two")
+        original = await send_text(alice, room, "tpyo")
+        fixed = await edit(alice, room, original, "typo")
+        db_path = hs.config.data_path(hs.config.database.path)
+    # Turn the database back into one from before sql/12_relations.sql.
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("DROP TABLE event_relations")
+        conn.execute("DROP TABLE threads")
+        conn.execute("DELETE FROM schema_files WHERE name = '12_relations.sql'")
+    conn.close()
+    async with (
+        serve_in_process(data_dir=tmp_path) as hs,
+        httpx.AsyncClient(base_url=hs.base_url) as http,
+    ):
+        alice.http = http
+        summary = await _thread_of(alice, room, root)
+        assert (summary["count"], summary["latest_event"]["event_id"]) == (2, latest)
+        assert [t["event_id"] for t in (await _threads(alice, room))["chunk"]] == [root]
+        served = assert_ok(await alice.get(f"/rooms/{room}/event/{original}"))
+        assert bundled(served)["m.replace"]["event_id"] == fixed
