@@ -255,6 +255,39 @@ async def test_counts_survive_a_restart(tmp_path: Path) -> None:
         assert counts(await sync(ann), room_id) == (2, 1)
 
 
+async def test_own_push_rules_apply_after_a_restart(tmp_path: Path) -> None:
+    # After a restart the rules come from the database again: the first message evaluated
+    # for a user who changed their rules must use them, not the defaults.
+    async with (
+        serve_in_process(data_dir=tmp_path) as hs,
+        httpx.AsyncClient(base_url=hs.base_url) as http,
+    ):
+        users = []
+        for name in ("ann", "ben", "cat"):
+            result = assert_ok(await register(http, {"username": name, "password": "pw"}))
+            users.append(
+                Client(http, result["user_id"], result["access_token"], result["device_id"])
+            )
+        ann, ben, cat = users
+        room_id = await shared_room(ann, ben)
+        await join(cat, room_id)
+        rule = {"pattern": "*", "actions": ["notify", {"set_tweak": "highlight"}]}
+        assert_ok(await ann.put("/pushrules/global/content/anything", rule))
+        path = "/pushrules/global/underride/.m.rule.message/enabled"
+        assert_ok(await cat.put(path, {"enabled": False}))
+    async with (
+        serve_in_process(data_dir=tmp_path) as hs,
+        httpx.AsyncClient(base_url=hs.base_url) as http,
+    ):
+        for user in users:
+            user.http = http
+        await send_text(ben, room_id, "after the restart")
+        assert counts(await sync(ann), room_id) == (1, 1)
+        assert counts(await sync(cat), room_id) == (0, 0)
+        await send_text(ann, room_id, "from ann")
+        assert counts(await sync(ben), room_id) == (1, 0)
+
+
 async def test_own_push_rules_apply_from_the_next_message(alice: Client, bob: Client) -> None:
     # SyTest 61push/03_unread_count.pl: a content rule that highlights everything.
     room_id = await shared_room(alice, bob)

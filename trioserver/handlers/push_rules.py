@@ -9,6 +9,11 @@ transaction. Every change goes to the database first and then drops the user's e
 that started before a change may not put its (older) result back, which a per-user generation
 count ensures. After every change the listeners are told (`add_change_listener`): the account
 data handler advances its stream so that ``m.push_rules`` reaches the user's ``/sync``.
+
+Most users never change a rule. The users who have (anything stored) are read once, on first
+use, and kept with everyone changed since; for anyone else a miss builds the defaults without
+reading the database, so a room's first message after start-up, or a new member's first
+evaluation, costs no query per user.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ MAX_CACHED_USERS: Final = 10_000
 class _Cached:
     rules: PushRuleSet
     compiled: CompiledPushRules
+    # Nothing stored: exactly the server-default rules.
+    on_defaults: bool
 
 
 def _not_found() -> MatrixError:
@@ -70,6 +77,9 @@ class PushRulesHandler:
         self._generation: dict[str, int] = {}
         self._max_cached = max_cached
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
+        # Users with stored rules (read on first use), and everyone changed since start-up.
+        self._stored_users: set[str] | None = None
+        self._changed_users: set[str] = set()
 
     def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Have ``await listener(user_id)`` called after each change to a user's rules."""
@@ -90,11 +100,17 @@ class PushRulesHandler:
         if not missing:
             return found
         generations = {u: self._generation.get(u, 0) for u in missing}
-        stored = await self._store.rules_for_users(missing)
+        if self._stored_users is None:
+            self._stored_users = await self._store.users_with_rules()
+        to_read = [u for u in missing if u in self._stored_users or u in self._changed_users]
+        stored = await self._store.rules_for_users(to_read) if to_read else {}
         for user_id in missing:
-            row = stored[user_id]
-            rules = build_rule_set(user_id, row.rules, row.changes)
-            entry = _Cached(rules, compile_push_rules(rules))
+            row = stored.get(user_id)
+            if row is None or (not row.rules and not row.changes):
+                rules, on_defaults = build_rule_set(user_id, (), {}), True
+            else:
+                rules, on_defaults = build_rule_set(user_id, row.rules, row.changes), False
+            entry = _Cached(rules, compile_push_rules(rules), on_defaults)
             found[user_id] = entry
             if self._generation.get(user_id, 0) == generations[user_id]:
                 self._remember(user_id, entry)
@@ -117,6 +133,13 @@ class PushRulesHandler:
         """The user's rules in evaluation order. Checkpoint: on a cache miss."""
         return (await self._load([user_id]))[user_id].rules
 
+    async def uses_default_rules(self, user_id: str) -> bool:
+        """Whether the user has nothing of their own: exactly the server-default rules.
+
+        Checkpoint: on a cache miss.
+        """
+        return (await self._load([user_id]))[user_id].on_defaults
+
     async def rules_json(self, user_id: str) -> JsonDict:
         """``GET /pushrules/``, also the content of ``m.push_rules``. Checkpoint: on a miss."""
         return (await self.rule_set(user_id)).to_json()
@@ -132,6 +155,7 @@ class PushRulesHandler:
     # -- Changing --------------------------------------------------------------------------
 
     async def _changed(self, user_id: str) -> None:
+        self._changed_users.add(user_id)
         self._generation[user_id] = self._generation.get(user_id, 0) + 1
         self._cache.pop(user_id, None)
         for listener in self._listeners:

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
     from trioserver.events import Event
     from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
-    from trioserver.push.rules import PushRuleSet
     from trioserver.storage.live_room import LiveRoom
     from trioserver.stores.account_data import AccountDataStore
     from trioserver.stores.events import EventStore
@@ -69,8 +68,8 @@ class PushRulesSource(Protocol):
         """Each user's compiled rules (cached)."""
         ...
 
-    async def rule_set(self, user_id: str) -> PushRuleSet:
-        """The user's rules (cached)."""
+    async def uses_default_rules(self, user_id: str) -> bool:
+        """Whether the user's rules are exactly the server defaults (cached)."""
         ...
 
     def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -276,12 +275,12 @@ class PushEvaluator:
         for user_id in others:
             if user_id not in self._on_defaults:
                 generation = self._rules_generation
-                rule_set = await self._rules.rule_set(user_id)
+                on_defaults = await self._rules.uses_default_rules(user_id)
                 if generation != self._rules_generation:
                     continue
                 if len(self._on_defaults) >= _MAX_CACHED_USERS:
                     self._on_defaults.clear()
-                self._on_defaults[user_id] = rule_set == build_rule_set(user_id, (), {})
+                self._on_defaults[user_id] = on_defaults
 
     async def _thread_id(self, event: Event, in_batch: Callable[[str], Event | None]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the

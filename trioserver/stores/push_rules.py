@@ -201,6 +201,13 @@ def _add_rules_txn(txn: Txn, user_id: str, rules: Iterable[PushRule]) -> None:
         _add_rule_txn(txn, user_id, rule, None, None)
 
 
+def _users_with_rules_txn(txn: Txn) -> set[str]:
+    rows = txn.execute(
+        "SELECT user_id FROM push_rules UNION SELECT user_id FROM push_rule_defaults"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 class PushRuleStore:
     """The push_rules and push_rule_defaults tables."""
 
@@ -216,6 +223,13 @@ class PushRuleStore:
         Checkpoint: yes.
         """
         return await self._db.run_read("push_rules_for_users", _rules_for_users_txn, user_ids)
+
+    async def users_with_rules(self) -> set[str]:
+        """Every user with a rule of their own or a change to a default rule.
+
+        Checkpoint: yes.
+        """
+        return await self._db.run_read("push_rule_users", _users_with_rules_txn)
 
     async def add_rule(
         self, user_id: str, rule: PushRule, *, before: str | None, after: str | None
