@@ -133,12 +133,29 @@ class PushRulesHandler:
         """The user's rules in evaluation order. Checkpoint: on a cache miss."""
         return (await self._load([user_id]))[user_id].rules
 
-    async def uses_default_rules(self, user_id: str) -> bool:
-        """Whether the user has nothing of their own: exactly the server-default rules.
+    async def users_on_defaults(self, user_ids: Iterable[str]) -> dict[str, bool]:
+        """Whether each user has nothing of their own: exactly the server-default rules.
 
-        Checkpoint: on a cache miss.
+        Users known to have nothing stored are answered without building their rules.
+
+        Checkpoint: yes, when some user is neither cached nor known to have nothing stored.
         """
-        return (await self._load([user_id]))[user_id].on_defaults
+        if self._stored_users is None:
+            self._stored_users = await self._store.users_with_rules()
+        answers: dict[str, bool] = {}
+        to_load = []
+        for user_id in user_ids:
+            entry = self._cache.get(user_id)
+            if entry is not None:
+                answers[user_id] = entry.on_defaults
+            elif user_id in self._stored_users or user_id in self._changed_users:
+                to_load.append(user_id)
+            else:
+                answers[user_id] = True
+        if to_load:
+            for user_id, loaded in (await self._load(to_load)).items():
+                answers[user_id] = loaded.on_defaults
+        return answers
 
     async def rules_json(self, user_id: str) -> JsonDict:
         """``GET /pushrules/``, also the content of ``m.push_rules``. Checkpoint: on a miss."""

@@ -68,8 +68,8 @@ class PushRulesSource(Protocol):
         """Each user's compiled rules (cached)."""
         ...
 
-    async def uses_default_rules(self, user_id: str) -> bool:
-        """Whether the user's rules are exactly the server defaults (cached)."""
+    async def users_on_defaults(self, user_ids: Iterable[str]) -> dict[str, bool]:
+        """Whether each user's rules are exactly the server defaults (cached)."""
         ...
 
     def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -234,6 +234,7 @@ class PushEvaluator:
     ) -> tuple[PushGroup, ...]:
         prepared = prepare_event(event.client_fields())
         concerned = _concerned(event, index)
+        await self._classify(recipients)
         on_defaults = self._on_defaults
         by_defaults = [u for u in recipients if on_defaults.get(u) is True and u not in concerned]
         by_actions: dict[bytes, tuple[list[Any], list[str]]] = {}
@@ -272,15 +273,20 @@ class PushEvaluator:
             )
             if actions:
                 by_actions.setdefault(orjson.dumps(actions), (actions, []))[1].append(user_id)
-        for user_id in others:
-            if user_id not in self._on_defaults:
-                generation = self._rules_generation
-                on_defaults = await self._rules.uses_default_rules(user_id)
-                if generation != self._rules_generation:
-                    continue
-                if len(self._on_defaults) >= _MAX_CACHED_USERS:
-                    self._on_defaults.clear()
-                self._on_defaults[user_id] = on_defaults
+
+    async def _classify(self, recipients: list[str]) -> None:
+        """Learn which recipients are on the default rules (once per user, and again after
+        they change their rules): those need no evaluation of their own."""
+        unknown = [u for u in recipients if u not in self._on_defaults]
+        if not unknown:
+            return
+        generation = self._rules_generation
+        answers = await self._rules.users_on_defaults(unknown)
+        if generation != self._rules_generation:
+            return  # a change raced the read: ask again next time
+        if len(self._on_defaults) + len(answers) > _MAX_CACHED_USERS:
+            self._on_defaults.clear()
+        self._on_defaults.update(answers)
 
     async def _thread_id(self, event: Event, in_batch: Callable[[str], Event | None]) -> str:
         # Spec "Threading": an m.thread relation names the root; any other relation puts the
