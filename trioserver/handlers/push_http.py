@@ -74,7 +74,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, policy: AddressPolicy, *, verify_tls: bool) -> None:
         self._policy = policy
-        self._inner = httpx.AsyncHTTPTransport(verify=verify_tls, trust_env=False)
+        self._verify_tls = verify_tls
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    def _transport(self) -> httpx.AsyncHTTPTransport:
+        # Made on first use: its TLS context (the CA bundle, a few MB) is not worth keeping
+        # on a server nobody has set a pusher on.
+        if self._inner is None:
+            self._inner = httpx.AsyncHTTPTransport(verify=self._verify_tls, trust_env=False)
+        return self._inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Resolve, check, and send `request` to the first permitted address.
@@ -100,8 +108,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": url.host}
         request.url = url.copy_with(host=str(permitted[0]))
-        return await self._inner.handle_async_request(request)
+        return await self._transport().handle_async_request(request)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()
