@@ -12,6 +12,7 @@ import pytest
 
 import trio
 
+from trioserver.handlers.push_rules import MAX_OWN_RULES
 from trioserver.push.evaluator import PushContext
 
 from tests.integration.client import Client, assert_error, assert_ok
@@ -510,3 +511,26 @@ async def test_rules_for_users_is_cached_and_follows_changes(tmp_path: Path) -> 
         assert enabled[alice].actions_for(event, ctx, user_id=alice, display_name=None) == [
             "notify"
         ]
+
+
+async def test_a_user_may_have_a_bounded_number_of_rules_per_kind(
+    alice: Client, bob: Client
+) -> None:
+    # Each rule is evaluated for every message the user receives, on the one events writer:
+    # past the bound a new rule is refused (and nothing changes), while replacing one is not.
+    limit = MAX_OWN_RULES["content"]
+    for i in range(limit):
+        await add(alice, "content", f"keyword{i}", {"pattern": f"keyword{i}"})
+    too_many = await alice.put(
+        _path("content", "one-more"), {"pattern": "one-more", "actions": ["notify"]}
+    )
+    assert_error(too_many, 400, "M_INVALID_PARAM")
+    assert_error(await alice.get(_path("content", "one-more")), 404, "M_NOT_FOUND")
+    assert len([r for r in (await all_rules(alice))["content"] if not r["default"]]) == limit
+    # Replacing an existing rule, another kind, and another user are unaffected.
+    await add(alice, "content", "keyword0", {"pattern": "changed"})
+    await add(alice, "room", "!a:example.com")
+    await add(bob, "content", "mine", {"pattern": "mine"})
+    # Deleting one makes room again.
+    assert_ok(await alice.delete(_path("content", "keyword1")))
+    await add(alice, "content", "one-more", {"pattern": "one-more"})

@@ -26,9 +26,13 @@ import attrs
 from trioserver.errors import MatrixError
 from trioserver.push.evaluator import CompiledPushRules, compile_push_rules
 from trioserver.push.rules import (
+    CONTENT,
     DEFAULT_RULE_IDS,
     KINDS,
+    OVERRIDE,
     ROOM,
+    SENDER,
+    UNDERRIDE,
     PushRule,
     PushRuleSet,
     build_rule_set,
@@ -48,6 +52,12 @@ if TYPE_CHECKING:
 
 JsonDict = dict[str, Any]
 MAX_CACHED_USERS: Final = 10_000
+# How many rules of each kind a user may have. Every rule is evaluated on the events writer for
+# each message the user receives; a content pattern (or a condition on the body) costs a scan
+# of the body (about 30 us for a 60 kB body), so without a bound one user's rules could stall
+# everyone's sends. Generous against real use: Element makes one content rule per keyword and
+# one override or room rule per muted or mentions-only room.
+MAX_OWN_RULES: Final = {CONTENT: 100, OVERRIDE: 300, UNDERRIDE: 300, ROOM: 1000, SENDER: 1000}
 
 
 @attrs.frozen
@@ -192,8 +202,8 @@ class PushRulesHandler:
 
         Raises:
             MatrixError: 400 for an unknown kind, a bad id or body, an id starting with ``.``
-                (reserved for server-default rules) or a `before`/`after` that names none of
-                the user's rules of that kind.
+                (reserved for server-default rules), a `before`/`after` that names none of
+                the user's rules of that kind, or a new rule past `MAX_OWN_RULES`.
         """
         check_kind(kind)
         check_rule_id(rule_id)
@@ -202,6 +212,15 @@ class PushRulesHandler:
                 "M_INVALID_PARAM", "cannot add new rule_ids that start with '.'", status=400
             )
         rule = rule_from_request(kind, rule_id, body)
+        rules = await self.rule_set(user_id)
+        if rules.find(kind, rule_id) is None:
+            own = sum(1 for r in rules.rules if r.kind == kind and not r.default)
+            if own >= MAX_OWN_RULES[kind]:
+                raise MatrixError(
+                    "M_INVALID_PARAM",
+                    f"At most {MAX_OWN_RULES[kind]} {kind} rules are allowed; delete one first",
+                    status=400,
+                )
         result = await self._store.add_rule(user_id, rule, before=before, after=after)
         if result is AddResult.RELATIVE_NOT_FOUND:
             raise MatrixError(
