@@ -19,6 +19,7 @@ import trio
 
 from trioserver.config import config_from_mapping
 from trioserver.errors import ConfigError
+from trioserver.handlers.pushers import MAX_PUSHERS_PER_USER
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
@@ -579,3 +580,17 @@ async def test_a_host_name_is_resolved_and_checked(
     assert_ok(await alice.post("/pushers/set", pusher_body(url)))
     event_id = await send_text(bob, room_id, "by name")
     assert (await gateway.next()).notification["event_id"] == event_id
+
+
+async def test_a_user_may_have_a_bounded_number_of_pushers(alice: Client, bob: Client) -> None:
+    for i in range(MAX_PUSHERS_PER_USER):
+        assert_ok(await alice.post("/pushers/set", pusher_body(DUMMY_URL, pushkey=f"key{i}")))
+    one_more = await alice.post("/pushers/set", pusher_body(DUMMY_URL, pushkey="one-more"))
+    assert_error(one_more, 400, "M_INVALID_PARAM")
+    assert len(await pushers(alice)) == MAX_PUSHERS_PER_USER
+    # Updating one of them still works, as do other users' and a deletion.
+    assert_ok(await alice.post("/pushers/set", pusher_body(DUMMY_URL, pushkey="key0", lang="fr")))
+    assert_ok(await bob.post("/pushers/set", pusher_body(DUMMY_URL, pushkey="bobs")))
+    gone = {"app_id": "sytest", "pushkey": "key1", "kind": None}
+    assert_ok(await alice.post("/pushers/set", gone))
+    assert_ok(await alice.post("/pushers/set", pusher_body(DUMMY_URL, pushkey="one-more")))

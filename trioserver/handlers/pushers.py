@@ -28,6 +28,9 @@ T = TypeVar("T")
 # at most 512 bytes".
 MAX_APP_ID_CHARS = 64
 MAX_PUSHKEY_BYTES = 512
+# Each pusher is a task that POSTs for every notifying event: a bound keeps one user from
+# making the server send thousands of requests per message (a device needs one or two).
+MAX_PUSHERS_PER_USER = 50
 # The Push Gateway API's only endpoint; Synapse refuses other paths.
 PUSH_PATH = "/_matrix/push/v1/notify"
 _REQUIRED = (
@@ -119,8 +122,9 @@ class PushersHandler:
 
         Raises:
             MatrixError: 400 ``M_MISSING_PARAM`` for a missing key (or ``data.url``), 400
-                ``M_INVALID_PARAM`` for a value of the wrong type or shape, or a kind other
-                than ``http``. Nothing changes then.
+                ``M_INVALID_PARAM`` for a value of the wrong type or shape, a kind other
+                than ``http``, or a new pusher past `MAX_PUSHERS_PER_USER`. Nothing changes
+                then.
         """
         user_id = requester.user_id
         if body.get("kind", "") is None and "app_id" in body and "pushkey" in body:
@@ -130,6 +134,14 @@ class PushersHandler:
                 self._pool.pushers_changed_nowait(user_id)
             return
         new = self._parse(requester, body)
+        existing = await self._store.user_pushers(user_id)
+        if len(existing) >= MAX_PUSHERS_PER_USER and not any(
+            (p.app_id, p.pushkey) == (new.app_id, new.pushkey) for p in existing
+        ):
+            raise MatrixError(
+                "M_INVALID_PARAM",
+                f"At most {MAX_PUSHERS_PER_USER} pushers per user; delete one first",
+            )
         if not body.get("append", False):
             # Spec: without append, the same app id and pushkey of other users go.
             for other in await self._store.delete_other_users_pushers(
