@@ -243,7 +243,6 @@ def _stream_handlers(
     room_reads: RoomReadHandler,
     clock: Callable[[], float],
     account_data_store: AccountDataStore,
-    push_actions: PushActionStore,
 ) -> StreamHandlers:
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
@@ -262,7 +261,6 @@ def _stream_handlers(
             room_reads=room_reads,
             account_data=account_data,
             clock=clock,
-            push_actions=push_actions,
         ),
         account_data=account_data,
         presence=PresenceHandler(db, notifier, positions, state, server_name=name, clock=clock),
@@ -369,7 +367,6 @@ def build_components(
         room_reads,
         clock,
         account_data_store,
-        push_actions,
     )
     streams.account_data.serve_push_rules(push_rules)
     sync_store = SyncStore(db)

@@ -19,6 +19,7 @@ have been purged); a read marker for one is 404.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,6 +27,7 @@ import trio
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_event_id, is_valid_room_id
 from trioserver.events.relations import THREAD, relation_of
+from trioserver.stores.push_actions import apply_receipt_txn
 from trioserver.stores.receipts import NewReceipt, ReceiptStore
 from trioserver.streams import StreamIdGenerator
 
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from trioserver.handlers.room_reads import Access, RoomReadHandler
     from trioserver.stores.database import Database
     from trioserver.stores.events import EventStore, StoredEvent
-    from trioserver.stores.push_actions import PushActionStore
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
 
@@ -66,7 +67,6 @@ class ReceiptsHandler:
         room_reads: RoomReadHandler,
         account_data: AccountDataHandler,
         clock: Callable[[], float] = time.time,
-        push_actions: PushActionStore | None = None,
     ) -> None:
         self._store = ReceiptStore(db)
         self._notifier = notifier
@@ -77,7 +77,6 @@ class ReceiptsHandler:
         self._room_reads = room_reads
         self._account_data = account_data
         self._clock = clock
-        self._push_actions = push_actions
         self._ids = StreamIdGenerator(0)
         self._position = 0
         # Read-modify-write of m.fully_read must not interleave (it only moves forwards).
@@ -202,12 +201,13 @@ class ReceiptsHandler:
             event_stream_ordering=stored.stream_ordering,
             ts=int(self._clock() * 1000),
         )
-        stream_id = await self._store.insert_receipt(receipt, self._ids.next_id)
+        # Spec "Receiving notifications": a read receipt marks the notifications up to its
+        # event as read (in its thread only, when threaded), in the receipt's transaction.
+        clear_counts = partial(
+            apply_receipt_txn, user_id=receipt.user_id, room_id=room_id, thread_id=thread_id
+        )
+        stream_id = await self._store.insert_receipt(receipt, self._ids.next_id, then=clear_counts)
         if stream_id is not None:
-            if self._push_actions is not None:
-                # Spec "Receiving notifications": a read receipt marks the notifications up
-                # to its event as read (in its thread only, when threaded).
-                await self._push_actions.apply_receipt(receipt.user_id, room_id, thread_id)
             # Publish the position only once the row is committed (see `position`).
             self._position = max(self._position, stream_id)
             self._notifier.notify(rooms=[room_id])

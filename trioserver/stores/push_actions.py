@@ -13,7 +13,7 @@ three statements, not 200 rows bound one by one from Python.
 
 The summary is what /sync reads (`summaries`): it never counts messages. It is recomputed,
 for the (room, user, thread)s concerned only, when a read receipt moves
-(`apply_receipt`: spec "Receiving notifications": an unthreaded receipt reads every thread up
+(`apply_receipt_txn`: spec "Receiving notifications": an unthreaded receipt reads every thread up
 to its event, a threaded one only its thread) and when an event with actions is redacted
 (Synapse drops those actions). A receipt also deletes the rows it passes that do not
 highlight, as Synapse does; highlights stay for ``GET /notifications``, marked read.
@@ -266,7 +266,17 @@ def _forget_read_txn(
     )
 
 
-def _apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | None) -> bool:
+def apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | None) -> bool:
+    """Recompute the user's counts in the room after their read receipt moved (in the
+    receipt's own transaction: `stores.receipts.ReceiptStore.insert_receipt`).
+
+    Args:
+        thread_id: the receipt's thread (``main`` or a root id), or None for an unthreaded
+            receipt, which covers every thread of the room.
+
+    Returns:
+        Whether any count (or stored action) changed.
+    """
     receipts = _receipt_positions_txn(txn, user_id, room_id)
     unthreaded = receipts.get(_UNTHREADED, 0)
     sql = "SELECT thread_id, read_upto FROM event_push_summary WHERE room_id = ? AND user_id = ?"
@@ -341,22 +351,6 @@ class PushActionStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def apply_receipt(self, user_id: str, room_id: str, thread_id: str | None) -> bool:
-        """Recompute the user's counts in the room after their read receipt moved.
-
-        Args:
-            thread_id: the receipt's thread (``main`` or a root id), or None for an
-                unthreaded receipt, which covers every thread of the room.
-
-        Returns:
-            Whether any count (or stored action) changed.
-
-        Checkpoint: yes.
-        """
-        return await self._db.run_txn(
-            "apply_receipt_to_push_actions", _apply_receipt_txn, user_id, room_id, thread_id
-        )
 
     async def summaries(self, user_id: str, room_ids: Sequence[str]) -> list[UnreadCounts]:
         """The user's non-zero unread counts in the given rooms, per thread.

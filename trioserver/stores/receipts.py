@@ -82,6 +82,18 @@ def _insert_receipt_txn(txn: Txn, receipt: NewReceipt, next_id: Callable[[], int
     return stream_id
 
 
+def _insert_receipt_then_txn(
+    txn: Txn,
+    receipt: NewReceipt,
+    next_id: Callable[[], int],
+    then: Callable[[Txn], object] | None,
+) -> int | None:
+    stream_id = _insert_receipt_txn(txn, receipt, next_id)
+    if stream_id is not None and then is not None:
+        then(txn)
+    return stream_id
+
+
 def _receipts_for_rooms_txn(
     txn: Txn, user_id: str, room_ids: Sequence[str], since: int | None
 ) -> list[ReceiptRow]:
@@ -116,19 +128,30 @@ class ReceiptStore:
         """The highest receipts stream id stored (0 when none). Checkpoint: yes."""
         return await self._db.run_read("receipts_max_stream_id", _max_stream_id_txn)
 
-    async def insert_receipt(self, receipt: NewReceipt, next_id: Callable[[], int]) -> int | None:
+    async def insert_receipt(
+        self,
+        receipt: NewReceipt,
+        next_id: Callable[[], int],
+        *,
+        then: Callable[[Txn], object] | None = None,
+    ) -> int | None:
         """Store a receipt unless the same kind of receipt already points at a later event.
 
         Args:
             receipt: the receipt.
             next_id: allocates the stream id (called inside the transaction, at most once).
+            then: run in the same transaction when the receipt was stored (the unread counts
+                it clears, `stores.push_actions.apply_receipt_txn`), so that a crash cannot
+                keep the receipt and lose its effect.
 
         Returns:
             The receipt's stream id, or None when it was older than the stored one and ignored.
 
         Checkpoint: yes.
         """
-        return await self._db.run_txn("insert_receipt", _insert_receipt_txn, receipt, next_id)
+        return await self._db.run_txn(
+            "insert_receipt", _insert_receipt_then_txn, receipt, next_id, then
+        )
 
     async def receipts_for_rooms(
         self, user_id: str, room_ids: Sequence[str], since: int | None
