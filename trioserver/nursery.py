@@ -453,6 +453,8 @@ def build_components(
         relations=RelationsHandler(room_reads, relation_store, events),
         pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
     )
+    # Issue 11: joining an upgraded room later copies the user's data for its predecessor.
+    membership.add_join_listener(deps.room_upgrade.on_join)
     stream_handlers = (
         deps.typing,
         deps.receipts,

@@ -486,6 +486,30 @@ async def test_room_rules_are_copied_on_upgrade(alice: Client, bob: Client) -> N
     assert new_room_id in await rule_ids(alice, "room")
 
 
+async def test_a_member_who_joins_the_upgraded_room_later_gets_their_rules_copied(
+    alice: Client, bob: Client
+) -> None:
+    # Synapse copies a user's data for the predecessor when they join an upgraded room, not
+    # only for those joined at the upgrade.
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await add(bob, "room", room_id, {"actions": ["dont_notify"]})
+    tags = f"/user/{quote(bob.user_id)}/rooms/{room_id}/tags/u.work"
+    assert_ok(await bob.put(tags, {"order": 0.5}))
+    assert_ok(await bob.post(f"/rooms/{room_id}/leave", {}))
+    upgraded = assert_ok(await alice.post(f"/rooms/{room_id}/upgrade", {"new_version": "10"}))
+    new_room_id = upgraded["replacement_room"]
+    assert new_room_id not in await rule_ids(bob, "room")
+    await join(bob, new_room_id)
+    assert new_room_id in await rule_ids(bob, "room")
+    new_tags = assert_ok(await bob.get(f"/user/{quote(bob.user_id)}/rooms/{new_room_id}/tags"))
+    assert new_tags["tags"] == {"u.work": {"order": 0.5}}
+    # Joining a room that is no upgrade copies nothing.
+    plain = await create_room(alice, preset="public_chat")
+    await join(bob, plain)
+    assert plain not in await rule_ids(bob, "room")
+
+
 # -- The send path's view -----------------------------------------------------------------
 
 

@@ -25,6 +25,8 @@ from trioserver.handlers.guest_access import check_guest_membership
 from trioserver.storage.persistence import EventIntent
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
     from trioserver.events import Event
     from trioserver.storage.persistence import EventPersister
     from trioserver.stores.database import Database, Txn
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from trioserver.stores.events import EventStore
     from trioserver.stores.profiles import ProfileStore
     from trioserver.stores.state import StateStore
+
+    # (user id, room id, the room's state before the join, by (type, state key)).
+    JoinListener = Callable[[str, str, Mapping[tuple[str, str], Event]], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ class MembershipHandler:
         self._profiles = profiles
         self._directory = directory
         self._server_suffix = ":" + server_name
+        self._join_listeners: list[JoinListener] = []
+
+    def add_join_listener(self, listener: JoinListener) -> None:
+        """Have ``await listener(user_id, room_id, state)`` called after a local user joins a
+        room they were not joined to; `state` is the room's state before the join."""
+        self._join_listeners.append(listener)
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         """A room id from a room id or a local alias.
@@ -139,6 +150,9 @@ class MembershipHandler:
             return current.event_id
         intent = EventIntent(type=MEMBER, sender=sender, content=content, state_key=target)
         (stored,) = await self._persister.submit(room_id, [intent])
+        if membership == "join" and (current is None or current.membership != "join"):
+            for listener in self._join_listeners:
+                await listener(target, room_id, state)
         return stored.event_id
 
     def check_invitee(self, user_id: str) -> None:

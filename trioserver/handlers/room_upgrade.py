@@ -65,6 +65,8 @@ from trioserver.handlers.room_upgrade_state import (
 from trioserver.storage.persistence import random_room_id
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from trioserver.events import Event, RoomVersion
     from trioserver.handlers.account_data import AccountDataHandler
     from trioserver.handlers.auth import Requester
@@ -233,21 +235,36 @@ class RoomUpgradeHandler:
         for room_id, content in ((old_room_id, old), (new_room_id, new)):
             await self._best_effort(requester, room_id, CANONICAL_ALIAS, content)
 
+    async def on_join(
+        self, user_id: str, room_id: str, state: Mapping[tuple[str, str], Event]
+    ) -> None:
+        """A user who joins an upgraded room later gets their data for its predecessor
+        copied too (tags, ``m.direct``, push rules), as Synapse does; a `MembershipHandler`
+        join listener. Copying again is harmless: the copies replace themselves."""
+        create = state.get(("m.room.create", ""))
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if isinstance(old_room_id, str) and old_room_id != room_id:
+            await self._copy_user_data(user_id, old_room_id, room_id)
+
     async def _move_user_data(self, old_room_id: str, new_room_id: str) -> None:
         # Synapse copies each local member's tags, m.direct entries and push rules for the
         # room to the new room.
         joined = await self._state.joined_users(old_room_id)
         for user_id in (u for u in joined if u.endswith(self._server_suffix)):
-            if self._push_rules is not None:
-                await self._push_rules.copy_room_rules(user_id, old_room_id, new_room_id)
-            tags = await self._account_data.get_account_data(user_id, old_room_id, "m.tag")
-            if tags:
-                await self._account_data.set_account_data(user_id, new_room_id, "m.tag", tags)
-            direct = await self._account_data.get_account_data(user_id, None, "m.direct")
-            if direct:
-                updated = direct_with_room(direct, old_room_id, new_room_id)
-                if updated is not None:
-                    await self._account_data.set_account_data(user_id, None, "m.direct", updated)
+            await self._copy_user_data(user_id, old_room_id, new_room_id)
+
+    async def _copy_user_data(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        if self._push_rules is not None:
+            await self._push_rules.copy_room_rules(user_id, old_room_id, new_room_id)
+        tags = await self._account_data.get_account_data(user_id, old_room_id, "m.tag")
+        if tags:
+            await self._account_data.set_account_data(user_id, new_room_id, "m.tag", tags)
+        direct = await self._account_data.get_account_data(user_id, None, "m.direct")
+        if direct:
+            updated = direct_with_room(direct, old_room_id, new_room_id)
+            if updated is not None:
+                await self._account_data.set_account_data(user_id, None, "m.direct", updated)
 
     async def _update_power_levels(
         self,
