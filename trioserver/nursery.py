@@ -247,7 +247,7 @@ def _stream_handlers(
     """The handlers of the streams /sync carries besides events (issue 4)."""
     name = config.server_name
     account_data = AccountDataHandler(
-        db, notifier, positions, state, server_name=name, store=account_data_store
+        account_data_store, notifier, positions, state, server_name=name
     )
     return StreamHandlers(
         typing=TypingHandler(db, notifier, positions, state, server_name=name),

@@ -20,7 +20,7 @@ THREAD = "m.thread"
 REPLACE = "m.replace"
 REFERENCE = "m.reference"
 ANNOTATION = "m.annotation"
-MAIN_TIMELINE = "main"
+MAIN_THREAD = "main"
 
 
 @attrs.frozen
@@ -66,4 +66,4 @@ def thread_id_of(event: Event) -> str:
     relation = relation_of(event)
     if relation is not None and relation.rel_type == THREAD:
         return relation.parent_id
-    return MAIN_TIMELINE
+    return MAIN_THREAD

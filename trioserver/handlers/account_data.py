@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from trioserver.handlers.notifier import Notifier
     from trioserver.handlers.push_rules import PushRulesHandler
-    from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
     from trioserver.streams import StreamPositions
 
@@ -56,15 +55,16 @@ class AccountDataHandler:
 
     def __init__(
         self,
-        db: Database,
+        store: AccountDataStore,
         notifier: Notifier,
         positions: StreamPositions,
         state: StateStore,
         *,
         server_name: str,
-        store: AccountDataStore | None = None,
     ) -> None:
-        self._store = store if store is not None else AccountDataStore(db)
+        # The one AccountDataStore of the server: it caches ignore lists, which a second
+        # instance would let go stale.
+        self._store = store
         self._push_rules: PushRulesHandler | None = None
         self._notifier = notifier
         self._positions = positions

@@ -28,6 +28,7 @@ import trio
 from trioserver.errors import MatrixError
 from trioserver.handlers.auth import Requester
 from trioserver.handlers.serialize import SerializeOptions
+from trioserver.handlers.sync import MAX_TIMEOUT_MS
 from trioserver.handlers.visibility import Viewer
 from trioserver.streams import StreamToken
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from trioserver.stores.sync import SyncStore
 
 JsonDict = dict[str, Any]
-MAX_TIMEOUT_MS = 3_600_000
 # Synapse's defaults.
 DEFAULT_LIMIT = 10
 DEFAULT_TIMEOUT_MS = 30_000

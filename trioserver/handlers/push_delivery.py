@@ -178,8 +178,7 @@ class PusherPool:
                 worker.scope.cancel()
         for user_id in users:
             for pusher in await self._store.user_pushers(user_id):
-                if pusher.kind == "http":
-                    self._start(nursery, client, pusher)
+                self._start(nursery, client, pusher)  # /pushers/set stores http ones only
 
     def _start(self, nursery: trio.Nursery, client: httpx.AsyncClient, pusher: PusherRow) -> None:
         worker = _Worker(pusher)
@@ -226,9 +225,8 @@ class PusherPool:
     async def _deliver_one(
         self, client: httpx.AsyncClient, worker: _Worker, action: PushAction
     ) -> bool:
-        """Push one event; whether the gateway took it (False: nothing to push, given up)."""
-        if "notify" not in action.actions:
-            return False
+        """Push one event; whether the gateway took it (False: nothing to push, given up).
+        `action` notifies: only such rows are read (`stores.pushers`)."""
         stored = await self._events.get_event(action.event_id)
         if stored is None or stored.rejected is not None:
             return False

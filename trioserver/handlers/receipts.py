@@ -26,7 +26,7 @@ import trio
 
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_event_id, is_valid_room_id
-from trioserver.events.relations import THREAD, relation_of
+from trioserver.events.relations import MAIN_THREAD, THREAD, relation_of
 from trioserver.stores.push_actions import apply_receipt_txn
 from trioserver.stores.receipts import NewReceipt, ReceiptStore
 from trioserver.streams import StreamIdGenerator
@@ -47,7 +47,6 @@ READ = "m.read"
 READ_PRIVATE = "m.read.private"
 FULLY_READ = "m.fully_read"
 RECEIPT_TYPES = (READ, READ_PRIVATE, FULLY_READ)
-MAIN_THREAD = "main"
 # Spec "Threaded read receipts": follow at most 3 relation hops to find an event's thread.
 MAX_RELATION_HOPS = 3
 

@@ -65,7 +65,8 @@ class ReportsHandler:
         """
         check_reason(reason)
         # Raises 404 for unknown events and for events the user may not see.
-        await self._room_reads.get_event(requester, room_id, event_id)
+        access = await self._room_reads.access(requester.user_id, room_id)
+        await self._room_reads.visible_event(access, room_id, event_id)
         stored = await self._events.get_event(event_id)
         if stored is None or stored.redacted_by is not None:
             raise MatrixError(

@@ -205,13 +205,11 @@ class RoomKeysHandler:
         algorithm = _algorithm(body)
         auth_data = _opaque_json(_field(body, "auth_data", ""), "auth_data")
         _check_body_version(body, version)
-        info = await self._store.get_version(user_id, number)
-        if info is None:
+        result = await self._store.update_auth_data(user_id, number, algorithm, auth_data)
+        if result == "no_such_version":
             raise MatrixError("M_NOT_FOUND", "Unknown backup version")
-        if info.algorithm != algorithm:
+        if result == "wrong_algorithm":
             raise MatrixError("M_INVALID_PARAM", "Algorithm does not match")
-        if not await self._store.update_auth_data(user_id, number, auth_data):
-            raise MatrixError("M_NOT_FOUND", "Unknown backup version")
         return {}
 
     async def delete_version(self, user_id: str, version: str) -> JsonDict:

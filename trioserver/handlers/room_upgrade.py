@@ -149,7 +149,7 @@ class RoomUpgradeHandler:
             await self._create(requester, request, create_content, new_room_id)
         await self._move_aliases(requester, old_room_id, new_room_id, old_state)
         await self._move_user_data(old_room_id, new_room_id)
-        if await self._directory.is_public(old_room_id):
+        if request.visibility == "public":  # read from the directory by _new_room_request
             await self._directory.set_public(old_room_id, False)
         await self._update_power_levels(requester, old_room_id, new_room_id, old_state, version)
         logger.info("room %s upgraded to %s (v%s)", old_room_id, new_room_id, version.identifier)

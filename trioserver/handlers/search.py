@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from trioserver.handlers.event_filter import RoomEventFilter
+from trioserver.handlers.room_reads import page_token
 from trioserver.handlers.search_query import parse_search_term
 from trioserver.handlers.search_request import (
     BatchToken,
@@ -265,8 +266,8 @@ class SearchHandler:
             "events_before": await serialize([s for s, _ in before.events], options, memberships),
             "events_after": await serialize([s for s, _ in after.events], options, memberships),
             # The room tokens of /messages: backwards from `start`, forwards from `end`.
-            "start": RoomPosition(before.cursor.topological, before.cursor.stream - 1).to_token(),
-            "end": after.cursor.to_token(),
+            "start": page_token(before.cursor, backwards=True),
+            "end": page_token(after.cursor, backwards=False),
         }
         if wanted.include_profile:
             last = after.events[-1][0] if after.events else stored

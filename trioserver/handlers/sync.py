@@ -18,10 +18,10 @@ import attrs
 
 import trio
 
+from trioserver.events.relations import MAIN_THREAD
 from trioserver.handlers.event_filter import FilterDefinition
 from trioserver.handlers.serialize import SerializeOptions
 from trioserver.handlers.sync_rooms import SyncContext
-from trioserver.stores.push_actions import MAIN_THREAD
 from trioserver.streams import StreamToken
 
 if TYPE_CHECKING:

@@ -32,8 +32,9 @@ import orjson
 
 import trio
 
-from trioserver.events.power_levels import get_user_power_level
-from trioserver.events.relations import THREAD, relation_of, thread_id_of
+from trioserver.events.constants import POWER_LEVELS_KEY
+from trioserver.events.power_levels import get_user_power_level, parse_power_level
+from trioserver.events.relations import MAIN_THREAD, THREAD, relation_of, thread_id_of
 from trioserver.push.evaluator import (
     PushContext,
     compile_push_rules,
@@ -42,7 +43,7 @@ from trioserver.push.evaluator import (
     prepare_event,
 )
 from trioserver.push.rules import build_rule_set
-from trioserver.stores.push_actions import MAIN_THREAD, EventPush, PushGroup
+from trioserver.stores.push_actions import EventPush, PushGroup
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from trioserver.stores.events import EventStore
 
 MEMBER = "m.room.member"
-POWER_LEVELS_KEY = ("m.room.power_levels", "")
 # A user id no condition matches: the result for everyone the event does not name.
 _NOBODY = "@\x00push-evaluation-nobody\x00:invalid"
 _MAX_CACHED_ROOMS = 1_000
@@ -113,10 +113,10 @@ def _notification_levels(room: LiveRoom) -> Mapping[str, int]:
     levels = {"room": 50}
     if isinstance(raw, dict):
         for key, value in raw.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                levels[key] = value
-            elif isinstance(value, str) and value.lstrip("-").isdigit():
-                levels[key] = int(value)
+            # The values the room version's auth rules accept (strings before v10).
+            level = parse_power_level(room.room_version, value)
+            if level is not None:
+                levels[key] = level
     return levels
 
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from trioserver.stores.database import Database, Txn
 
-MAIN_THREAD = "main"
 READ_RECEIPT_TYPES = ("m.read", "m.read.private")
 # Unthreaded receipts are stored with this thread id (see stores/receipts.py).
 _UNTHREADED = ""
@@ -266,16 +265,13 @@ def _forget_read_txn(
     )
 
 
-def apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | None) -> bool:
+def apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | None) -> None:
     """Recompute the user's counts in the room after their read receipt moved (in the
     receipt's own transaction: `stores.receipts.ReceiptStore.insert_receipt`).
 
     Args:
         thread_id: the receipt's thread (``main`` or a root id), or None for an unthreaded
             receipt, which covers every thread of the room.
-
-    Returns:
-        Whether any count (or stored action) changed.
     """
     receipts = _receipt_positions_txn(txn, user_id, room_id)
     unthreaded = receipts.get(_UNTHREADED, 0)
@@ -284,7 +280,6 @@ def apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | Non
     if thread_id is not None:
         sql += " AND thread_id = ?"
         params = (*params, thread_id)
-    changed = False
     for thread, read_upto in txn.execute(sql, params).fetchall():
         # Spec "Threaded read receipts": an event is read once either the unthreaded receipt
         # or its thread's receipt is at or after it.
@@ -305,8 +300,6 @@ def apply_receipt_txn(txn: Txn, user_id: str, room_id: str, thread_id: str | Non
             " WHERE room_id = ? AND user_id = ? AND thread_id = ?",
             (int(row[0]), int(row[1]), upto, room_id, user_id, thread),
         )
-        changed = True
-    return changed
 
 
 def _summaries_txn(txn: Txn, user_id: str, room_ids: Sequence[str]) -> list[UnreadCounts]:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from trioserver.stores.database import Database, Txn
 
 
+# How `RoomKeyStore.update_auth_data` went.
+UpdateResult = Literal["updated", "no_such_version", "wrong_algorithm"]
+
+
 @attrs.frozen
 class BackupVersion:
     """One backup version's metadata (``auth_data_json`` is JSON text)."""
@@ -141,13 +145,23 @@ def _get_version_txn(txn: Txn, user_id: str, version: int | None) -> BackupVersi
     return BackupVersion(version, str(algorithm), str(auth_data), int(etag), count)
 
 
-def _update_auth_data_txn(txn: Txn, user_id: str, version: int, auth_data_json: str) -> bool:
-    txn.execute(
-        "UPDATE room_key_versions SET auth_data = ?"
+def _update_auth_data_txn(
+    txn: Txn, user_id: str, version: int, algorithm: str, auth_data_json: str
+) -> UpdateResult:
+    row = txn.execute(
+        "SELECT algorithm FROM room_key_versions"
         " WHERE user_id = ? AND version = ? AND deleted = 0",
+        (user_id, version),
+    ).fetchone()
+    if row is None:
+        return "no_such_version"
+    if row[0] != algorithm:
+        return "wrong_algorithm"
+    txn.execute(
+        "UPDATE room_key_versions SET auth_data = ? WHERE user_id = ? AND version = ?",
         (auth_data_json, user_id, version),
     )
-    return txn.rowcount > 0
+    return "updated"
 
 
 def _delete_version_txn(txn: Txn, user_id: str, version: int) -> bool:
@@ -288,16 +302,24 @@ class RoomKeyStore:
         # A reader thread, not inline: the key count is not bounded by a limit.
         return await self._db.run_read("get_room_key_version", _get_version_txn, user_id, version)
 
-    async def update_auth_data(self, user_id: str, version: int, auth_data_json: str) -> bool:
-        """Replace a version's ``auth_data``.
+    async def update_auth_data(
+        self, user_id: str, version: int, algorithm: str, auth_data_json: str
+    ) -> UpdateResult:
+        """Replace a version's ``auth_data``, if its algorithm is `algorithm` (one transaction).
 
         Returns:
-            False when the version is unknown or deleted (nothing changed).
+            "updated", or why nothing changed: the version is unknown or deleted, or has
+            another algorithm.
 
         Checkpoint: yes.
         """
         return await self._db.run_txn(
-            "update_room_key_version", _update_auth_data_txn, user_id, version, auth_data_json
+            "update_room_key_version",
+            _update_auth_data_txn,
+            user_id,
+            version,
+            algorithm,
+            auth_data_json,
         )
 
     async def delete_version(self, user_id: str, version: int) -> bool:
