@@ -118,22 +118,21 @@ class NotificationBuilder:
         return {"notification": content}
 
     async def _context(self, room_id: str, sender: str, user_id: str) -> JsonDict:
-        state = await self._state.current_state(room_id)
-        wanted = [
-            state.get((key, state_key))
-            for key, state_key in (
-                ("m.room.name", ""),
-                ("m.room.canonical_alias", ""),
-                ("m.room.member", sender),
-                ("m.room.member", user_id),
-            )
+        # A few keys, not the whole state: this runs for every push of every pusher.
+        keys = [
+            ("m.room.name", ""),
+            ("m.room.canonical_alias", ""),
+            ("m.room.member", sender),
+            ("m.room.member", user_id),
         ]
+        entries = await self._state.current_state_entries(room_id, keys)
+        wanted = [entries.get(key) for key in keys]
         found = await self._events.get_events(e for e in wanted if e is not None)
         name, alias, member, own = (None if e is None else found.get(e) for e in wanted)
         context: JsonDict = {"sender_display_name": _display_name(member, sender)}
         room_name = _room_name(name, alias)
         if room_name is None and (own is None or own.event.membership != "invite"):
-            room_name = await self._members_name(state, user_id)
+            room_name = await self._members_name(await self._state.current_state(room_id), user_id)
         if room_name is not None:
             context["room_name"] = room_name
         return context

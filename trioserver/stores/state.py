@@ -58,6 +58,21 @@ def _current_state_txn(txn: Txn, room_id: str) -> dict[tuple[str, str], str]:
     return {(t, k): e for t, k, e in rows}
 
 
+def _current_state_entries_txn(
+    txn: Txn, room_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    for event_type, state_key in keys:
+        row = txn.execute(
+            "SELECT event_id FROM current_state_events"
+            " WHERE room_id = ? AND type = ? AND state_key = ?",
+            (room_id, event_type, state_key),
+        ).fetchone()
+        if row is not None:
+            found[(event_type, state_key)] = row[0]
+    return found
+
+
 def _local_memberships_txn(
     txn: Txn, user_id: str, memberships: Sequence[str] | None
 ) -> list[MembershipRow]:
@@ -119,6 +134,15 @@ class StateStore:
     async def current_state(self, room_id: str) -> dict[tuple[str, str], str]:
         """The room's current state map (empty once the server has left). Checkpoint: yes."""
         return await self._db.run_read("current_state", _current_state_txn, room_id)
+
+    async def current_state_entries(
+        self, room_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The event ids of a few (type, state key) entries of the room's current state (a
+        key lookup each, not the whole map). Checkpoint: yes."""
+        return await self._db.run_read_inline(
+            "current_state_entries", _current_state_entries_txn, room_id, keys
+        )
 
     async def joined_users(self, room_id: str) -> list[str]:
         """Users whose current membership is join. Checkpoint: yes."""
