@@ -276,13 +276,18 @@ class PushRulesHandler:
         every enabled rule with an ``event_match`` on ``room_id`` naming the old room, copied
         under the new room's id with the condition rewritten).
 
+        Copying again (the user joins the new room after the upgrade copied for them) changes
+        nothing: rules already there are kept, and no change is announced.
+
         Checkpoint: yes.
         """
+        rules = await self.rule_set(user_id)
         copies = [
             _copy_for_room(rule, old_room_id, new_room_id)
-            for rule in (await self.rule_set(user_id)).rules
+            for rule in rules.rules
             if not rule.default and rule.enabled and _names_room(rule, old_room_id)
         ]
+        copies = [c for c in copies if rules.find(c.kind, c.rule_id) is None]
         if copies:
             await self._store.add_rules(user_id, copies[::-1])
             await self._changed(user_id)

@@ -258,7 +258,8 @@ class RoomUpgradeHandler:
         if self._push_rules is not None:
             await self._push_rules.copy_room_rules(user_id, old_room_id, new_room_id)
         tags = await self._account_data.get_account_data(user_id, old_room_id, "m.tag")
-        if tags:
+        # Already copied (a later join after the upgrade copied them): leave them as they are.
+        if tags and not await self._account_data.get_account_data(user_id, new_room_id, "m.tag"):
             await self._account_data.set_account_data(user_id, new_room_id, "m.tag", tags)
         direct = await self._account_data.get_account_data(user_id, None, "m.direct")
         if direct:
