@@ -309,6 +309,7 @@ class SyncHandler:
         if not joined:
             return
         counts = await self._sync.member_counts(summaries) if summaries else {}
+        heroes = await self._sync.heroes(summaries, ctx.user_id) if summaries else {}
         unread: dict[str, list[UnreadCounts]] = {}
         for row in await self._push_actions.summaries(ctx.user_id, list(joined)):
             unread.setdefault(row.room_id, []).append(row)
@@ -320,9 +321,9 @@ class SyncHandler:
             if count is not None:
                 summary["m.joined_member_count"] = count.joined
                 summary["m.invited_member_count"] = count.invited
-                heroes = await self._sync.heroes(room_id, ctx.user_id)
-                if heroes is not None:
-                    summary["m.heroes"] = heroes
+                room_heroes = heroes.get(room_id)
+                if room_heroes is not None:
+                    summary["m.heroes"] = room_heroes
             entry["summary"] = summary
 
 

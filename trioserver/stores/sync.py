@@ -107,6 +107,12 @@ def _members_txn(txn: Txn, room_id: str, user_id: str, membership: str, limit: i
     return [row[0] for row in rows]
 
 
+def _heroes_for_rooms_txn(
+    txn: Txn, room_ids: Sequence[str], user_id: str, limit: int
+) -> dict[str, list[str] | None]:
+    return {room_id: _heroes_txn(txn, room_id, user_id, limit) for room_id in room_ids}
+
+
 def _heroes_txn(txn: Txn, room_id: str, user_id: str, limit: int) -> list[str] | None:
     # Spec "Room summary": heroes are needed only when the room has neither a name nor a
     # canonical alias. Like Synapse: the longest-standing joined and invited members (or,
@@ -173,7 +179,14 @@ class SyncStore:
             return set()
         return await self._db.run_read("users_in_rooms", _users_in_rooms_txn, room_ids)
 
-    async def heroes(self, room_id: str, user_id: str, limit: int = 5) -> list[str] | None:
-        """Up to `limit` other members to name the room by (room summary ``m.heroes``), or
-        None when the room has a name or canonical alias. Checkpoint: yes."""
-        return await self._db.run_read_inline("heroes", _heroes_txn, room_id, user_id, limit)
+    async def heroes(
+        self, room_ids: Sequence[str], user_id: str, limit: int = 5
+    ) -> dict[str, list[str] | None]:
+        """Per room, up to `limit` other members to name it by (room summary ``m.heroes``),
+        or None when it has a name or canonical alias. One transaction for all the rooms.
+
+        Checkpoint: yes.
+        """
+        return await self._db.run_read_inline(
+            "heroes", _heroes_for_rooms_txn, room_ids, user_id, limit
+        )
