@@ -19,8 +19,7 @@ from trioserver.handlers.serialize import SerializeOptions
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
     from trioserver.handlers.room_reads import RoomReadHandler
-    from trioserver.handlers.visibility import Viewer
-    from trioserver.stores.events import EventStore
+    from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.push_actions import Notification, PushActionStore
 
 JsonDict = dict[str, Any]
@@ -84,32 +83,35 @@ class NotificationsHandler:
         return body
 
     async def _render(self, requester: Requester, rows: list[Notification]) -> list[JsonDict]:
+        # One visibility pass per room and one serialisation for the page, not one per row.
         found = await self._events.get_events(row.event_id for row in rows)
-        viewers: dict[str, Viewer] = {}
-        rendered = []
-        options = SerializeOptions(user_id=requester.user_id, device_id=requester.device_id)
+        by_room: dict[str, list[StoredEvent]] = {}
         for row in rows:
             stored = found.get(row.event_id)
-            if stored is None or stored.redacted_by is not None:
-                continue
-            viewer = viewers.get(row.room_id)
-            if viewer is None:
-                access = await self._room_reads.access(requester.user_id, row.room_id)
-                viewer = viewers[row.room_id] = access.viewer
-            visible = await self._room_reads.visibility.filter([stored], viewer)
-            if not visible:
-                continue
-            (event,) = await self._room_reads.serializer.serialize(
-                [stored], options, {stored.event_id: visible[0][1]}
-            )
-            rendered.append(
-                {
-                    "actions": row.actions,
-                    "event": event,
-                    "profile_tag": None,
-                    "read": row.read,
-                    "room_id": row.room_id,
-                    "ts": row.ts,
-                }
-            )
-        return rendered
+            if stored is not None and stored.redacted_by is None:
+                by_room.setdefault(row.room_id, []).append(stored)
+        visible: dict[str, tuple[StoredEvent, str]] = {}
+        for room_id, items in by_room.items():
+            access = await self._room_reads.access(requester.user_id, room_id)
+            for stored, membership in await self._room_reads.visibility.filter(
+                items, access.viewer
+            ):
+                visible[stored.event_id] = (stored, membership)
+        shown = [row for row in rows if row.event_id in visible]
+        options = SerializeOptions(user_id=requester.user_id, device_id=requester.device_id)
+        events = await self._room_reads.serializer.serialize(
+            [visible[row.event_id][0] for row in shown],
+            options,
+            {event_id: membership for event_id, (_, membership) in visible.items()},
+        )
+        return [
+            {
+                "actions": row.actions,
+                "event": event,
+                "profile_tag": None,
+                "read": row.read,
+                "room_id": row.room_id,
+                "ts": row.ts,
+            }
+            for row, event in zip(shown, events, strict=True)
+        ]
