@@ -102,6 +102,8 @@ class RatelimitConfig:
     message: RateLimit = RateLimit(per_second=0.2, burst_count=10)
     login: RateLimit = RateLimit(per_second=0.003, burst_count=5)
     registration: RateLimit = RateLimit(per_second=0.17, burst_count=3)
+    # Uploads per user (POST /upload, POST /create and PUT /upload), counted per request.
+    media_upload: RateLimit = RateLimit(per_second=1.0, burst_count=10)
 
 
 @attrs.frozen
@@ -168,6 +170,59 @@ class PushConfig:
 
 
 @attrs.frozen
+class ThumbnailSize:
+    """One thumbnail size made for every uploaded image (Synapse's `thumbnail_sizes`)."""
+
+    width: int
+    height: int
+    method: Literal["crop", "scale"]
+
+
+# Synapse's default `thumbnail_sizes`.
+DEFAULT_THUMBNAIL_SIZES = (
+    ThumbnailSize(32, 32, "crop"),
+    ThumbnailSize(96, 96, "crop"),
+    ThumbnailSize(320, 240, "scale"),
+    ThumbnailSize(640, 480, "scale"),
+    ThumbnailSize(800, 600, "scale"),
+)
+
+
+@attrs.frozen
+class MediaConfig:
+    """The media repository (spec "Content repository")."""
+
+    # Where files are kept, relative to `data_dir` (sharded directories below it).
+    storage_path: str = "media"
+    # Larger uploads are refused with 413 M_TOO_LARGE (checked before and while reading).
+    max_upload_size: int = 50 * 1024 * 1024
+    # Images with more pixels than this are stored but never decoded (decompression bombs).
+    max_image_pixels: int = 32_000_000
+    thumbnail_sizes: tuple[ThumbnailSize, ...] = DEFAULT_THUMBNAIL_SIZES
+    # On: a thumbnail request of any size is made on demand (and cached). Off (Synapse's
+    # default): the nearest configured size is served.
+    dynamic_thumbnails: bool = False
+    # Media uploaded before this time (ms since the epoch) is also served by the legacy
+    # unauthenticated /_matrix/media/v3/download and /thumbnail (spec v1.11 freeze); 0: none.
+    unauthenticated_media_before_ts: int = 0
+    # POST /create: ids a user may hold without content, and seconds before an unused id
+    # expires (Synapse's max_pending_media_uploads and unused_expiration_time).
+    max_pending_uploads: int = 5
+    unused_expiration_time: float = 86_400.0
+    # URL previews (GET /preview_url) fetch any URL a user names, so they are off by default.
+    url_preview_enabled: bool = False
+    # Addresses a preview may never reach, checked after DNS on every redirect hop (Synapse's
+    # url_preview_ip_range_blacklist), and exceptions to that.
+    url_preview_ip_range_blocklist: tuple[str, ...] = DEFAULT_PUSH_BLOCKLIST
+    url_preview_ip_range_allowlist: tuple[str, ...] = ()
+    # Bytes of a page read at most (Synapse's max_spider_size), seconds per fetch, redirects.
+    url_preview_max_size: int = 10 * 1024 * 1024
+    url_preview_timeout: float = 10.0
+    url_preview_max_redirects: int = 5
+    url_preview_accept_language: tuple[str, ...] = ("en",)
+
+
+@attrs.frozen
 class Config:
     """The whole configuration of one server instance."""
 
@@ -187,6 +242,7 @@ class Config:
     stream_writers: StreamWritersConfig = StreamWritersConfig()
     instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
     push: PushConfig = PushConfig()
+    media: MediaConfig = MediaConfig()
 
     def data_path(self, relative: str) -> Path:
         """A path from the config, resolved against `data_dir`."""
@@ -381,6 +437,7 @@ def _check_consistency(config: Config) -> None:
                 ipaddress.ip_network(value, strict=False)
             except ValueError:
                 problems.append(f"config.push.{key}: {value!r} is not an IP address range")
+    problems += _media_problems(config.media)
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
         problems.append(
@@ -388,6 +445,31 @@ def _check_consistency(config: Config) -> None:
         )
     if problems:
         raise _invalid(problems)
+
+
+def _media_problems(media: MediaConfig) -> list[str]:
+    problems = []
+    for key in ("max_upload_size", "max_image_pixels", "max_pending_uploads"):
+        if getattr(media, key) < 1:
+            problems.append(f"config.media.{key}: must be at least 1")
+    for key in ("unused_expiration_time", "url_preview_timeout", "url_preview_max_size"):
+        if getattr(media, key) <= 0:
+            problems.append(f"config.media.{key}: must be positive")
+    if media.url_preview_max_redirects < 0:
+        problems.append("config.media.url_preview_max_redirects: must not be negative")
+    for size in media.thumbnail_sizes:
+        if not (1 <= size.width <= 10_000 and 1 <= size.height <= 10_000):
+            problems.append(
+                f"config.media.thumbnail_sizes: {size.width}x{size.height} is outside"
+                " 1..10000 pixels"
+            )
+    for key in ("url_preview_ip_range_blocklist", "url_preview_ip_range_allowlist"):
+        for value in getattr(media, key):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                problems.append(f"config.media.{key}: {value!r} is not an IP address range")
+    return problems
 
 
 def _voip_problems(voip: VoipConfig) -> list[str]:
