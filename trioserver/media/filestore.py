@@ -110,6 +110,10 @@ class MediaFileStore:
             # Shielded: the temporary file must go even when the request is being cancelled.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_discard, handle, temp)
+                # A generator left unfinished (over the limit) is closed now, not by the GC.
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
             raise
         return StoredFile(sha256=sha256, length=length, path=final)
 
