@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -205,3 +206,43 @@ async def test_uploads_are_rate_limited_per_user(tmp_path: Path) -> None:
         )
         assert body["retry_after_ms"] > 0
         await upload(bob, b"bob has his own bucket")
+
+
+async def test_quarantined_media_is_not_found(hs: InProcessServer, alice: Client) -> None:
+    uri = await upload(alice, b"bad", "image/png")
+    _, media_id = split_mxc(uri)
+    # No admin API yet: an operator sets the flag in the database.
+    with sqlite3.connect(Path(hs.config.data_dir) / "homeserver.db") as db:
+        db.execute("UPDATE local_media SET quarantined = 1 WHERE media_id = ?", (media_id,))
+    assert_error(await call(alice, "GET", download_path(uri)), 404, "M_NOT_FOUND")
+    response = await call(
+        alice, "GET", f"{CLIENT_MEDIA}/thumbnail/{uri[6:]}", params={"width": 8, "height": 8}
+    )
+    assert_error(response, 404, "M_NOT_FOUND")
+
+
+async def test_media_of_a_deactivated_user_stays_downloadable(alice: Client, bob: Client) -> None:
+    uri = await upload(alice, b"still here", "text/plain")
+    body = {"auth": {"type": "m.login.password", "user": alice.user_id, "password": "alicepw"}}
+    assert_ok(await alice.post("/account/deactivate", body))
+    response = await call(bob, "GET", download_path(uri))
+    assert response.status_code == 200
+    assert response.content == b"still here"
+
+
+async def test_guests_may_download_but_not_upload(tmp_path: Path) -> None:
+    async with (
+        serve_in_process(tmp_path, registration={"allow_guest_access": True}) as hs,
+        httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+    ):
+        user = await hs.register_user("alice", "pw")
+        alice = Client(http, user.user_id, user.access_token, user.device_id)
+        uri = await upload(alice, b"for guests", "text/plain")
+        response = await http.post(
+            "/_matrix/client/v3/register", params={"kind": "guest"}, json={}
+        )
+        body = assert_ok(response)
+        guest = Client(http, body["user_id"], body["access_token"], body["device_id"])
+        assert (await call(guest, "GET", download_path(uri))).content == b"for guests"
+        response = await call(guest, "POST", UPLOAD, content=b"x")
+        assert_error(response, 403, "M_GUEST_ACCESS_FORBIDDEN")
