@@ -246,3 +246,10 @@ async def test_guests_may_download_but_not_upload(tmp_path: Path) -> None:
         assert (await call(guest, "GET", download_path(uri))).content == b"for guests"
         response = await call(guest, "POST", UPLOAD, content=b"x")
         assert_error(response, 403, "M_GUEST_ACCESS_FORBIDDEN")
+
+
+async def test_a_row_whose_file_is_gone_is_not_found(hs: InProcessServer, alice: Client) -> None:
+    uri = await upload(alice, b"removed by hand", "text/plain")
+    (path,) = [p for p in stored_files(Path(hs.config.data_dir)) if "content" in p.parts]
+    path.unlink()
+    assert_error(await call(alice, "GET", download_path(uri)), 404, "M_NOT_FOUND")

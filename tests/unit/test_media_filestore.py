@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trioserver.media.filestore import FileTooLarge, MediaFileStore, read_chunks
+from trioserver.media.filestore import FileTooLarge, MediaFileStore, open_chunks
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -33,7 +33,9 @@ async def test_a_file_is_stored_under_its_sha256_in_shards(tmp_path: Path) -> No
     assert store.path_of(digest) == stored.path
     assert stored.path.read_bytes() == b"".join(data)
     assert files_under(tmp_path / "tmp") == []
-    read = [chunk async for chunk in read_chunks(stored.path, chunk_size=100_000)]
+    reader = await open_chunks(stored.path, chunk_size=100_000)
+    read = [chunk async for chunk in reader]
+    await reader.aclose()
     assert b"".join(read) == b"".join(data)
     assert max(len(c) for c in read) == 100_000
 
@@ -66,6 +68,11 @@ async def test_a_failing_body_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         await store.write_stream(broken(), limit=10_000_000)
     assert files_under(tmp_path) == []
+
+
+async def test_opening_a_missing_file_fails_before_any_response(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await open_chunks(MediaFileStore(tmp_path).path_of("ab" * 32))
 
 
 def test_prepare_removes_only_stale_temporary_files(tmp_path: Path) -> None:

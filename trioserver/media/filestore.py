@@ -28,7 +28,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import attrs
 
@@ -126,14 +126,46 @@ class MediaFileStore:
         return await self.write_stream(one_chunk(), limit=len(data))
 
 
-async def read_chunks(path: Path, *, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
-    """The bytes of `path` in chunks, each read in a worker thread (for streamed responses)."""
-    async with await trio.open_file(path, "rb") as handle:
-        while True:
-            chunk = await handle.read(chunk_size)
-            if not chunk:
-                return
-            yield chunk
+class _AsyncReader(Protocol):
+    """What `trio.open_file` returns for a binary file, as far as `FileChunks` uses it."""
+
+    async def read(self, size: int = -1, /) -> bytes: ...
+    async def aclose(self) -> None: ...
+
+
+class FileChunks:
+    """An open file's bytes as an async iterator of chunks, for a streamed response.
+
+    Opened before the response starts (`open_chunks`), so that a missing file is an error the
+    handler can still answer with a 404, not a response cut short. `aclose` closes the file;
+    the HTTP edge calls it when the response is done, sent whole or not (HEAD, a client gone).
+    """
+
+    def __init__(self, handle: _AsyncReader, chunk_size: int) -> None:
+        self._handle = handle
+        self._chunk_size = chunk_size
+
+    def __aiter__(self) -> FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._handle.read(self._chunk_size)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the file (a checkpoint)."""
+        await self._handle.aclose()
+
+
+async def open_chunks(path: Path, *, chunk_size: int = READ_CHUNK) -> FileChunks:
+    """Open `path` for a streamed response (each read runs in a worker thread).
+
+    Raises:
+        FileNotFoundError: it does not exist.
+    """
+    return FileChunks(await trio.open_file(path, "rb"), chunk_size)
 
 
 async def _copy_in(chunks: AsyncIterable[bytes], handle: BinaryIO, limit: int) -> tuple[str, int]:

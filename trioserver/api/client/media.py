@@ -23,7 +23,7 @@ from trioserver.handlers.media import (
     ServableMedia,
     parse_content_type,
 )
-from trioserver.media.filestore import read_chunks
+from trioserver.media.filestore import open_chunks
 from trioserver.media.headers import media_headers, served_content_type
 
 if TYPE_CHECKING:
@@ -83,9 +83,17 @@ async def upload_to(deps: ApiDeps, request: Request) -> JsonDict:
     return {}
 
 
-def _file_response(path: Path, length: int, content_type: str, filename: str | None) -> Response:
+async def _file_response(
+    path: Path, length: int, content_type: str, filename: str | None
+) -> Response:
+    try:
+        chunks = await open_chunks(path)
+    except FileNotFoundError:
+        # The row is there but the file is not (removed by hand, a restore of the database
+        # without its media): not found, rather than a response cut short.
+        raise MatrixError("M_NOT_FOUND", "Not found") from None
     return Response(
-        stream=read_chunks(path),
+        stream=chunks,
         content_length=length,
         content_type=served_content_type(content_type),
         headers=media_headers(content_type, filename),
@@ -106,7 +114,7 @@ async def _download(deps: ApiDeps, request: Request, *, legacy: bool) -> Respons
     media = await _servable(deps, request, legacy=legacy)
     # The {fileName} path segment overrides the uploaded name (spec).
     filename = request.path_params.get("fileName") or media.row.upload_name
-    return _file_response(media.path, media.length, media.content_type, filename)
+    return await _file_response(media.path, media.length, media.content_type, filename)
 
 
 async def download(deps: ApiDeps, request: Request) -> Response:
@@ -152,7 +160,7 @@ async def _thumbnail(deps: ApiDeps, request: Request, *, legacy: bool) -> Respon
         if deps.media.config.dynamic_thumbnails:
             raise MatrixError("M_UNKNOWN", "Failed to generate thumbnail.")
         raise MatrixError("M_NOT_FOUND", "Not found")
-    return _file_response(thumbnail.path, thumbnail.length, thumbnail.content_type, None)
+    return await _file_response(thumbnail.path, thumbnail.length, thumbnail.content_type, None)
 
 
 async def thumbnail(deps: ApiDeps, request: Request) -> Response:
