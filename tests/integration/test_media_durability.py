@@ -152,3 +152,27 @@ async def test_kill_9_mid_upload_leaves_only_a_temporary_file(tmp_path: Path) ->
         missing = download_path(uri)[:-3] + "zzz"
         assert_error(await http.get(missing, headers=_auth(login)), 404, "M_NOT_FOUND")
     assert _temp_files(data_dir) == [young]
+
+
+async def test_a_client_that_goes_away_mid_upload_leaves_nothing(tmp_path: Path) -> None:
+    async with serve_in_process(tmp_path) as hs:
+        user = await hs.register_user("alice", "pw")
+        port = hs.base_url.rsplit(":", 1)[1]
+        stream = await trio.open_tcp_stream("127.0.0.1", int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /_matrix/media/v3/upload HTTP/1.1\r\n"
+                + f"Host: 127.0.0.1:{port}\r\n".encode()
+                + f"Authorization: Bearer {user.access_token}\r\n".encode()
+                + b"Content-Length: 1000000\r\n\r\n"
+                + b"p" * 400_000
+            )
+            await _wait_for_temp_file(tmp_path)
+        # The connection is closed with most of the body unsent: the upload is dropped.
+        with trio.fail_after(20):
+            while True:
+                if not _temp_files(tmp_path):
+                    break
+                await trio.sleep(0.05)
+        with sqlite3.connect(tmp_path / "homeserver.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM local_media").fetchone() == (0,)
