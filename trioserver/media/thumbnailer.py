@@ -121,9 +121,8 @@ def planned_size(
         fitted = (width, max(width * source_height // source_width, 1))
     else:
         fitted = (max(height * source_width // source_height, 1), height)
-    if fitted[0] >= source_width or fitted[1] >= source_height:
-        return source_width, source_height
-    return fitted
+    # Each side at most the source's (Synapse): a thin image keeps its 1-pixel side.
+    return min(fitted[0], source_width), min(fitted[1], source_height)
 
 
 def image_size(source: Path, *, max_pixels: int) -> tuple[int, int]:

@@ -113,6 +113,19 @@ def select_thumbnail(
     return min(same, key=rank)
 
 
+@attrs.frozen
+class ThumbnailStatistics:
+    """What the service has done since it started.
+
+    Attributes:
+        made: thumbnails rendered by Pillow (cache hits and shared files not counted).
+        refused: media found impossible to thumbnail (not an image, too large, corrupt).
+    """
+
+    made: int
+    refused: int
+
+
 class _Pending:
     """Work in progress for one key; others wait for it and then look again."""
 
@@ -138,9 +151,15 @@ class ThumbnailService:
         self._limiter = trio.CapacityLimiter(1)
         self._in_flight: dict[tuple[object, ...], _Pending] = {}
         self._bad: dict[str, None] = {}
+        self._made = 0
+        self._refused = 0
         self._max_side = max(
             [MAX_REQUEST_SIDE] + [max(s.width, s.height) for s in config.thumbnail_sizes]
         )
+
+    def statistics(self) -> ThumbnailStatistics:
+        """Counts of the work done so far."""
+        return ThumbnailStatistics(made=self._made, refused=self._refused)
 
     async def generate_configured(self, media_id: str, source: Path, content_type: str) -> None:
         """Make the configured thumbnail sizes of a new upload (those not made yet).
@@ -291,6 +310,7 @@ class ThumbnailService:
         except ThumbnailError as e:
             self._remember_bad(media_id, e)
             return None
+        self._made += 1
         suffix = "-animated" if animated else ""
         name = (
             f"{image.width}x{image.height}-{method}{suffix}."
@@ -323,6 +343,7 @@ class ThumbnailService:
 
     def _remember_bad(self, media_id: str, error: ThumbnailError) -> None:
         logger.info("media %s cannot be thumbnailed: %s", media_id, error)
+        self._refused += 1
         self._bad[media_id] = None
         while len(self._bad) > _BAD_MEDIA_MEMORY:
             del self._bad[next(iter(self._bad))]
