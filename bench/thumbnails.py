@@ -1,0 +1,82 @@
+"""Measure the time to make the default thumbnail sizes of a photo.
+
+For each source (a 2000x1500 and a 4000x3000 JPEG, quality 90, with photo-like detail, and a
+2000x1500 PNG for the case without reduced-scale JPEG decoding) the five default sizes (32x32
+crop, 96x96 crop, 320x240, 640x480, 800x600 scale) are made one after the other, as
+`ThumbnailService.generate_configured` does (one worker thread, each size decoded from the
+file). Reported: the median and best wall time of ``--runs`` rounds, per size and in total.
+
+Run (a few seconds)::
+
+    .venv/bin/python bench/thumbnails.py
+    .venv/bin/python bench/thumbnails.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter
+
+from trioserver.config import DEFAULT_THUMBNAIL_SIZES
+from trioserver.media.thumbnailer import make_thumbnail
+
+MAX_PIXELS = 32_000_000
+
+
+def _photo(path: Path, size: tuple[int, int], fmt: str) -> Path:
+    """A picture with edges and noise, so that it compresses like a photo, not a flat colour."""
+    image = Image.effect_noise(size, 40).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for i in range(40):
+        x, y = (i * 7919) % w, (i * 104729) % h
+        draw.ellipse((x, y, x + w // 6, y + h // 6), fill=((i * 37) % 256, (i * 91) % 256, 128))
+    image = image.filter(ImageFilter.GaussianBlur(1))
+    image.save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return path
+
+
+def _round(source: Path) -> dict[str, float]:
+    times = {}
+    for size in DEFAULT_THUMBNAIL_SIZES:
+        started = time.perf_counter()
+        make_thumbnail(
+            source,
+            width=size.width,
+            height=size.height,
+            method=size.method,
+            animated=False,
+            max_pixels=MAX_PIXELS,
+        )
+        times[f"{size.width}x{size.height} {size.method}"] = time.perf_counter() - started
+    times["total"] = sum(times.values())
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = [
+            ("2000x1500 JPEG", _photo(Path(tmp) / "a.jpg", (2000, 1500), "JPEG")),
+            ("4000x3000 JPEG", _photo(Path(tmp) / "b.jpg", (4000, 3000), "JPEG")),
+            ("2000x1500 PNG", _photo(Path(tmp) / "c.png", (2000, 1500), "PNG")),
+        ]
+        for label, source in sources:
+            _round(source)  # warm the page cache and Pillow's imports
+            rounds = [_round(source) for _ in range(args.runs)]
+            size_kb = source.stat().st_size // 1024
+            print(f"{label} ({size_kb} KiB), {args.runs} runs: median (best) ms")
+            for key in rounds[0]:
+                values = [r[key] * 1000 for r in rounds]
+                print(f"  {key:>16}: {statistics.median(values):7.1f} ({min(values):.1f})")
+
+
+if __name__ == "__main__":
+    main()
