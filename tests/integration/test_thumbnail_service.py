@@ -282,7 +282,14 @@ async def test_animated_request_on_a_gif(tmp_path: Path) -> None:
         with Image.open(io.BytesIO(moving.path.read_bytes())) as image:
             assert getattr(image, "n_frames", 1) == 4
         rows: list[ThumbnailRow] = await env.store.media_thumbnails("anim")
-        assert sum(r.animated for r in rows) == 5
+        # Only the size that answered was animated (made on first use, then cached).
+        assert [(r.req_width, r.method) for r in rows if r.animated] == [(96, "crop")]
+        again = await env.service.thumbnail(
+            "anim", source, "image/gif", width=80, height=80, method="crop", animated=True
+        )
+        assert again == moving
+        # Still: two crops and one scaled file (120x90 is below every scale size); animated: one.
+        assert env.service.statistics().made == 4
 
 
 async def test_media_that_cannot_be_thumbnailed_gives_none(

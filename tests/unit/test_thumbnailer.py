@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import time
 import zlib
@@ -268,3 +269,45 @@ def test_planned_size_matches_synapse_aspect() -> None:
     assert planned_size(1, 4000, 32, 32, "scale") == (1, 32)
     assert planned_size(10, 10, 32, 32, "scale") == (10, 10)
     assert planned_size(10, 10, 32, 16, "crop") == (32, 16)
+
+
+def _seed_files(tmp_path: Path) -> dict[str, bytes]:
+    picture = Image.effect_noise((60, 45), 30).convert("RGB")
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    frames = [picture.rotate(i * 30) for i in range(3)]
+    files: dict[str, bytes] = {}
+    formats: list[tuple[str, str, dict[str, object]]] = [
+        ("jpg", "JPEG", {"exif": exif}),
+        ("png", "PNG", {}),
+        ("gif", "GIF", {"save_all": True, "append_images": frames[1:]}),
+        ("webp", "WEBP", {"save_all": True, "append_images": frames[1:]}),
+        ("bmp", "BMP", {}),
+    ]
+    for name, fmt, extra in formats:
+        out = io.BytesIO()
+        (frames[0] if name in ("gif", "webp") else picture).save(out, fmt, **extra)
+        files[name] = out.getvalue()
+    return files
+
+
+def test_truncated_and_mutated_files_are_thumbnailed_or_refused(tmp_path: Path) -> None:
+    # Found by fuzzing: short reads inside the GIF parser raised IndexError, broken EXIF
+    # blocks warned. Every damaged file must give a thumbnail or a ThumbnailError, nothing else.
+    rnd = random.Random(12)
+    path = tmp_path / "f"
+    for kind, whole in _seed_files(tmp_path).items():
+        cuts = range(0, len(whole), max(len(whole) // 25, 1))
+        damaged = [whole[:cut] for cut in cuts]
+        for _ in range(25):
+            mutated = bytearray(whole)
+            for _ in range(rnd.randint(1, 6)):
+                mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
+            damaged.append(bytes(mutated))
+        for data in damaged:
+            path.write_bytes(data)
+            try:
+                thumb = _thumb(path, 32, 24, rnd.choice(["crop", "scale"]), animated=True)
+            except ThumbnailError:
+                continue
+            assert thumb.data, kind

@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import io
+import struct
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -97,8 +98,20 @@ _UPRIGHT = {
 _SWAPPING = frozenset({5, 6, 7, 8})
 
 # What Pillow raises for a file it cannot read: unknown format, bad header, truncated data,
-# broken compressed streams.
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+# broken compressed streams, and (found by fuzzing mutated files) short reads inside the GIF
+# and TIFF/EXIF parsers. Pillow's warnings about bad metadata count too when the process
+# turns warnings into errors (the tests do).
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    UserWarning,
+)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 

@@ -16,7 +16,8 @@ Theory of operation:
   ``_in_flight``; the others wait for it and then read the row it wrote.
 - Without ``dynamic_thumbnails`` only the configured sizes are made (after upload, or on the
   first request if that did not happen) and a request is answered with the nearest one by
-  Synapse's rules (`select_thumbnail`). With it, exactly the requested size is made and cached.
+  Synapse's rules (`select_thumbnail`); an ``animated=true`` request gets that size
+  animated, made on first use. With it, exactly the requested size is made and cached.
 - Media that cannot be thumbnailed (not an image, too many pixels, corrupt) answers None and
   is remembered (bounded), so a bad file is not decoded again on every request.
 """
@@ -172,7 +173,7 @@ class ThumbnailService:
         Checkpoint: yes.
         """
         if can_thumbnail(content_type):
-            await self._configured(media_id, source, animated=False)
+            await self._configured(media_id, source)
 
     async def thumbnail(
         self,
@@ -210,14 +211,18 @@ class ThumbnailService:
         animated = animated and content_type.split(";")[0].strip().lower() in _ANIMATABLE
         if self._config.dynamic_thumbnails:
             return await self._exact(media_id, source, width, height, method, animated)
-        rows = await self._configured(media_id, source, animated)
+        # The still thumbnails (made after upload) decide which configured size answers; an
+        # animated request then gets that one size animated, made on first use: animating
+        # every configured size of every GIF would be most of the work for little use.
+        rows = await self._configured(media_id, source)
         choice = select_thumbnail(rows, width, height, method)
         if choice is None:
             return None
-        found = await self._existing(choice)
+        found = None if animated else await self._existing(choice)
         if found is not None:
             return found
-        # The row is there but the file is not (lost in a crash, deleted by hand): remake it.
+        # Animated, or the row is there but the file is not (lost in a crash, deleted by
+        # hand): make exactly that size.
         return await self._exact(
             media_id, source, choice.req_width, choice.req_height, choice.method, animated
         )
@@ -241,15 +246,13 @@ class ThumbnailService:
             made = await self._make(media_id, source, width, height, method, animated)
             return None if made is None else self._stored(made)
 
-    async def _configured(self, media_id: str, source: Path, animated: bool) -> list[ThumbnailRow]:
-        """The media's thumbnails for `animated`, after making any configured size missing."""
-        key = ("configured", media_id, animated)
+    async def _configured(self, media_id: str, source: Path) -> list[ThumbnailRow]:
+        """The media's still thumbnails, after making any configured size missing."""
+        key = ("configured", media_id)
         while True:
             if media_id in self._bad:
                 return []
-            rows = [
-                r for r in await self._store.media_thumbnails(media_id) if r.animated == animated
-            ]
+            rows = await self._still_rows(media_id)
             have = {(r.req_width, r.req_height, r.method) for r in rows}
             missing = [
                 s
@@ -263,11 +266,14 @@ class ThumbnailService:
                 break
             await pending.done.wait()
         with self._claim(key):
-            await self._make_sizes(media_id, source, missing, animated)
-        return [r for r in await self._store.media_thumbnails(media_id) if r.animated == animated]
+            await self._make_sizes(media_id, source, missing)
+        return await self._still_rows(media_id)
+
+    async def _still_rows(self, media_id: str) -> list[ThumbnailRow]:
+        return [r for r in await self._store.media_thumbnails(media_id) if not r.animated]
 
     async def _make_sizes(
-        self, media_id: str, source: Path, sizes: Sequence[ThumbnailSize], animated: bool
+        self, media_id: str, source: Path, sizes: Sequence[ThumbnailSize]
     ) -> None:
         try:
             shown = await self._in_worker(
@@ -287,7 +293,7 @@ class ThumbnailService:
                 )
                 continue
             row = await self._make(
-                media_id, source, size.width, size.height, size.method, animated
+                media_id, source, size.width, size.height, size.method, animated=False
             )
             if row is None:
                 return
