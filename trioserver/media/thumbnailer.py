@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import io
+import math
 import struct
 from typing import TYPE_CHECKING, Literal
 
@@ -31,7 +32,11 @@ import attrs
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
+
+
+Method = Literal["crop", "scale"]
 
 
 class ThumbnailError(Exception):
@@ -163,7 +168,7 @@ def make_thumbnail(
     *,
     width: int,
     height: int,
-    method: Literal["crop", "scale"],
+    method: Method,
     animated: bool,
     max_pixels: int,
 ) -> ThumbnailImage:
@@ -181,10 +186,7 @@ def make_thumbnail(
         ThumbnailError: it is not an image of a supported format, or it is corrupt.
         ValueError: `width` or `height` is below 1, or `method` is unknown.
     """
-    if width < 1 or height < 1:
-        raise ValueError(f"bad thumbnail size {width}x{height}")
-    if method not in ("crop", "scale"):
-        raise ValueError(f"bad thumbnail method {method!r}")
+    _check_request(width, height, method)
     try:
         with _open(source) as image:
             _check_pixels(image, max_pixels)
@@ -194,7 +196,7 @@ def make_thumbnail(
             frames = _frame_budget(image, max_pixels) if animated else 1
             if frames > 1:
                 return _animated(image, target, method, orientation, frames)
-            return _still(image, target, method, orientation)
+            return _stills(image, [(target, method)], orientation)[0]
     except FileNotFoundError:
         # A missing source is the caller's problem (a lost file), not a bad image.
         raise
@@ -202,6 +204,45 @@ def make_thumbnail(
         raise ImageTooLarge(str(e)) from e
     except _DECODE_ERRORS as e:
         raise ThumbnailError(f"cannot decode image: {e}") from e
+
+
+def make_thumbnails(
+    source: Path, *, sizes: Sequence[tuple[int, int, Method]], max_pixels: int
+) -> list[ThumbnailImage]:
+    """Still thumbnails of several sizes from one decode (the configured sizes of an upload).
+
+    Args:
+        sizes: (width, height, method) requests, as for `make_thumbnail`.
+
+    Returns:
+        One thumbnail per request, in order; requests that come out the same (``scale`` of a
+        small image) share one object.
+
+    Raises:
+        The same as `make_thumbnail`.
+    """
+    for width, height, method in sizes:
+        _check_request(width, height, method)
+    try:
+        with _open(source) as image:
+            _check_pixels(image, max_pixels)
+            orientation = _orientation(image)
+            shown = _displayed_size(image, orientation)
+            plans = [(planned_size(*shown, w, h, m), m) for w, h, m in sizes]
+            return _stills(image, plans, orientation)
+    except FileNotFoundError:
+        raise
+    except _BOMB_ERRORS as e:
+        raise ImageTooLarge(str(e)) from e
+    except _DECODE_ERRORS as e:
+        raise ThumbnailError(f"cannot decode image: {e}") from e
+
+
+def _check_request(width: int, height: int, method: str) -> None:
+    if width < 1 or height < 1:
+        raise ValueError(f"bad thumbnail size {width}x{height}")
+    if method not in ("crop", "scale"):
+        raise ValueError(f"bad thumbnail method {method!r}")
 
 
 def _open(source: Path) -> Image.Image:
@@ -258,32 +299,49 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
-def _still(
-    image: Image.Image, target: tuple[int, int], method: str, orientation: int
-) -> ThumbnailImage:
+def _stills(
+    image: Image.Image, plans: Sequence[tuple[tuple[int, int], str]], orientation: int
+) -> list[ThumbnailImage]:
+    """One still thumbnail per (displayed size, method), all from one decode of `image`."""
     alpha = _has_alpha(image)
     as_png = alpha or image.format == "PNG"
-    stored_target = _stored(target, orientation)
+    stored = [(_stored(target, orientation), method) for target, method in plans]
     if image.format == "JPEG":
-        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the target.
-        full = image.size
-        box = _source_box(full, stored_target, method)
-        need = (
-            stored_target[0] * full[0] / max(box[2] - box[0], 1),
-            stored_target[1] * full[1] / max(box[3] - box[1], 1),
-        )
-        image.draft("RGB", (max(int(need[0]), 1), max(int(need[1]), 1)))
+        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the largest target.
+        image.draft("RGB", _draft_size(image.size, stored))
     # Palette and 1-bit images are resized as RGB(A): resampling palette indices is
     # nearest-neighbour and looks awful (Synapse converts for the same reason).
     wanted = "RGBA" if alpha else "RGB"
     frame = image if image.mode == wanted else image.convert(wanted)
-    box = _source_box(frame.size, stored_target, method)
-    small = frame.resize(stored_target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-    if orientation in _UPRIGHT and orientation != 1:
+    made: dict[tuple[tuple[int, int], str], ThumbnailImage] = {}
+    for target, method in stored:
+        if (target, method) not in made:
+            made[target, method] = _render(frame, target, method, orientation, as_png)
+    return [made[key] for key in stored]
+
+
+def _draft_size(
+    full: tuple[int, int], stored: Sequence[tuple[tuple[int, int], str]]
+) -> tuple[int, int]:
+    """The smallest decoded size from which every target is still a reduction."""
+    need_w = need_h = 1
+    for target, method in stored:
+        box = _source_box(full, target, method)
+        need_w = max(need_w, math.ceil(target[0] * full[0] / max(box[2] - box[0], 1)))
+        need_h = max(need_h, math.ceil(target[1] * full[1] / max(box[3] - box[1], 1)))
+    return need_w, need_h
+
+
+def _render(
+    frame: Image.Image, target: tuple[int, int], method: str, orientation: int, as_png: bool
+) -> ThumbnailImage:
+    box = _source_box(frame.size, target, method)
+    small = frame.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if orientation != 1:
         small = small.transpose(_UPRIGHT[orientation])
     out = io.BytesIO()
     if as_png:
-        small.save(out, "PNG", optimize=False)
+        small.save(out, "PNG")
         content_type = "image/png"
     else:
         small.save(out, "JPEG", quality=_JPEG_QUALITY)

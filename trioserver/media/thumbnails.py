@@ -9,9 +9,10 @@ Theory of operation:
   row is added: a row always names a complete file. A crash can lose a file whose row was
   committed only if the directory entry was not yet durable; a row whose file is missing is
   remade on the next request (as Synapse does), so that is self-healing.
-- Layout: ``<media root>/thumbnails/<media_id[:2]>/<media_id>/<W>x<H>-<method>[-animated].<ext>``
-  where W x H is the file's real size. Requests that end in the same image (``scale`` never
-  upscales, so 640x480 and 800x600 of a small picture are the same) share one file.
+- Layout: ``<media root>/thumbnails/<media_id[:2]>/<media_id>/<W>x<H>-<method>[-animated]-
+  <sha256 prefix>.<ext>`` where W x H is the file's real size. Requests that end in the same
+  image (``scale`` never upscales, so 640x480 and 800x600 of a small picture are the same)
+  share one file; a file, once written, never changes.
 - Concurrent identical requests do the work once: the first registers itself in
   ``_in_flight``; the others wait for it and then read the row it wrote.
 - Without ``dynamic_thumbnails`` only the configured sizes are made (after upload, or on the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -42,9 +44,8 @@ from trioserver.media.thumbnailer import (
     ThumbnailError,
     ThumbnailImage,
     can_thumbnail,
-    image_size,
     make_thumbnail,
-    planned_size,
+    make_thumbnails,
 )
 from trioserver.stores.media_thumbnails import ThumbnailRow
 
@@ -275,36 +276,29 @@ class ThumbnailService:
     async def _make_sizes(
         self, media_id: str, source: Path, sizes: Sequence[ThumbnailSize]
     ) -> None:
+        # One decode for all of them (one worker call), then a file per distinct image and
+        # a row per size.
         try:
-            shown = await self._in_worker(
-                image_size, source, max_pixels=self._config.max_image_pixels
+            images = await self._in_worker(
+                make_thumbnails,
+                source,
+                sizes=[(s.width, s.height, s.method) for s in sizes],
+                max_pixels=self._config.max_image_pixels,
             )
         except ThumbnailError as e:
             self._remember_bad(media_id, e)
             return
-        made: dict[tuple[int, int, str], ThumbnailRow] = {}
-        for size in sizes:
-            target = planned_size(*shown, size.width, size.height, size.method)
-            twin = made.get((*target, size.method))
-            if twin is not None:
-                # The same image as one just made: another row for the same file.
-                await self._store.add_thumbnail(
-                    attrs.evolve(twin, req_width=size.width, req_height=size.height)
-                )
-                continue
-            row = await self._make(
-                media_id, source, size.width, size.height, size.method, animated=False
-            )
-            if row is None:
-                return
-            made[(*target, size.method)] = row
+        self._made += len({id(image) for image in images})
+        written: set[str] = set()
+        for size, image in zip(sizes, images, strict=True):
+            await self._save(media_id, size.width, size.height, size.method, False, image, written)
 
     async def _make(
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
     ) -> ThumbnailRow | None:
         """Make one thumbnail, write its file and its row; None if the media is not an image."""
         try:
-            image: ThumbnailImage = await self._in_worker(
+            image = await self._in_worker(
                 make_thumbnail,
                 source,
                 width=width,
@@ -317,14 +311,31 @@ class ThumbnailService:
             self._remember_bad(media_id, e)
             return None
         self._made += 1
+        return await self._save(media_id, width, height, method, animated, image, set())
+
+    async def _save(
+        self,
+        media_id: str,
+        width: int,
+        height: int,
+        method: Method,
+        animated: bool,
+        image: ThumbnailImage,
+        written: set[str],
+    ) -> ThumbnailRow:
+        """Write the file (unless in `written`), then the row for the request it answers."""
+        # Named by content too: another request may make a slightly different image of the
+        # same size (one decode for many sizes vs. one for this size), and a file must never
+        # change under a row that gives its length. Identical images still share one file.
+        digest = hashlib.sha256(image.data).hexdigest()[:16]
         suffix = "-animated" if animated else ""
-        name = (
-            f"{image.width}x{image.height}-{method}{suffix}."
-            f"{_EXTENSIONS.get(image.content_type, 'bin')}"
-        )
-        await trio.to_thread.run_sync(
-            _write_atomically, self._media_dir(media_id), name, image.data
-        )
+        extension = _EXTENSIONS.get(image.content_type, "bin")
+        name = f"{image.width}x{image.height}-{method}{suffix}-{digest}.{extension}"
+        if name not in written:
+            await trio.to_thread.run_sync(
+                _write_atomically, self._media_dir(media_id), name, image.data
+            )
+            written.add(name)
         row = ThumbnailRow(
             media_id=media_id,
             req_width=width,
