@@ -385,3 +385,16 @@ async def test_a_file_never_changes_under_its_row(tmp_path: Path) -> None:
         for row in await env.store.media_thumbnails("keep"):
             path = env.root / "thumbnails" / "ke" / "keep" / row.file_name
             assert path.stat().st_size == row.length
+
+
+async def test_deleting_removes_rows_and_files(tmp_path: Path) -> None:
+    async with _env(tmp_path) as env:
+        source = _jpeg(env.sources / "photo", (640, 480))
+        await env.service.generate_configured("gone", source, "image/jpeg")
+        await env.service.generate_configured("kept", source, "image/jpeg")
+        await env.service.delete_thumbnails("gone")
+        assert await env.store.media_thumbnails("gone") == []
+        assert not (env.root / "thumbnails" / "go" / "gone").exists()
+        assert len(await env.store.media_thumbnails("kept")) == 5
+        # 640x480 and 800x600 of a 640x480 picture are one file.
+        assert len(_files(env.root)) == 4

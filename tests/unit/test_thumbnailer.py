@@ -19,6 +19,7 @@ from trioserver.media.thumbnailer import (
     can_thumbnail,
     image_size,
     make_thumbnail,
+    make_thumbnails,
     planned_size,
 )
 
@@ -311,3 +312,21 @@ def test_truncated_and_mutated_files_are_thumbnailed_or_refused(tmp_path: Path) 
             except ThumbnailError:
                 continue
             assert thumb.data, kind
+
+
+def test_several_sizes_from_one_decode(tmp_path: Path) -> None:
+    source = _jpeg(tmp_path / "a.jpg", (100, 80), orientation=6)
+    thumbs = make_thumbnails(
+        source,
+        sizes=[(32, 32, "crop"), (320, 240, "scale"), (640, 480, "scale"), (40, 40, "scale")],
+        max_pixels=MAX,
+    )
+    assert [(t.width, t.height) for t in thumbs] == [(32, 32), (80, 100), (80, 100), (32, 40)]
+    # The two scale sizes larger than the picture are one image.
+    assert thumbs[1] is thumbs[2]
+    assert all(_decoded(t).size == (t.width, t.height) for t in thumbs)
+    with pytest.raises(ImageTooLarge):
+        make_thumbnails(source, sizes=[(32, 32, "crop")], max_pixels=100)
+    (tmp_path / "t").write_bytes(b"text")
+    with pytest.raises(ThumbnailError):
+        make_thumbnails(tmp_path / "t", sizes=[(32, 32, "crop")], max_pixels=MAX)

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -227,6 +228,22 @@ class ThumbnailService:
         return await self._exact(
             media_id, source, choice.req_width, choice.req_height, choice.method, animated
         )
+
+    async def delete_thumbnails(self, media_id: str) -> None:
+        """Forget every thumbnail of the media and remove their files (purge, quarantine).
+
+        A thumbnail being made at the same moment may still be written; callers delete the
+        media first, so nothing serves it.
+
+        Checkpoint: yes.
+        """
+        if not _SAFE_ID.fullmatch(media_id):
+            return
+        await self._store.delete_thumbnails(media_id)
+        await trio.to_thread.run_sync(
+            functools.partial(shutil.rmtree, self._media_dir(media_id), ignore_errors=True)
+        )
+        self._bad.pop(media_id, None)
 
     async def _exact(
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
