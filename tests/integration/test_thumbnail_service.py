@@ -14,7 +14,7 @@ from PIL import Image
 import trio
 
 from trioserver.config import MediaConfig, ThumbnailSize
-from trioserver.media.thumbnails import StoredThumbnail, ThumbnailService
+from trioserver.media.thumbnails import MAX_DYNAMIC_PER_MEDIA, StoredThumbnail, ThumbnailService
 from trioserver.stores.database import open_database
 from trioserver.stores.media_thumbnails import MediaThumbnailStore
 
@@ -398,3 +398,36 @@ async def test_deleting_removes_rows_and_files(tmp_path: Path) -> None:
         assert len(await env.store.media_thumbnails("kept")) == 5
         # 640x480 and 800x600 of a 640x480 picture are one file.
         assert len(_files(env.root)) == 4
+
+
+async def test_dynamic_sizes_per_media_are_bounded(tmp_path: Path) -> None:
+    async with _env(tmp_path, MediaConfig(dynamic_thumbnails=True)) as env:
+        source = _jpeg(env.sources / "photo", (200, 200))
+        for side in range(10, 10 + MAX_DYNAMIC_PER_MEDIA):
+            thumb = await env.service.thumbnail(
+                "many",
+                source,
+                "image/jpeg",
+                width=side,
+                height=side,
+                method="crop",
+                animated=False,
+            )
+            assert thumb is not None
+            assert (thumb.width, thumb.height) == (side, side)
+        assert len(await env.store.media_thumbnails("many")) == MAX_DYNAMIC_PER_MEDIA
+        # One more new size: the nearest existing one answers, nothing is made.
+        made = env.service.statistics().made
+        thumb = await env.service.thumbnail(
+            "many", source, "image/jpeg", width=500, height=500, method="crop", animated=False
+        )
+        assert thumb is not None
+        assert thumb.width == 9 + MAX_DYNAMIC_PER_MEDIA
+        assert env.service.statistics().made == made
+        assert len(await env.store.media_thumbnails("many")) == MAX_DYNAMIC_PER_MEDIA
+        # Sizes already made are still served exactly.
+        again = await env.service.thumbnail(
+            "many", source, "image/jpeg", width=20, height=20, method="crop", animated=False
+        )
+        assert again is not None
+        assert again.width == 20

@@ -64,6 +64,8 @@ R = TypeVar("R")
 
 # A request never makes a thumbnail larger than this on a side (unless a configured size is).
 MAX_REQUEST_SIDE = 2000
+# With dynamic thumbnails, sizes made per media at most (then the nearest is served).
+MAX_DYNAMIC_PER_MEDIA = 64
 # Media ids remembered as impossible to thumbnail, at most.
 _BAD_MEDIA_MEMORY = 1024
 # Media ids are made by the server ([A-Za-z0-9_-]); anything else never becomes a path.
@@ -212,21 +214,46 @@ class ThumbnailService:
         height = min(max(height, 1), self._max_side)
         animated = animated and content_type.split(";")[0].strip().lower() in _ANIMATABLE
         if self._config.dynamic_thumbnails:
-            return await self._exact(media_id, source, width, height, method, animated)
-        # The still thumbnails (made after upload) decide which configured size answers; an
-        # animated request then gets that one size animated, made on first use: animating
-        # every configured size of every GIF would be most of the work for little use.
+            rows = await self._store.media_thumbnails(media_id)
+            asked = (width, height, method, animated)
+            if len(rows) < MAX_DYNAMIC_PER_MEDIA or any(
+                (r.req_width, r.req_height, r.method, r.animated) == asked for r in rows
+            ):
+                return await self._exact(media_id, source, width, height, method, animated)
+            # Enough sizes of this media exist: a client asking for ever new sizes must not
+            # fill the disk. The nearest of those answers.
+            logger.info("media %s has %d thumbnails; serving the nearest", media_id, len(rows))
+            same = [r for r in rows if r.animated == animated] or rows
+            return await self._serve(
+                media_id, source, select_thumbnail(same, width, height, method)
+            )
+        return await self._nearest(media_id, source, width, height, method, animated)
+
+    async def _nearest(
+        self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
+    ) -> StoredThumbnail | None:
+        # The still thumbnails (made after upload) decide which size answers; an animated
+        # request then gets that one size animated, made on first use: animating every
+        # configured size of every GIF would be most of the work for little use.
         rows = await self._configured(media_id, source)
         choice = select_thumbnail(rows, width, height, method)
+        if choice is not None and animated:
+            return await self._exact(
+                media_id, source, choice.req_width, choice.req_height, choice.method, True
+            )
+        return await self._serve(media_id, source, choice)
+
+    async def _serve(
+        self, media_id: str, source: Path, choice: ThumbnailRow | None
+    ) -> StoredThumbnail | None:
+        """The chosen thumbnail's file, made again if it was lost (a crash, deleted by hand)."""
         if choice is None:
             return None
-        found = None if animated else await self._existing(choice)
+        found = await self._existing(choice)
         if found is not None:
             return found
-        # Animated, or the row is there but the file is not (lost in a crash, deleted by
-        # hand): make exactly that size.
         return await self._exact(
-            media_id, source, choice.req_width, choice.req_height, choice.method, animated
+            media_id, source, choice.req_width, choice.req_height, choice.method, choice.animated
         )
 
     async def delete_thumbnails(self, media_id: str) -> None:
