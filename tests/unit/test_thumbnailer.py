@@ -150,7 +150,7 @@ def test_gif_without_animation_is_a_still_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "content_type"), [("GIF", "image/gif"), ("WEBP", "image/webp"), ("PNG", "image/webp")]
+    ("fmt", "content_type"), [("GIF", "image/webp"), ("WEBP", "image/webp"), ("PNG", "image/webp")]
 )
 def test_animated_keeps_every_frame_only_when_asked(
     tmp_path: Path, fmt: str, content_type: str

@@ -17,8 +17,9 @@ Theory of operation:
 - JPEG sources are decoded at a reduced scale when the thumbnail is much smaller
   (``Image.draft``: the DCT decodes 1/2, 1/4 or 1/8 directly), which is most of the speed.
 - Output: PNG when the image has transparency or was a PNG, JPEG (quality 80, as Synapse)
-  otherwise; animated GIF or WebP only when asked for and the source is animated, with at
-  most `MAX_FRAMES` frames and at most ``max_pixels`` source pixels decoded over all frames.
+  otherwise; animated WebP only when asked for and the source (GIF, WebP, APNG) is
+  animated, with at most `MAX_FRAMES` frames and at most ``max_pixels`` source pixels
+  decoded over all frames.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class ThumbnailImage:
 
     Attributes:
         data: the encoded file.
-        content_type: its media type (``image/jpeg``, ``image/png``, ``image/gif``,
-            ``image/webp``).
+        content_type: its media type (``image/jpeg`` or ``image/png``; ``image/webp`` when
+            animated).
         width: its width in pixels, as displayed.
         height: its height in pixels, as displayed.
     """
@@ -377,20 +378,16 @@ def _animated(
         durations.append(int(frame.info.get("duration", 100) or 100))
     loop = int(image.info.get("loop", 0))
     out = io.BytesIO()
-    if image.format == "GIF":
-        fmt, content_type = "GIF", "image/gif"
-        extra: dict[str, object] = {"disposal": 2}
-    else:
-        # Animated WebP and APNG sources both become animated WebP (small, keeps alpha).
-        fmt, content_type = "WEBP", "image/webp"
-        extra = {"quality": _JPEG_QUALITY}
+    # Every animation becomes animated WebP: the spec's preference ("Servers SHOULD prefer to
+    # return image/webp thumbnails when supporting animation"), full colour and alpha, where
+    # GIF would quantise each frame to 256 colours.
     small[0].save(
         out,
-        fmt,
+        "WEBP",
         save_all=True,
         append_images=small[1:],
         duration=durations,
         loop=loop,
-        **extra,
+        quality=_JPEG_QUALITY,
     )
-    return ThumbnailImage(out.getvalue(), content_type, small[0].width, small[0].height)
+    return ThumbnailImage(out.getvalue(), "image/webp", small[0].width, small[0].height)
