@@ -10,7 +10,8 @@ crop, 96x96 crop, 320x240, 640x480, 800x600 scale) are made two ways:
   on-demand requests do; per size and the sum.
 
 Reported: the median and best wall time of ``--runs`` rounds (one thread, encoding included,
-file writes not).
+file writes not). Last, one animated thumbnail (320x240 scale, animated WebP) of a 480x270 GIF
+of 60 frames.
 
 Run (a few seconds)::
 
@@ -71,6 +72,26 @@ def _round(source: Path) -> dict[str, float]:
     return times
 
 
+def _animated_gif(path: Path) -> Path:
+    frames = [_photo_image((480, 270), seed) for seed in range(60)]
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    return path
+
+
+def _photo_image(size: tuple[int, int], seed: int) -> Image.Image:
+    image = Image.effect_noise(size, 20 + seed % 20).convert("RGB")
+    ImageDraw.Draw(image).ellipse((seed * 5, 40, seed * 5 + 120, 160), fill=(200, 80, seed * 4))
+    return image
+
+
+def _animated_round(source: Path) -> float:
+    started = time.perf_counter()
+    make_thumbnail(
+        source, width=320, height=240, method="scale", animated=True, max_pixels=MAX_PIXELS
+    )
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -89,6 +110,11 @@ def main() -> None:
             for key in rounds[0]:
                 values = [r[key] * 1000 for r in rounds]
                 print(f"  {key:>16}: {statistics.median(values):7.1f} ({min(values):.1f})")
+        gif = _animated_gif(Path(tmp) / "d.gif")
+        _animated_round(gif)
+        values = [_animated_round(gif) * 1000 for _ in range(args.runs)]
+        print(f"480x270 GIF, 60 frames ({gif.stat().st_size // 1024} KiB), animated 320x240:")
+        print(f"  {'animated WebP':>16}: {statistics.median(values):7.1f} ({min(values):.1f})")
 
 
 if __name__ == "__main__":
