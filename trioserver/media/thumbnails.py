@@ -18,7 +18,8 @@ Theory of operation:
 - Without ``dynamic_thumbnails`` only the configured sizes are made (after upload, or on the
   first request if that did not happen) and a request is answered with the nearest one by
   Synapse's rules (`select_thumbnail`); an ``animated=true`` request gets that size
-  animated, made on first use. With it, exactly the requested size is made and cached.
+  animated, made on first use. With it, exactly the requested size is made and cached, up to
+  `MAX_DYNAMIC_PER_MEDIA` sizes per media (then the nearest existing one answers).
 - Media that cannot be thumbnailed (not an image, too many pixels, corrupt) answers None and
   is remembered (bounded), so a bad file is not decoded again on every request.
 """
@@ -35,13 +36,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import attrs
 
 import trio
 
 from trioserver.media.thumbnailer import (
+    Method,
     ThumbnailError,
     ThumbnailImage,
     can_thumbnail,
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["crop", "scale"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
