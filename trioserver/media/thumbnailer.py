@@ -24,6 +24,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import struct
@@ -33,7 +34,7 @@ import attrs
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
 
@@ -151,17 +152,8 @@ def image_size(source: Path, *, max_pixels: int) -> tuple[int, int]:
         ImageTooLarge: it has more than `max_pixels` pixels.
         ThumbnailError: it is not an image of a supported format.
     """
-    try:
-        with _open(source) as image:
-            _check_pixels(image, max_pixels)
-            return _displayed_size(image, _orientation(image))
-    except FileNotFoundError:
-        # A missing source is the caller's problem (a lost file), not a bad image.
-        raise
-    except _BOMB_ERRORS as e:
-        raise ImageTooLarge(str(e)) from e
-    except _DECODE_ERRORS as e:
-        raise ThumbnailError(f"unreadable image: {e}") from e
+    with _reading(source, max_pixels) as image:
+        return _displayed_size(image, _orientation(image))
 
 
 def make_thumbnail(
@@ -188,23 +180,13 @@ def make_thumbnail(
         ValueError: `width` or `height` is below 1, or `method` is unknown.
     """
     _check_request(width, height, method)
-    try:
-        with _open(source) as image:
-            _check_pixels(image, max_pixels)
-            orientation = _orientation(image)
-            shown = _displayed_size(image, orientation)
-            target = planned_size(*shown, width, height, method)
-            frames = _frame_budget(image, max_pixels) if animated else 1
-            if frames > 1:
-                return _animated(image, target, method, orientation, frames)
-            return _stills(image, [(target, method)], orientation)[0]
-    except FileNotFoundError:
-        # A missing source is the caller's problem (a lost file), not a bad image.
-        raise
-    except _BOMB_ERRORS as e:
-        raise ImageTooLarge(str(e)) from e
-    except _DECODE_ERRORS as e:
-        raise ThumbnailError(f"cannot decode image: {e}") from e
+    with _reading(source, max_pixels) as image:
+        orientation = _orientation(image)
+        target = planned_size(*_displayed_size(image, orientation), width, height, method)
+        frames = _frame_budget(image, max_pixels) if animated else 1
+        if frames > 1:
+            return _animated(image, target, method, orientation, frames)
+        return _stills(image, [(target, method)], orientation)[0]
 
 
 def make_thumbnails(
@@ -224,19 +206,11 @@ def make_thumbnails(
     """
     for width, height, method in sizes:
         _check_request(width, height, method)
-    try:
-        with _open(source) as image:
-            _check_pixels(image, max_pixels)
-            orientation = _orientation(image)
-            shown = _displayed_size(image, orientation)
-            plans = [(planned_size(*shown, w, h, m), m) for w, h, m in sizes]
-            return _stills(image, plans, orientation)
-    except FileNotFoundError:
-        raise
-    except _BOMB_ERRORS as e:
-        raise ImageTooLarge(str(e)) from e
-    except _DECODE_ERRORS as e:
-        raise ThumbnailError(f"cannot decode image: {e}") from e
+    with _reading(source, max_pixels) as image:
+        orientation = _orientation(image)
+        shown = _displayed_size(image, orientation)
+        plans = [(planned_size(*shown, w, h, m), m) for w, h, m in sizes]
+        return _stills(image, plans, orientation)
 
 
 def _check_request(width: int, height: int, method: str) -> None:
@@ -246,17 +220,28 @@ def _check_request(width: int, height: int, method: str) -> None:
         raise ValueError(f"bad thumbnail method {method!r}")
 
 
-def _open(source: Path) -> Image.Image:
-    # Lazy: reads the header only. `formats` keeps every other decoder away from the file.
-    return Image.open(source, formats=_PILLOW_FORMATS)
+@contextlib.contextmanager
+def _reading(source: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The image in `source`, opened lazily and checked against `max_pixels` from its header.
 
-
-def _check_pixels(image: Image.Image, max_pixels: int) -> None:
-    pixels = image.width * image.height
-    if pixels > max_pixels:
-        raise ImageTooLarge(
-            f"{image.width}x{image.height} is {pixels} pixels, more than {max_pixels}"
-        )
+    Whatever Pillow raises while the block uses the image becomes a `ThumbnailError`.
+    """
+    try:
+        # Lazy: reads the header only. `formats` keeps every other decoder away from the file.
+        with Image.open(source, formats=_PILLOW_FORMATS) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise ImageTooLarge(
+                    f"{image.width}x{image.height} is {pixels} pixels, more than {max_pixels}"
+                )
+            yield image
+    except FileNotFoundError:
+        # A missing source is the caller's problem (a lost file), not a bad image.
+        raise
+    except _BOMB_ERRORS as e:
+        raise ImageTooLarge(str(e)) from e
+    except _DECODE_ERRORS as e:
+        raise ThumbnailError(f"cannot decode image: {e}") from e
 
 
 def _orientation(image: Image.Image) -> int:
