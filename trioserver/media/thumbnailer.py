@@ -17,20 +17,28 @@ Theory of operation:
 - JPEG sources are decoded at a reduced scale when the thumbnail is much smaller
   (``Image.draft``: the DCT decodes 1/2, 1/4 or 1/8 directly), which is most of the speed.
 - Output: PNG when the image has transparency or was a PNG, JPEG (quality 80, as Synapse)
-  otherwise; animated GIF or WebP only when asked for and the source is animated, with at
-  most `MAX_FRAMES` frames and at most ``max_pixels`` source pixels decoded over all frames.
+  otherwise; animated WebP only when asked for and the source (GIF, WebP, APNG) is
+  animated, with at most `MAX_FRAMES` frames and at most ``max_pixels`` source pixels
+  decoded over all frames.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
+import struct
 from typing import TYPE_CHECKING, Literal
 
 import attrs
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
+
+
+Method = Literal["crop", "scale"]
 
 
 class ThumbnailError(Exception):
@@ -47,8 +55,8 @@ class ThumbnailImage:
 
     Attributes:
         data: the encoded file.
-        content_type: its media type (``image/jpeg``, ``image/png``, ``image/gif``,
-            ``image/webp``).
+        content_type: its media type (``image/jpeg`` or ``image/png``; ``image/webp`` when
+            animated).
         width: its width in pixels, as displayed.
         height: its height in pixels, as displayed.
     """
@@ -97,8 +105,20 @@ _UPRIGHT = {
 _SWAPPING = frozenset({5, 6, 7, 8})
 
 # What Pillow raises for a file it cannot read: unknown format, bad header, truncated data,
-# broken compressed streams.
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+# broken compressed streams, and (found by fuzzing mutated files) short reads inside the GIF
+# and TIFF/EXIF parsers. Pillow's warnings about bad metadata count too when the process
+# turns warnings into errors (the tests do).
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    UserWarning,
+)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
@@ -121,9 +141,8 @@ def planned_size(
         fitted = (width, max(width * source_height // source_width, 1))
     else:
         fitted = (max(height * source_width // source_height, 1), height)
-    if fitted[0] >= source_width or fitted[1] >= source_height:
-        return source_width, source_height
-    return fitted
+    # Each side at most the source's (Synapse): a thin image keeps its 1-pixel side.
+    return min(fitted[0], source_width), min(fitted[1], source_height)
 
 
 def image_size(source: Path, *, max_pixels: int) -> tuple[int, int]:
@@ -133,17 +152,8 @@ def image_size(source: Path, *, max_pixels: int) -> tuple[int, int]:
         ImageTooLarge: it has more than `max_pixels` pixels.
         ThumbnailError: it is not an image of a supported format.
     """
-    try:
-        with _open(source) as image:
-            _check_pixels(image, max_pixels)
-            return _displayed_size(image, _orientation(image))
-    except FileNotFoundError:
-        # A missing source is the caller's problem (a lost file), not a bad image.
-        raise
-    except _BOMB_ERRORS as e:
-        raise ImageTooLarge(str(e)) from e
-    except _DECODE_ERRORS as e:
-        raise ThumbnailError(f"unreadable image: {e}") from e
+    with _reading(source, max_pixels) as image:
+        return _displayed_size(image, _orientation(image))
 
 
 def make_thumbnail(
@@ -151,7 +161,7 @@ def make_thumbnail(
     *,
     width: int,
     height: int,
-    method: Literal["crop", "scale"],
+    method: Method,
     animated: bool,
     max_pixels: int,
 ) -> ThumbnailImage:
@@ -169,20 +179,62 @@ def make_thumbnail(
         ThumbnailError: it is not an image of a supported format, or it is corrupt.
         ValueError: `width` or `height` is below 1, or `method` is unknown.
     """
+    _check_request(width, height, method)
+    with _reading(source, max_pixels) as image:
+        orientation = _orientation(image)
+        target = planned_size(*_displayed_size(image, orientation), width, height, method)
+        frames = _frame_budget(image, max_pixels) if animated else 1
+        if frames > 1:
+            return _animated(image, target, method, orientation, frames)
+        return _stills(image, [(target, method)], orientation)[0]
+
+
+def make_thumbnails(
+    source: Path, *, sizes: Sequence[tuple[int, int, Method]], max_pixels: int
+) -> list[ThumbnailImage]:
+    """Still thumbnails of several sizes from one decode (the configured sizes of an upload).
+
+    Args:
+        sizes: (width, height, method) requests, as for `make_thumbnail`.
+
+    Returns:
+        One thumbnail per request, in order; requests that come out the same (``scale`` of a
+        small image) share one object.
+
+    Raises:
+        The same as `make_thumbnail`.
+    """
+    for width, height, method in sizes:
+        _check_request(width, height, method)
+    with _reading(source, max_pixels) as image:
+        orientation = _orientation(image)
+        shown = _displayed_size(image, orientation)
+        plans = [(planned_size(*shown, w, h, m), m) for w, h, m in sizes]
+        return _stills(image, plans, orientation)
+
+
+def _check_request(width: int, height: int, method: str) -> None:
     if width < 1 or height < 1:
         raise ValueError(f"bad thumbnail size {width}x{height}")
     if method not in ("crop", "scale"):
         raise ValueError(f"bad thumbnail method {method!r}")
+
+
+@contextlib.contextmanager
+def _reading(source: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The image in `source`, opened lazily and checked against `max_pixels` from its header.
+
+    Whatever Pillow raises while the block uses the image becomes a `ThumbnailError`.
+    """
     try:
-        with _open(source) as image:
-            _check_pixels(image, max_pixels)
-            orientation = _orientation(image)
-            shown = _displayed_size(image, orientation)
-            target = planned_size(*shown, width, height, method)
-            frames = _frame_budget(image, max_pixels) if animated else 1
-            if frames > 1:
-                return _animated(image, target, method, orientation, frames)
-            return _still(image, target, method, orientation)
+        # Lazy: reads the header only. `formats` keeps every other decoder away from the file.
+        with Image.open(source, formats=_PILLOW_FORMATS) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise ImageTooLarge(
+                    f"{image.width}x{image.height} is {pixels} pixels, more than {max_pixels}"
+                )
+            yield image
     except FileNotFoundError:
         # A missing source is the caller's problem (a lost file), not a bad image.
         raise
@@ -190,19 +242,6 @@ def make_thumbnail(
         raise ImageTooLarge(str(e)) from e
     except _DECODE_ERRORS as e:
         raise ThumbnailError(f"cannot decode image: {e}") from e
-
-
-def _open(source: Path) -> Image.Image:
-    # Lazy: reads the header only. `formats` keeps every other decoder away from the file.
-    return Image.open(source, formats=_PILLOW_FORMATS)
-
-
-def _check_pixels(image: Image.Image, max_pixels: int) -> None:
-    pixels = image.width * image.height
-    if pixels > max_pixels:
-        raise ImageTooLarge(
-            f"{image.width}x{image.height} is {pixels} pixels, more than {max_pixels}"
-        )
 
 
 def _orientation(image: Image.Image) -> int:
@@ -246,32 +285,49 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
-def _still(
-    image: Image.Image, target: tuple[int, int], method: str, orientation: int
-) -> ThumbnailImage:
+def _stills(
+    image: Image.Image, plans: Sequence[tuple[tuple[int, int], str]], orientation: int
+) -> list[ThumbnailImage]:
+    """One still thumbnail per (displayed size, method), all from one decode of `image`."""
     alpha = _has_alpha(image)
     as_png = alpha or image.format == "PNG"
-    stored_target = _stored(target, orientation)
+    stored = [(_stored(target, orientation), method) for target, method in plans]
     if image.format == "JPEG":
-        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the target.
-        full = image.size
-        box = _source_box(full, stored_target, method)
-        need = (
-            stored_target[0] * full[0] / max(box[2] - box[0], 1),
-            stored_target[1] * full[1] / max(box[3] - box[1], 1),
-        )
-        image.draft("RGB", (max(int(need[0]), 1), max(int(need[1]), 1)))
+        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the largest target.
+        image.draft("RGB", _draft_size(image.size, stored))
     # Palette and 1-bit images are resized as RGB(A): resampling palette indices is
     # nearest-neighbour and looks awful (Synapse converts for the same reason).
     wanted = "RGBA" if alpha else "RGB"
     frame = image if image.mode == wanted else image.convert(wanted)
-    box = _source_box(frame.size, stored_target, method)
-    small = frame.resize(stored_target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-    if orientation in _UPRIGHT and orientation != 1:
+    made: dict[tuple[tuple[int, int], str], ThumbnailImage] = {}
+    for target, method in stored:
+        if (target, method) not in made:
+            made[target, method] = _render(frame, target, method, orientation, as_png)
+    return [made[key] for key in stored]
+
+
+def _draft_size(
+    full: tuple[int, int], stored: Sequence[tuple[tuple[int, int], str]]
+) -> tuple[int, int]:
+    """The smallest decoded size from which every target is still a reduction."""
+    need_w = need_h = 1
+    for target, method in stored:
+        box = _source_box(full, target, method)
+        need_w = max(need_w, math.ceil(target[0] * full[0] / max(box[2] - box[0], 1)))
+        need_h = max(need_h, math.ceil(target[1] * full[1] / max(box[3] - box[1], 1)))
+    return need_w, need_h
+
+
+def _render(
+    frame: Image.Image, target: tuple[int, int], method: str, orientation: int, as_png: bool
+) -> ThumbnailImage:
+    box = _source_box(frame.size, target, method)
+    small = frame.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if orientation != 1:
         small = small.transpose(_UPRIGHT[orientation])
     out = io.BytesIO()
     if as_png:
-        small.save(out, "PNG", optimize=False)
+        small.save(out, "PNG")
         content_type = "image/png"
     else:
         small.save(out, "JPEG", quality=_JPEG_QUALITY)
@@ -307,20 +363,16 @@ def _animated(
         durations.append(int(frame.info.get("duration", 100) or 100))
     loop = int(image.info.get("loop", 0))
     out = io.BytesIO()
-    if image.format == "GIF":
-        fmt, content_type = "GIF", "image/gif"
-        extra: dict[str, object] = {"disposal": 2}
-    else:
-        # Animated WebP and APNG sources both become animated WebP (small, keeps alpha).
-        fmt, content_type = "WEBP", "image/webp"
-        extra = {"quality": _JPEG_QUALITY}
+    # Every animation becomes animated WebP: the spec's preference ("Servers SHOULD prefer to
+    # return image/webp thumbnails when supporting animation"), full colour and alpha, where
+    # GIF would quantise each frame to 256 colours.
     small[0].save(
         out,
-        fmt,
+        "WEBP",
         save_all=True,
         append_images=small[1:],
         duration=durations,
         loop=loop,
-        **extra,
+        quality=_JPEG_QUALITY,
     )
-    return ThumbnailImage(out.getvalue(), content_type, small[0].width, small[0].height)
+    return ThumbnailImage(out.getvalue(), "image/webp", small[0].width, small[0].height)

@@ -9,14 +9,17 @@ Theory of operation:
   row is added: a row always names a complete file. A crash can lose a file whose row was
   committed only if the directory entry was not yet durable; a row whose file is missing is
   remade on the next request (as Synapse does), so that is self-healing.
-- Layout: ``<media root>/thumbnails/<media_id[:2]>/<media_id>/<W>x<H>-<method>[-animated].<ext>``
-  where W x H is the file's real size. Requests that end in the same image (``scale`` never
-  upscales, so 640x480 and 800x600 of a small picture are the same) share one file.
+- Layout: ``<media root>/thumbnails/<media_id[:2]>/<media_id>/<W>x<H>-<method>[-animated]-
+  <sha256 prefix>.<ext>`` where W x H is the file's real size. Requests that end in the same
+  image (``scale`` never upscales, so 640x480 and 800x600 of a small picture are the same)
+  share one file; a file, once written, never changes.
 - Concurrent identical requests do the work once: the first registers itself in
   ``_in_flight``; the others wait for it and then read the row it wrote.
 - Without ``dynamic_thumbnails`` only the configured sizes are made (after upload, or on the
   first request if that did not happen) and a request is answered with the nearest one by
-  Synapse's rules (`select_thumbnail`). With it, exactly the requested size is made and cached.
+  Synapse's rules (`select_thumbnail`); an ``animated=true`` request gets that size
+  animated, made on first use. With it, exactly the requested size is made and cached, up to
+  `MAX_DYNAMIC_PER_MEDIA` sizes per media (then the nearest existing one answers).
 - Media that cannot be thumbnailed (not an image, too many pixels, corrupt) answers None and
   is remembered (bounded), so a bad file is not decoded again on every request.
 """
@@ -25,25 +28,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import attrs
 
 import trio
 
 from trioserver.media.thumbnailer import (
+    Method,
     ThumbnailError,
     ThumbnailImage,
     can_thumbnail,
-    image_size,
     make_thumbnail,
-    planned_size,
+    make_thumbnails,
 )
 from trioserver.stores.media_thumbnails import ThumbnailRow
 
@@ -55,12 +60,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["crop", "scale"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
 # A request never makes a thumbnail larger than this on a side (unless a configured size is).
 MAX_REQUEST_SIDE = 2000
+# With dynamic thumbnails, sizes made per media at most (then the nearest is served).
+MAX_DYNAMIC_PER_MEDIA = 64
 # Media ids remembered as impossible to thumbnail, at most.
 _BAD_MEDIA_MEMORY = 1024
 # Media ids are made by the server ([A-Za-z0-9_-]); anything else never becomes a path.
@@ -113,6 +119,19 @@ def select_thumbnail(
     return min(same, key=rank)
 
 
+@attrs.frozen
+class ThumbnailStatistics:
+    """What the service has done since it started.
+
+    Attributes:
+        made: thumbnails rendered by Pillow (cache hits and shared files not counted).
+        refused: media found impossible to thumbnail (not an image, too large, corrupt).
+    """
+
+    made: int
+    refused: int
+
+
 class _Pending:
     """Work in progress for one key; others wait for it and then look again."""
 
@@ -138,9 +157,15 @@ class ThumbnailService:
         self._limiter = trio.CapacityLimiter(1)
         self._in_flight: dict[tuple[object, ...], _Pending] = {}
         self._bad: dict[str, None] = {}
+        self._made = 0
+        self._refused = 0
         self._max_side = max(
             [MAX_REQUEST_SIDE] + [max(s.width, s.height) for s in config.thumbnail_sizes]
         )
+
+    def statistics(self) -> ThumbnailStatistics:
+        """Counts of the work done so far."""
+        return ThumbnailStatistics(made=self._made, refused=self._refused)
 
     async def generate_configured(self, media_id: str, source: Path, content_type: str) -> None:
         """Make the configured thumbnail sizes of a new upload (those not made yet).
@@ -153,7 +178,7 @@ class ThumbnailService:
         Checkpoint: yes.
         """
         if can_thumbnail(content_type):
-            await self._configured(media_id, source, animated=False)
+            await self._configured(media_id, source)
 
     async def thumbnail(
         self,
@@ -190,18 +215,63 @@ class ThumbnailService:
         height = min(max(height, 1), self._max_side)
         animated = animated and content_type.split(";")[0].strip().lower() in _ANIMATABLE
         if self._config.dynamic_thumbnails:
-            return await self._exact(media_id, source, width, height, method, animated)
-        rows = await self._configured(media_id, source, animated)
+            rows = await self._store.media_thumbnails(media_id)
+            asked = (width, height, method, animated)
+            if len(rows) < MAX_DYNAMIC_PER_MEDIA or any(
+                (r.req_width, r.req_height, r.method, r.animated) == asked for r in rows
+            ):
+                return await self._exact(media_id, source, width, height, method, animated)
+            # Enough sizes of this media exist: a client asking for ever new sizes must not
+            # fill the disk. The nearest of those answers.
+            logger.info("media %s has %d thumbnails; serving the nearest", media_id, len(rows))
+            same = [r for r in rows if r.animated == animated] or rows
+            return await self._serve(
+                media_id, source, select_thumbnail(same, width, height, method)
+            )
+        return await self._nearest(media_id, source, width, height, method, animated)
+
+    async def _nearest(
+        self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
+    ) -> StoredThumbnail | None:
+        # The still thumbnails (made after upload) decide which size answers; an animated
+        # request then gets that one size animated, made on first use: animating every
+        # configured size of every GIF would be most of the work for little use.
+        rows = await self._configured(media_id, source)
         choice = select_thumbnail(rows, width, height, method)
+        if choice is not None and animated:
+            return await self._exact(
+                media_id, source, choice.req_width, choice.req_height, choice.method, True
+            )
+        return await self._serve(media_id, source, choice)
+
+    async def _serve(
+        self, media_id: str, source: Path, choice: ThumbnailRow | None
+    ) -> StoredThumbnail | None:
+        """The chosen thumbnail's file, made again if it was lost (a crash, deleted by hand)."""
         if choice is None:
             return None
         found = await self._existing(choice)
         if found is not None:
             return found
-        # The row is there but the file is not (lost in a crash, deleted by hand): remake it.
         return await self._exact(
-            media_id, source, choice.req_width, choice.req_height, choice.method, animated
+            media_id, source, choice.req_width, choice.req_height, choice.method, choice.animated
         )
+
+    async def delete_thumbnails(self, media_id: str) -> None:
+        """Forget every thumbnail of the media and remove their files (purge, quarantine).
+
+        A thumbnail being made at the same moment may still be written; callers delete the
+        media first, so nothing serves it.
+
+        Checkpoint: yes.
+        """
+        if not _SAFE_ID.fullmatch(media_id):
+            return
+        await self._store.delete_thumbnails(media_id)
+        await trio.to_thread.run_sync(
+            functools.partial(shutil.rmtree, self._media_dir(media_id), ignore_errors=True)
+        )
+        self._bad.pop(media_id, None)
 
     async def _exact(
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
@@ -222,15 +292,13 @@ class ThumbnailService:
             made = await self._make(media_id, source, width, height, method, animated)
             return None if made is None else self._stored(made)
 
-    async def _configured(self, media_id: str, source: Path, animated: bool) -> list[ThumbnailRow]:
-        """The media's thumbnails for `animated`, after making any configured size missing."""
-        key = ("configured", media_id, animated)
+    async def _configured(self, media_id: str, source: Path) -> list[ThumbnailRow]:
+        """The media's still thumbnails, after making any configured size missing."""
+        key = ("configured", media_id)
         while True:
             if media_id in self._bad:
                 return []
-            rows = [
-                r for r in await self._store.media_thumbnails(media_id) if r.animated == animated
-            ]
+            rows = await self._still_rows(media_id)
             have = {(r.req_width, r.req_height, r.method) for r in rows}
             missing = [
                 s
@@ -244,42 +312,38 @@ class ThumbnailService:
                 break
             await pending.done.wait()
         with self._claim(key):
-            await self._make_sizes(media_id, source, missing, animated)
-        return [r for r in await self._store.media_thumbnails(media_id) if r.animated == animated]
+            await self._make_sizes(media_id, source, missing)
+        return await self._still_rows(media_id)
+
+    async def _still_rows(self, media_id: str) -> list[ThumbnailRow]:
+        return [r for r in await self._store.media_thumbnails(media_id) if not r.animated]
 
     async def _make_sizes(
-        self, media_id: str, source: Path, sizes: Sequence[ThumbnailSize], animated: bool
+        self, media_id: str, source: Path, sizes: Sequence[ThumbnailSize]
     ) -> None:
+        # One decode for all of them (one worker call), then a file per distinct image and
+        # a row per size.
         try:
-            shown = await self._in_worker(
-                image_size, source, max_pixels=self._config.max_image_pixels
+            images = await self._in_worker(
+                make_thumbnails,
+                source,
+                sizes=[(s.width, s.height, s.method) for s in sizes],
+                max_pixels=self._config.max_image_pixels,
             )
         except ThumbnailError as e:
             self._remember_bad(media_id, e)
             return
-        made: dict[tuple[int, int, str], ThumbnailRow] = {}
-        for size in sizes:
-            target = planned_size(*shown, size.width, size.height, size.method)
-            twin = made.get((*target, size.method))
-            if twin is not None:
-                # The same image as one just made: another row for the same file.
-                await self._store.add_thumbnail(
-                    attrs.evolve(twin, req_width=size.width, req_height=size.height)
-                )
-                continue
-            row = await self._make(
-                media_id, source, size.width, size.height, size.method, animated
-            )
-            if row is None:
-                return
-            made[(*target, size.method)] = row
+        self._made += len({id(image) for image in images})
+        written: set[str] = set()
+        for size, image in zip(sizes, images, strict=True):
+            await self._save(media_id, size.width, size.height, size.method, False, image, written)
 
     async def _make(
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
     ) -> ThumbnailRow | None:
         """Make one thumbnail, write its file and its row; None if the media is not an image."""
         try:
-            image: ThumbnailImage = await self._in_worker(
+            image = await self._in_worker(
                 make_thumbnail,
                 source,
                 width=width,
@@ -291,14 +355,32 @@ class ThumbnailService:
         except ThumbnailError as e:
             self._remember_bad(media_id, e)
             return None
+        self._made += 1
+        return await self._save(media_id, width, height, method, animated, image, set())
+
+    async def _save(
+        self,
+        media_id: str,
+        width: int,
+        height: int,
+        method: Method,
+        animated: bool,
+        image: ThumbnailImage,
+        written: set[str],
+    ) -> ThumbnailRow:
+        """Write the file (unless in `written`), then the row for the request it answers."""
+        # Named by content too: another request may make a slightly different image of the
+        # same size (one decode for many sizes vs. one for this size), and a file must never
+        # change under a row that gives its length. Identical images still share one file.
+        digest = hashlib.sha256(image.data).hexdigest()[:16]
         suffix = "-animated" if animated else ""
-        name = (
-            f"{image.width}x{image.height}-{method}{suffix}."
-            f"{_EXTENSIONS.get(image.content_type, 'bin')}"
-        )
-        await trio.to_thread.run_sync(
-            _write_atomically, self._media_dir(media_id), name, image.data
-        )
+        extension = _EXTENSIONS.get(image.content_type, "bin")
+        name = f"{image.width}x{image.height}-{method}{suffix}-{digest}.{extension}"
+        if name not in written:
+            await trio.to_thread.run_sync(
+                _write_atomically, self._media_dir(media_id), name, image.data
+            )
+            written.add(name)
         row = ThumbnailRow(
             media_id=media_id,
             req_width=width,
@@ -323,6 +405,7 @@ class ThumbnailService:
 
     def _remember_bad(self, media_id: str, error: ThumbnailError) -> None:
         logger.info("media %s cannot be thumbnailed: %s", media_id, error)
+        self._refused += 1
         self._bad[media_id] = None
         while len(self._bad) > _BAD_MEDIA_MEMORY:
             del self._bad[next(iter(self._bad))]
