@@ -75,6 +75,7 @@ from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
+from trioserver.media.preview.handler import PreviewHandler
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -104,6 +105,7 @@ from trioserver.stores.room_summary import RoomSummaryStore
 from trioserver.stores.search import SearchStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
+from trioserver.stores.url_previews import UrlPreviewStore
 from trioserver.streams import StreamPositions
 from trioserver.supervisor import run_supervised
 
@@ -388,6 +390,14 @@ def build_components(
     pusher_store = PusherStore(db)
     notifications = NotificationBuilder(events, state, include_content=config.push.include_content)
     pusher_pool = PusherPool(pusher_store, events, notifications, config.push, clock=clock)
+    # Issue 12: URL previews, only when enabled (they fetch any URL a user names).
+    url_previews = None
+    if config.media.url_preview_enabled:
+        # store_image stays None until the media repository is wired in (issue 12): then
+        # og:image is kept as local media through MediaRepository.store_bytes.
+        url_previews = PreviewHandler(
+            UrlPreviewStore(db), config.media, store_image=None, clock=clock
+        )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -452,6 +462,7 @@ def build_components(
         push_rules=push_rules,
         relations=RelationsHandler(room_reads, relation_store, events),
         pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
+        url_previews=url_previews,
     )
     # Issue 11: joining an upgraded room later copies the user's data for its predecessor.
     membership.add_join_listener(deps.room_upgrade.on_join)
@@ -479,6 +490,8 @@ def build_components(
     streams.receipts.add_receipt_listener(pusher_pool.on_receipt)
     accounts.add_device_listener(deps.pushers.on_devices_changed)
     subsystems.append(pusher_pool.run_pushers)
+    if url_previews is not None:
+        subsystems.append(url_previews.run_expiry)
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)

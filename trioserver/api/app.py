@@ -16,6 +16,7 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    media_preview,
     notifications,
     openid,
     profile,
@@ -75,6 +76,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     push_rules.ROUTES,
     relations.ROUTES,
     pushers.ROUTES,
+    media_preview.ROUTES,
 ]
 
 

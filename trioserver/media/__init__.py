@@ -1,0 +1,1 @@
+"""The media repository: files, thumbnails and URL previews."""
