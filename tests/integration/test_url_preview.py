@@ -101,14 +101,16 @@ class Site:
             headers.append(("content-length", str(page.declared_length)))
         elif page.repeat == 1:
             headers.append(("content-length", str(len(page.body))))
-        await stream.send_all(conn.send(h11.Response(status_code=page.status, headers=headers)))
         try:
+            await stream.send_all(
+                conn.send(h11.Response(status_code=page.status, headers=headers))
+            )
             for _ in range(page.repeat):
                 await stream.send_all(conn.send(h11.Data(data=page.body)))
             if page.declared_length is None:
                 await stream.send_all(conn.send(h11.EndOfMessage()))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the homeserver stopped reading (size cap): expected
+            pass  # the homeserver stopped reading (size cap, timeout): expected
 
 
 @pytest.fixture
@@ -374,3 +376,32 @@ async def test_page_image_is_kept_as_local_media(tmp_path: Path, site: Site) -> 
         # An image that cannot be fetched: the preview goes without it.
         assert await handler.preview(site.url("/no-image")) == {}
         assert site.hits["/missing.png"] == 1
+
+
+async def test_a_cancelled_fetch_does_not_fail_the_requests_sharing_it(
+    tmp_path: Path, site: Site
+) -> None:
+    site.pages["/slowish"] = Page(PAGE, delay=0.3)
+    url = site.url("/slowish")
+    config = MediaConfig(url_preview_ip_range_allowlist=("127.0.0.1/32",))
+    results: list[dict[str, Any]] = []
+    async with open_database(tmp_path / "db.sqlite") as db:
+        handler = PreviewHandler(UrlPreviewStore(db), config, store_image=None)
+        leader = trio.CancelScope()
+
+        async def lead() -> None:
+            with leader:
+                await handler.preview(url)
+
+        async def follow() -> None:
+            results.append(await handler.preview(url))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lead)
+            await trio.sleep(0.1)  # the leader's fetch is under way
+            nursery.start_soon(follow)
+            await trio.sleep(0.05)
+            leader.cancel()  # e.g. its client went away
+    # The follower was not cancelled with it: it fetched again itself.
+    assert results == [{"og:title": "A test page", "og:description": "Described by OpenGraph"}]
+    assert site.hits["/slowish"] == 2

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
-import PIL.Image
 
 import trio
 
@@ -216,6 +215,9 @@ class PreviewHandler:
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the image's header (Pillow decodes no pixels for this)."""
+    # Imported on first use: Pillow costs ~2 MB of RSS, for a feature most servers leave off.
+    import PIL.Image
+
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
             width, height = image.size
