@@ -405,3 +405,29 @@ async def test_a_cancelled_fetch_does_not_fail_the_requests_sharing_it(
     # The follower was not cancelled with it: it fetched again itself.
     assert results == [{"og:title": "A test page", "og:description": "Described by OpenGraph"}]
     assert site.hits["/slowish"] == 2
+
+
+async def test_store_picks_the_preview_nearest_a_time_and_drops_expired_ones(
+    tmp_path: Path,
+) -> None:
+    async with open_database(tmp_path / "db.sqlite") as db:
+        store = UrlPreviewStore(db)
+        url = "https://example.org/"
+        await store.store_preview(url, 1_000, 5_000, {"og:title": "first"})
+        await store.store_preview(url, 3_000, 9_000, {"og:title": "second"})
+        await store.store_preview("https://other.example/", 3_000, 9_000, {"og:title": "x"})
+        assert await store.preview_at("https://nothing.example/", 2_000) is None
+        at = {ts: await store.preview_at(url, ts) for ts in (500, 1_000, 2_999, 3_000, 10**13)}
+        assert {ts: p.og["og:title"] for ts, p in at.items() if p is not None} == {
+            500: "first",  # nothing before: the earliest after
+            1_000: "first",
+            2_999: "first",
+            3_000: "second",
+            10**13: "second",
+        }
+        assert await store.delete_expired(5_000) == 1
+        earliest = await store.preview_at(url, 500)
+        assert earliest is not None
+        assert (earliest.download_ts, earliest.expires_ts) == (3_000, 9_000)
+        assert await store.delete_expired(9_000) == 2
+        assert await store.preview_at(url, 500) is None
