@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -184,7 +184,7 @@ def _listen_error(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> Start
 
 
 async def run_http_api(
-    app: MatrixApp[ApiDeps],
+    app: MatrixApp[Any],
     http: HttpConfig,
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
