@@ -20,7 +20,8 @@ from cattrs.preconf.tomllib import make_converter
 
 from trioserver.errors import ConfigError
 
-# Synapse's default ip_range_blacklist, for [push] (see trioserver/handlers/push_http.py).
+# Synapse's default ip_range_blacklist, for [push] and [media] URL previews
+# (see trioserver/guarded_http.py).
 DEFAULT_PUSH_BLOCKLIST = (
     "127.0.0.0/8",
     "10.0.0.0/8",

@@ -78,6 +78,7 @@ from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.thumbnails import ThumbnailService
+from trioserver.media.preview.handler import PreviewHandler
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -109,6 +110,7 @@ from trioserver.stores.room_summary import RoomSummaryStore
 from trioserver.stores.search import SearchStore
 from trioserver.stores.state import StateStore
 from trioserver.stores.sync import SyncStore
+from trioserver.stores.url_previews import UrlPreviewStore
 from trioserver.streams import StreamPositions
 from trioserver.supervisor import run_supervised
 
@@ -405,6 +407,16 @@ def build_components(
         ),
         clock=clock,
     )
+    # Issue 12: URL previews, only when enabled (they fetch any URL a user names).
+    url_previews = None
+    if config.media.url_preview_enabled:
+        # A page's og:image is kept as local media, uploaded in the server's own name.
+        url_previews = PreviewHandler(
+            UrlPreviewStore(db),
+            config.media,
+            store_image=partial(media.store_preview_image, f"@preview:{config.server_name}"),
+            clock=clock,
+        )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -470,6 +482,7 @@ def build_components(
         relations=RelationsHandler(room_reads, relation_store, events),
         pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
         media=media,
+        url_previews=url_previews,
     )
     # Issue 11: joining an upgraded room later copies the user's data for its predecessor.
     membership.add_join_listener(deps.room_upgrade.on_join)
@@ -499,6 +512,8 @@ def build_components(
     subsystems.append(pusher_pool.run_pushers)
     # Issue 12: unused media ids expire; completed uploads get their thumbnails.
     subsystems += [media.run_expiry, media.run_thumbnails]
+    if url_previews is not None:
+        subsystems.append(url_previews.run_expiry)
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from trioserver.config import DEFAULT_PUSH_BLOCKLIST
-from trioserver.handlers.push_http import AddressPolicy, parse_networks
+from trioserver.guarded_http import AddressPolicy, parse_networks
 
 DEFAULT = AddressPolicy(parse_networks(DEFAULT_PUSH_BLOCKLIST), [])
 

@@ -17,6 +17,7 @@ from trioserver.api.client import (
     legacy,
     login,
     media,
+    media_preview,
     notifications,
     openid,
     profile,
@@ -78,6 +79,7 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     pushers.ROUTES,
     # Issue 12: the media repository.
     media.ROUTES,
+    media_preview.ROUTES,
 ]
 
 

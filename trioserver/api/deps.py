@@ -43,6 +43,7 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
+from trioserver.media.preview.handler import PreviewHandler
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.events import EventStore
 from trioserver.stores.filters import FilterStore
@@ -106,3 +107,5 @@ class ApiDeps:
     pushers: PushersHandler
     # Issue 12: the media repository.
     media: MediaRepository
+    # Issue 12: GET /preview_url; None when media.url_preview_enabled is off.
+    url_previews: PreviewHandler | None

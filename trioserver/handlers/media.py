@@ -237,6 +237,15 @@ class MediaRepository:
 
         return await self.upload(uploader, content_type, upload_name, one_chunk())
 
+    async def store_preview_image(self, uploader: str, data: bytes, content_type: str) -> str:
+        """Keep a URL preview's image as local media (clients then never contact the page's
+        site, which would tell it who reads the link); returns the mxc URI.
+
+        Raises:
+            MatrixError: 413 ``M_TOO_LARGE`` when over ``max_upload_size``.
+        """
+        return await self.store_bytes(uploader, content_type, None, data)
+
     async def create(self, uploader: str) -> tuple[str, int]:
         """Reserve a media id for a later ``PUT /upload`` (``POST /create``).
 

@@ -33,7 +33,7 @@ import httpx
 
 import trio
 
-from trioserver.handlers.push_http import AddressPolicy, GuardedTransport, parse_networks
+from trioserver.guarded_http import AddressPolicy, GuardedTransport, parse_networks
 from trioserver.handlers.push_notification import JsonDict, badge_notification
 from trioserver.stores.pushers import PusherRow
 
@@ -125,7 +125,7 @@ class PusherPool:
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         # trust_env off: requests go to pusher URLs only, never through an environment proxy;
-        # and only to addresses the policy permits (see push_http).
+        # and only to addresses the policy permits (see guarded_http).
         policy = AddressPolicy(
             parse_networks(self._config.ip_range_blocklist),
             parse_networks(self._config.ip_range_allowlist),

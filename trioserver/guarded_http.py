@@ -1,8 +1,9 @@
-"""The HTTP client pushers use: only to addresses the configuration allows.
+"""Outbound HTTP only to addresses the configuration allows (pushers, URL previews).
 
-A pusher's URL is chosen by any user, so the server must not become a way into its own
-network: like Synapse's ``ip_range_blacklist``, requests to loopback, private, link-local and
-other special ranges are refused unless ``push.ip_range_allowlist`` names them. The host is
+A pusher's URL, or a URL to preview, is chosen by any user, so the server must not become a
+way into its own network: like Synapse's ``ip_range_blacklist``, requests to loopback,
+private, link-local and other special ranges are refused unless an allowlist names them
+(``push.ip_range_allowlist``, ``media.url_preview_ip_range_allowlist``). The host is
 resolved once, the addresses are checked, and the connection goes to a checked address (the
 Host header and TLS server name stay the URL's), so a DNS answer that changes between the check
 and the connection cannot slip past it.
@@ -37,8 +38,20 @@ def parse_networks(ranges: Sequence[str]) -> list[IpNetwork]:
     return [ipaddress.ip_network(r, strict=False) for r in ranges]
 
 
+class AddressBlocked(httpx.ConnectError):
+    """The host is, or resolves only to, addresses the policy refuses.
+
+    Attributes:
+        literal: the URL named an IP address (not a host name that resolved to one).
+    """
+
+    def __init__(self, message: str, *, request: httpx.Request, literal: bool) -> None:
+        super().__init__(message, request=request)
+        self.literal = literal
+
+
 class AddressPolicy:
-    """Which addresses pushers may connect to."""
+    """Which addresses outbound requests may connect to."""
 
     def __init__(self, blocked: Sequence[IpNetwork], allowed: Sequence[IpNetwork]) -> None:
         self._blocked = [*_ALWAYS_BLOCKED, *blocked]
@@ -69,17 +82,34 @@ async def _resolve(host: str, port: int) -> list[IpAddress]:
     return found
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that connects only to addresses `policy` permits."""
 
-    def __init__(self, policy: AddressPolicy, *, verify_tls: bool) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        verify_tls: bool,
+        blocklist_key: str = "push.ip_range_blocklist",
+        allowlist_key: str = "push.ip_range_allowlist",
+    ) -> None:
+        # The config keys name the setting in the refusal message, for the operator.
         self._policy = policy
         self._verify_tls = verify_tls
+        self._refusal = f"is in {blocklist_key} (allow it with {allowlist_key})"
         self._inner: httpx.AsyncHTTPTransport | None = None
 
     def _transport(self) -> httpx.AsyncHTTPTransport:
         # Made on first use: its TLS context (the CA bundle, a few MB) is not worth keeping
-        # on a server nobody has set a pusher on.
+        # on a server that never makes an outbound request.
         if self._inner is None:
             self._inner = httpx.AsyncHTTPTransport(verify=self._verify_tls, trust_env=False)
         return self._inner
@@ -88,7 +118,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         """Resolve, check, and send `request` to the first permitted address.
 
         Raises:
-            httpx.ConnectError: the host does not resolve, or only to refused addresses.
+            AddressBlocked: the host resolves only to refused addresses.
+            httpx.ConnectError: the host does not resolve.
         """
         url = request.url
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -100,10 +131,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             ) from None
         permitted = [a for a in addresses if self._policy.permits(a)]
         if not permitted:
-            raise httpx.ConnectError(
-                f"{url.host} is in push.ip_range_blocklist (allow it with"
-                " push.ip_range_allowlist)",
-                request=request,
+            raise AddressBlocked(
+                f"{url.host} {self._refusal}", request=request, literal=_is_ip_literal(url.host)
             )
         if url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": url.host}
