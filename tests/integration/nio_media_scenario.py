@@ -169,11 +169,16 @@ async def scenario(base_url: str) -> None:
         )
         step("uploaded and sent")
 
+        seen: dict[str, Any] = {}
+
         def got_media(r: SyncResponse) -> Any:
-            events = timeline(r, room_id)
-            images = [e for e in events if isinstance(e, RoomMessageImage)]
-            files = [e for e in events if isinstance(e, RoomMessageFile)]
-            return (images[0], files[0]) if images and files else None
+            # The two messages may arrive in one sync response or in two: collect both.
+            for e in timeline(r, room_id):
+                if isinstance(e, RoomMessageImage):
+                    seen["image"] = e
+                elif isinstance(e, RoomMessageFile):
+                    seen["file"] = e
+            return (seen["image"], seen["file"]) if len(seen) == 2 else None
 
         (image_event, file_event), bob_since = await sync_until(bob, got_media, bob_since)
         if image_event.url != png_uri or file_event.url != blob_uri:
