@@ -29,6 +29,7 @@ from nio import (
     ProfileGetAvatarResponse,
     ProfileSetAvatarResponse,
     RegisterResponse,
+    ResizingMethod,
     RoomCreateResponse,
     RoomEncryptedFile,
     RoomMessage,
@@ -36,6 +37,7 @@ from nio import (
     RoomMessageImage,
     RoomSendResponse,
     SyncResponse,
+    ThumbnailResponse,
     UploadResponse,
 )
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
@@ -196,6 +198,17 @@ async def scenario(base_url: str) -> None:
         if got.filename != "data.bin":
             raise fail(f"file named {got.filename!r}")
         step("downloads identical")
+
+        # What a client shows in the timeline: a thumbnail, here the configured 320x240 scale
+        # of the 640x480 picture (same aspect, so exactly that size).
+        server_name, media_id = image_event.url.removeprefix("mxc://").split("/")
+        thumb = await bob.thumbnail(server_name, media_id, 320, 240, ResizingMethod.scale)
+        if not isinstance(thumb, ThumbnailResponse):
+            raise fail(f"thumbnail: {thumb}")
+        with Image.open(io.BytesIO(thumb.body)) as small:
+            if small.size != (320, 240) or thumb.content_type not in ("image/png", "image/jpeg"):
+                raise fail(f"thumbnail: {small.size} {thumb.content_type}")
+        step("thumbnail shown")
 
         # An encrypted attachment: the server only ever sees ciphertext; the key travels in the
         # event's `file` object (inside m.room.encrypted in an E2EE room — that layer is not
