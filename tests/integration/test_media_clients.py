@@ -1,4 +1,4 @@
-"""Real clients send and fetch media: matrix-nio (always) and matrix-commander (when installed).
+"""Real clients send and fetch media: matrix-nio and matrix-commander.
 
 The nio scenario runs in its own process (nio is asyncio, the server under test is trio) and
 checks everything a client sees; this test then looks at the same media over plain HTTP: the
@@ -109,18 +109,48 @@ async def test_legacy_download_serves_media_from_before_the_freeze(tmp_path: Pat
             assert hashlib.sha256(response.content).hexdigest() == digest
 
 
-def _matrix_commander() -> str | None:
-    return os.environ.get("MATRIX_COMMANDER") or shutil.which("matrix-commander")
+# matrix-commander (https://github.com/8go/matrix-commander) is not a project dependency (it
+# pins its own matrix-nio and brings vodozemac for E2EE): the test installs this release into a
+# venv of its own under the user's cache the first time, or uses $MATRIX_COMMANDER.
+MATRIX_COMMANDER_VERSION = "8.0.6"
+MATRIX_COMMANDER_VENV = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "trioserver-clients"
+    / f"matrix-commander-{MATRIX_COMMANDER_VERSION}"
+)
 
 
-@pytest.mark.skipif(_matrix_commander() is None, reason="matrix-commander is not installed")
+async def _matrix_commander() -> str:
+    if command := os.environ.get("MATRIX_COMMANDER"):
+        return command
+    command_path = MATRIX_COMMANDER_VENV / "bin" / "matrix-commander"
+    if command_path.exists():
+        return str(command_path)
+    pip = MATRIX_COMMANDER_VENV / "bin" / "pip"
+    with trio.fail_after(600):
+        for step in (
+            [sys.executable, "-m", "venv", "--clear", str(MATRIX_COMMANDER_VENV)],
+            [str(pip), "install", "--quiet", f"matrix-commander=={MATRIX_COMMANDER_VERSION}"],
+        ):
+            done = await trio.run_process(
+                step, capture_stdout=True, capture_stderr=True, check=False
+            )
+            if done.returncode != 0:
+                shutil.rmtree(MATRIX_COMMANDER_VENV, ignore_errors=True)
+                pytest.fail(
+                    f"installing matrix-commander failed ({' '.join(step)}):\n"
+                    + done.stderr.decode(),
+                    pytrace=False,
+                )
+    return str(command_path)
+
+
 async def test_matrix_commander_sends_an_image_and_a_file(
     hs: InProcessServer, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """The issue's reproduction: matrix-commander (a CLI on matrix-nio with E2EE) sends an
     image and a file; a second user downloads both byte-identical."""
-    command = _matrix_commander()
-    assert command is not None
+    command = await _matrix_commander()
     alice = await hs.register_user("mcalice", "mcalicepw")
     bob = await hs.register_user("mcbob", "mcbobpw")
     room = assert_ok(
