@@ -258,6 +258,14 @@ async def scenario(base_url: str) -> None:
         got = await download(bob, "avatar", profile.avatar_url)
         if got.body != avatar:
             raise fail("avatar: bytes differ")
+
+        # A client draws room members from their m.room.member events: the profile change is
+        # copied into Alice's membership, and nio's room state follows it.
+        def avatar_in_room(r: SyncResponse) -> bool:
+            room = bob.rooms.get(room_id)
+            return room is not None and room.avatar_url(alice.user_id) == avatar_uri
+
+        await sync_until(bob, avatar_in_room, bob_since)
         step("avatar resolves")
     finally:
         await alice.close()
