@@ -20,6 +20,7 @@ import io
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nio import (
@@ -198,6 +199,24 @@ async def scenario(base_url: str) -> None:
         if got.filename != "data.bin":
             raise fail(f"file named {got.filename!r}")
         step("downloads identical")
+
+        # nio streams a file it reads lazily (an async iterable, as with aiofiles) without a
+        # size: the upload then has no Content-Length (chunked) and must still be whole.
+        big = os.urandom(3_000_000)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(big), 65_536):
+                yield big[start : start + 65_536]
+
+        streamed, _ = await alice.upload(
+            lambda *_: chunks(), content_type="application/octet-stream", filename="big.bin"
+        )
+        if not isinstance(streamed, UploadResponse):
+            raise fail(f"upload without a size: {streamed}")
+        got = await download(bob, "streamed", streamed.content_uri)
+        if got.body != big:
+            raise fail(f"streamed upload: {len(got.body)} bytes differ from {len(big)}")
+        step("streamed upload without a size")
 
         # What a client shows in the timeline: a thumbnail, here the configured 320x240 scale
         # of the 640x480 picture (same aspect, so exactly that size).

@@ -53,6 +53,7 @@ async def test_nio_sends_and_fetches_media(hs: InProcessServer, http: httpx.Asyn
         "step: uploaded and sent",
         "step: media messages seen",
         "step: downloads identical",
+        "step: streamed upload without a size",
         "step: thumbnail shown",
         "step: encrypted attachment round-trips",
         "step: avatar resolves",
