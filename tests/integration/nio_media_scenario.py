@@ -5,7 +5,8 @@ binary file with nio's `upload`, sends them as m.image / m.file, uploads an encr
 attachment (nio's own attachment crypto, as it does for an E2EE room) and sets her avatar to an
 uploaded picture; Bob syncs, sees each message and downloads each file with nio's `download`
 (which uses the authenticated `/_matrix/client/v1/media/download` endpoint), byte-identical,
-decrypts the attachment, and resolves Alice's avatar.
+fetches a thumbnail, decrypts the attachment, and resolves Alice's avatar (profile and room
+membership). A lazily read upload without a size (no Content-Length) must arrive whole too.
 
 Prints one `step: ...` line per step and one `media: LABEL MXC SHA256` line per upload (so
 the calling test can check the same media over plain HTTP), `ok` last; exits non-zero with the
