@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -42,6 +42,7 @@ from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
+from trioserver.handlers.media import MediaRepository
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier, notify_events
@@ -75,6 +76,7 @@ from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
+from trioserver.media.filestore import MediaFileStore
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -89,6 +91,7 @@ from trioserver.stores.event_stream import EventStreamStore
 from trioserver.stores.event_timestamps import EventTimestampStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
+from trioserver.stores.media import MediaStore
 from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
@@ -182,7 +185,7 @@ def _listen_error(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> Start
 
 
 async def run_http_api(
-    app: MatrixApp[ApiDeps],
+    app: MatrixApp[Any],
     http: HttpConfig,
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
@@ -388,6 +391,14 @@ def build_components(
     pusher_store = PusherStore(db)
     notifications = NotificationBuilder(events, state, include_content=config.push.include_content)
     pusher_pool = PusherPool(pusher_store, events, notifications, config.push, clock=clock)
+    # Issue 12: the media repository; files under data_dir/media, metadata in local_media.
+    media = MediaRepository(
+        MediaStore(db),
+        MediaFileStore(config.data_path(config.media.storage_path)),
+        config.media,
+        server_name=config.server_name,
+        clock=clock,
+    )
     deps = ApiDeps(
         server_name=config.server_name,
         http=config.http,
@@ -452,6 +463,7 @@ def build_components(
         push_rules=push_rules,
         relations=RelationsHandler(room_reads, relation_store, events),
         pushers=PushersHandler(pusher_store, pusher_pool, clock=clock),
+        media=media,
     )
     # Issue 11: joining an upgraded room later copies the user's data for its predecessor.
     membership.add_join_listener(deps.room_upgrade.on_join)
@@ -479,6 +491,8 @@ def build_components(
     streams.receipts.add_receipt_listener(pusher_pool.on_receipt)
     accounts.add_device_listener(deps.pushers.on_devices_changed)
     subsystems.append(pusher_pool.run_pushers)
+    # Issue 12: unused media ids expire; completed uploads get their thumbnails.
+    subsystems += [media.run_expiry, media.run_thumbnails]
     if config.enable_ephemeral_messages:
         # Issue 5: self-destructing messages are pruned by the events writer only.
         expirer = EventExpirer(CensorEventsStore(db), events.cache, wall_clock=clock)
@@ -487,7 +501,12 @@ def build_components(
     return Components(
         deps,
         persister,
-        loaders=(*(h.load for h in stream_handlers), relation_store.load),
+        loaders=(
+            *(h.load for h in stream_handlers),
+            relation_store.load,
+            # Issue 12: the media directories exist and stale temporary files are gone.
+            media.load,
+        ),
         subsystems=tuple(subsystems),
     )
 

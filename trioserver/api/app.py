@@ -16,6 +16,7 @@ from trioserver.api.client import (
     filters,
     legacy,
     login,
+    media,
     notifications,
     openid,
     profile,
@@ -75,6 +76,8 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     push_rules.ROUTES,
     relations.ROUTES,
     pushers.ROUTES,
+    # Issue 12: the media repository.
+    media.ROUTES,
 ]
 
 

@@ -15,6 +15,7 @@ from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.hierarchy import HierarchyHandler
 from trioserver.handlers.legacy_events import LegacyEventStream
 from trioserver.handlers.legacy_sync import LegacyInitialSync
+from trioserver.handlers.media import MediaRepository
 from trioserver.handlers.membership import MembershipHandler
 from trioserver.handlers.notifications import NotificationsHandler
 from trioserver.handlers.notifier import Notifier
@@ -103,3 +104,5 @@ class ApiDeps:
     push_rules: PushRulesHandler
     relations: RelationsHandler
     pushers: PushersHandler
+    # Issue 12: the media repository.
+    media: MediaRepository

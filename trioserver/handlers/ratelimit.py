@@ -86,6 +86,8 @@ class Ratelimiters:
     message: Ratelimiter
     login: Ratelimiter
     registration: Ratelimiter
+    # Issue 12: uploads (POST /upload, PUT /upload/{server}/{id}) per user.
+    media_upload: Ratelimiter
 
     @classmethod
     def from_config(cls, config: RatelimitConfig) -> Ratelimiters:
@@ -94,4 +96,5 @@ class Ratelimiters:
             message=Ratelimiter(config.message, enabled=config.enabled),
             login=Ratelimiter(config.login, enabled=config.enabled),
             registration=Ratelimiter(config.registration, enabled=config.enabled),
+            media_upload=Ratelimiter(config.media_upload, enabled=config.enabled),
         )

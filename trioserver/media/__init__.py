@@ -1,0 +1,6 @@
+"""The media repository (issue 12, spec "Content repository").
+
+`filestore` keeps the bytes on disk, `headers` decides how a download is served safely; the
+metadata is in `trioserver.stores.media`, the logic in `trioserver.handlers.media` and the
+routes in `trioserver.api.client.media`.
+"""
