@@ -328,7 +328,7 @@ async def thumbnail(
     seconds = time.perf_counter() - started
     content_type = response.headers.get("content-type", "")
     if response.status_code != 200 or not content_type.startswith("image/"):
-        raise RuntimeError(f"GET {path}: {response.status_code} {content_type}")
+        raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
     with Image.open(io.BytesIO(response.content)) as image:
         image.load()  # a real image, not just a header
         width, height = image.size
