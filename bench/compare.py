@@ -386,6 +386,22 @@ def ratio_text(ours: float, theirs: float, *, lower_is_better: bool) -> tuple[st
     return f"{1 / factor:.1f}x {worse}", factor
 
 
+# RSS growth below this is allocator noise (freed arenas reused, page granularity): a ratio
+# against it would be meaningless, so RSS growth ratios are taken against at least this much.
+RSS_FLOOR_MB = 1.0
+
+
+def rss_growth_ratio_text(ours_mb: float, theirs_mb: float) -> str:
+    """`ratio_text` for two RSS growths in MB, each counted as at least `RSS_FLOOR_MB`."""
+    if math.isnan(ours_mb) or math.isnan(theirs_mb):
+        return "-"
+    if max(ours_mb, theirs_mb) < RSS_FLOOR_MB:
+        return f"both < {RSS_FLOOR_MB:g} MB"
+    ours, theirs = max(ours_mb, RSS_FLOOR_MB), max(theirs_mb, RSS_FLOOR_MB)
+    words, _ = ratio_text(ours, theirs, lower_is_better=True)
+    return f"≥ {words}" if min(ours_mb, theirs_mb) < RSS_FLOOR_MB else words
+
+
 def target_text(target: float | None, factor: float, lower_is_better: bool) -> str:
     """The issue's target and whether the factor meets it."""
     if target is None:
@@ -493,6 +509,8 @@ def resource_rows(runs: dict[str, ServerRun]) -> list[list[str]]:
         ratio, factor = "-", math.nan
         if all(n in runs for n in SERVERS):
             ratio, factor = ratio_text(*(value(runs[n]) for n in SERVERS), lower_is_better=True)
+            if "RSS growth" in label:
+                ratio = rss_growth_ratio_text(*(value(runs[n]) for n in SERVERS))
         target_words = target_text(target, factor, True)
         rows.append([label, *figures, ratio, target_words, *["" for _ in range(6)]])
     return rows

@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from benchlib import BackgroundLoad, machine_summary, print_table, self_cpu_s
-from compare import SERVERS, make_server, ratio_text, settle, trioserver_revision
+from compare import (
+    SERVERS,
+    make_server,
+    ratio_text,
+    rss_growth_ratio_text,
+    settle,
+    trioserver_revision,
+)
 from loadgen import register_user
 from media_workloads import (
     MB,
@@ -64,9 +71,6 @@ if TYPE_CHECKING:
     from synapse import SynapseInstall
 
 RSS_TARGET_MB = 20.0
-# Growth below this is allocator noise (freed arenas reused, page granularity): a ratio
-# against it would be meaningless, so RSS ratios are taken against at least this much.
-RSS_FLOOR_MB = 1.0
 SYNAPSE_VERSION = "1.163.2"
 
 
@@ -252,13 +256,14 @@ def rows(small: int, big: int) -> list[Row]:
 
 
 def _ratio(label: str, ours: float, theirs: float, lower: bool) -> str:
-    """trioserver vs Synapse in words; RSS growth against a floor (see `RSS_FLOOR_MB`)."""
+    """trioserver vs Synapse in words; RSS growth against a floor (`rss_growth_ratio_text`)."""
     if not label.startswith("peak RSS growth") or math.isnan(ours) or math.isnan(theirs):
-        return ratio_text(ours, theirs, lower_is_better=lower)[0]
-    if max(ours, theirs) < RSS_FLOOR_MB:
-        return f"both < {RSS_FLOOR_MB:g} MB"
-    words = ratio_text(max(ours, RSS_FLOOR_MB), max(theirs, RSS_FLOOR_MB), lower_is_better=True)[0]
-    return f"≥ {words}" if min(ours, theirs) < RSS_FLOOR_MB else words
+        words = ratio_text(ours, theirs, lower_is_better=lower)[0]
+        if label.endswith(("ms", "(median)")) and "CPU" not in label:
+            # A shorter time is a faster answer: say so, as for throughput.
+            words = words.replace("lower", "faster").replace("higher", "slower")
+        return words
+    return rss_growth_ratio_text(ours, theirs)
 
 
 def _target(label: str, runs: dict[str, MediaRun], value: Callable[[MediaRun], float]) -> str:
