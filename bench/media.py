@@ -15,7 +15,9 @@ thumbnails on), one registered user, one request at a time:
    Target (issue 12): trioserver's growth < 20 MB.
 3. Thumbnails: a 2000x1500 JPEG made with Pillow is uploaded, then at once the
    320x240 scale, the 96x96 crop (both sizes the servers make on upload) and a 400x300
-   scale (made on demand) are each requested twice: first and cached.
+   scale (made on demand) are each requested right away (first), then again once the server
+   is idle (cached). Synapse (dynamic thumbnails on, as here) asks for a PNG and makes it;
+   the sizes and types served are printed under the table.
 
 Then one table: both servers' figures and the ratio trioserver vs Synapse in the direction
 that is better (throughput "x faster", RSS growth "x lower", times "x faster"). Sizes are
@@ -115,7 +117,7 @@ def measure(server: ServerProcess, run: MediaRun, small: int, big: int) -> None:
 
     async def thumbs() -> ThumbnailTimings:
         async with new_client(server.base_url) as client:
-            return await thumbnail_timings(client, token)
+            return await thumbnail_timings(client, server, token)
 
     wall, cpu = time.perf_counter(), self_cpu_s()
     for name, fn in [
