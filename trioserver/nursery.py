@@ -77,6 +77,7 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.media.filestore import MediaFileStore
+from trioserver.media.thumbnails import ThumbnailService
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -92,6 +93,7 @@ from trioserver.stores.event_timestamps import EventTimestampStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.filters import FilterStore
 from trioserver.stores.media import MediaStore
+from trioserver.stores.media_thumbnails import MediaThumbnailStore
 from trioserver.stores.meta import check_server_name
 from trioserver.stores.openid import OpenIdStore
 from trioserver.stores.persist_events import PersistEventStore
@@ -392,11 +394,15 @@ def build_components(
     notifications = NotificationBuilder(events, state, include_content=config.push.include_content)
     pusher_pool = PusherPool(pusher_store, events, notifications, config.push, clock=clock)
     # Issue 12: the media repository; files under data_dir/media, metadata in local_media.
+    media_root = config.data_path(config.media.storage_path)
     media = MediaRepository(
         MediaStore(db),
-        MediaFileStore(config.data_path(config.media.storage_path)),
+        MediaFileStore(media_root),
         config.media,
         server_name=config.server_name,
+        thumbnails=ThumbnailService(
+            MediaThumbnailStore(db), media_root, config.media, clock=clock
+        ),
         clock=clock,
     )
     deps = ApiDeps(
