@@ -52,6 +52,7 @@ BENCH_MAX_UPLOAD = 200 * 1024 * 1024
 IDLE_WINDOW_S = 0.5
 IDLE_CPU_SHARE = 0.05
 IDLE_MAX_S = 30.0
+CACHED_RUNS = 5
 Method = Literal["crop", "scale"]
 
 
@@ -376,8 +377,8 @@ async def thumbnail_timings(
     time a client that shows the image at once waits); one that makes them in the upload
     request has already paid for them in `upload_s`. `upload_to_first_s` adds the two up
     for the first size, the fair "until the thumbnail is there" figure. The second
-    requests wait until the server is idle, so that they time serving a stored thumbnail,
-    not that plus background work still running.
+    requests (`CACHED_RUNS` of each, the median kept) wait until the server is idle, so that
+    they time serving a stored thumbnail, not that plus background work still running.
     """
     timings = ThumbnailTimings()
     jpeg = make_jpeg()
@@ -388,7 +389,10 @@ async def thumbnail_timings(
         timings.first_s[request.label], timings.served[request.label] = seconds, served
     await wait_idle(server)
     for request in THUMBNAILS:
-        timings.cached_s[request.label], _ = await thumbnail(client, token, source.mxc, request)
+        # The median of a few: the first request after the idle wait may pay for a new
+        # connection (the server closed the idle keep-alive one).
+        again = [await thumbnail(client, token, source.mxc, request) for _ in range(CACHED_RUNS)]
+        timings.cached_s[request.label] = median([seconds for seconds, _ in again])
     timings.upload_to_first_s = timings.upload_s + timings.first_s[THUMBNAILS[0].label]
     return timings
 
