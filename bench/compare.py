@@ -7,13 +7,17 @@ temp dir, with open registration, bcrypt cost 4 and no rate limits:
    both create their database schema; after one untimed start and stop, see `warm_up`,
    and a timed restart of that throwaway server on its existing data dir);
 2. register one user and stay idle (2 s): idle RSS;
-3. run the workloads (`basic_workloads`, `sync_workloads`; each sets itself up untimed and
-   times one phase), one after the other on the same process, each once the server has
-   gone idle (`settle`);
+3. run the workloads (`basic_workloads`, `sync_workloads`, `media_workloads`; each sets
+   itself up untimed and times one phase), one after the other on the same process, each
+   once the server has gone idle (`settle`);
 4. peak RSS (VmHWM), the database's size (main file + ``-wal`` + ``-shm``), and the bytes the
    database grew per message while the ``messages`` workload filled its room (used pages,
    ``page_count - freelist_count``, read through a separate SQLite connection before and
    after: WAL-aware, so no checkpoint is needed).
+
+The ``media`` workload times 1 MB upload + download pairs, then sends one 100 MB file with
+the server's RSS sampled, for four resource rows shown only when it ran (`bench/media.py`
+has the full media picture). Both servers are configured for 100 MB uploads.
 
 Then one table: per workload the headline figure of both servers, their ratio in the
 direction that is better ("x faster", "x lower"), the issue's target where there is one,
