@@ -11,7 +11,8 @@ against a `SynapseProcess`.
   second config file over it (Synapse merges the ``-c`` files in order, top-level keys of
   later files winning): SQLite, one plain HTTP client listener on loopback, open
   registration, bcrypt cost 4 like trioserver's bench config, every rate limit out of reach,
-  no federation key servers. That overlay is JSON, which is valid YAML, so no YAML library
+  no federation key servers, room for 100 MB uploads with the media store in the data dir
+  and dynamic thumbnails on. That overlay is JSON, which is valid YAML, so no YAML library
   is needed here. Everything else (presence on, caches, no URL previews, no metrics) stays
   at Synapse's defaults.
 
@@ -26,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +142,11 @@ def _install(venv: Path, version: str | None) -> None:
 
 def _installed_version(python: Path) -> str:
     cmd = [str(python), "-c", "import synapse; print(synapse.__version__)"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    # Not from bench/ (run from there, `python -c` would import this file as `synapse`).
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, cwd=tempfile.gettempdir()
+    )
+    return done.stdout.strip()
 
 
 def log_config(log_path: Path) -> dict[str, object]:
@@ -179,6 +185,11 @@ def overlay_config(data_dir: Path, port: int, log_config_path: Path) -> dict[str
         "enable_registration_without_verification": True,
         "bcrypt_rounds": 4,
         "url_preview_enabled": False,
+        # The media benchmarks move 100 MB files (default limit 50M), and time a thumbnail
+        # size made on demand (trioserver's bench config turns the same switch on).
+        "max_upload_size": "200M",
+        "media_store_path": str(data_dir / "media_store"),
+        "dynamic_thumbnails": True,
         "enable_metrics": False,
         "report_stats": False,
         "suppress_key_server_warning": True,
