@@ -16,8 +16,11 @@ VERSION_PROBES: dict[str, tuple[str, str]] = {
     "v1.3": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/relations/$nothing"),
     "v1.4": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/threads"),
     "v1.6": ("GET", "/_matrix/client/v1/rooms/!nowhere:localhost/timestamp_to_event"),
-    "v1.7": ("POST", "/_matrix/client/v1/login/get_token"),
+    "v1.7": ("POST", "/_matrix/media/v1/create"),
     "v1.11": ("GET", "/_matrix/client/v1/media/config"),
+    "v1.13": ("POST", f"{V3}/rooms/!nowhere:localhost/report"),
+    "v1.14": ("POST", f"{V3}/users/@nobody:localhost/report"),
+    "v1.15": ("GET", "/_matrix/client/v1/room_summary/!nowhere:localhost"),
 }
 
 
@@ -30,8 +33,9 @@ async def test_versions_lists_what_clients_need_and_only_what_is_served(
     # matrix-js-sdk and matrix-dart-sdk need one of v1.1 and later; older clients look for r0.
     assert "v1.1" in versions
     assert "r0.6.1" in versions
-    # Issue 11 serves spaces, relations, threads with their counts and jump to date.
-    assert {"v1.2", "v1.3", "v1.4", "v1.5", "v1.6"} <= set(versions)
+    # Issue 11 serves spaces, relations, threads with their counts and jump to date; issue 12
+    # the media repository, so v1.11 (authenticated media, what Element switches on by).
+    assert {f"v1.{minor}" for minor in range(2, 16)} <= set(versions)
     for version in versions:
         if version.startswith("r0."):
             continue

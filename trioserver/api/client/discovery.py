@@ -16,14 +16,18 @@ if TYPE_CHECKING:
 # - r0.0.1-r0.6.1 and v1.1: the floor. matrix-js-sdk (Element Web, Cinny) and
 #   matrix-dart-sdk (FluffyChat) refuse a server listing none of v1.1 and later; v1.1 is the
 #   oldest they accept, and older bots and clients look for r0.x. What v1.1 added (the v3
-#   prefix, knocking, stable cross-signing) is served. The media repository, which dates back
-#   to r0.0.1, is not served yet under any version; no client gates it on one.
+#   prefix, knocking, stable cross-signing) is served.
 # - v1.2 (/rooms/{roomId}/hierarchy, spaces), v1.3 (/relations), v1.4 (/threads, threaded
 #   read receipts and `unread_thread_notifications`, private read receipts), v1.5 (no new
 #   endpoints) and v1.6 (/timestamp_to_event, Element's "jump to date"): served (issue 11).
-# - v1.7 added the asynchronous media upload (/media/v1/create) and v1.11 authenticated media;
-#   there is no media repository yet (issue 12), so v1.7 and later are not listed. (v1.7's
-#   intentional-mention push rules and v1.10's recursive /relations are served already.)
+# - v1.7 (asynchronous media upload, intentional mentions, per-device transaction ids),
+#   v1.8 (room version 11), v1.9 (.m.rule.suppress_edits), v1.10 (recursive /relations,
+#   `erase` on deactivation), v1.11 (authenticated media under /_matrix/client/v1/media, the
+#   legacy /_matrix/media/v3 downloads frozen), v1.12 (guests may download media), v1.13 and
+#   v1.14 (room and user reports), v1.15 (/room_summary): served (issue 12 for the media).
+#   v1.11 matters most: Element and matrix-js-sdk use authenticated media only when a server
+#   lists it, and the legacy endpoints do not serve new media.
+# - v1.16 needs `use_state_after` on /sync, which is not served yet.
 # Add a version here together with the endpoints it requires.
 SPEC_VERSIONS = [
     "r0.0.1",
@@ -40,6 +44,15 @@ SPEC_VERSIONS = [
     "v1.4",
     "v1.5",
     "v1.6",
+    "v1.7",
+    "v1.8",
+    "v1.9",
+    "v1.10",
+    "v1.11",
+    "v1.12",
+    "v1.13",
+    "v1.14",
+    "v1.15",
 ]
 
 
