@@ -77,8 +77,8 @@ from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
 from trioserver.keys import key_id, load_key_file
 from trioserver.media.filestore import MediaFileStore
-from trioserver.media.thumbnails import ThumbnailService
 from trioserver.media.preview.handler import PreviewHandler
+from trioserver.media.thumbnails import ThumbnailService
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator

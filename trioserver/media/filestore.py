@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 # Bytes gathered before one write (one thread hop).
 _WRITE_BATCH = 256 * 1024
-# Bytes read per chunk when serving a file.
-READ_CHUNK = 64 * 1024
+# Bytes read per chunk when serving a file: each read is one worker-thread hop, so small
+# chunks cost CPU (measured with bench/media.py, a 100 MB download: 64 KiB 156 MB/s, 256 KiB
+# 291 MB/s, 1 MiB 532 MB/s); each download in flight holds about one chunk.
+READ_CHUNK = 512 * 1024
 # Temporary files older than this at start-up belong to uploads that died with a process.
 STALE_TEMP_SECONDS = 3600.0
 

@@ -76,7 +76,7 @@ class PreviewFetcher:
             )
             transport = GuardedTransport(
                 policy,
-                verify_tls=True,
+                verify_tls=self._config.url_preview_verify_tls,
                 blocklist_key="media.url_preview_ip_range_blocklist",
                 allowlist_key="media.url_preview_ip_range_allowlist",
             )
