@@ -162,10 +162,28 @@ async def test_disabled_previews_answer_like_an_unknown_endpoint(hs: InProcessSe
 
 async def test_html_page_preview(previews: InProcessServer, token: str, site: Site) -> None:
     site.pages["/page"] = Page(PAGE)
+    image = png(40, 30)
+    site.pages["/pic.png"] = Page(image, content_type="image/png")
     og = assert_ok(await preview(previews, token, site.url("/page")))
-    # No media repository in this server: the page's image is not fetched nor shown.
-    assert og == {"og:title": "A test page", "og:description": "Described by OpenGraph"}
-    assert site.hits == {"/page": 1}
+    # The page's image is kept as local media: clients never contact the site themselves.
+    mxc = og.pop("og:image")
+    assert og == {
+        "og:title": "A test page",
+        "og:description": "Described by OpenGraph",
+        "og:image:type": "image/png",
+        "og:image:width": 40,
+        "og:image:height": 30,
+        "matrix:image:size": len(image),
+    }
+    assert site.hits == {"/page": 1, "/pic.png": 1}
+    server_name, media_id = mxc.removeprefix("mxc://").split("/")
+    async with httpx.AsyncClient(base_url=previews.base_url) as http:
+        download = await http.get(
+            f"/_matrix/client/v1/media/download/{server_name}/{media_id}", headers=bearer(token)
+        )
+    assert download.status_code == 200
+    assert download.content == image
+    assert download.headers["content-type"] == "image/png"
     sent = site.request_headers[0]
     assert "trioserver" in sent["user-agent"]
     assert sent["accept-language"] == "fr, en;q=0.5"
@@ -289,6 +307,7 @@ async def test_image_url_preview(previews: InProcessServer, token: str, site: Si
         headers=[("content-disposition", 'inline; filename="red.png"')],
     )
     og = assert_ok(await preview(previews, token, site.url("/pic.png")))
+    assert og.pop("og:image").startswith(f"mxc://{previews.server_name}/")
     assert og == {
         "og:image:type": "image/png",
         "matrix:image:size": len(image),
