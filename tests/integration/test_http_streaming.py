@@ -183,3 +183,23 @@ async def test_streamed_download(edge: tuple[str, Seen], length: str) -> None:
         assert head.status_code == 200
         assert head.content == b""
         assert head.headers["content-length"] == str(len(expected))
+
+
+async def test_huge_declared_body_is_refused_without_reading_it(edge: tuple[str, Seen]) -> None:
+    # A Content-Length far past what the edge would drain: the answer comes at once and the
+    # connection is closed, rather than reading (and dropping) a gigabyte first.
+    base, seen = edge
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n" + b"a" * 1000
+    )
+    received = b""
+    with trio.fail_after(5):
+        while b"M_TOO_LARGE" not in received:
+            chunk = await stream.receive_some(65536)
+            assert chunk, received
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 413")
+    assert not seen.chunks
+    await stream.aclose()

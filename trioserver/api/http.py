@@ -292,7 +292,7 @@ class MatrixApp(Generic[D]):
                 await _read_body(scope, receive, self._max_body_size)
                 raise
             if target.body == "stream":
-                body_stream = _BodyStream(receive)
+                body_stream = _BodyStream(receive, _declared_length(scope))
                 body = b""
             else:
                 body = await _read_body(scope, receive, self._max_body_size)
@@ -394,8 +394,9 @@ class _BodyStream:
     DRAIN_BYTES = 64 * 1024 * 1024
     DRAIN_SECONDS = 10.0
 
-    def __init__(self, receive: ASGIReceiveCallable) -> None:
+    def __init__(self, receive: ASGIReceiveCallable, declared_length: int | None) -> None:
         self._receive = receive
+        self._declared_length = declared_length
         self._done = False
 
     def __aiter__(self) -> _BodyStream:
@@ -415,6 +416,9 @@ class _BodyStream:
         raise StopAsyncIteration
 
     async def drain(self) -> None:
+        if self._declared_length is not None and self._declared_length > self.DRAIN_BYTES:
+            # Not worth reading: the connection is closed after the answer instead.
+            return
         drained = 0
         with trio.move_on_after(self.DRAIN_SECONDS):
             while not self._done and drained <= self.DRAIN_BYTES:
@@ -423,6 +427,14 @@ class _BodyStream:
                     return
                 self._done = not message.get("more_body", False)
                 drained += len(message.get("body", b""))
+
+
+def _declared_length(scope: Scope) -> int | None:
+    assert scope["type"] == "http"
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 async def _read_body(scope: Scope, receive: ASGIReceiveCallable, limit: int) -> bytes:
