@@ -104,7 +104,9 @@ class RatelimitConfig:
     login: RateLimit = RateLimit(per_second=0.003, burst_count=5)
     registration: RateLimit = RateLimit(per_second=0.17, burst_count=3)
     # Uploads per user (POST /upload, POST /create and PUT /upload), counted per request.
-    media_upload: RateLimit = RateLimit(per_second=1.0, burst_count=10)
+    # Synapse's rc_media_create: Element sends an image and its thumbnail as two uploads, so a
+    # handful of photos at once must pass.
+    media_upload: RateLimit = RateLimit(per_second=10.0, burst_count=50)
 
 
 @attrs.frozen

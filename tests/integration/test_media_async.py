@@ -140,3 +140,20 @@ async def test_unused_ids_expire(tmp_path: Path) -> None:
         server, media_id = split_mxc(uri)
         response = await call(alice, "GET", f"{CLIENT_MEDIA}/download/{server}/{media_id}")
         assert_error(response, 404, "M_NOT_FOUND")
+
+
+async def test_whose_id_it_is_is_checked_before_the_size(tmp_path: Path) -> None:
+    # As Synapse: another user's id is 403 even for a body over the limit, the owner's 413.
+    async with (
+        serve_in_process(tmp_path, media={"max_upload_size": 10}) as hs,
+        httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+    ):
+        owner = await hs.register_user("alice", "pw")
+        other = await hs.register_user("bob", "pw")
+        alice = Client(http, owner.user_id, owner.access_token, owner.device_id)
+        bob = Client(http, other.user_id, other.access_token, other.device_id)
+        uri = (await create(alice))["content_uri"]
+        response = await call(bob, "PUT", put_path(uri), content=b"x" * 100)
+        assert_error(response, 403, "M_FORBIDDEN")
+        response = await call(alice, "PUT", put_path(uri), content=b"x" * 100)
+        assert_error(response, 413, "M_TOO_LARGE")

@@ -24,7 +24,9 @@ def assert_safety_headers(response: httpx.Response) -> None:
     assert response.headers["content-security-policy"] == CSP
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cross-origin-resource-policy"] == "cross-origin"
-    assert response.headers["cache-control"] == "public,max-age=86400,s-maxage=86400"
+    # A browser may keep media a day; a shared cache must revalidate (authenticated media).
+    assert response.headers["cache-control"] == "public,max-age=86400,s-maxage=0,proxy-revalidate"
+    assert response.headers["etag"] == "1"
     # Browser clients on other origins fetch media with CORS.
     assert response.headers["access-control-allow-origin"] == "*"
 
@@ -138,3 +140,22 @@ async def test_legacy_download_serves_media_from_before_the_freeze(tmp_path: Pat
             assert response.content == b"<b>old</b>"
             assert response.headers["content-disposition"].startswith("attachment; filename=")
             assert_safety_headers(response)
+
+
+async def test_a_browser_revalidating_gets_304_after_the_access_checks(
+    alice: Client, http: httpx.AsyncClient
+) -> None:
+    uri = await upload(alice, b"cached bytes", "image/png")
+    first = await call(alice, "GET", download_path(uri))
+    assert first.status_code == 200
+    again = await call(alice, "GET", download_path(uri), {"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == "1"
+    # The token is still needed: a 304 never stands in for the access check.
+    response = await http.get(download_path(uri), headers={"If-None-Match": "1"})
+    assert_error(response, 401, "M_MISSING_TOKEN")
+    # Other validators get the content.
+    other = await call(alice, "GET", download_path(uri), {"If-None-Match": '"abc"'})
+    assert other.status_code == 200
+    assert other.content == b"cached bytes"

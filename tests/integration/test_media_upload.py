@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -253,3 +254,33 @@ async def test_a_row_whose_file_is_gone_is_not_found(hs: InProcessServer, alice:
     (path,) = [p for p in stored_files(Path(hs.config.data_dir)) if "content" in p.parts]
     path.unlink()
     assert_error(await call(alice, "GET", download_path(uri)), 404, "M_NOT_FOUND")
+
+
+async def test_old_v1_media_paths_and_a_trailing_slash(tmp_path: Path) -> None:
+    # Old clients still use /_matrix/media/v1/...; Synapse serves those paths as the legacy
+    # ones (and a download path ending in "/" as one without a file name).
+    freeze_ms = int(time.time() * 1000) + 3_600_000
+    async with (
+        serve_in_process(tmp_path, media={"unauthenticated_media_before_ts": freeze_ms}) as hs,
+        httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+    ):
+        user = await hs.register_user("alice", "pw")
+        alice = Client(http, user.user_id, user.access_token, user.device_id)
+        body = assert_ok(await call(alice, "POST", "/_matrix/media/v1/upload", content=b"v1"))
+        server, media_id = split_mxc(body["content_uri"])
+        response = await http.get(f"/_matrix/media/v1/download/{server}/{media_id}")
+        assert response.content == b"v1"
+        response = await call(alice, "GET", f"{CLIENT_MEDIA}/download/{server}/{media_id}/")
+        assert response.status_code == 200
+        assert response.headers["content-disposition"] == "attachment"
+        assert_ok(await call(alice, "GET", "/_matrix/media/v1/config"))
+
+
+async def test_a_filename_that_is_not_utf8_is_refused(alice: Client) -> None:
+    response = await alice.http.post(
+        f"{UPLOAD}?filename=%FF%FE.txt", headers=alice.headers, content=b"x"
+    )
+    assert_error(response, 400, "M_INVALID_PARAM")
+    uri = await upload(alice, b"x", "text/plain", "caf\u00e9 \ufffd?.txt".replace("\ufffd", "e"))
+    response = await call(alice, "GET", download_path(uri))
+    assert "filename*=utf-8''caf%C3%A9" in response.headers["content-disposition"]

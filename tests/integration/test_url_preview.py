@@ -157,7 +157,8 @@ async def test_disabled_previews_answer_like_an_unknown_endpoint(hs: InProcessSe
             assert_error(
                 await http.get(path, params=params, headers=bearer(token)), 404, "M_UNRECOGNIZED"
             )
-            assert_error(await http.get(path, params=params), 404, "M_UNRECOGNIZED")
+            # The token is checked first, as in Synapse.
+            assert_error(await http.get(path, params=params), 401, "M_MISSING_TOKEN")
 
 
 async def test_html_page_preview(previews: InProcessServer, token: str, site: Site) -> None:

@@ -4,7 +4,7 @@ Uploaded bytes are served from the homeserver's own origin, so a file a user upl
 never run as a page there (spec "Content repository", security considerations): every
 download is sandboxed by a Content-Security-Policy, sniffing is off, and only a short list of
 passive types is shown ``inline``; everything else (HTML, SVG, scripts, PDFs…) is an
-``attachment``. The lists match Synapse's observable behaviour.
+``attachment``. The inline list is the spec's (v1.12 "Serving inline content"), as Synapse's.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ CONTENT_SECURITY_POLICY = (
     "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf;"
     " style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
 )
-# Media never changes once uploaded; as Synapse, let caches keep it a day.
-CACHE_CONTROL = "public,max-age=86400,s-maxage=86400"
+# Media never changes once uploaded, so a browser may keep it a day; but a shared cache must
+# not (s-maxage=0, proxy-revalidate): it would serve an authenticated download to requests
+# without a token. As Synapse, with a constant ETag so a browser revalidates with a 304.
+CACHE_CONTROL = "public,max-age=86400,s-maxage=0,proxy-revalidate"
+ETAG = "1"
 
 # Types shown in the browser rather than downloaded: passive formats only (SVG can carry
 # script, so it is deliberately absent).
@@ -34,7 +37,6 @@ INLINE_TYPES = frozenset(
         "image/apng",
         "image/webp",
         "image/avif",
-        "image/bmp",
         "video/mp4",
         "video/webm",
         "video/ogg",
@@ -120,5 +122,6 @@ def media_headers(content_type: str, filename: str | None) -> tuple[tuple[str, s
         ("Cross-Origin-Resource-Policy", "cross-origin"),
         ("Referrer-Policy", "no-referrer"),
         ("Cache-Control", CACHE_CONTROL),
+        ("ETag", ETAG),
         ("X-Robots-Tag", "noindex, nofollow, noarchive, noimageindex"),
     )

@@ -24,7 +24,7 @@ from trioserver.handlers.media import (
     parse_content_type,
 )
 from trioserver.media.filestore import open_chunks
-from trioserver.media.headers import media_headers, served_content_type
+from trioserver.media.headers import CACHE_CONTROL, ETAG, media_headers, served_content_type
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from trioserver.api.deps import ApiDeps
 
-MEDIA_LEGACY = "/_matrix/media/(?:v3|r0)"
+# v1 too: old clients still use /_matrix/media/v1/download and friends (Synapse serves them).
+MEDIA_LEGACY = "/_matrix/media/(?:v3|r0|v1)"
 MEDIA_V1 = "/_matrix/media/v1"
 CLIENT_MEDIA = "/_matrix/client/v1/media"
 
@@ -45,7 +46,12 @@ def _body_chunks(request: Request) -> AsyncIterator[bytes]:
 
 
 def _upload_name(request: Request) -> str | None:
-    return request.query_param("filename") or None
+    name = request.query_param("filename")
+    # The query string is decoded as UTF-8 with replacement characters: one here means the
+    # client sent bytes that are not UTF-8 (Synapse refuses those too).
+    if name is not None and "\ufffd" in name:
+        raise MatrixError("M_INVALID_PARAM", "Invalid UTF-8 filename parameter")
+    return name or None
 
 
 async def upload(deps: ApiDeps, request: Request) -> JsonDict:
@@ -62,6 +68,7 @@ async def upload(deps: ApiDeps, request: Request) -> JsonDict:
 
 async def create(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /v1/create: reserve a media id for a later PUT."""
+    deps.ratelimits.media_upload.check(request.requester.user_id)
     uri, expires_ts = await deps.media.create(request.requester.user_id)
     return {"content_uri": uri, "unused_expires_at": expires_ts}
 
@@ -69,6 +76,12 @@ async def create(deps: ApiDeps, request: Request) -> JsonDict:
 async def upload_to(deps: ApiDeps, request: Request) -> JsonDict:
     """PUT /upload/{serverName}/{mediaId}: the content of an id from /create."""
     media = deps.media
+    # Whose id it is comes first (403/404/409 before 413), as in Synapse.
+    await media.check_can_upload_to(
+        request.requester.user_id,
+        request.path_params["serverName"],
+        request.path_params["mediaId"],
+    )
     media.check_declared_length(request.headers)
     content_type = parse_content_type(request.headers)
     deps.ratelimits.media_upload.check(request.requester.user_id)
@@ -110,8 +123,21 @@ async def _servable(deps: ApiDeps, request: Request, *, legacy: bool) -> Servabl
     )
 
 
+def _not_modified(request: Request) -> Response | None:
+    # Media never changes, so a browser revalidating its copy (after the access checks have
+    # passed) needs no body.
+    if request.headers.get("if-none-match", "").strip() != ETAG:
+        return None
+    return Response(
+        status=304, raw=b"", headers=(("Cache-Control", CACHE_CONTROL), ("ETag", ETAG))
+    )
+
+
 async def _download(deps: ApiDeps, request: Request, *, legacy: bool) -> Response:
     media = await _servable(deps, request, legacy=legacy)
+    not_modified = _not_modified(request)
+    if not_modified is not None:
+        return not_modified
     # The {fileName} path segment overrides the uploaded name (spec).
     filename = request.path_params.get("fileName") or media.row.upload_name
     return await _file_response(media.path, media.length, media.content_type, filename)
@@ -128,14 +154,9 @@ async def legacy_download(deps: ApiDeps, request: Request) -> Response:
 
 
 def _dimension(request: Request, name: str) -> int:
-    raw = request.query_param(name)
-    if raw is None:
+    if request.query_param(name) is None:
         raise MatrixError("M_MISSING_PARAM", f"Missing integer query parameter '{name}'")
-    if not raw.isdigit() or int(raw) < 1:
-        raise MatrixError(
-            "M_INVALID_PARAM", f"Query parameter '{name}' must be a positive integer"
-        )
-    return int(raw)
+    return query_int(request, name, 0, minimum=1)
 
 
 def _method(request: Request) -> Literal["crop", "scale"]:
@@ -153,13 +174,15 @@ async def _thumbnail(deps: ApiDeps, request: Request, *, legacy: bool) -> Respon
     method = _method(request)
     animated = query_bool(request, "animated", False)
     media = await _servable(deps, request, legacy=legacy)
+    not_modified = _not_modified(request)
+    if not_modified is not None:
+        return not_modified
     thumbnail = await deps.media.thumbnail(
         media, width=width, height=height, method=method, animated=animated
     )
     if thumbnail is None:
-        if deps.media.config.dynamic_thumbnails:
-            raise MatrixError("M_UNKNOWN", "Failed to generate thumbnail.")
-        raise MatrixError("M_NOT_FOUND", "Not found")
+        # Spec: 400 when the server cannot thumbnail the content (Synapse: M_UNKNOWN).
+        raise MatrixError("M_UNKNOWN", "Cannot generate thumbnails for the requested content")
     return await _file_response(thumbnail.path, thumbnail.length, thumbnail.content_type, None)
 
 
@@ -185,9 +208,10 @@ ROUTES: list[Route[ApiDeps]] = [
     route("POST", f"{MEDIA_V1}/create", create, auth="required"),
     route("PUT", f"/_matrix/media/v3/upload/{_ID}", upload_to, auth="required", body="stream"),
     route("GET", f"{CLIENT_MEDIA}/download/{_ID}", download, auth="required", guest=True),
+    # {fileName:opt}: a trailing slash (an empty name) is the same as none, as in Synapse.
     route(
         "GET",
-        f"{CLIENT_MEDIA}/download/{_ID}/{{fileName}}",
+        f"{CLIENT_MEDIA}/download/{_ID}/{{fileName:opt}}",
         download,
         auth="required",
         guest=True,
@@ -195,7 +219,7 @@ ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT_MEDIA}/thumbnail/{_ID}", thumbnail, auth="required", guest=True),
     route("GET", f"{CLIENT_MEDIA}/config", config, auth="required", guest=True),
     route("GET", f"{MEDIA_LEGACY}/download/{_ID}", legacy_download, auth="none"),
-    route("GET", f"{MEDIA_LEGACY}/download/{_ID}/{{fileName}}", legacy_download, auth="none"),
+    route("GET", f"{MEDIA_LEGACY}/download/{_ID}/{{fileName:opt}}", legacy_download, auth="none"),
     route("GET", f"{MEDIA_LEGACY}/thumbnail/{_ID}", legacy_thumbnail, auth="none"),
     route("GET", f"{MEDIA_LEGACY}/config", config, auth="required", guest=True),
 ]
