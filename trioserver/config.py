@@ -20,9 +20,19 @@ from cattrs.preconf.tomllib import make_converter
 
 from trioserver.errors import ConfigError
 
-# Synapse's default ip_range_blacklist, for [push] and [media] URL previews
-# (see trioserver/guarded_http.py).
+# Synapse's default ip_range_blacklist, for [push] and [media] URL previews (see
+# trioserver/guarded_http.py), and the ranges that reach those through another address:
+# "this network", reserved and broadcast IPv4, NAT64 (64:ff9b::/96 and /48 map IPv4
+# addresses), IPv4-compatible IPv6 (::/96), 6to4 (2002::/16) and the discard prefix.
 DEFAULT_PUSH_BLOCKLIST = (
+    "0.0.0.0/8",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "::/96",
+    "2002::/16",
+    "100::/64",
     "127.0.0.0/8",
     "10.0.0.0/8",
     "172.16.0.0/12",

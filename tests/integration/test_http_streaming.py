@@ -203,3 +203,28 @@ async def test_huge_declared_body_is_refused_without_reading_it(edge: tuple[str,
     assert received.startswith(b"HTTP/1.1 413")
     assert not seen.chunks
     await stream.aclose()
+
+
+async def test_a_stalled_body_is_given_up_on(
+    edge: tuple[str, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that stops sending mid-body gets 408 (after http's IDLE_SECONDS; shortened
+    # here), so a stalled upload does not hold its connection for ever.
+    import trioserver.api.http as edge_module
+
+    monkeypatch.setattr(edge_module._BodyStream, "IDLE_SECONDS", 0.3)
+    base, seen = edge
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000
+    )
+    received = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in received:
+            chunk = await stream.receive_some(65536)
+            assert chunk, received
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408")
+    assert seen.disconnected.is_set()
+    await stream.aclose()

@@ -21,6 +21,7 @@ from tests.integration.media_helpers import (
     call,
     download_path,
     split_mxc,
+    thumbnail_path,
     upload,
 )
 
@@ -134,6 +135,12 @@ async def test_a_bad_content_type_is_refused(alice: Client) -> None:
     raw = [(k.encode(), v.encode("latin-1")) for k, v in headers]
     response = await alice.http.post(UPLOAD, content=b"x", headers=raw)
     assert_error(response, 400, "M_INVALID_PARAM")
+    # Only an RFC 9110 media type: a browser could read this one as text/html, shown inline.
+    for spoof in ("image/png; x=,text/html", "image/png, text/html", "image", "image/png; x"):
+        response = await call(alice, "POST", UPLOAD, {"Content-Type": spoof}, content=b"x")
+        assert_error(response, 400, "M_INVALID_PARAM")
+    for fine in ('text/plain; charset="utf-8"', "application/vnd.example+json", "text/plain;"):
+        await upload(alice, b"x", fine)
 
 
 async def _chunks(total: int, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -284,3 +291,64 @@ async def test_a_filename_that_is_not_utf8_is_refused(alice: Client) -> None:
     uri = await upload(alice, b"x", "text/plain", "caf\u00e9 \ufffd?.txt".replace("\ufffd", "e"))
     response = await call(alice, "GET", download_path(uri))
     assert "filename*=utf-8''caf%C3%A9" in response.headers["content-disposition"]
+
+
+async def test_a_thumbnail_of_media_whose_file_is_gone_is_not_found(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(image, "PNG")
+    async with (
+        serve_in_process(tmp_path, media={"dynamic_thumbnails": True}) as hs,
+        httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+    ):
+        user = await hs.register_user("alice", "pw")
+        alice = Client(http, user.user_id, user.access_token, user.device_id)
+        uri = await upload(alice, image.getvalue(), "image/png")
+        (path,) = [p for p in stored_files(tmp_path) if "content" in p.parts]
+        path.unlink()
+        params = {"width": "17", "height": "13", "method": "crop"}
+        response = await call(alice, "GET", thumbnail_path(uri), params=params)
+        assert_error(response, 404, "M_NOT_FOUND")
+        # The server goes on making thumbnails of later uploads.
+        other = await upload(alice, image.getvalue() + b"\0", "image/png")
+        response = await call(alice, "GET", thumbnail_path(other), params=params)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+
+
+async def test_uploads_in_progress_are_bounded_per_user(
+    hs: InProcessServer, alice: Client, bob: Client
+) -> None:
+    # Each upload in progress holds a connection and a temporary file for as long as its
+    # client takes: one user cannot hold more than a few at once.
+    import trio
+
+    from trioserver.handlers.media import MAX_UPLOADS_IN_PROGRESS
+
+    host, port = hs.base_url.removeprefix("http://").rsplit(":", 1)
+    request = (
+        f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.token}\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    slow = []
+    for _ in range(MAX_UPLOADS_IN_PROGRESS):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(request + b"x")
+        slow.append(stream)
+    with trio.fail_after(10):
+        while True:  # the slow ones reach the handler in their own time
+            response = await call(alice, "POST", UPLOAD, content=b"one more")
+            if response.status_code == 429:
+                break
+            await trio.sleep(0.05)
+    assert_error(response, 429, "M_LIMIT_EXCEEDED")
+    # Others are not affected, and alice may upload again once hers are done.
+    await upload(bob, b"bob's")
+    for stream in slow:
+        await stream.send_all(b"x" * 999)
+        await stream.receive_some(65536)
+        await stream.aclose()
+    await upload(alice, b"alice again")

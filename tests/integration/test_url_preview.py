@@ -229,7 +229,21 @@ async def test_default_blocklist_refuses_loopback(site: Site) -> None:
     assert not site.hits
 
 
-@pytest.mark.parametrize("target", ["127.0.0.2", "[::1]", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "target",
+    # Loopback directly, and through the IPv6 forms that carry an IPv4 address (NAT64,
+    # IPv4-compatible, 6to4), "this network", and a broadcast address.
+    [
+        "127.0.0.2",
+        "[::1]",
+        "0.0.0.0",
+        "[64:ff9b::7f00:2]",
+        "[::127.0.0.2]",
+        "[2002:7f00:2::1]",
+        "0.1.2.3",
+        "255.255.255.255",
+    ],
+)
 async def test_redirect_to_a_blocked_address_is_refused(
     previews: InProcessServer, token: str, site: Site, target: str
 ) -> None:

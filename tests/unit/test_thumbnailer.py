@@ -330,3 +330,48 @@ def test_several_sizes_from_one_decode(tmp_path: Path) -> None:
     (tmp_path / "t").write_bytes(b"text")
     with pytest.raises(ThumbnailError):
         make_thumbnails(tmp_path / "t", sizes=[(32, 32, "crop")], max_pixels=MAX)
+
+
+def _gif_body(size: tuple[int, int]) -> tuple[bytes, bytes]:
+    """A one-frame GIF of `size` made by Pillow: (its header with colour table, its frame)."""
+    image = Image.new("P", size, 1)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    out = io.BytesIO()
+    image.save(out, "GIF")
+    data = out.getvalue()
+    flags = data[10]
+    table = 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+    header, frame = data[: 13 + table], data[13 + table : -1]  # without the trailer
+    if frame.startswith(b"!\xf9"):  # its graphic control extension: added back per frame
+        frame = frame[8:]
+    return header, frame
+
+
+def _gif_growing_past_its_header(path: Path, side: int, big_frames: int) -> Path:
+    # The header (logical screen) and first frame are 1x1; later frames are side x side, which
+    # Pillow follows by growing the canvas.
+    header, small = _gif_body((1, 1))
+    _, big = _gif_body((side, side))
+    screen = bytearray(header)
+    screen[6:10] = struct.pack("<HH", 1, 1)
+    loop = b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    delay = b"!\xf9\x04\x00\x0a\x00\x00\x00"
+    path.write_bytes(bytes(screen) + loop + delay + small + (delay + big) * big_frames + b";")
+    return path
+
+
+def test_gif_frames_larger_than_the_header_are_refused_before_decoding(tmp_path: Path) -> None:
+    source = _gif_growing_past_its_header(tmp_path / "grows.gif", 4000, 3)
+    assert source.stat().st_size < 200_000
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLarge):
+        make_thumbnail(
+            source, width=32, height=32, method="scale", animated=True, max_pixels=1_000_000
+        )
+    # Refused from the frame headers: three 16-megapixel frames would take far longer.
+    assert time.perf_counter() - started < 0.5
+    # A still thumbnail uses the first frame only, within the limit.
+    still = make_thumbnail(
+        source, width=32, height=32, method="scale", animated=False, max_pixels=1_000_000
+    )
+    assert (still.width, still.height) == (1, 1)

@@ -393,6 +393,9 @@ class _BodyStream:
     # What is read and dropped after an early answer, at most, and for how long.
     DRAIN_BYTES = 64 * 1024 * 1024
     DRAIN_SECONDS = 10.0
+    # A client that sends nothing for this long is given up on (nginx's client_body_timeout),
+    # so that a stalled upload does not hold its connection and temporary file for ever.
+    IDLE_SECONDS = 60.0
 
     def __init__(self, receive: ASGIReceiveCallable, declared_length: int | None) -> None:
         self._receive = receive
@@ -404,7 +407,12 @@ class _BodyStream:
 
     async def __anext__(self) -> bytes:
         while not self._done:
-            message = await self._receive()
+            message = None
+            with trio.move_on_after(self.IDLE_SECONDS):
+                message = await self._receive()
+            if message is None:
+                self._done = True  # nothing to drain: the connection is closed after the 408
+                raise MatrixError("M_UNKNOWN", "Timed out reading the request body", status=408)
             if message["type"] == "http.disconnect":
                 self._done = True
                 raise ClientDisconnected

@@ -21,11 +21,13 @@ pre-generation, and the thumbnail is made on demand instead).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -38,7 +40,7 @@ from trioserver.media.filestore import FileTooLarge
 from trioserver.stores.media import MediaRow, NewContent
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 
     from trioserver.config import MediaConfig
     from trioserver.media.filestore import MediaFileStore
@@ -50,12 +52,23 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # Download waits for a pending upload: Synapse's default and a cap on what a client may ask.
 DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
+# Uploads one user may stream at once: each holds a connection, a temporary file and its
+# descriptor for as long as its client takes to send the body (a client sending one byte a
+# second must not be able to exhaust the server's file descriptors).
+MAX_UPLOADS_IN_PROGRESS = 8
 # Completed uploads waiting for their configured thumbnails.
 _THUMBNAIL_QUEUE = 256
 # How often expired pending ids are deleted (at most; sooner for short expiry times).
 _EXPIRY_INTERVAL_S = 60.0
-# A Content-Type we store and later send back: visible ASCII, a sane length.
-_CONTENT_TYPE = re.compile(r"[!-~][ -~]{0,254}")
+# A Content-Type we store and later send back: RFC 9110 `media-type` (type "/" subtype, then
+# parameters of tokens or quoted strings), nothing else. A looser value such as
+# "image/png; x=,text/html" could be read by a browser as text/html while we call it an image.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_CONTENT_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*"
+)
+_MAX_CONTENT_TYPE = 255
 
 
 class StoredThumbnailLike(Protocol):
@@ -121,7 +134,7 @@ def parse_content_type(headers: Mapping[str, str]) -> str:
     value = headers.get("content-type", "").strip()
     if not value:
         return DEFAULT_CONTENT_TYPE
-    if _CONTENT_TYPE.fullmatch(value) is None:
+    if len(value) > _MAX_CONTENT_TYPE or _CONTENT_TYPE.fullmatch(value) is None:
         raise MatrixError("M_INVALID_PARAM", "Invalid Content-Type header")
     return value
 
@@ -156,6 +169,7 @@ class MediaRepository:
         self._clock = clock
         # media id -> set when its pending upload completes (or it expires).
         self._uploaded: dict[str, trio.Event] = {}
+        self._in_progress: Counter[str] = Counter()
         self._to_thumbnail, self._thumbnail_queue = trio.open_memory_channel[_ThumbnailJob](
             _THUMBNAIL_QUEUE
         )
@@ -179,6 +193,23 @@ class MediaRepository:
 
     def _mxc(self, media_id: str) -> str:
         return f"mxc://{self._server_name}/{media_id}"
+
+    @contextlib.contextmanager
+    def _upload_slot(self, uploader: str) -> Iterator[None]:
+        if self._in_progress[uploader] >= MAX_UPLOADS_IN_PROGRESS:
+            raise MatrixError(
+                "M_LIMIT_EXCEEDED",
+                f"At most {MAX_UPLOADS_IN_PROGRESS} uploads at once",
+                extra={"retry_after_ms": 1000},
+                headers={"Retry-After": "1"},
+            )
+        self._in_progress[uploader] += 1
+        try:
+            yield
+        finally:
+            self._in_progress[uploader] -= 1
+            if not self._in_progress[uploader]:
+                del self._in_progress[uploader]
 
     def check_declared_length(self, headers: Mapping[str, str]) -> None:
         """Refuse a body whose Content-Length is over the limit, before reading it.
@@ -214,7 +245,8 @@ class MediaRepository:
         Raises:
             MatrixError: 413 ``M_TOO_LARGE`` (nothing stored).
         """
-        content = await self._store_file(chunks, content_type, upload_name)
+        with self._upload_slot(uploader):
+            content = await self._store_file(chunks, content_type, upload_name)
         media_id = secrets.token_urlsafe(18)  # 24 URL-safe characters
         now_ms = self._now_ms()
         await self._store.insert_complete(
@@ -311,7 +343,8 @@ class MediaRepository:
             MatrixError: as `check_can_upload_to`, and 413 ``M_TOO_LARGE``.
         """
         await self.check_can_upload_to(uploader, server_name, media_id)
-        content = await self._store_file(chunks, content_type, upload_name)
+        with self._upload_slot(uploader):
+            content = await self._store_file(chunks, content_type, upload_name)
         if not await self._store.complete_pending(media_id, self._now_ms(), content):
             # Lost a race with another PUT, or it expired while the body arrived. The file
             # just written stays (content-addressed, possibly shared): harmless.
@@ -364,12 +397,15 @@ class MediaRepository:
             while row.state == "pending":
                 if row.expires_ts is not None and row.expires_ts <= self._now_ms():
                     raise not_found()
+                # Registered before the row is read again: a PUT completing in between sets
+                # this event, so it cannot be missed.
                 event = self._uploaded.setdefault(row.media_id, trio.Event())
-                await event.wait()
                 fresh = await self._store.get_media(row.media_id)
                 if fresh is None or fresh.quarantined:
                     raise not_found()
                 row = fresh
+                if row.state == "pending":
+                    await event.wait()
         if row.state == "pending":
             raise MatrixError("M_NOT_YET_UPLOADED", "Media has not been uploaded yet", status=504)
         return row
@@ -383,27 +419,42 @@ class MediaRepository:
         method: Literal["crop", "scale"],
         animated: bool,
     ) -> StoredThumbnailLike | None:
-        """A thumbnail of `media`, or None when it cannot be thumbnailed."""
+        """A thumbnail of `media`, or None when it cannot be thumbnailed.
+
+        Raises:
+            MatrixError: 404 ``M_NOT_FOUND`` when the media's file is gone (as a download).
+        """
         if self._thumbnails is None:
             return None
-        return await self._thumbnails.thumbnail(
-            media.row.media_id,
-            media.path,
-            media.content_type,
-            width=width,
-            height=height,
-            method=method,
-            animated=animated,
-        )
+        try:
+            return await self._thumbnails.thumbnail(
+                media.row.media_id,
+                media.path,
+                media.content_type,
+                width=width,
+                height=height,
+                method=method,
+                animated=animated,
+            )
+        except FileNotFoundError:
+            # The row is there but its file is not (removed by hand, a database restored
+            # without its media).
+            raise not_found() from None
 
     async def run_thumbnails(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Make the configured thumbnails of each completed upload, one at a time."""
         task_status.started()
         async for job in self._thumbnail_queue:
-            if self._thumbnails is not None:
+            if self._thumbnails is None:
+                continue
+            try:
                 await self._thumbnails.generate_configured(
                     job.media_id, job.source, job.content_type
                 )
+            except OSError:
+                # Per job (a file gone, a full disk): the thumbnails will be made on demand;
+                # the next uploads' must not wait for a supervisor restart.
+                logger.warning("thumbnails of %s not made", job.media_id, exc_info=True)
 
     async def run_expiry(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Delete expired pending ids now and then; their waiters answer 404."""

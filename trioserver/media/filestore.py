@@ -210,8 +210,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _move_into_place(temp: Path, final: Path) -> None:
     if final.exists():
-        # Same content, already durable: the new copy is not needed.
+        # Same content: the new copy is not needed. The existing file may belong to an
+        # upload still finishing (renamed, directory not yet synced): sync its entry here
+        # too, so this upload is as durable as if it had written the file itself.
         temp.unlink()
+        _fsync_dir(final.parent)
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     # The shard directories may be new: their own entries must be durable too.

@@ -337,22 +337,36 @@ def _render(
 
 def _frame_budget(image: Image.Image, max_pixels: int) -> int:
     """How many frames an animated thumbnail may use (1: make a still one)."""
+    opened = image.size
     if image.format not in ("GIF", "WEBP", "PNG") or not getattr(image, "is_animated", False):
         return 1
+    _check_frame_size(image, opened)
     # Every kept frame is decoded in full: bound the decoded pixels over all of them.
-    return min(MAX_FRAMES, max_pixels // max(image.width * image.height, 1))
+    return min(MAX_FRAMES, max_pixels // max(opened[0] * opened[1], 1))
+
+
+def _check_frame_size(frame: Image.Image, opened: tuple[int, int]) -> None:
+    # Pillow grows a GIF's canvas when a later frame is larger than the first (the header's
+    # size, which the pixel limit was checked against): a 1x1 GIF can carry 12000x12000 frames.
+    # Checked after each seek, before that frame is decoded.
+    if frame.size != opened:
+        raise ImageTooLarge(
+            f"a frame of {frame.size[0]}x{frame.size[1]} in an image of {opened[0]}x{opened[1]}"
+        )
 
 
 def _animated(
     image: Image.Image, target: tuple[int, int], method: str, orientation: int, frames: int
 ) -> ThumbnailImage:
     stored_target = _stored(target, orientation)
-    box = _source_box(image.size, stored_target, method)
+    opened = image.size
+    box = _source_box(opened, stored_target, method)
     small: list[Image.Image] = []
     durations: list[int] = []
     for index, frame in enumerate(ImageSequence.Iterator(image)):
         if index >= frames:
             break
+        _check_frame_size(frame, opened)
         # Each frame as displayed (GIF frames are composited by Pillow), with alpha.
         resized = frame.convert("RGBA").resize(
             stored_target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0

@@ -21,6 +21,8 @@ async def preview_url(deps: ApiDeps, request: Request) -> JsonDict:
     """GET /preview_url?url=...&ts=...: the OpenGraph data of the page at ``url``."""
     if deps.url_previews is None:
         raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
+    # A preview fetches a page and may keep its image as local media: counted with uploads.
+    deps.ratelimits.media_upload.check(request.requester.user_id)
     url = request.query_param("url")
     if url is None:
         raise MatrixError("M_MISSING_PARAM", "Missing string query parameter 'url'")

@@ -89,7 +89,9 @@ class PreviewFetcher:
                     "User-Agent": USER_AGENT,
                     "Accept-Language": ", ".join(self._config.url_preview_accept_language),
                     # Decoded sizes are what the cap counts; no brotli/zstd surprises.
-                    "Accept-Encoding": "gzip, deflate",
+                    # No compression: httpx would inflate each chunk in full before the size
+                    # cap sees it, so a 1 MB gzip of 1 GB would be a memory bomb.
+                    "Accept-Encoding": "identity",
                 },
             )
         return self._client

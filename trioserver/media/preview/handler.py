@@ -213,13 +213,18 @@ class PreviewHandler:
         return int(self._clock() * 1000)
 
 
+_IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+
+
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the image's header (Pillow decodes no pixels for this)."""
     # Imported on first use: Pillow costs ~2 MB of RSS, for a feature most servers leave off.
     import PIL.Image
 
     try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
+        # Only the common web formats: other Pillow plugins raise other errors (DDS:
+        # NotImplementedError) and are not worth a decoder anyway.
+        with PIL.Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as image:
             width, height = image.size
     except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, ValueError):
         return None
