@@ -67,9 +67,18 @@ enabled = true
 # message = {{ per_second = 0.2, burst_count = 10 }}
 # login = {{ per_second = 0.003, burst_count = 5 }}
 # registration = {{ per_second = 0.17, burst_count = 3 }}
+# media_upload = {{ per_second = 10.0, burst_count = 50 }}
 
 [rooms]
 default_room_version = "12"
+
+[media]
+# Uploaded files live under data_dir in this directory: back it up with the database.
+storage_path = "media"
+# 50 MiB; larger uploads are refused with 413.
+max_upload_size = 52428800
+# Link previews make the server fetch any URL a user names; see the README before enabling.
+url_preview_enabled = false
 """
 
 
