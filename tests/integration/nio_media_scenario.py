@@ -1,12 +1,14 @@
 """Media through a real client library (matrix-nio, asyncio); run as a separate process.
 
-Usage: python nio_media_scenario.py BASE_URL. Alice uploads a PNG (made with Pillow) and a
-binary file with nio's `upload`, sends them as m.image / m.file, uploads an encrypted
-attachment (nio's own attachment crypto, as it does for an E2EE room) and sets her avatar to an
-uploaded picture; Bob syncs, sees each message and downloads each file with nio's `download`
-(which uses the authenticated `/_matrix/client/v1/media/download` endpoint), byte-identical,
-fetches a thumbnail, decrypts the attachment, and resolves Alice's avatar (profile and room
-membership). A lazily read upload without a size (no Content-Length) must arrive whole too.
+Usage: python -m tests.integration.nio_media_scenario BASE_URL (from the checkout).
+
+Alice uploads a PNG (made with Pillow) and a binary file with nio's `upload`, sends them as
+m.image / m.file, uploads an encrypted attachment (nio's own attachment crypto, as it does for
+an E2EE room) and sets her avatar to an uploaded picture; Bob syncs, sees each message and
+downloads each file with nio's `download` (which uses the authenticated
+`/_matrix/client/v1/media/download` endpoint), byte-identical, fetches a thumbnail, decrypts
+the attachment, and resolves Alice's avatar (profile and room membership). A lazily read upload
+without a size (no Content-Length) must arrive whole too.
 
 Prints one `step: ...` line per step and one `media: LABEL MXC SHA256` line per upload (so
 the calling test can check the same media over plain HTTP), `ok` last; exits non-zero with the
@@ -30,7 +32,6 @@ from nio import (
     MemoryDownloadResponse,
     ProfileGetAvatarResponse,
     ProfileSetAvatarResponse,
-    RegisterResponse,
     ResizingMethod,
     RoomCreateResponse,
     RoomEncryptedFile,
@@ -45,11 +46,7 @@ from nio import (
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 from PIL import Image
 
-STEP_TIMEOUT_S = 20
-
-
-def step(name: str) -> None:
-    print(f"step: {name}", flush=True)
+from tests.integration.nio_scenario import register, step, sync_until
 
 
 def fail(what: str) -> SystemExit:
@@ -73,14 +70,6 @@ def make_png(width: int, height: int) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-async def register(base_url: str, name: str) -> AsyncClient:
-    client = AsyncClient(base_url, f"@{name}:localhost")
-    response = await client.register(name, "correct horse battery staple")
-    if not isinstance(response, RegisterResponse):
-        raise fail(f"register {name}: {response}")
-    return client
 
 
 async def upload(
@@ -110,19 +99,6 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any]) -> No
     response = await client.room_send(room_id, "m.room.message", content)
     if not isinstance(response, RoomSendResponse):
         raise fail(f"send {content.get('body')}: {response}")
-
-
-async def sync_until(client: AsyncClient, found: Any, since: str | None) -> tuple[Any, str]:
-    """Sync (long-polling) until `found(response)` returns something truthy."""
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        while True:
-            response = await client.sync(timeout=5000, since=since)
-            if not isinstance(response, SyncResponse):
-                raise fail(f"sync: {response}")
-            since = response.next_batch
-            result = found(response)
-            if result:
-                return result, since
 
 
 def timeline(response: SyncResponse, room_id: str) -> list[Any]:

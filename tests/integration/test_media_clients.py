@@ -26,7 +26,8 @@ from trioserver.testing import InProcessServer
 
 from tests.integration.client import assert_error, assert_ok, bearer
 
-SCENARIO = Path(__file__).with_name("nio_media_scenario.py")
+# Run as a module from the checkout, so that it shares the nio scenario's helpers.
+CHECKOUT = Path(__file__).resolve().parents[2]
 DOWNLOAD = "/_matrix/client/v1/media/download"
 LEGACY_DOWNLOAD = "/_matrix/media/v3/download"
 
@@ -34,7 +35,8 @@ LEGACY_DOWNLOAD = "/_matrix/media/v3/download"
 async def run_nio_scenario(base_url: str) -> list[str]:
     with trio.fail_after(120):
         result = await trio.run_process(
-            [sys.executable, str(SCENARIO), base_url],
+            [sys.executable, "-m", "tests.integration.nio_media_scenario", base_url],
+            cwd=CHECKOUT,
             capture_stdout=True,
             capture_stderr=True,
             check=False,

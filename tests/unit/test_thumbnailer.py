@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Literal
 import pytest
 from PIL import Image
 
+from trioserver.media.thumbnail_types import can_thumbnail
 from trioserver.media.thumbnailer import (
     ImageTooLarge,
     ThumbnailError,
     ThumbnailImage,
-    can_thumbnail,
     image_size,
     make_thumbnail,
     make_thumbnails,

@@ -28,59 +28,32 @@ import contextlib
 import io
 import math
 import struct
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-import attrs
 from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from trioserver.media.thumbnail_types import (
+    ImageTooLarge,
+    Method,
+    ThumbnailError,
+    ThumbnailImage,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
+__all__ = [
+    "ImageTooLarge",
+    "Method",
+    "ThumbnailError",
+    "ThumbnailImage",
+    "image_size",
+    "make_thumbnail",
+    "make_thumbnails",
+    "planned_size",
+]
 
-Method = Literal["crop", "scale"]
-
-
-class ThumbnailError(Exception):
-    """The file cannot be thumbnailed: not a supported image, or corrupt or truncated."""
-
-
-class ImageTooLarge(ThumbnailError):
-    """The image has more pixels than allowed; it was refused from its header, never decoded."""
-
-
-@attrs.frozen
-class ThumbnailImage:
-    """An encoded thumbnail.
-
-    Attributes:
-        data: the encoded file.
-        content_type: its media type (``image/jpeg`` or ``image/png``; ``image/webp`` when
-            animated).
-        width: its width in pixels, as displayed.
-        height: its height in pixels, as displayed.
-    """
-
-    data: bytes
-    content_type: str
-    width: int
-    height: int
-
-
-# The media types a thumbnail is made for (Synapse's list, plus BMP and APNG). Never SVG: it
-# is a document with scripts, and no decoder for it is trusted.
-THUMBNAIL_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/jpg",
-        "image/pjpeg",
-        "image/png",
-        "image/apng",
-        "image/gif",
-        "image/webp",
-        "image/bmp",
-    }
-)
 
 # The Pillow decoders that may see an uploaded file, whatever its declared type.
 _PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
@@ -120,11 +93,6 @@ _DECODE_ERRORS = (
     UserWarning,
 )
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
-
-
-def can_thumbnail(content_type: str) -> bool:
-    """Whether media of this type (parameters such as ``; charset`` ignored) gets thumbnails."""
-    return content_type.split(";", 1)[0].strip().lower() in THUMBNAIL_TYPES
 
 
 def planned_size(

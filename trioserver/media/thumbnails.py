@@ -42,13 +42,11 @@ import attrs
 
 import trio
 
-from trioserver.media.thumbnailer import (
+from trioserver.media.thumbnail_types import (
     Method,
     ThumbnailError,
     ThumbnailImage,
     can_thumbnail,
-    make_thumbnail,
-    make_thumbnails,
 )
 from trioserver.stores.media_thumbnails import ThumbnailRow
 
@@ -323,6 +321,8 @@ class ThumbnailService:
     ) -> None:
         # One decode for all of them (one worker call), then a file per distinct image and
         # a row per size.
+        from trioserver.media.thumbnailer import make_thumbnails  # Pillow: on first use
+
         try:
             images = await self._in_worker(
                 make_thumbnails,
@@ -342,6 +342,8 @@ class ThumbnailService:
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
     ) -> ThumbnailRow | None:
         """Make one thumbnail, write its file and its row; None if the media is not an image."""
+        from trioserver.media.thumbnailer import make_thumbnail  # Pillow: on first use
+
         try:
             image = await self._in_worker(
                 make_thumbnail,
