@@ -431,3 +431,29 @@ async def test_dynamic_sizes_per_media_are_bounded(tmp_path: Path) -> None:
         )
         assert again is not None
         assert again.width == 20
+
+
+async def test_concurrent_new_sizes_cannot_pass_the_per_media_bound(tmp_path: Path) -> None:
+    # Many requests for new sizes at once: each takes a slot before any is made, so the
+    # bound holds (it was checked against stored rows only, and all passed together).
+    async with _env(tmp_path, MediaConfig(dynamic_thumbnails=True)) as env:
+        source = _jpeg(env.sources / "photo", (300, 300))
+
+        async def ask(side: int) -> None:
+            thumb = await env.service.thumbnail(
+                "burst",
+                source,
+                "image/jpeg",
+                width=side,
+                height=side,
+                method="crop",
+                animated=False,
+            )
+            assert thumb is not None
+
+        async with trio.open_nursery() as nursery:
+            for side in range(10, 10 + 2 * MAX_DYNAMIC_PER_MEDIA):
+                nursery.start_soon(ask, side)
+        # The configured sizes answer the requests that found every slot taken.
+        configured = len(MediaConfig().thumbnail_sizes)
+        assert len(await env.store.media_thumbnails("burst")) <= MAX_DYNAMIC_PER_MEDIA + configured

@@ -35,6 +35,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -72,6 +73,27 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 # Sources whose animation an animated=true request may keep.
 _ANIMATABLE = frozenset({"image/gif", "image/webp", "image/png", "image/apng"})
+
+
+def _make_thumbnails(
+    source: Path, *, sizes: Sequence[tuple[int, int, Method]], max_pixels: int
+) -> list[ThumbnailImage]:
+    # Pillow (about 3 MB, 50 ms to import) is imported on first use, and in the worker
+    # thread: an import on the event loop would stall every request for that long.
+    from trioserver.media.thumbnailer import make_thumbnails
+
+    return make_thumbnails(source, sizes=sizes, max_pixels=max_pixels)
+
+
+def _make_thumbnail(
+    source: Path, *, width: int, height: int, method: Method, animated: bool, max_pixels: int
+) -> ThumbnailImage:
+    # As `_make_thumbnails`: Pillow is imported in the worker thread.
+    from trioserver.media.thumbnailer import make_thumbnail
+
+    return make_thumbnail(
+        source, width=width, height=height, method=method, animated=animated, max_pixels=max_pixels
+    )
 
 
 @attrs.frozen
@@ -154,6 +176,9 @@ class ThumbnailService:
         self._clock = clock
         self._limiter = trio.CapacityLimiter(1)
         self._in_flight: dict[tuple[object, ...], _Pending] = {}
+        # Dynamic sizes being made per media: counted with the stored ones against the cap,
+        # so that concurrent requests for new sizes cannot all pass it.
+        self._dynamic_making: Counter[str] = Counter()
         self._bad: dict[str, None] = {}
         self._made = 0
         self._refused = 0
@@ -215,17 +240,26 @@ class ThumbnailService:
         if self._config.dynamic_thumbnails:
             rows = await self._store.media_thumbnails(media_id)
             asked = (width, height, method, animated)
-            if len(rows) < MAX_DYNAMIC_PER_MEDIA or any(
-                (r.req_width, r.req_height, r.method, r.animated) == asked for r in rows
-            ):
+            if any((r.req_width, r.req_height, r.method, r.animated) == asked for r in rows):
                 return await self._exact(media_id, source, width, height, method, animated)
+            # No await between this check and the count going up: a slot is taken at once.
+            if len(rows) + self._dynamic_making[media_id] < MAX_DYNAMIC_PER_MEDIA:
+                self._dynamic_making[media_id] += 1
+                try:
+                    return await self._exact(media_id, source, width, height, method, animated)
+                finally:
+                    self._dynamic_making[media_id] -= 1
+                    if not self._dynamic_making[media_id]:
+                        del self._dynamic_making[media_id]
             # Enough sizes of this media exist: a client asking for ever new sizes must not
             # fill the disk. The nearest of those answers.
             logger.info("media %s has %d thumbnails; serving the nearest", media_id, len(rows))
             same = [r for r in rows if r.animated == animated] or rows
-            return await self._serve(
-                media_id, source, select_thumbnail(same, width, height, method)
-            )
+            choice = select_thumbnail(same, width, height, method)
+            if choice is not None:
+                return await self._serve(media_id, source, choice)
+            # The slots are all taken by sizes still being made: the configured sizes
+            # (a fixed set) answer meanwhile.
         return await self._nearest(media_id, source, width, height, method, animated)
 
     async def _nearest(
@@ -321,11 +355,9 @@ class ThumbnailService:
     ) -> None:
         # One decode for all of them (one worker call), then a file per distinct image and
         # a row per size.
-        from trioserver.media.thumbnailer import make_thumbnails  # Pillow: on first use
-
         try:
             images = await self._in_worker(
-                make_thumbnails,
+                _make_thumbnails,
                 source,
                 sizes=[(s.width, s.height, s.method) for s in sizes],
                 max_pixels=self._config.max_image_pixels,
@@ -342,11 +374,9 @@ class ThumbnailService:
         self, media_id: str, source: Path, width: int, height: int, method: Method, animated: bool
     ) -> ThumbnailRow | None:
         """Make one thumbnail, write its file and its row; None if the media is not an image."""
-        from trioserver.media.thumbnailer import make_thumbnail  # Pillow: on first use
-
         try:
             image = await self._in_worker(
-                make_thumbnail,
+                _make_thumbnail,
                 source,
                 width=width,
                 height=height,
