@@ -1,0 +1,59 @@
+"""Replication between instances (issue 13).
+
+Theory of operation
+-------------------
+Main runs a replication listener; each worker connects to it, sends ``REPLICATE``, is told each
+stream's current position (``POSITION``, never a backlog of old rows: SEED-SPEC seed 3), catches
+up from the shared database and then applies the live rows (``RDATA``) main sends. So far only
+the protocol layer exists, with no I/O and no trio (STYLE S7): `commands` (one frozen class per
+wire verb, `parse_line`) and `connection` (`ReplConnection`: framing, line limit, direction
+rules). The trio loops (``server.py``, ``client.py``, ``streams.py``) come next.
+"""
+
+from trioserver.repl.commands import (
+    CLIENT_SENDS,
+    COMMANDS,
+    SERVER_SENDS,
+    Command,
+    ErrorCommand,
+    NameCommand,
+    PingCommand,
+    PositionCommand,
+    RdataCommand,
+    ReplicateCommand,
+    ReplProtocolError,
+    ServerCommand,
+    parse_line,
+)
+from trioserver.repl.connection import (
+    CLOSED,
+    NEED_DATA,
+    Closed,
+    ConnectionSignal,
+    NeedData,
+    ReplConnection,
+    Role,
+)
+
+__all__ = [
+    "CLIENT_SENDS",
+    "CLOSED",
+    "COMMANDS",
+    "NEED_DATA",
+    "SERVER_SENDS",
+    "Closed",
+    "Command",
+    "ConnectionSignal",
+    "ErrorCommand",
+    "NameCommand",
+    "NeedData",
+    "PingCommand",
+    "PositionCommand",
+    "RdataCommand",
+    "ReplConnection",
+    "ReplProtocolError",
+    "ReplicateCommand",
+    "Role",
+    "ServerCommand",
+    "parse_line",
+]
