@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from trioserver.repl.commands import (
@@ -378,3 +381,15 @@ def test_eof_twice_is_harmless_but_data_after_eof_is_a_bug() -> None:
 def test_signals_repr() -> None:
     assert repr(NEED_DATA) == "NEED_DATA"
     assert repr(CLOSED) == "CLOSED"
+
+
+def test_the_protocol_layer_imports_no_io_library() -> None:
+    code = (
+        "import sys, trioserver.repl\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'trio', 'anyio', 'asyncio', 'socket', 'hypercorn', 'quart'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -90,13 +90,16 @@ def _parse_int(what: str, text: str, *, signed: bool = True) -> int:
     return int(text)
 
 
-def _split(args: str, names: tuple[str, ...]) -> list[str]:
-    """Split ``args`` into ``len(names)`` fields at single spaces; the last takes the rest."""
+def _split(args: str, names: tuple[str, ...], *, last_takes_rest: bool = False) -> list[str]:
+    """Split ``args`` at single spaces into exactly ``len(names)`` fields.
+
+    With ``last_takes_rest`` the last field is everything after the others (RDATA's JSON).
+    """
     parts = args.split(" ", len(names) - 1) if args else []
     if len(parts) < len(names):
         missing = ", ".join(names[len(parts) :])
         raise ReplProtocolError(f"missing argument(s): {missing}")
-    if " " in parts[-1] and names[-1] != "json":
+    if not last_takes_rest and " " in parts[-1]:
         raise ReplProtocolError(f"too many arguments, expected: {' '.join(names)}")
     return parts
 
@@ -244,7 +247,7 @@ class RdataCommand:
     @classmethod
     def from_line(cls, args: str) -> Self:
         stream, instance, token, row_json = _split(
-            args, ("stream_name", "instance_name", "token", "json")
+            args, ("stream_name", "instance_name", "token", "json"), last_takes_rest=True
         )
         try:
             row = orjson.loads(row_json)
