@@ -1,0 +1,611 @@
+"""The builders `nursery.build_components` composes: one per part of an instance (no I/O).
+
+Each builder is a plain function that builds one part from the config, the database, the
+clock and the parts it depends on (passed explicitly, no globals), and returns a small frozen
+record of what it built. A builder that connects its part to an earlier one (a listener on
+the persister, on device changes, on receipts, on joins) does so itself, so the order in which
+`build_components` calls the builders is the order in which listeners run. A part's
+background tasks are in its record's ``subsystems``, and what must run before anything is
+served in its ``loaders``.
+
+One module rather than a package: the builders are short, read as one story of what an
+instance is made of, and share the records; roles (issue 13) choose which of them to call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import attrs
+
+from trioserver.api.deps import ApiDeps
+from trioserver.events import KNOWN_ROOM_VERSIONS
+from trioserver.handlers.account_data import AccountDataHandler
+from trioserver.handlers.accounts import AccountsHandler
+from trioserver.handlers.aggregations import Aggregator
+from trioserver.handlers.auth import AuthHandler
+from trioserver.handlers.client_ips import ClientIpRecorder
+from trioserver.handlers.directory import DirectoryHandler
+from trioserver.handlers.e2e_keys import E2eKeysHandler
+from trioserver.handlers.hierarchy import HierarchyHandler
+from trioserver.handlers.legacy_events import LegacyEventStream
+from trioserver.handlers.legacy_sync import LegacyInitialSync
+from trioserver.handlers.media import MediaRepository
+from trioserver.handlers.membership import MembershipHandler
+from trioserver.handlers.notifications import NotificationsHandler
+from trioserver.handlers.notifier import Notifier, notify_events
+from trioserver.handlers.openid import OpenIdHandler
+from trioserver.handlers.presence import PresenceHandler
+from trioserver.handlers.profile import ProfileHandler
+from trioserver.handlers.push_delivery import PusherPool
+from trioserver.handlers.push_notification import NotificationBuilder
+from trioserver.handlers.push_rules import PushRulesHandler
+from trioserver.handlers.pushers import PushersHandler
+from trioserver.handlers.ratelimit import Ratelimiters
+from trioserver.handlers.receipts import ReceiptsHandler
+from trioserver.handlers.relations import RelationsHandler
+from trioserver.handlers.reports import ReportsHandler
+from trioserver.handlers.room_creation import RoomCreationHandler
+from trioserver.handlers.room_keys import RoomKeysHandler
+from trioserver.handlers.room_reads import RoomReadHandler
+from trioserver.handlers.room_summary import RoomSummaryHandler
+from trioserver.handlers.room_upgrade import RoomUpgradeHandler
+from trioserver.handlers.search import SearchHandler
+from trioserver.handlers.send import SendHandler
+from trioserver.handlers.shared_secret import SharedSecretRegistration
+from trioserver.handlers.state_checks import StateContentChecker
+from trioserver.handlers.sync import SyncHandler
+from trioserver.handlers.sync_rooms import RoomSyncBuilder
+from trioserver.handlers.sync_streams import StreamHandlers, SyncStreams
+from trioserver.handlers.timestamp_lookup import TimestampLookup
+from trioserver.handlers.to_device import ToDeviceHandler
+from trioserver.handlers.typing import TypingHandler
+from trioserver.handlers.uia import InteractiveAuth
+from trioserver.handlers.user_directory import UserDirectoryHandler
+from trioserver.handlers.voip import VoipHandler
+from trioserver.media.filestore import MediaFileStore
+from trioserver.media.preview.handler import PreviewHandler
+from trioserver.media.thumbnails import ThumbnailService
+from trioserver.storage.expiry import EventExpirer
+from trioserver.storage.persistence import EventPersister
+from trioserver.storage.push_evaluation import PushEvaluator
+from trioserver.storage.relation_checks import RelationChecker
+from trioserver.stores.account_data import AccountDataStore
+from trioserver.stores.accounts import AccountStore
+from trioserver.stores.censor_events import CensorEventsStore
+from trioserver.stores.directory import DirectoryStore
+from trioserver.stores.erasure import ErasureStore
+from trioserver.stores.event_stream import EventStreamStore
+from trioserver.stores.event_timestamps import EventTimestampStore
+from trioserver.stores.events import EventCache, EventStore
+from trioserver.stores.filters import FilterStore
+from trioserver.stores.media import MediaStore
+from trioserver.stores.media_thumbnails import MediaThumbnailStore
+from trioserver.stores.openid import OpenIdStore
+from trioserver.stores.persist_events import PersistEventStore
+from trioserver.stores.profiles import ProfileStore
+from trioserver.stores.push_actions import PushActionStore
+from trioserver.stores.push_rules import PushRuleStore
+from trioserver.stores.pushers import PusherStore
+from trioserver.stores.relations import RelationStore
+from trioserver.stores.reports import ReportStore
+from trioserver.stores.room_keys import RoomKeyStore
+from trioserver.stores.room_reads import RoomReadStore
+from trioserver.stores.room_summary import RoomSummaryStore
+from trioserver.stores.search import SearchStore
+from trioserver.stores.state import StateStore
+from trioserver.stores.sync import SyncStore
+from trioserver.stores.url_previews import UrlPreviewStore
+from trioserver.streams import StreamPositions
+from trioserver.supervisor import Subsystem
+
+if TYPE_CHECKING:
+    from signedjson.types import SigningKey
+
+    from trioserver.config import Config
+    from trioserver.stores.database import Database
+
+Clock = Callable[[], float]
+Loader = Callable[[], Awaitable[None]]
+
+
+@attrs.frozen
+class AccountsPart:
+    """Accounts, devices, access tokens and where devices were last seen."""
+
+    store: AccountStore
+    auth: AuthHandler
+    erasure: ErasureStore
+    client_ips: ClientIpRecorder
+    accounts: AccountsHandler
+    subsystems: tuple[Subsystem, ...]
+
+
+def build_accounts(config: Config, db: Database, clock: Clock) -> AccountsPart:
+    """Accounts and authentication."""
+    store = AccountStore(db)
+    auth = AuthHandler(store, bcrypt_rounds=config.registration.bcrypt_rounds)
+    erasure = ErasureStore(db)
+    client_ips = ClientIpRecorder(store, clock=clock)
+    accounts = AccountsHandler(
+        store, auth, erasure, server_name=config.server_name, client_ips=client_ips
+    )
+    # Issue 10: where devices were last seen is flushed in batches.
+    return AccountsPart(store, auth, erasure, client_ips, accounts, subsystems=(client_ips.run,))
+
+
+@attrs.frozen
+class CorePart:
+    """What every other part reads: events, state, stream positions and the notifier."""
+
+    events: EventStore
+    positions: StreamPositions
+    notifier: Notifier
+    state: StateStore
+    profiles: ProfileStore
+    directory: DirectoryStore
+    relations: RelationStore
+    loaders: tuple[Loader, ...]
+
+
+def build_core(config: Config, db: Database) -> CorePart:
+    """The shared read side of rooms and events."""
+    events = EventStore(db, EventCache())
+    positions = StreamPositions()
+    notifier = Notifier(positions)
+    state = StateStore(db, server_name=config.server_name)
+    profiles = ProfileStore(db)
+    directory = DirectoryStore(db)
+    # Issue 11: relations are checked by the writer and bundled into served events.
+    relations = RelationStore(db)
+    return CorePart(
+        events,
+        positions,
+        notifier,
+        state,
+        profiles,
+        directory,
+        relations,
+        loaders=(relations.load,),
+    )
+
+
+@attrs.frozen
+class PushEvaluationPart:
+    """What the send path needs to evaluate push rules (issue 11)."""
+
+    account_data_store: AccountDataStore
+    push_actions: PushActionStore
+    push_rules: PushRulesHandler
+    evaluator: PushEvaluator
+
+
+def build_push_evaluation(config: Config, db: Database, core: CorePart) -> PushEvaluationPart:
+    """Push rules and their evaluation as each event is stored."""
+    # One instance: it caches ignore lists, which the account data handler changes.
+    account_data_store = AccountDataStore(db)
+    # Issue 11: push actions are evaluated by the events writer as it stores each event.
+    push_actions = PushActionStore(db)
+    # Issue 11: push rules, cached per user; the send path evaluates them.
+    push_rules = PushRulesHandler(PushRuleStore(db))
+    evaluator = PushEvaluator(
+        push_rules, core.events, account_data_store, server_name=config.server_name
+    )
+    return PushEvaluationPart(account_data_store, push_actions, push_rules, evaluator)
+
+
+@attrs.frozen
+class WriterPart:
+    """The events writer's persister (seed 2: only on the events writer)."""
+
+    persister: EventPersister
+
+
+def build_writer(
+    config: Config,
+    db: Database,
+    signing_key: SigningKey,
+    clock: Clock,
+    core: CorePart,
+    push: PushEvaluationPart,
+    *,
+    persist_store: PersistEventStore | None,
+) -> WriterPart:
+    """The persister; registers the events stream and wakes the notifier on new events."""
+    # Seed 2: the write side of event persistence exists only on the events writer.
+    if persist_store is None:
+        persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
+    persister = EventPersister(
+        persist_store,
+        core.events,
+        db,
+        server_name=config.server_name,
+        signing_key=signing_key,
+        ephemeral_messages=config.enable_ephemeral_messages,
+        state_groups=core.state,
+        clock=clock,
+        relation_checks=RelationChecker(core.events, core.relations),
+        push=push.evaluator,
+    )
+    core.positions.register("events", lambda: persister.stream_position)
+    notifier = core.notifier
+    persister.add_listener(lambda stored: notify_events(notifier, stored))
+    return WriterPart(persister)
+
+
+@attrs.frozen
+class RoomsPart:
+    """Joining, sending, creating rooms and reading them."""
+
+    membership: MembershipHandler
+    send: SendHandler
+    room_read_store: RoomReadStore
+    room_reads: RoomReadHandler
+    room_creation: RoomCreationHandler
+
+
+def build_rooms(
+    config: Config,
+    db: Database,
+    core: CorePart,
+    accounts: AccountsPart,
+    push: PushEvaluationPart,
+    writer: WriterPart,
+) -> RoomsPart:
+    """The room handlers, writing through the persister."""
+    name = config.server_name
+    membership = MembershipHandler(
+        writer.persister,
+        db,
+        core.events,
+        core.state,
+        core.profiles,
+        core.directory,
+        server_name=name,
+    )
+    send = SendHandler(
+        writer.persister,
+        core.events,
+        core.state,
+        StateContentChecker(core.directory, server_name=name),
+    )
+    room_read_store = RoomReadStore(db)
+    room_reads = RoomReadHandler(
+        core.events,
+        core.state,
+        room_read_store,
+        accounts.erasure,
+        server_name=name,
+        account_data=push.account_data_store,
+        aggregator=Aggregator(core.relations, core.events, push.account_data_store),
+    )
+    room_creation = RoomCreationHandler(
+        writer.persister, membership, core.directory, core.profiles, server_name=name
+    )
+    return RoomsPart(membership, send, room_read_store, room_reads, room_creation)
+
+
+@attrs.frozen
+class StreamsPart:
+    """The handlers of the streams /sync carries besides events (issue 4)."""
+
+    handlers: StreamHandlers
+    user_directory: UserDirectoryHandler
+    subsystems: tuple[Subsystem, ...]
+    loaders: tuple[Loader, ...]
+
+
+def build_streams(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    core: CorePart,
+    accounts: AccountsPart,
+    push: PushEvaluationPart,
+    writer: WriterPart,
+    rooms: RoomsPart,
+) -> StreamsPart:
+    """Typing, receipts, account data, presence, to-device, device lists, user directory."""
+    name = config.server_name
+    account_data = AccountDataHandler(
+        push.account_data_store, core.notifier, core.positions, core.state, server_name=name
+    )
+    handlers = StreamHandlers(
+        typing=TypingHandler(db, core.notifier, core.positions, core.state, server_name=name),
+        receipts=ReceiptsHandler(
+            db,
+            core.notifier,
+            core.positions,
+            core.state,
+            server_name=name,
+            events=core.events,
+            room_reads=rooms.room_reads,
+            account_data=account_data,
+            clock=clock,
+        ),
+        account_data=account_data,
+        presence=PresenceHandler(
+            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+        ),
+        to_device=ToDeviceHandler(
+            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+        ),
+        e2e_keys=E2eKeysHandler(
+            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+        ),
+    )
+    handlers.account_data.serve_push_rules(push.push_rules)
+    user_directory = UserDirectoryHandler(
+        db, core.notifier, core.positions, core.state, server_name=name
+    )
+    # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
+    # and pending to-device messages.
+    accounts.accounts.add_device_listener(handlers.e2e_keys.on_devices_changed)
+    accounts.accounts.add_device_listener(handlers.to_device.on_devices_changed)
+    # Issue 4: typing and presence time out; leaving a room stops typing, messages are activity.
+    writer.persister.add_listener(handlers.typing.on_new_events)
+    writer.persister.add_listener(handlers.presence.on_new_events)
+    loaded = (
+        handlers.typing,
+        handlers.receipts,
+        handlers.account_data,
+        handlers.presence,
+        handlers.to_device,
+        handlers.e2e_keys,
+        user_directory,
+    )
+    return StreamsPart(
+        handlers,
+        user_directory,
+        subsystems=(handlers.typing.run_timeouts, handlers.presence.run_timeouts),
+        loaders=tuple(h.load for h in loaded),
+    )
+
+
+@attrs.frozen
+class SyncPart:
+    """/sync and the legacy /events and /initialSync."""
+
+    sync: SyncHandler
+    legacy_events: LegacyEventStream
+    legacy_sync: LegacyInitialSync
+
+
+def build_sync(
+    db: Database,
+    core: CorePart,
+    push: PushEvaluationPart,
+    rooms: RoomsPart,
+    streams: StreamsPart,
+) -> SyncPart:
+    """The sync handlers, woken by the notifier."""
+    room_reads = rooms.room_reads
+    room_sync = RoomSyncBuilder(
+        core.events,
+        core.state,
+        SyncStore(db),
+        rooms.room_read_store,
+        room_reads.visibility,
+        room_reads.serializer,
+    )
+    handlers = streams.handlers
+    sync_store = SyncStore(db)
+    sync = SyncHandler(
+        core.notifier,
+        room_sync,
+        SyncStreams(handlers),
+        handlers.presence,
+        sync_store,
+        push.push_actions,
+    )
+    legacy_events = LegacyEventStream(
+        core.notifier, core.events, EventStreamStore(db), sync_store, room_reads, handlers
+    )
+    legacy_sync = LegacyInitialSync(
+        core.notifier, sync, sync_store, core.events, core.directory, room_reads, handlers
+    )
+    return SyncPart(sync, legacy_events, legacy_sync)
+
+
+@attrs.frozen
+class PushersPart:
+    """Pushers and their delivery (issue 11)."""
+
+    pool: PusherPool
+    pushers: PushersHandler
+    subsystems: tuple[Subsystem, ...]
+
+
+def build_pushers(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    core: CorePart,
+    accounts: AccountsPart,
+    writer: WriterPart,
+    streams: StreamsPart,
+) -> PushersPart:
+    """Pushers and the pool that delivers to them."""
+    # Issue 11: pushers, delivered by their own subsystem (one chosen instance, later).
+    pusher_store = PusherStore(db)
+    notifications = NotificationBuilder(
+        core.events, core.state, include_content=config.push.include_content
+    )
+    pool = PusherPool(pusher_store, core.events, notifications, config.push, clock=clock)
+    pushers = PushersHandler(pusher_store, pool, clock=clock)
+    # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
+    writer.persister.add_listener(pool.on_persisted)
+    streams.handlers.receipts.add_receipt_listener(pool.on_receipt)
+    accounts.accounts.add_device_listener(pushers.on_devices_changed)
+    return PushersPart(pool, pushers, subsystems=(pool.run_pushers,))
+
+
+@attrs.frozen
+class MediaPart:
+    """The media repository and URL previews (issue 12)."""
+
+    media: MediaRepository
+    url_previews: PreviewHandler | None
+    subsystems: tuple[Subsystem, ...]
+    loaders: tuple[Loader, ...]
+
+
+def build_media(config: Config, db: Database, clock: Clock) -> MediaPart:
+    """The media repository, its thumbnails and (when enabled) URL previews."""
+    # Issue 12: the media repository; files under data_dir/media, metadata in local_media.
+    media_root = config.data_path(config.media.storage_path)
+    media = MediaRepository(
+        MediaStore(db),
+        MediaFileStore(media_root),
+        config.media,
+        server_name=config.server_name,
+        thumbnails=ThumbnailService(
+            MediaThumbnailStore(db), media_root, config.media, clock=clock
+        ),
+        clock=clock,
+    )
+    # Issue 12: unused media ids expire; completed uploads get their thumbnails.
+    subsystems: list[Subsystem] = [media.run_expiry, media.run_thumbnails]
+    # Issue 12: URL previews, only when enabled (they fetch any URL a user names).
+    url_previews = None
+    if config.media.url_preview_enabled:
+        # A page's og:image is kept as local media, uploaded in the server's own name.
+        url_previews = PreviewHandler(
+            UrlPreviewStore(db),
+            config.media,
+            store_image=partial(media.store_preview_image, f"@preview:{config.server_name}"),
+            clock=clock,
+        )
+        subsystems.append(url_previews.run_expiry)
+    return MediaPart(
+        media,
+        url_previews,
+        subsystems=tuple(subsystems),
+        # Issue 12: the media directories exist and stale temporary files are gone.
+        loaders=(media.load,),
+    )
+
+
+@attrs.frozen
+class UpgradesPart:
+    """Room upgrades (issue 11)."""
+
+    room_upgrade: RoomUpgradeHandler
+
+
+def build_upgrades(
+    config: Config,
+    core: CorePart,
+    push: PushEvaluationPart,
+    rooms: RoomsPart,
+    streams: StreamsPart,
+) -> UpgradesPart:
+    """The upgrade handler; joining an upgraded room copies the user's data over."""
+    room_upgrade = RoomUpgradeHandler(
+        core.state,
+        core.events,
+        rooms.send,
+        rooms.room_creation,
+        core.directory,
+        streams.handlers.account_data,
+        server_name=config.server_name,
+        push_rules=push.push_rules,
+    )
+    # Issue 11: joining an upgraded room later copies the user's data for its predecessor.
+    rooms.membership.add_join_listener(room_upgrade.on_join)
+    return UpgradesPart(room_upgrade)
+
+
+def build_api_deps(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    accounts: AccountsPart,
+    core: CorePart,
+    push: PushEvaluationPart,
+    rooms: RoomsPart,
+    streams: StreamsPart,
+    sync: SyncPart,
+    pushers: PushersPart,
+    media: MediaPart,
+    upgrades: UpgradesPart,
+) -> ApiDeps:
+    """What the HTTP API uses, with the handlers only the API needs."""
+    name = config.server_name
+    events = core.events
+    state = core.state
+    room_reads = rooms.room_reads
+    handlers = streams.handlers
+    # Issue 11: room summaries serve /room_summary and the space hierarchy.
+    room_summary = RoomSummaryHandler(RoomSummaryStore(db), events)
+    return ApiDeps(
+        server_name=name,
+        http=config.http,
+        registration=config.registration,
+        default_room_version=config.rooms.default_room_version,
+        room_versions=dict.fromkeys(KNOWN_ROOM_VERSIONS, "stable"),
+        enable_ephemeral_messages=config.enable_ephemeral_messages,
+        auth=accounts.auth,
+        accounts=accounts.accounts,
+        uia=InteractiveAuth(),
+        ratelimits=Ratelimiters.from_config(config.ratelimit),
+        shared_secret=SharedSecretRegistration(
+            config.registration.shared_secret, accounts.accounts
+        ),
+        filters=FilterStore(db),
+        events=events,
+        state=state,
+        profiles=core.profiles,
+        directory=core.directory,
+        membership=rooms.membership,
+        room_creation=rooms.room_creation,
+        send=rooms.send,
+        profile=ProfileHandler(core.profiles, rooms.membership, state, events, server_name=name),
+        directory_handler=DirectoryHandler(
+            core.directory, state, events, rooms.send, server_name=name
+        ),
+        room_reads=room_reads,
+        notifier=core.notifier,
+        sync=sync.sync,
+        legacy_events=sync.legacy_events,
+        legacy_sync=sync.legacy_sync,
+        typing=handlers.typing,
+        receipts=handlers.receipts,
+        account_data=handlers.account_data,
+        presence=handlers.presence,
+        to_device=handlers.to_device,
+        e2e_keys=handlers.e2e_keys,
+        user_directory=streams.user_directory,
+        room_upgrade=upgrades.room_upgrade,
+        openid=OpenIdHandler(OpenIdStore(db), server_name=name, clock=clock),
+        room_keys=RoomKeysHandler(RoomKeyStore(db)),
+        room_summary=room_summary,
+        hierarchy=HierarchyHandler(room_summary, clock=clock),
+        timestamp_lookup=TimestampLookup(EventTimestampStore(db), events, room_reads),
+        reports=ReportsHandler(ReportStore(db), room_reads, events, server_name=name, clock=clock),
+        voip=VoipHandler(config.voip, clock=clock),
+        search=SearchHandler(SearchStore(db), room_reads, events, state),
+        notifications=NotificationsHandler(push.push_actions, events, room_reads),
+        push_rules=push.push_rules,
+        relations=RelationsHandler(room_reads, core.relations, events),
+        pushers=pushers.pushers,
+        media=media.media,
+        url_previews=media.url_previews,
+    )
+
+
+@attrs.frozen
+class ExpiryPart:
+    """The pruning of self-destructing messages (issue 5)."""
+
+    expirer: EventExpirer
+    subsystems: tuple[Subsystem, ...]
+
+
+def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart) -> ExpiryPart:
+    """Self-destructing messages are pruned by the events writer only."""
+    expirer = EventExpirer(CensorEventsStore(db), core.events.cache, wall_clock=clock)
+    writer.persister.add_listener(expirer.on_persisted)
+    return ExpiryPart(expirer, subsystems=(expirer.run,))
