@@ -37,7 +37,7 @@ from trioserver.keys import key_id, load_key_file
 from trioserver.storage.persistence import EventPersister
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.meta import check_server_name
-from trioserver.supervisor import run_supervised
+from trioserver.supervisor import Subsystem, run_supervised
 
 if TYPE_CHECKING:
     from signedjson.types import SigningKey
@@ -142,9 +142,6 @@ async def run_http_api(
             # (the TLS files are checked earlier, by `setup_files.ensure_data_files`).
             raise _listen_error(http, group) from None
         task_status.started(RunningServer(tuple(binds)))
-
-
-Subsystem = Callable[..., Awaitable[None]]
 
 
 @attrs.frozen
