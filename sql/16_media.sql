@@ -17,10 +17,7 @@ CREATE TABLE local_media (
     length INTEGER,
     sha256 TEXT,
     -- Quarantined media is never served (admin API later).
-    quarantined INTEGER NOT NULL DEFAULT 0,
-    -- 1 when uploaded after the unauthenticated-media freeze (spec v1.11): only the
-    -- authenticated /_matrix/client/v1/media endpoints serve it.
-    authenticated INTEGER NOT NULL DEFAULT 1
+    quarantined INTEGER NOT NULL DEFAULT 0
 );
 
 -- Counting (and expiring) a user's pending ids.

@@ -448,12 +448,9 @@ def _check_consistency(config: Config) -> None:
             problems.append(f"config.push.{key}: must be positive")
     if config.push.give_up_after < 0:
         problems.append("config.push.give_up_after: must not be negative")
-    for key in ("ip_range_blocklist", "ip_range_allowlist"):
-        for value in getattr(config.push, key):
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                problems.append(f"config.push.{key}: {value!r} is not an IP address range")
+    problems += _ip_range_problems(
+        "push", config.push, ("ip_range_blocklist", "ip_range_allowlist")
+    )
     problems += _media_problems(config.media)
     writer = config.stream_writers.events
     if writer != config.instance_name and writer not in config.instance_map:
@@ -462,6 +459,17 @@ def _check_consistency(config: Config) -> None:
         )
     if problems:
         raise _invalid(problems)
+
+
+def _ip_range_problems(section: str, values: object, keys: tuple[str, ...]) -> list[str]:
+    problems = []
+    for key in keys:
+        for value in getattr(values, key):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                problems.append(f"config.{section}.{key}: {value!r} is not an IP address range")
+    return problems
 
 
 def _media_problems(media: MediaConfig) -> list[str]:
@@ -480,12 +488,9 @@ def _media_problems(media: MediaConfig) -> list[str]:
                 f"config.media.thumbnail_sizes: {size.width}x{size.height} is outside"
                 " 1..10000 pixels"
             )
-    for key in ("url_preview_ip_range_blocklist", "url_preview_ip_range_allowlist"):
-        for value in getattr(media, key):
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                problems.append(f"config.media.{key}: {value!r} is not an IP address range")
+    problems += _ip_range_problems(
+        "media", media, ("url_preview_ip_range_blocklist", "url_preview_ip_range_allowlist")
+    )
     return problems
 
 

@@ -54,7 +54,7 @@ class AddressPolicy:
     """Which addresses outbound requests may connect to."""
 
     def __init__(self, blocked: Sequence[IpNetwork], allowed: Sequence[IpNetwork]) -> None:
-        self._blocked = [*_ALWAYS_BLOCKED, *blocked]
+        self._blocked = list(blocked)
         self._allowed = list(allowed)
 
     def permits(self, address: IpAddress) -> bool:

@@ -158,7 +158,7 @@ class MediaRepository:
         config: MediaConfig,
         *,
         server_name: str,
-        thumbnails: ThumbnailProvider | None = None,
+        thumbnails: ThumbnailProvider,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -230,9 +230,6 @@ class MediaRepository:
             raise _too_large(self._config.max_upload_size) from None
         return NewContent(content_type, upload_name, stored.length, stored.sha256)
 
-    def _authenticated(self, now_ms: int) -> bool:
-        return now_ms >= self._config.unauthenticated_media_before_ts
-
     async def upload(
         self,
         uploader: str,
@@ -249,25 +246,9 @@ class MediaRepository:
             content = await self._store_file(chunks, content_type, upload_name)
         media_id = secrets.token_urlsafe(18)  # 24 URL-safe characters
         now_ms = self._now_ms()
-        await self._store.insert_complete(
-            media_id, uploader, now_ms, content, authenticated=self._authenticated(now_ms)
-        )
+        await self._store.insert_complete(media_id, uploader, now_ms, content)
         self._uploaded_nowait(media_id, content)
         return self._mxc(media_id)
-
-    async def store_bytes(
-        self, uploader: str, content_type: str, upload_name: str | None, data: bytes
-    ) -> str:
-        """Store bytes the server already holds (URL preview images); returns the mxc URI.
-
-        Raises:
-            MatrixError: 413 ``M_TOO_LARGE`` when over ``max_upload_size``.
-        """
-
-        async def one_chunk() -> AsyncIterator[bytes]:
-            yield data
-
-        return await self.upload(uploader, content_type, upload_name, one_chunk())
 
     async def store_preview_image(self, uploader: str, data: bytes, content_type: str) -> str:
         """Keep a URL preview's image as local media (clients then never contact the page's
@@ -276,7 +257,11 @@ class MediaRepository:
         Raises:
             MatrixError: 413 ``M_TOO_LARGE`` when over ``max_upload_size``.
         """
-        return await self.store_bytes(uploader, content_type, None, data)
+
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.upload(uploader, content_type, None, one_chunk())
 
     async def create(self, uploader: str) -> tuple[str, int]:
         """Reserve a media id for a later ``PUT /upload`` (``POST /create``).
@@ -296,7 +281,6 @@ class MediaRepository:
             now_ms,
             expires_ts,
             max_pending=self._config.max_pending_uploads,
-            authenticated=self._authenticated(now_ms),
         )
         if first_expiry is not None:
             retry_after_ms = max(first_expiry - now_ms, 0)
@@ -331,7 +315,6 @@ class MediaRepository:
     async def upload_to(
         self,
         uploader: str,
-        server_name: str,
         media_id: str,
         content_type: str,
         upload_name: str | None,
@@ -339,10 +322,14 @@ class MediaRepository:
     ) -> None:
         """Give a pending id its content (``PUT /upload/{server}/{id}``).
 
+        The caller has checked the id with `check_can_upload_to` (before reading the body, so
+        that 403/404/409 come before 413); whether it is still pending and unexpired is
+        checked again when the content is recorded.
+
         Raises:
-            MatrixError: as `check_can_upload_to`, and 413 ``M_TOO_LARGE``.
+            MatrixError: 413 ``M_TOO_LARGE``; 404 or 409 when the id expired or was filled
+                while the body arrived.
         """
-        await self.check_can_upload_to(uploader, server_name, media_id)
         with self._upload_slot(uploader):
             content = await self._store_file(chunks, content_type, upload_name)
         if not await self._store.complete_pending(media_id, self._now_ms(), content):
@@ -358,8 +345,6 @@ class MediaRepository:
         waiting = self._uploaded.pop(media_id, None)
         if waiting is not None:
             waiting.set()
-        if self._thumbnails is None:
-            return
         job = _ThumbnailJob(media_id, self._files.path_of(content.sha256), content.content_type)
         try:
             self._to_thumbnail.send_nowait(job)
@@ -424,8 +409,6 @@ class MediaRepository:
         Raises:
             MatrixError: 404 ``M_NOT_FOUND`` when the media's file is gone (as a download).
         """
-        if self._thumbnails is None:
-            return None
         try:
             return await self._thumbnails.thumbnail(
                 media.row.media_id,
@@ -445,8 +428,6 @@ class MediaRepository:
         """Make the configured thumbnails of each completed upload, one at a time."""
         task_status.started()
         async for job in self._thumbnail_queue:
-            if self._thumbnails is None:
-                continue
             try:
                 await self._thumbnails.generate_configured(
                     job.media_id, job.source, job.content_type

@@ -100,7 +100,6 @@ class MediaFileStore:
         Raises:
             FileTooLarge: more than `limit` bytes arrived (nothing is kept).
         """
-        self._tmp.mkdir(parents=True, exist_ok=True)
         temp = self._tmp / f"{secrets.token_hex(16)}.part"
         handle = await trio.to_thread.run_sync(_open_exclusive, temp)
         try:
@@ -197,6 +196,8 @@ def _hash_and_write(digest: hashlib._Hash, handle: BinaryIO, data: bytes) -> Non
 
 
 def _open_exclusive(path: Path) -> BinaryIO:
+    # In the worker thread, with the open: `tmp/` may be gone (removed by hand).
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("xb")
 
 
@@ -206,7 +207,8 @@ def _sync_and_close(handle: BinaryIO) -> None:
     handle.close()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` durable (after a rename into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -220,14 +222,14 @@ def _move_into_place(temp: Path, final: Path) -> None:
         # upload still finishing (renamed, directory not yet synced): sync its entry here
         # too, so this upload is as durable as if it had written the file itself.
         temp.unlink()
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     # The shard directories may be new: their own entries must be durable too.
-    _fsync_dir(final.parent.parent)
-    _fsync_dir(final.parent.parent.parent)
+    fsync_dir(final.parent.parent)
+    fsync_dir(final.parent.parent.parent)
     os.replace(temp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _discard(handle: BinaryIO, temp: Path) -> None:

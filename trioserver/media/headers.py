@@ -76,7 +76,8 @@ TEXT_TYPES = frozenset(
 _SEPARATORS = frozenset('()<>@,;:\\"/[]?={}')
 
 
-def _essence(content_type: str) -> str:
+def essence(content_type: str) -> str:
+    """The type without parameters, lower-cased (``Text/Plain; charset=x`` -> ``text/plain``)."""
     return content_type.split(";", 1)[0].strip().lower()
 
 
@@ -89,7 +90,7 @@ def served_content_type(content_type: str) -> str:
 
 def is_inline(content_type: str) -> bool:
     """Whether a browser may show this type in place (see `INLINE_TYPES`)."""
-    return _essence(content_type) in INLINE_TYPES
+    return essence(content_type) in INLINE_TYPES
 
 
 def _is_token(name: str) -> bool:

@@ -10,6 +10,8 @@ from typing import Literal
 
 import attrs
 
+from trioserver.media.headers import essence
+
 Method = Literal["crop", "scale"]
 
 
@@ -57,4 +59,4 @@ THUMBNAIL_TYPES = frozenset(
 
 def can_thumbnail(content_type: str) -> bool:
     """Whether media of this type (parameters such as ``; charset`` ignored) gets thumbnails."""
-    return content_type.split(";", 1)[0].strip().lower() in THUMBNAIL_TYPES
+    return essence(content_type) in THUMBNAIL_TYPES

@@ -43,6 +43,8 @@ import attrs
 
 import trio
 
+from trioserver.media.filestore import fsync_dir
+from trioserver.media.headers import essence
 from trioserver.media.thumbnail_types import (
     Method,
     ThumbnailError,
@@ -236,12 +238,16 @@ class ThumbnailService:
             return None
         width = min(max(width, 1), self._max_side)
         height = min(max(height, 1), self._max_side)
-        animated = animated and content_type.split(";")[0].strip().lower() in _ANIMATABLE
+        animated = animated and essence(content_type) in _ANIMATABLE
         if self._config.dynamic_thumbnails:
             rows = await self._store.media_thumbnails(media_id)
             asked = (width, height, method, animated)
-            if any((r.req_width, r.req_height, r.method, r.animated) == asked for r in rows):
-                return await self._exact(media_id, source, width, height, method, animated)
+            made = next(
+                (r for r in rows if (r.req_width, r.req_height, r.method, r.animated) == asked),
+                None,
+            )
+            if made is not None:
+                return await self._serve(media_id, source, made)
             # No await between this check and the count going up: a slot is taken at once.
             if len(rows) + self._dynamic_making[media_id] < MAX_DYNAMIC_PER_MEDIA:
                 self._dynamic_making[media_id] += 1
@@ -484,8 +490,4 @@ def _write_atomically(directory: Path, name: str, data: bytes) -> None:
             os.unlink(temporary)
         raise
     # The rename itself is durable once the directory is.
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(directory)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _COLUMNS = (
     "media_id, uploader, created_ts, state, expires_ts, content_type, upload_name, length,"
-    " sha256, quarantined, authenticated"
+    " sha256, quarantined"
 )
 
 
@@ -43,7 +43,6 @@ class MediaRow:
     length: int | None
     sha256: str | None
     quarantined: bool
-    authenticated: bool
 
 
 @attrs.frozen
@@ -68,7 +67,6 @@ def _media_row(row: Row) -> MediaRow:
         length=None if row[7] is None else int(row[7]),
         sha256=row[8],
         quarantined=bool(row[9]),
-        authenticated=bool(row[10]),
     )
 
 
@@ -80,11 +78,11 @@ def _get_media_txn(txn: Txn, media_id: str) -> MediaRow | None:
 
 
 def _insert_complete_txn(
-    txn: Txn, media_id: str, uploader: str, now_ms: int, content: NewContent, authenticated: bool
+    txn: Txn, media_id: str, uploader: str, now_ms: int, content: NewContent
 ) -> None:
     txn.execute(
         "INSERT INTO local_media (media_id, uploader, created_ts, state, content_type,"
-        " upload_name, length, sha256, authenticated) VALUES (?, ?, ?, 'complete', ?, ?, ?, ?, ?)",
+        " upload_name, length, sha256) VALUES (?, ?, ?, 'complete', ?, ?, ?, ?)",
         (
             media_id,
             uploader,
@@ -93,7 +91,6 @@ def _insert_complete_txn(
             content.upload_name,
             content.length,
             content.sha256,
-            int(authenticated),
         ),
     )
 
@@ -115,7 +112,6 @@ def _insert_pending_txn(
     now_ms: int,
     expires_ts: int,
     max_pending: int,
-    authenticated: bool,
 ) -> int | None:
     # Counting and inserting in one transaction: two concurrent /create calls cannot both
     # take the last free slot.
@@ -123,9 +119,9 @@ def _insert_pending_txn(
     if count >= max_pending:
         return first_expiry if first_expiry is not None else now_ms
     txn.execute(
-        "INSERT INTO local_media (media_id, uploader, created_ts, state, expires_ts,"
-        " authenticated) VALUES (?, ?, ?, 'pending', ?, ?)",
-        (media_id, uploader, now_ms, expires_ts, int(authenticated)),
+        "INSERT INTO local_media (media_id, uploader, created_ts, state, expires_ts)"
+        " VALUES (?, ?, ?, 'pending', ?)",
+        (media_id, uploader, now_ms, expires_ts),
     )
     return None
 
@@ -172,8 +168,6 @@ class MediaStore:
         uploader: str,
         now_ms: int,
         content: NewContent,
-        *,
-        authenticated: bool,
     ) -> None:
         """Record an upload whose file is already durable (a checkpoint).
 
@@ -187,7 +181,6 @@ class MediaStore:
             uploader,
             now_ms,
             content,
-            authenticated,
         )
 
     async def insert_pending(
@@ -198,7 +191,6 @@ class MediaStore:
         expires_ts: int,
         *,
         max_pending: int,
-        authenticated: bool,
     ) -> int | None:
         """Reserve `media_id` for `uploader` unless they hold `max_pending` unused ids.
 
@@ -213,7 +205,6 @@ class MediaStore:
             now_ms,
             expires_ts,
             max_pending,
-            authenticated,
         )
 
     async def complete_pending(self, media_id: str, now_ms: int, content: NewContent) -> bool:

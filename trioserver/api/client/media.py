@@ -21,6 +21,7 @@ from trioserver.handlers.media import (
     DEFAULT_TIMEOUT_MS,
     MAX_TIMEOUT_MS,
     ServableMedia,
+    not_found,
     parse_content_type,
 )
 from trioserver.media.filestore import open_chunks
@@ -87,7 +88,6 @@ async def upload_to(deps: ApiDeps, request: Request) -> JsonDict:
     deps.ratelimits.media_upload.check(request.requester.user_id)
     await media.upload_to(
         request.requester.user_id,
-        request.path_params["serverName"],
         request.path_params["mediaId"],
         content_type,
         _upload_name(request),
@@ -104,7 +104,7 @@ async def _file_response(
     except FileNotFoundError:
         # The row is there but the file is not (removed by hand, a restore of the database
         # without its media): not found, rather than a response cut short.
-        raise MatrixError("M_NOT_FOUND", "Not found") from None
+        raise not_found() from None
     return Response(
         stream=chunks,
         content_length=length,
