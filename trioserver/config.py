@@ -141,19 +141,77 @@ class VoipConfig:
     turn_allow_guests: bool = True
 
 
+# The instance that runs the replication listener and, unless configured otherwise, writes
+# every stream (Synapse's "main process").
+MAIN_INSTANCE = "main"
+
+
 @attrs.frozen
 class StreamWritersConfig:
-    """Which instance writes each stream; only the named instance persists events."""
+    """Which instance writes each stream (seed 2: only the events writer persists events).
 
-    events: str = "main"
+    Issue 13: every stream but ``events`` is written by main; the events writer may be main or
+    a worker (its events reach the other instances through main's replication listener).
+    """
+
+    events: str = MAIN_INSTANCE
+    typing: str = MAIN_INSTANCE
+    receipts: str = MAIN_INSTANCE
+    account_data: str = MAIN_INSTANCE
+    presence: str = MAIN_INSTANCE
+    to_device: str = MAIN_INSTANCE
+    device_lists: str = MAIN_INSTANCE
+
+    def writer_of(self, stream: str) -> str:
+        """The instance that writes `stream` (``caches`` is always main's)."""
+        value = getattr(self, stream, MAIN_INSTANCE)
+        assert isinstance(value, str)
+        return value
 
 
 @attrs.frozen
 class InstanceLocation:
-    """Where another instance's internal HTTP listener is."""
+    """Where an instance's internal HTTP listener (``/_trioserver/replication/...``) is."""
 
     host: str
     port: int
+
+
+@attrs.frozen
+class ReplicationConfig:
+    """Main's replication listener, which every other instance connects to (issue 13).
+
+    `secret` authenticates the replication connection and the internal HTTP endpoints; an
+    instance refuses to run in a multi-instance deployment without it.
+    """
+
+    bind: str = "127.0.0.1"
+    port: int = 9093
+    secret: str | None = None
+
+
+@attrs.frozen
+class WorkerConfig:
+    """A named worker instance of a deployment described in one file (issue 13).
+
+    Attributes:
+        port: its client API port (``http.port`` of that instance).
+        bind_addresses: its client API addresses (default: ``http.bind_addresses``).
+    """
+
+    port: int = 0
+    bind_addresses: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class RolesConfig:
+    """Background roles that run on exactly one instance (issue 13).
+
+    Event expiry (seed 7) always runs on the events writer and is not listed here.
+    """
+
+    pushers: str = MAIN_INSTANCE
+    media_expiry: str = MAIN_INSTANCE
 
 
 @attrs.frozen
@@ -258,6 +316,9 @@ class Config:
     voip: VoipConfig = VoipConfig()
     stream_writers: StreamWritersConfig = StreamWritersConfig()
     instance_map: Mapping[str, InstanceLocation] = attrs.field(factory=dict)
+    replication: ReplicationConfig = ReplicationConfig()
+    workers: Mapping[str, WorkerConfig] = attrs.field(factory=dict)
+    roles: RolesConfig = RolesConfig()
     push: PushConfig = PushConfig()
     media: MediaConfig = MediaConfig()
 
@@ -269,6 +330,51 @@ class Config:
     def is_events_writer(self) -> bool:
         """Whether this instance persists events (seed 2: only the configured writer does)."""
         return self.stream_writers.events == self.instance_name
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this instance runs the replication listener and main's streams."""
+        return self.instance_name == MAIN_INSTANCE
+
+    @property
+    def is_multi_instance(self) -> bool:
+        """Whether this deployment has more than one instance (replication is on)."""
+        return bool(self.workers) or not self.is_main or len(self.instance_map) > 1
+
+    def writes(self, stream: str) -> bool:
+        """Whether this instance writes `stream`."""
+        return self.stream_writers.writer_of(stream) == self.instance_name
+
+    def runs_role(self, role: str) -> bool:
+        """Whether this instance runs `role` (a field of `RolesConfig`, or ``expiry``)."""
+        if role == "expiry":
+            return self.is_events_writer
+        value = getattr(self.roles, role)
+        assert isinstance(value, str)
+        return value == self.instance_name
+
+    def for_instance(self, name: str) -> Config:
+        """This deployment's config as instance `name` sees it (``--instance NAME``).
+
+        A worker takes its client listener from its ``[workers.NAME]`` section.
+
+        Raises:
+            ConfigError: `name` is neither main nor a configured worker.
+        """
+        if name == MAIN_INSTANCE:
+            return attrs.evolve(self, instance_name=name)
+        worker = self.workers.get(name)
+        if worker is None:
+            known = ", ".join([MAIN_INSTANCE, *sorted(self.workers)])
+            raise ConfigError(f"--instance {name!r}: no [workers.{name}] section ({known})")
+        http = attrs.evolve(
+            self.http,
+            port=worker.port,
+            bind_addresses=worker.bind_addresses or self.http.bind_addresses,
+        )
+        config = attrs.evolve(self, instance_name=name, http=http)
+        _check_consistency(config)
+        return config
 
 
 T = TypeVar("T")
@@ -452,13 +558,54 @@ def _check_consistency(config: Config) -> None:
         "push", config.push, ("ip_range_blocklist", "ip_range_allowlist")
     )
     problems += _media_problems(config.media)
-    writer = config.stream_writers.events
-    if writer != config.instance_name and writer not in config.instance_map:
-        problems.append(
-            f"config.stream_writers.events: instance {writer!r} is not in config.instance_map"
-        )
+    problems += _instance_problems(config)
     if problems:
         raise _invalid(problems)
+
+
+def _instance_problems(config: Config) -> list[str]:
+    problems = []
+    known = {MAIN_INSTANCE, *config.workers}
+    for stream in attrs.fields_dict(StreamWritersConfig):
+        writer = config.stream_writers.writer_of(stream)
+        if writer != config.instance_name and writer not in config.instance_map:
+            problems.append(
+                f"config.stream_writers.{stream}: instance {writer!r} is not in"
+                " config.instance_map"
+            )
+        elif stream != "events" and writer != MAIN_INSTANCE:
+            # Only the events stream has a forwarding path to another instance so far.
+            problems.append(
+                f"config.stream_writers.{stream}: only {MAIN_INSTANCE!r} can write this stream"
+            )
+    for role in attrs.fields_dict(RolesConfig):
+        owner = getattr(config.roles, role)
+        if config.workers and owner not in known:
+            problems.append(
+                f"config.roles.{role}: instance {owner!r} is neither main nor in config.workers"
+            )
+    if config.is_multi_instance:
+        if not config.replication.secret:
+            problems.append(
+                "config.replication.secret: required when there is more than one instance"
+                " (it authenticates replication and the internal endpoints)"
+            )
+        if not config.is_main and MAIN_INSTANCE not in config.instance_map:
+            problems.append(
+                f"config.instance_map.{MAIN_INSTANCE}: a worker needs main's internal address"
+            )
+    if not 0 <= config.replication.port <= 65535:
+        problems.append("config.replication.port: must be between 0 and 65535")
+    for name, location in config.instance_map.items():
+        if not 0 <= location.port <= 65535:
+            problems.append(f"config.instance_map.{name}.port: must be between 0 and 65535")
+    for name in config.workers:
+        if name == MAIN_INSTANCE or not name.replace("_", "").replace("-", "").isalnum():
+            problems.append(
+                f"config.workers.{name}: a worker name is letters, digits, '-' and '_',"
+                f" and not {MAIN_INSTANCE!r}"
+            )
+    return problems
 
 
 def _ip_range_problems(section: str, values: object, keys: tuple[str, ...]) -> list[str]:
