@@ -53,9 +53,17 @@ logger = logging.getLogger(__name__)
 
 @attrs.frozen
 class RunningServer:
-    """What `serve` reports once it is ready."""
+    """What `serve` reports once it is ready.
+
+    Attributes:
+        base_urls: the client API's listeners.
+        replication_port: main's replication listener (None when there is none).
+        internal_port: this instance's internal HTTP listener (None when there is none).
+    """
 
     base_urls: tuple[str, ...]
+    replication_port: int | None = None
+    internal_port: int | None = None
 
     @property
     def port(self) -> int:

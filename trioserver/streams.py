@@ -67,6 +67,15 @@ class StreamToken:
         return any(getattr(self, n) > getattr(other, n) for n in STREAM_NAMES)
 
 
+class NotStreamWriter(RuntimeError):
+    """A write to a stream reached an instance that does not write that stream (a bug: such
+    writes are forwarded to the writer)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"this instance does not write the {stream} stream")
+        self.stream = stream
+
+
 class StreamIdGenerator:
     """Allocates one stream's positions on its writer.
 

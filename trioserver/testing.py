@@ -155,6 +155,77 @@ async def serve_in_process(
 
 
 @attrs.frozen
+class InProcessDeployment:
+    """Main and its workers, running in one trio run on one data dir (see
+    `serve_deployment_in_process`)."""
+
+    main: InProcessServer
+    workers: tuple[InProcessServer, ...]
+
+
+DEPLOYMENT_SECRET = "test-replication-secret"
+
+
+def _deployment_raw(
+    raw: Mapping[str, Any], main_ports: tuple[int, int], workers: int
+) -> dict[str, Any]:
+    replication_port, internal_port = main_ports
+    instance_map: dict[str, Any] = {"main": {"host": "127.0.0.1", "port": internal_port}}
+    names = [f"worker{i}" for i in range(1, workers + 1)]
+    return _merge(
+        raw,
+        {
+            "replication": {
+                "bind": "127.0.0.1",
+                "port": replication_port,
+                "secret": DEPLOYMENT_SECRET,
+            },
+            "instance_map": instance_map,
+            "workers": {name: {"port": 0} for name in names},
+        },
+    )
+
+
+@asynccontextmanager
+async def serve_deployment_in_process(
+    data_dir: str | Path | None = None, *, workers: int = 1, **overrides: Any
+) -> AsyncIterator[InProcessDeployment]:
+    """Run main and `workers` worker instances in this trio run, sharing one data dir.
+
+    The instances talk as separate processes would: over main's replication listener and its
+    internal HTTP listener on loopback, with one SQLite file. Arguments as for
+    `serve_in_process`.
+    """
+    with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
+        directory = Path(data_dir) if data_dir is not None else Path(tmp)
+        raw = _merge(_TEST_DEFAULTS, overrides)
+        # Main first, on free ports; the workers are configured with the ports it got.
+        main_config = config_from_mapping(
+            _deployment_raw(raw, (0, 0), workers), base_dir=directory
+        )
+        await ensure_data_files(main_config)
+        async with trio.open_nursery() as nursery:
+            main_running: RunningServer = await nursery.start(serve, main_config)
+            assert main_running.replication_port is not None
+            assert main_running.internal_port is not None
+            ports = (main_running.replication_port, main_running.internal_port)
+            deployment = config_from_mapping(
+                _deployment_raw(raw, ports, workers), base_dir=directory
+            )
+            started = []
+            for name in sorted(deployment.workers):
+                config = deployment.for_instance(name)
+                running: RunningServer = await nursery.start(serve, config)
+                started.append(InProcessServer(config, running))
+            try:
+                yield InProcessDeployment(
+                    InProcessServer(main_config, main_running), tuple(started)
+                )
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
 class ThreadedServer:
     """A server running in a background thread (see `serve_in_thread`)."""
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from trioserver.events import Event
-    from trioserver.storage.persistence import EventPersister
+    from trioserver.storage.persistence import EventSubmitter
     from trioserver.stores.database import Database, Txn
     from trioserver.stores.directory import DirectoryStore
     from trioserver.stores.events import EventStore
@@ -56,7 +56,7 @@ class MembershipHandler:
 
     def __init__(
         self,
-        persister: EventPersister,
+        persister: EventSubmitter,
         db: Database,
         events: EventStore,
         state: StateStore,

@@ -24,7 +24,7 @@ from trioserver.storage.persistence import EventIntent, NewRoom
 
 if TYPE_CHECKING:
     from trioserver.handlers.membership import MembershipHandler
-    from trioserver.storage.persistence import EventPersister
+    from trioserver.storage.persistence import EventSubmitter
     from trioserver.stores.directory import DirectoryStore
     from trioserver.stores.profiles import ProfileStore
 
@@ -174,7 +174,7 @@ class RoomCreationHandler:
 
     def __init__(
         self,
-        persister: EventPersister,
+        persister: EventSubmitter,
         membership: MembershipHandler,
         directory: DirectoryStore,
         profiles: ProfileStore,

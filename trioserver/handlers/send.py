@@ -18,7 +18,7 @@ from trioserver.stores.persist_events import TxnKey
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
     from trioserver.handlers.state_checks import StateContentChecker
-    from trioserver.storage.persistence import EventPersister
+    from trioserver.storage.persistence import EventSubmitter
     from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.state import StateStore
 
@@ -36,7 +36,7 @@ class SendHandler:
 
     def __init__(
         self,
-        persister: EventPersister,
+        persister: EventSubmitter,
         events: EventStore,
         state: StateStore,
         state_checks: StateContentChecker,

@@ -25,7 +25,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -59,6 +59,7 @@ from trioserver.stores.persist_events import (
     TxnKey,
     state_change_for,
 )
+from trioserver.streams import NotStreamWriter
 
 if TYPE_CHECKING:
     from trioserver.storage.push_evaluation import PushEvaluator
@@ -137,6 +138,39 @@ class _RoomBatch:
     new_room_version: str | None = None
     creator: str | None = None
     created_ts: int = 0
+
+
+class EventSubmitter(Protocol):
+    """Where handlers send events: the persister on the events writer, `NoEventWriter`
+    elsewhere (a worker forwards every request that writes events to the writer)."""
+
+    async def submit(
+        self,
+        room_id: str | None,
+        intents: list[EventIntent],
+        new_room: NewRoom | None = None,
+        *,
+        on_left_room: bool = False,
+    ) -> list[StoredEvent]: ...
+
+
+class NoEventWriter:
+    """The event submitter of an instance that is not the events writer (seed 2).
+
+    Every request that writes events is forwarded to the writer before it reaches a handler
+    (`trioserver.internal.forwarding`), so this is never called; if a bug routed a write here
+    it fails loudly instead of writing with ids of its own.
+    """
+
+    async def submit(
+        self,
+        room_id: str | None,
+        intents: list[EventIntent],
+        new_room: NewRoom | None = None,
+        *,
+        on_left_room: bool = False,
+    ) -> list[StoredEvent]:
+        raise NotStreamWriter("events")
 
 
 def _persist_failed() -> MatrixError:
