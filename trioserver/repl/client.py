@@ -48,6 +48,7 @@ from trioserver.repl.streams import PAGE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
     from trioserver.repl.streams import FollowerStream, JsonRow
 
 __all__ = ["ReplicationClient", "ReplicationUnavailable"]
