@@ -29,6 +29,8 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
+import attrs
+
 import trio
 
 from trioserver.repl.commands import (
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
     from trioserver.repl.streams import UpdatePage, WriterStream
 
-__all__ = ["ReplicationServer", "wall_clock_ms"]
+__all__ = ["ReplicationServer", "ReplicationServerStatistics", "wall_clock_ms"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,16 @@ _RETRY_S = 1.0
 def wall_clock_ms() -> int:
     """Wall-clock milliseconds, what PING carries."""
     return int(time.time() * 1000)
+
+
+@attrs.frozen
+class ReplicationServerStatistics:
+    """What `ReplicationServer.statistics` reports."""
+
+    connections: int
+    """Open connections, replicating or not."""
+    replicating: int
+    """Connections that sent REPLICATE and are being sent rows (not closing)."""
 
 
 class _Peer:
@@ -158,12 +170,20 @@ class ReplicationServer:
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._published: dict[str, int] = {}
+        self._peers: set[_Peer] = set()
         self._replicating: set[_Peer] = set()
         self._poked = trio.Event()
 
     def poke(self) -> None:
         """Some stream may have advanced: let the streamer look. Sync and cheap."""
         self._poked.set()
+
+    def statistics(self) -> ReplicationServerStatistics:
+        """How many connections there are (for tests and metrics)."""
+        return ReplicationServerStatistics(
+            connections=len(self._peers),
+            replicating=sum(not peer.closing for peer in self._replicating),
+        )
 
     def published_token(self, stream_name: str) -> int:
         """The token up to which `stream_name`'s rows have been sent (for tests and metrics)."""
@@ -225,6 +245,7 @@ class ReplicationServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         peer = _Peer(stream, self._max_buffered)
+        self._peers.add(peer)
         try:
             peer.send_nowait(ServerCommand(self._server_name))
             peer.send_nowait(PingCommand(self._clock_ms()))
@@ -239,6 +260,7 @@ class ReplicationServer:
             # Boundary: one connection (STYLE S4).
             logger.exception("replication: connection from %s failed", peer.name)
         finally:
+            self._peers.discard(peer)
             self._replicating.discard(peer)
 
     async def _ping_loop(self, peer: _Peer) -> None:
