@@ -523,3 +523,19 @@ async def test_wait_for_positions_raises_without_a_connection(nursery: trio.Nurs
     nursery.start_soon(drop_soon)
     with pytest.raises(ReplicationUnavailable), trio.fail_after(2):
         await client.wait_for_positions({"caches": 1}, 5.0)
+
+
+async def test_a_row_too_long_for_a_line_makes_peers_catch_up(nursery: trio.Nursery) -> None:
+    events = ListWriter("events")
+    server = make_server([events])
+    port = await nursery.start(server.run, "127.0.0.1", 0)
+    peer = await handshake(port)
+    assert await peer.line() == "POSITION events main 0 0"
+    events.write({"pad": "x" * (1024 * 1024)})
+    server.poke()
+    assert await peer.line() == "ERROR a row is too long for a line; catch up"
+    assert await peer.line() is None
+    follower = ListFollower(events)
+    await nursery.start(make_client([follower], port).run)
+    assert follower.token == 1
+    assert len(follower.rows()) == 1

@@ -98,16 +98,13 @@ class _Peer:
         self._write_scope = trio.CancelScope()
 
     def send_nowait(self, command: Command) -> None:
-        """Queue one command; past the buffer limit, close with ``Failed to keep up``."""
+        """Queue one command (see `send_bytes_nowait`)."""
+        self.send_bytes_nowait(self.conn.send(command))
+
+    def send_bytes_nowait(self, data: bytes) -> None:
+        """Queue the bytes of whole lines; past the buffer limit, close with ``Failed to keep
+        up`` instead."""
         if self.closing:
-            return
-        try:
-            data = self.conn.send(command)
-        except ReplProtocolError as e:
-            # A row too long for a line: the peer can only get it from the database, which its
-            # catch-up after reconnecting does.
-            logger.warning("replication: cannot send to %s: %s", self.name, e)
-            self.finish(ErrorCommand("a row is too long for a line; reconnect and catch up"))
             return
         self._queued += len(data)
         if self._queued > self._max_buffered:
@@ -173,6 +170,9 @@ class ReplicationServer:
         self._peers: set[_Peer] = set()
         self._replicating: set[_Peer] = set()
         self._poked = trio.Event()
+        # Renders each RDATA line once for every peer (the direction and length checks are the
+        # same for all of them).
+        self._wire = ReplConnection("server")
 
     def poke(self) -> None:
         """Some stream may have advanced: let the streamer look. Sync and cheap."""
@@ -240,8 +240,17 @@ class ReplicationServer:
             command = RdataCommand(
                 stream_name, self._instance_name, token if last_of_token else None, row
             )
+            try:
+                data = self._wire.send(command)
+            except ReplProtocolError as e:
+                # A row too long for a line: the peers can only get it from the database,
+                # which their catch-up after reconnecting does.
+                logger.warning("replication: cannot send a %s row: %s", stream_name, e)
+                for peer in list(self._replicating):
+                    peer.finish(ErrorCommand("a row is too long for a line; catch up"))
+                continue
             for peer in list(self._replicating):
-                peer.send_nowait(command)
+                peer.send_bytes_nowait(data)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         peer = _Peer(stream, self._max_buffered)
