@@ -278,6 +278,7 @@ async def test_a_silent_peer_is_closed_only_after_its_first_ping(nursery: trio.N
     server = make_server([ListWriter("caches")], ping_interval_s=0.05, ping_timeout_s=0.3)
     port = await nursery.start(server.run, "127.0.0.1", 0)
     netcat = await connect(port)  # never pings: never timed out
+    await netcat.send(f"AUTH {SECRET}")
     pinger = await connect(port)
     await pinger.send("PING 1")
     with trio.fail_after(2):
@@ -289,6 +290,20 @@ async def test_a_silent_peer_is_closed_only_after_its_first_ping(nursery: trio.N
     assert (await netcat.line()) == "SERVER blue"
     netcat.buffer = b""
     assert (await netcat.line(timeout_s=1)) == f"PING {CLOCK_MS}"
+
+
+async def test_a_peer_that_never_authenticates_is_closed(nursery: trio.Nursery) -> None:
+    server = make_server([ListWriter("caches")], auth_timeout_s=0.2)
+    port = await nursery.start(server.run, "127.0.0.1", 0)
+    peer = await connect(port)
+    assert await peer.lines(2) == ["SERVER blue", f"PING {CLOCK_MS}"]
+    await peer.send("NAME w1")
+    assert await peer.line() == "ERROR no AUTH in time"
+    assert await peer.line() is None
+    authed = await handshake(port)
+    await trio.sleep(0.3)
+    assert await authed.line() == "POSITION caches main 0 0"
+    assert server.statistics().connections == 1
 
 
 async def test_a_slow_consumer_is_cut_off_and_a_new_connection_catches_up(

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Each connection gets ``SERVER`` and ``PING`` at once. The client must send a correct ``AUTH``
-before anything but ``NAME``/``PING``/``AUTH``; on ``REPLICATE`` it gets one ``POSITION`` per
-stream at the token the streamer last published, and joins the set of replicating peers.
+(within ``auth_timeout_s``) before anything but ``NAME``/``PING``/``AUTH``; on ``REPLICATE``
+it gets one ``POSITION`` per stream at the token the streamer last published, and joins the
+set of replicating peers.
 
 One streamer task publishes: when poked (`ReplicationServer.poke`, wired to every
 `Notifier.notify`), and once a second as a safety net, it reads each stream's rows after the last
@@ -157,6 +158,7 @@ class ReplicationServer:
         max_buffered: int = 8 * 1024 * 1024,
         ping_interval_s: float = 5.0,
         ping_timeout_s: float = 25.0,
+        auth_timeout_s: float = 25.0,
     ) -> None:
         self._streams = list(streams)
         self._server_name = server_name
@@ -166,6 +168,7 @@ class ReplicationServer:
         self._max_buffered = max_buffered
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
+        self._auth_timeout_s = auth_timeout_s
         self._published: dict[str, int] = {}
         self._peers: set[_Peer] = set()
         self._replicating: set[_Peer] = set()
@@ -261,6 +264,7 @@ class ReplicationServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_loop, peer)
                 nursery.start_soon(self._ping_loop, peer)
+                nursery.start_soon(self._auth_deadline, peer)
                 await peer.write_loop()
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -271,6 +275,14 @@ class ReplicationServer:
         finally:
             self._peers.discard(peer)
             self._replicating.discard(peer)
+
+    async def _auth_deadline(self, peer: _Peer) -> None:
+        # The listener is reachable by anyone who can reach the port: a connection that never
+        # authenticates must not be held open forever (the ping timeout starts only with the
+        # peer's first PING, so it would not close it).
+        await trio.sleep(self._auth_timeout_s)
+        if not peer.authed:
+            peer.finish(ErrorCommand("no AUTH in time"))
 
     async def _ping_loop(self, peer: _Peer) -> None:
         while True:
