@@ -554,3 +554,20 @@ async def test_a_row_too_long_for_a_line_makes_peers_catch_up(nursery: trio.Nurs
     await nursery.start(make_client([follower], port).run)
     assert follower.token == 1
     assert len(follower.rows()) == 1
+
+
+async def test_a_position_without_a_row_is_announced(nursery: trio.Nursery) -> None:
+    events = ListWriter("events")
+    server = make_server([events])
+    port = await nursery.start(server.run, "127.0.0.1", 0)
+    peer = await handshake(port)
+    assert await peer.line() == "POSITION events main 0 0"
+    follower = ListFollower(events)
+    client = make_client([follower], port)
+    await nursery.start(client.run)
+    events.write({"i": 1})
+    events.token += 2  # positions 2 and 3 carry no row (e.g. rows another writer dropped)
+    server.poke()
+    assert await peer.lines(2) == ['RDATA events main 1 {"i":1}', "POSITION events main 1 3"]
+    assert await client.wait_for_positions({"events": 3}, 5.0)
+    assert follower.applied == [(1, [{"i": 1}]), (3, [])]

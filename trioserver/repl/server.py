@@ -9,7 +9,8 @@ set of replicating peers.
 
 One streamer task publishes: when poked (`ReplicationServer.poke`, wired to every
 `Notifier.notify`), and once a second as a safety net, it reads each stream's rows after the last
-published token page by page and queues them as ``RDATA`` to every replicating peer. Queueing
+published token page by page and queues them as ``RDATA`` to every replicating peer (and a
+``POSITION`` when the stream moved past its last row without a row of its own). Queueing
 is synchronous and the published token advances in the same step, and a ``POSITION`` is queued
 in one step with joining the set; so every row after a peer's ``POSITION`` reaches it exactly
 once, and the rows before it come from the client's own catch-up. With no replicating peer the
@@ -233,6 +234,16 @@ class ReplicationServer:
                 raise RuntimeError(f"stream {stream.name} returned a page that does not advance")
             # No checkpoint from here to the token update: a peer joining sees all or none.
             self._send_page(stream.name, page)
+            last_row = page.updates[-1][0] if page.updates else last
+            if page.upto_token > last_row:
+                # The stream moved past its last row (a position with no row to send): say so,
+                # or a follower would stand at last_row and a read-your-writes wait for
+                # upto_token would never end. prev=last_row means "nothing in between".
+                position = PositionCommand(
+                    stream.name, self._instance_name, last_row, page.upto_token
+                )
+                for peer in list(self._replicating):
+                    peer.send_nowait(position)
             self._published[stream.name] = page.upto_token
 
     def _send_page(self, stream_name: str, page: UpdatePage) -> None:
