@@ -8,6 +8,7 @@ from trioserver.repl.commands import (
     CLIENT_SENDS,
     COMMANDS,
     SERVER_SENDS,
+    AuthCommand,
     Command,
     ErrorCommand,
     NameCommand,
@@ -23,6 +24,8 @@ from trioserver.repl.commands import (
 EXAMPLES: list[Command] = [
     ServerCommand("blue.example:8448"),
     NameCommand("worker-1"),
+    AuthCommand("s3cret"),
+    AuthCommand("a secret with spaces"),
     PingCommand(0),
     PingCommand(1_589_212_345_678),
     ReplicateCommand(),
@@ -53,7 +56,7 @@ def test_every_verb_has_an_example_and_a_direction() -> None:
     assert all(name == cls.NAME for name, cls in COMMANDS.items())
     assert set(COMMANDS) == SERVER_SENDS | CLIENT_SENDS
     assert {"SERVER", "POSITION", "RDATA", "PING", "ERROR"} == SERVER_SENDS
-    assert {"NAME", "REPLICATE", "PING", "ERROR"} == CLIENT_SENDS
+    assert {"NAME", "AUTH", "REPLICATE", "PING", "ERROR"} == CLIENT_SENDS
 
 
 @pytest.mark.parametrize(
@@ -191,6 +194,20 @@ def test_constructors_validate_so_to_line_is_always_parseable() -> None:
         ServerCommand("")
     with pytest.raises(ReplProtocolError, match="instance name"):
         NameCommand("a b")
+
+
+def test_auth_never_shows_its_secret() -> None:
+    command = AuthCommand("hunter2")
+    assert "hunter2" not in repr(command)
+    assert "hunter2" not in str(command)
+    assert command.to_line() == "AUTH hunter2"
+    assert parse_line("AUTH hunter2") == command
+    with pytest.raises(ReplProtocolError, match="secret is empty") as info:
+        parse_line("AUTH")
+    assert str(info.value) == "bad AUTH line (the secret is empty): 'AUTH'"
+    with pytest.raises(ReplProtocolError, match="line break") as info:
+        parse_line("AUTH hunter\r2")
+    assert "hunter" not in str(info.value)
 
 
 def test_commands_are_frozen() -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from trioserver.stores.events import StoredEvent
     from trioserver.streams import StreamPositions, StreamToken
@@ -75,6 +75,7 @@ class Notifier:
     def __init__(self, positions: StreamPositions) -> None:
         self._positions = positions
         self._listeners: dict[str, set[Listener]] = {}
+        self._wake_listeners: list[Callable[[], None]] = []
         self._shutting_down = False
 
     def current_token(self) -> StreamToken:
@@ -131,6 +132,17 @@ class Notifier:
         for key in keys:
             for listener in self._listeners.get(key, ()):
                 listener.wake()
+        for callback in self._wake_listeners:
+            callback()
+
+    def add_wake_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every `notify` (once its listeners are woken).
+
+        Every writer calls `notify` once a stream position has advanced, so this is how the
+        replication server learns it has rows to send (`ReplicationServer.poke`). The callback
+        must be sync and cheap, and must not raise: it runs inside the writer's `notify`.
+        """
+        self._wake_listeners.append(callback)
 
     def shut_down(self) -> None:
         """Release every waiting request, and from now on every new one at once.

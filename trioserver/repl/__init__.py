@@ -4,16 +4,19 @@ Theory of operation
 -------------------
 Main runs a replication listener; each worker connects to it, sends ``REPLICATE``, is told each
 stream's current position (``POSITION``, never a backlog of old rows: SEED-SPEC seed 3), catches
-up from the shared database and then applies the live rows (``RDATA``) main sends. So far only
-the protocol layer exists, with no I/O and no trio (STYLE S7): `commands` (one frozen class per
-wire verb, `parse_line`) and `connection` (`ReplConnection`: framing, line limit, direction
-rules). The trio loops (``server.py``, ``client.py``, ``streams.py``) come next.
+up from the shared database and then applies the live rows (``RDATA``) main sends. The
+protocol layer has no I/O and no trio (STYLE S7): `commands` (one frozen class per wire verb,
+`parse_line`) and `connection` (`ReplConnection`: framing, line limit, direction rules).
+`streams` has the protocols each stream implements on both sides; the trio loops are
+`server.ReplicationServer` (main) and `client.ReplicationClient` (workers), imported from their
+modules so that this package stays free of trio.
 """
 
 from trioserver.repl.commands import (
     CLIENT_SENDS,
     COMMANDS,
     SERVER_SENDS,
+    AuthCommand,
     Command,
     ErrorCommand,
     NameCommand,
@@ -41,6 +44,7 @@ __all__ = [
     "COMMANDS",
     "NEED_DATA",
     "SERVER_SENDS",
+    "AuthCommand",
     "Closed",
     "Command",
     "ConnectionSignal",

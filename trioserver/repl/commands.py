@@ -9,7 +9,9 @@ the verb is the text before the first space, and each class here parses the rest
 limit and which side may send which verb live in ``connection.py``; nothing here does I/O.
 
 The handshake (SEED-SPEC seed 3, as in Synapse since v1.13): the server sends ``SERVER`` and
-``PING``; the client sends ``NAME``, ``PING`` and ``REPLICATE``; the server answers with one
+``PING``; the client sends ``NAME``, ``AUTH`` (ours: Synapse's TCP replication had no
+authentication, which is why it was only ever meant for a private network), ``PING`` and
+``REPLICATE``; the server answers with one
 ``POSITION`` per stream and from then on sends every new row as ``RDATA``. It never replays rows
 written before the connection as ``RDATA``: a backlog would have to be held per connection and
 would race with live rows. The client instead catches up from the shared database (or from the
@@ -46,6 +48,7 @@ __all__ = [
     "CLIENT_SENDS",
     "COMMANDS",
     "SERVER_SENDS",
+    "AuthCommand",
     "Command",
     "ErrorCommand",
     "NameCommand",
@@ -143,6 +146,33 @@ class NameCommand:
 
     def to_line(self) -> str:
         return f"{self.NAME} {self.instance_name}"
+
+
+@attrs.frozen
+class AuthCommand:
+    """``AUTH <secret>``: the client proves it knows ``[replication] secret``.
+
+    The secret is everything after the first space (it may contain spaces). It never appears in
+    a repr or an error message, since both end up in logs.
+    """
+
+    NAME: ClassVar[str] = "AUTH"
+
+    secret: str = attrs.field(repr=False)
+
+    @secret.validator
+    def _check_secret(self, _attribute: object, value: str) -> None:
+        if not value:
+            raise ReplProtocolError("the secret is empty")
+        if "\n" in value or "\r" in value:
+            raise ReplProtocolError("the secret contains a line break")
+
+    @classmethod
+    def from_line(cls, args: str) -> Self:
+        return cls(args)
+
+    def to_line(self) -> str:
+        return f"{self.NAME} {self.secret}"
 
 
 @attrs.frozen
@@ -286,6 +316,7 @@ class ErrorCommand:
 Command = (
     ServerCommand
     | NameCommand
+    | AuthCommand
     | PingCommand
     | ReplicateCommand
     | PositionCommand
@@ -299,6 +330,7 @@ COMMANDS: Mapping[str, type[Command]] = {
     for cls in (
         ServerCommand,
         NameCommand,
+        AuthCommand,
         PingCommand,
         ReplicateCommand,
         PositionCommand,
@@ -320,7 +352,13 @@ SERVER_SENDS: frozenset[str] = frozenset(
 """Verbs the replication server (main) may send."""
 
 CLIENT_SENDS: frozenset[str] = frozenset(
-    {NameCommand.NAME, ReplicateCommand.NAME, PingCommand.NAME, ErrorCommand.NAME}
+    {
+        NameCommand.NAME,
+        AuthCommand.NAME,
+        ReplicateCommand.NAME,
+        PingCommand.NAME,
+        ErrorCommand.NAME,
+    }
 )
 """Verbs a replication client (a worker) may send."""
 
@@ -339,4 +377,6 @@ def parse_line(line: str) -> Command:
     try:
         return cls.from_line(args)
     except ReplProtocolError as e:
-        raise ReplProtocolError(f"bad {verb} line ({e}): {line[:100]!r}") from e
+        # An AUTH line is the secret: never quote it back to the peer or into a log.
+        quoted = verb if cls is AuthCommand else line[:100]
+        raise ReplProtocolError(f"bad {verb} line ({e}): {quoted!r}") from e
