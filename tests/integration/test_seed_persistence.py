@@ -35,6 +35,7 @@ def test_non_writer_instance_builds_no_persister(tmp_path: Path) -> None:
         "instance_name": "worker1",
         "stream_writers": {"events": "main"},
         "instance_map": {"main": {"host": "127.0.0.1", "port": 9093}},
+        "replication": {"secret": "s3cret"},
     }
     config = config_from_mapping(raw, base_dir=tmp_path)
     assert not config.is_events_writer
