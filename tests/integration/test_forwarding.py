@@ -111,10 +111,10 @@ def _running(url: str) -> RunningServer:
     return RunningServer((url,))
 
 
-def _config(tmp_path: Path) -> Config:
+def _config(tmp_path: Path, max_body: int) -> Config:
     raw = {
         "server_name": "localhost",
-        "http": {"bind_addresses": ["127.0.0.1"], "port": 0, "log_access": True},
+        "http": {"bind_addresses": ["127.0.0.1"], "port": 0, "max_request_body_size": max_body},
         "registration": {"enabled": True, "bcrypt_rounds": 4, "shared_secret": "test-secret"},
         "ratelimit": {"enabled": False},
         "database": {"synchronous": "normal"},
@@ -131,10 +131,10 @@ def _positions(components: Components) -> Callable[[], dict[str, int]]:
 
 @asynccontextmanager
 async def forwarding_pair(
-    tmp_path: Path, *, main_base_url: str | None = None
+    tmp_path: Path, *, main_base_url: str | None = None, max_body: int = 1024 * 1024
 ) -> AsyncIterator[Pair]:
     """Main with its internal listener, and a worker app forwarding to it (or elsewhere)."""
-    config = _config(tmp_path)
+    config = _config(tmp_path, max_body)
     await ensure_data_files(config)
     key = load_key_file(config.data_path(config.signing_key_path))
     async with open_database(config.data_path(config.database.path), synchronous="normal") as db:
@@ -382,3 +382,48 @@ async def test_the_client_address_reaches_main(tmp_path: Path) -> None:
         (connection,) = sessions[0]["connections"]
         assert connection["ip"] == "10.9.8.7"
         assert connection["user_agent"] == "Phone/1.0"
+
+
+async def test_a_client_cannot_claim_an_address_or_the_secret_through_a_worker(
+    tmp_path: Path,
+) -> None:
+    async with forwarding_pair(tmp_path) as pair:
+        await pair.user("dave")
+        response = await pair.http.post(
+            f"{pair.worker_url}{V3}/login",
+            json={"type": "m.login.password", "user": "dave", "password": "pw"},
+            headers={
+                "x-trioserver-client-addr": "6.6.6.6",
+                "x-trioserver-forwarded-authorization": "Bearer whatever",
+            },
+        )
+        login = assert_ok(response)
+        root = await pair.user("root", admin=True)
+        whois = await pair.http.get(
+            f"{pair.main_url}{V3}/admin/whois/{login['user_id']}",
+            headers=bearer(root.access_token),
+        )
+        sessions = assert_ok(whois)["devices"][login["device_id"]]["sessions"]
+        (connection,) = sessions[0]["connections"]
+        assert connection["ip"] == "127.0.0.1"
+
+
+async def test_a_forwarded_body_over_the_limit_is_refused_by_the_worker(tmp_path: Path) -> None:
+    async with forwarding_pair(tmp_path, max_body=1000) as pair:
+        response = await pair.http.post(
+            f"{pair.worker_url}{V3}/createRoom", json={"name": "x" * 2000}
+        )
+        assert_error(response, 413, "M_TOO_LARGE")
+        assert pair.internal.requests == []
+
+
+async def test_an_access_token_in_the_query_is_forwarded(tmp_path: Path) -> None:
+    async with forwarding_pair(tmp_path) as pair:
+        alice = await pair.user("alice")
+        response = await pair.http.post(
+            f"{pair.worker_url}{V3}/createRoom",
+            params={"access_token": alice.access_token},
+            json={"name": "by query"},
+        )
+        room_id = assert_ok(response)["room_id"]
+        assert pair.db_rows("SELECT count(*) FROM rooms WHERE room_id = ?", (room_id,)) == [(1,)]
