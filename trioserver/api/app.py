@@ -44,6 +44,7 @@ from trioserver.api.http import MatrixApp, Request, Route
 if TYPE_CHECKING:
     from trioserver.api.deps import ApiDeps
     from trioserver.handlers.auth import Requester
+    from trioserver.internal.forwarding import Forwarder
 
 ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     discovery.ROUTES,
@@ -83,8 +84,11 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
 ]
 
 
-def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
-    """The client-server API (and Synapse admin registration) as an ASGI app."""
+def create_app(deps: ApiDeps, *, forwarder: Forwarder | None = None) -> MatrixApp[ApiDeps]:
+    """The client-server API (and Synapse admin registration) as an ASGI app.
+
+    On a worker, `forwarder` takes the writes it does not make itself to main (issue 13).
+    """
     routes = [r for table in ROUTE_TABLES for r in table]
 
     def seen(requester: Requester, request: Request) -> None:
@@ -97,4 +101,5 @@ def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
         max_body_size=deps.http.max_request_body_size,
         log_access=deps.http.log_access,
         on_authenticated=seen,
+        forwarder=forwarder,
     )

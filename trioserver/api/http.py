@@ -48,6 +48,8 @@ if TYPE_CHECKING:
         Scope,
     )
 
+    from trioserver.internal.forwarding import Forwarder
+
 
 logger = logging.getLogger(__name__)
 # The access log (`http.log_access`): one line per request.
@@ -169,6 +171,9 @@ class Route(Generic[D]):
     # Spec "Guest Access": guests may call only the endpoints the module (and Synapse) allow.
     guest: bool = False
     body: BodyMode = "whole"
+    # Issue 13: a POST/PUT/DELETE that writes no replicated stream, so a worker answers it
+    # itself; every other write is forwarded to main (see `trioserver.internal.forwarding`).
+    local: bool = False
 
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -182,6 +187,7 @@ def route(
     auth: AuthMode,
     guest: bool = False,
     body: BodyMode = "whole",
+    local: bool = False,
 ) -> Route[D]:
     """Build a route from a path template.
 
@@ -189,7 +195,8 @@ def route(
     ``{name:opt}`` one segment that may be empty (state keys). Values are percent-decoded.
     Guest accounts get 403 ``M_GUEST_ACCESS_FORBIDDEN`` unless `guest` is set. With
     ``body="stream"`` the handler gets the body as `Request.body_stream` (see the module
-    docstring).
+    docstring). `local` marks a write a worker answers itself (it writes no replicated
+    stream); GET/HEAD routes are always answered locally.
     """
 
     def to_regex(match: re.Match[str]) -> str:
@@ -198,7 +205,7 @@ def route(
         return f"(?P<{name}>{body})"
 
     pattern = re.compile("^" + _PARAM.sub(to_regex, template) + r"\Z")
-    return Route(method, pattern, handler, auth, guest, body)
+    return Route(method, pattern, handler, auth, guest, body, local)
 
 
 # Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).
@@ -234,8 +241,11 @@ class MatrixApp(Generic[D]):
         max_body_size: int,
         log_access: bool = False,
         on_authenticated: SeenHook | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._deps = deps
+        # On a worker (issue 13): where non-local writes go; None on main.
+        self._forwarder = forwarder
         self._log_access = log_access
         self._routes = list(routes)
         self._authenticate = authenticate
@@ -291,6 +301,16 @@ class MatrixApp(Generic[D]):
                 # Read the body all the same (bounded), so the client reads the 404.
                 await _read_body(scope, receive, self._max_body_size)
                 raise
+            if self._forwarder is not None and _is_forwarded(method, target):
+                # Before local auth: main authenticates the request as the client sent it.
+                body = await _read_body(scope, receive, self._max_body_size)
+                return await self._forwarder.forward(
+                    method,
+                    _path_and_query(scope),
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                    body,
+                    scope["client"][0] if scope["client"] is not None else None,
+                )
             if target.body == "stream":
                 body_stream = _BodyStream(receive, _declared_length(scope))
                 body = b""
@@ -353,6 +373,21 @@ class MatrixApp(Generic[D]):
         if path_matched:
             raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=405)
         raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
+
+
+# The methods that may write a stream; the others are always answered where they arrive.
+_WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+
+
+def _is_forwarded(method: str, target: Route[Any]) -> bool:
+    return method in _WRITE_METHODS and not target.local
+
+
+def _path_and_query(scope: Scope) -> str:
+    # The target as the client sent it (percent-encoding kept), for forwarding.
+    assert scope["type"] == "http"
+    query = scope["query_string"].decode("latin-1")
+    return _request_path(scope) + ("?" + query if query else "")
 
 
 def _check_guest_allowed(target: Route[Any]) -> None:

@@ -129,5 +129,7 @@ ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT}/directory/list/room/{{room}}", get_visibility, auth="none"),
     route("PUT", f"{CLIENT}/directory/list/room/{{room}}", put_visibility, auth="required"),
     route("GET", f"{CLIENT}/publicRooms", get_public_rooms, auth="optional", guest=True),
-    route("POST", f"{CLIENT}/publicRooms", post_public_rooms, auth="required", guest=True),
+    route(
+        "POST", f"{CLIENT}/publicRooms", post_public_rooms, auth="required", guest=True, local=True
+    ),
 ]

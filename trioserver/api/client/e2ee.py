@@ -115,8 +115,12 @@ ROUTES: list[Route[ApiDeps]] = [
         guest=True,
     ),
     route("POST", f"{CLIENT}/keys/upload", post_keys_upload, auth="required", guest=True),
-    route("POST", f"{CLIENT}/keys/query", post_keys_query, auth="required", guest=True),
-    route("POST", f"{CLIENT}/keys/claim", post_keys_claim, auth="required", guest=True),
+    route(
+        "POST", f"{CLIENT}/keys/query", post_keys_query, auth="required", guest=True, local=True
+    ),
+    route(
+        "POST", f"{CLIENT}/keys/claim", post_keys_claim, auth="required", guest=True, local=True
+    ),
     route("GET", f"{CLIENT}/keys/changes", get_keys_changes, auth="required", guest=True),
     route(
         "POST",

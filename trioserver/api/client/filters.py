@@ -47,6 +47,6 @@ async def get_filter(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{CLIENT}/user/{{user}}/filter", post_filter, auth="required"),
+    route("POST", f"{CLIENT}/user/{{user}}/filter", post_filter, auth="required", local=True),
     route("GET", f"{CLIENT}/user/{{user}}/filter/{{filter}}", get_filter, auth="required"),
 ]

@@ -204,9 +204,16 @@ async def config(deps: ApiDeps, request: Request) -> JsonDict:
 _ID = "{serverName}/{mediaId}"
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{MEDIA_LEGACY}/upload", upload, auth="required", body="stream"),
-    route("POST", f"{MEDIA_V1}/create", create, auth="required"),
-    route("PUT", f"/_matrix/media/v3/upload/{_ID}", upload_to, auth="required", body="stream"),
+    route("POST", f"{MEDIA_LEGACY}/upload", upload, auth="required", body="stream", local=True),
+    route("POST", f"{MEDIA_V1}/create", create, auth="required", local=True),
+    route(
+        "PUT",
+        f"/_matrix/media/v3/upload/{_ID}",
+        upload_to,
+        auth="required",
+        body="stream",
+        local=True,
+    ),
     route("GET", f"{CLIENT_MEDIA}/download/{_ID}", download, auth="required", guest=True),
     # {fileName:opt}: a trailing slash (an empty name) is the same as none, as in Synapse.
     route(

@@ -27,7 +27,11 @@ async def get_user_info(deps: ApiDeps, request: Request) -> JsonDict:
 
 ROUTES: list[Route[ApiDeps]] = [
     route(
-        "POST", f"{CLIENT}/user/{{user}}/openid/request_token", post_request_token, auth="required"
+        "POST",
+        f"{CLIENT}/user/{{user}}/openid/request_token",
+        post_request_token,
+        auth="required",
+        local=True,
     ),
     route("GET", "/_matrix/federation/v1/openid/userinfo", get_user_info, auth="none"),
 ]

@@ -53,8 +53,18 @@ async def post_user_report(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{CLIENT}/rooms/{{room}}/report/{{event}}", post_event_report, auth="required"),
+    route(
+        "POST",
+        f"{CLIENT}/rooms/{{room}}/report/{{event}}",
+        post_event_report,
+        auth="required",
+        local=True,
+    ),
     # Newer endpoints: v3 only, as Synapse serves them.
-    route("POST", f"{CLIENT_V3}/rooms/{{room}}/report", post_room_report, auth="required"),
-    route("POST", f"{CLIENT_V3}/users/{{user}}/report", post_user_report, auth="required"),
+    route(
+        "POST", f"{CLIENT_V3}/rooms/{{room}}/report", post_room_report, auth="required", local=True
+    ),
+    route(
+        "POST", f"{CLIENT_V3}/users/{{user}}/report", post_user_report, auth="required", local=True
+    ),
 ]

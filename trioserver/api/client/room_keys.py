@@ -118,12 +118,20 @@ _KEYS_PATHS = (
 )
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{CLIENT}/room_keys/version", post_version, auth="required"),
+    route("POST", f"{CLIENT}/room_keys/version", post_version, auth="required", local=True),
     route("GET", f"{CLIENT}/room_keys/version", get_current_version, auth="required"),
     route("GET", f"{CLIENT}/room_keys/version/{{version}}", get_version, auth="required"),
-    route("PUT", f"{CLIENT}/room_keys/version/{{version}}", put_version, auth="required"),
-    route("DELETE", f"{CLIENT}/room_keys/version/{{version}}", delete_version, auth="required"),
-    *(route("PUT", path, put_keys, auth="required") for path in _KEYS_PATHS),
+    route(
+        "PUT", f"{CLIENT}/room_keys/version/{{version}}", put_version, auth="required", local=True
+    ),
+    route(
+        "DELETE",
+        f"{CLIENT}/room_keys/version/{{version}}",
+        delete_version,
+        auth="required",
+        local=True,
+    ),
+    *(route("PUT", path, put_keys, auth="required", local=True) for path in _KEYS_PATHS),
     *(route("GET", path, get_keys, auth="required") for path in _KEYS_PATHS),
-    *(route("DELETE", path, delete_keys, auth="required") for path in _KEYS_PATHS),
+    *(route("DELETE", path, delete_keys, auth="required", local=True) for path in _KEYS_PATHS),
 ]

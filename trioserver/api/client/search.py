@@ -22,5 +22,5 @@ async def post_search(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{CLIENT}/search", post_search, auth="required"),
+    route("POST", f"{CLIENT}/search", post_search, auth="required", local=True),
 ]

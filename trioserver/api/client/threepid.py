@@ -69,14 +69,14 @@ _REQUEST_TOKEN_PATHS = [
 
 ROUTES: list[Route[ApiDeps]] = [
     route("GET", f"{CLIENT}/account/3pid", get_threepids, auth="required"),
-    route("POST", f"{CLIENT}/account/3pid", post_add, auth="required"),
-    route("POST", f"{CLIENT}/account/3pid/add", post_add, auth="required"),
-    route("POST", f"{CLIENT}/account/3pid/bind", post_bind, auth="required"),
-    route("POST", f"{CLIENT}/account/3pid/delete", post_remove, auth="required"),
-    route("POST", f"{CLIENT}/account/3pid/unbind", post_remove, auth="required"),
+    route("POST", f"{CLIENT}/account/3pid", post_add, auth="required", local=True),
+    route("POST", f"{CLIENT}/account/3pid/add", post_add, auth="required", local=True),
+    route("POST", f"{CLIENT}/account/3pid/bind", post_bind, auth="required", local=True),
+    route("POST", f"{CLIENT}/account/3pid/delete", post_remove, auth="required", local=True),
+    route("POST", f"{CLIENT}/account/3pid/unbind", post_remove, auth="required", local=True),
     # Registration and password reset happen before the user has a token.
     *(
-        route("POST", f"{CLIENT}{path}", post_request_token, auth="none")
+        route("POST", f"{CLIENT}{path}", post_request_token, auth="none", local=True)
         for path in _REQUEST_TOKEN_PATHS
     ),
 ]

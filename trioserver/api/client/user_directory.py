@@ -24,5 +24,11 @@ async def post_user_directory_search(deps: ApiDeps, request: Request) -> JsonDic
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("POST", f"{CLIENT}/user_directory/search", post_user_directory_search, auth="required"),
+    route(
+        "POST",
+        f"{CLIENT}/user_directory/search",
+        post_user_directory_search,
+        auth="required",
+        local=True,
+    ),
 ]

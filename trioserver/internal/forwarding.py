@@ -1,0 +1,115 @@
+"""What a worker does with a write it does not make itself: hand it to main.
+
+Theory of operation
+-------------------
+On a worker, `MatrixApp` gives every POST/PUT/DELETE whose route is not ``local=True`` to a
+`Forwarder`, after route matching (404/405 stay local) and before local authentication (main
+authenticates the request as the client sent it). The forwarder refuses at once (503) when the
+replication client is not connected: the worker could not see the write come back, so its
+client would not read its own write here. Otherwise main answers the request on its internal
+listener and reports every stream's position once its handler returned; the worker waits
+until its replication client has applied those positions, then answers with main's response.
+A client that syncs here next therefore sees what it wrote (read-your-writes). If the wait
+times out the answer is sent anyway (the write did happen) and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from trioserver.api.http import Response
+from trioserver.internal.errors import WriterUnavailable
+from trioserver.internal.protocol import POSITIONS_HEADER
+
+if TYPE_CHECKING:
+    from trioserver.internal.client import ForwardedResponse, MainClient
+
+logger = logging.getLogger(__name__)
+
+# How long a worker waits to have seen its client's write come back by replication.
+POSITIONS_TIMEOUT_S = 10.0
+
+# ``wait_for_positions(positions, timeout_s)``: True once every stream is at or past its
+# position, False when `timeout_s` passed first (`ReplicationClient.wait_for_positions`).
+WaitForPositions = Callable[[Mapping[str, int], float], Awaitable[bool]]
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those the worker's edge sets itself.
+_DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-type",
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        POSITIONS_HEADER,
+    }
+)
+
+
+class Forwarder:
+    """Forwards a worker's non-local writes to main (see the module docstring)."""
+
+    def __init__(
+        self,
+        main: MainClient,
+        *,
+        is_connected: Callable[[], bool],
+        wait_for_positions: WaitForPositions,
+        positions_timeout_s: float = POSITIONS_TIMEOUT_S,
+    ) -> None:
+        self._main = main
+        self._is_connected = is_connected
+        self._wait_for_positions = wait_for_positions
+        self._positions_timeout_s = positions_timeout_s
+
+    async def forward(
+        self,
+        method: str,
+        path_and_query: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        client_addr: str | None,
+    ) -> Response:
+        """Have main answer a client request, and wait to have seen its writes.
+
+        Checkpoint: yes.
+
+        Raises:
+            WriterUnavailable: not connected to main's replication, or main did not answer.
+        """
+        if not self._is_connected():
+            raise WriterUnavailable("this worker is not connected to replication")
+        answer = await self._main.forward(method, path_and_query, headers, body, client_addr or "")
+        if not await self._wait_for_positions(answer.positions, self._positions_timeout_s):
+            logger.warning(
+                "%s %s: replication did not reach %s within %.0f s; answering anyway",
+                method,
+                path_and_query.split("?", 1)[0],
+                answer.positions,
+                self._positions_timeout_s,
+            )
+        return _response(answer)
+
+
+def _response(answer: ForwardedResponse) -> Response:
+    content_type = "application/json"
+    kept: list[tuple[str, str]] = []
+    for name, value in answer.headers:
+        lower = name.lower()
+        if lower == "content-type":
+            content_type = value
+        elif lower not in _DROPPED_HEADERS:
+            kept.append((lower, value))
+    return Response(
+        status=answer.status, headers=tuple(kept), raw=answer.body, content_type=content_type
+    )
