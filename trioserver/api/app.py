@@ -83,8 +83,12 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
 ]
 
 
-def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
-    """The client-server API (and Synapse admin registration) as an ASGI app."""
+def create_app(deps: ApiDeps, *, instance_name: str | None = None) -> MatrixApp[ApiDeps]:
+    """The client-server API (and Synapse admin registration) as an ASGI app.
+
+    Args:
+        instance_name: named in an ``X-Trioserver-Instance`` header on every response.
+    """
     routes = [r for table in ROUTE_TABLES for r in table]
 
     def seen(requester: Requester, request: Request) -> None:
@@ -97,4 +101,5 @@ def create_app(deps: ApiDeps) -> MatrixApp[ApiDeps]:
         max_body_size=deps.http.max_request_body_size,
         log_access=deps.http.log_access,
         on_authenticated=seen,
+        instance_name=instance_name,
     )
