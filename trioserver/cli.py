@@ -41,6 +41,8 @@ from trioserver.setup_files import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from trioserver.nursery import RunningServer
+
 logger = logging.getLogger("trioserver")
 
 DEFAULT_DATA_DIR = "./trioserver-data"
@@ -158,23 +160,27 @@ async def _run(
                 running = await server_nursery.start(
                     partial(serve, config, shutdown=shutdown, listen_fds=listen_fds)
                 )
-                if child is not None:
-                    print(f"trioserver {config.instance_name} is running (pid {os.getpid()})")
-                    sys.stdout.flush()
-                    return
-                print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
                 if pool is not None:
                     # After main listens: workers connect to its replication listener.
                     await server_nursery.start(run_pool, pool, shutdown)
-                if first_user_hint:
-                    print(
-                        "Create the first user with:\n  trioserver register-user"
-                        f" --config {config_path_hint} --user alice --admin"
-                    )
-                sys.stdout.flush()
+                _announce(config, running, config_path_hint if first_user_hint else None)
             # serve() has returned: in-flight requests are done. Stop watching for signals.
             nursery.cancel_scope.cancel()
     logger.info("stopped")
+
+
+def _announce(config: Config, running: RunningServer, register_hint: str | None) -> None:
+    if not config.is_main:
+        # A worker of a pool: main has announced the address; this line tells its pid.
+        print(f"trioserver {config.instance_name} is running (pid {os.getpid()})")
+    else:
+        print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
+    if register_hint is not None:
+        print(
+            "Create the first user with:\n  trioserver register-user"
+            f" --config {register_hint} --user alice --admin"
+        )
+    sys.stdout.flush()
 
 
 async def _stop_when_parent_gone(parent_fd: int, shutdown: trio.Event) -> None:
