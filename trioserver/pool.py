@@ -143,8 +143,10 @@ def plan_pool(
     assert workers >= 1
     names = worker_names(workers)
     replication = dict(raw.get("replication", {}))
-    replication.setdefault("port", pick_port())
-    replication.setdefault("secret", make_secret())
+    if "port" not in replication:
+        replication["port"] = pick_port()
+    if "secret" not in replication:
+        replication["secret"] = make_secret()
     known = raw.get("instance_map", {})
     instance_map = {
         name: dict(known.get(name) or {"host": LOOPBACK, "port": pick_port()})
@@ -245,22 +247,31 @@ async def run_pool(
         os.close(write_end)
 
 
+def next_restart_delay(previous: float | None, *, up_for_s: float) -> float:
+    """Seconds to wait before restarting a worker that exited after `up_for_s` seconds up.
+
+    Args:
+        previous: the delay before its last restart (None: it never restarted).
+    """
+    if previous is None or up_for_s >= RESET_BACKOFF_AFTER_S:
+        return INITIAL_BACKOFF_S
+    return min(previous * 2, MAX_BACKOFF_S)
+
+
 async def _keep_running(pool: Pool, child: PoolChild, stopping: trio.Event) -> None:
-    backoff = INITIAL_BACKOFF_S
+    delay: float | None = None
     while not stopping.is_set():
         started = trio.current_time()
         status = await _run_once(pool, child, stopping)
         if stopping.is_set():
             logger.info("%s stopped (exit status %d)", child.instance, status)
             return
-        if trio.current_time() - started >= RESET_BACKOFF_AFTER_S:
-            backoff = INITIAL_BACKOFF_S
+        delay = next_restart_delay(delay, up_for_s=trio.current_time() - started)
         logger.warning(
-            "%s exited with status %d; restarting it in %.0f s", child.instance, status, backoff
+            "%s exited with status %d; restarting it in %.0f s", child.instance, status, delay
         )
-        with trio.move_on_after(backoff):
+        with trio.move_on_after(delay):
             await stopping.wait()
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
