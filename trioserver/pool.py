@@ -227,7 +227,16 @@ async def run_pool(
 ) -> None:
     """Keep every worker of `pool` running until `stopping` is set, then stop them.
 
-    Returns once every worker has exited. Cancelling it kills the workers (SIGKILL).
+    Start it once main's client API and replication listener are up (workers connect to
+    them at start). Calls ``task_status.started()`` once every worker is being started.
+
+    Args:
+        pool: the workers to run.
+        stopping: set it to stop the workers (SIGTERM, then SIGKILL after
+            ``pool.stop_timeout``).
+
+    Returns once every worker has exited after `stopping` was set. Cancelling it kills the
+    workers (SIGKILL) and waits for them.
     """
     read_end, write_end = os.pipe()
     try:
