@@ -6,18 +6,30 @@ import argparse
 import getpass
 import importlib.metadata
 import logging
+import os
 import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
 import trio
 
-from trioserver.config import Config, load_config
+from trioserver.config import MAIN_INSTANCE, Config, load_config, read_config_file
 from trioserver.errors import ConfigError, MatrixError, StartupError
+from trioserver.pool import (
+    STOP_MARGIN_S,
+    Pool,
+    PoolChild,
+    bind_client_sockets,
+    plan_pool,
+    pool_child_from_environ,
+    run_pool,
+    wait_parent_gone,
+    worker_names,
+)
 from trioserver.setup_files import (
     CONFIG_FILE_NAME,
     ensure_config,
@@ -27,7 +39,9 @@ from trioserver.setup_files import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+
+    from trioserver.nursery import RunningServer
 
 logger = logging.getLogger("trioserver")
 
@@ -49,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--server-name", help="server name for a new config (default: localhost)")
     run.add_argument("--bind", help="listen on this address instead of the config's")
     run.add_argument("--port", type=int, help="listen on this port instead of the config's")
+    run.add_argument(
+        "--instance", help="run this instance of the config's deployment (default: main)"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="also run N worker processes sharing the client port (main only)",
+    )
 
     gen = commands.add_parser("generate-config", help="write config, signing key and database")
     gen.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
@@ -62,14 +85,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_for_run(args: argparse.Namespace) -> Config:
+def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command != "run" or args.workers is None:
+        return
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: must be at least 1")
+    if args.instance is not None:
+        parser.error("--workers runs main and its workers; it cannot be used with --instance")
+
+
+def _config_path(args: argparse.Namespace) -> Path:
     if args.config is not None:
         config_path: Path = args.config
-    else:
-        config_path = args.data_dir / CONFIG_FILE_NAME
-        if ensure_config(config_path, args.server_name or "localhost"):
-            print(f"Wrote a new config file to {config_path}")
-    config = load_config(config_path)
+        return config_path
+    config_path = args.data_dir / CONFIG_FILE_NAME
+    if ensure_config(config_path, args.server_name or "localhost"):
+        print(f"Wrote a new config file to {config_path}")
+    return config_path
+
+
+def _config_for_run(
+    args: argparse.Namespace, config_path: Path, overlay: Mapping[str, Any] | None = None
+) -> Config:
+    config = load_config(config_path, overlay=overlay).for_instance(args.instance or MAIN_INSTANCE)
     if args.server_name is not None and args.server_name != config.server_name:
         raise ConfigError(
             f"--server-name {args.server_name} differs from server_name"
@@ -85,11 +123,23 @@ def _config_for_run(args: argparse.Namespace) -> Config:
     return attrs.evolve(config, http=http)
 
 
-async def _run(config: Config, config_path_hint: str) -> None:
+async def _run(
+    config: Config,
+    config_path_hint: str,
+    *,
+    pool: Pool | None = None,
+    child: PoolChild | None = None,
+) -> None:
     from trioserver.nursery import serve
 
     await ensure_data_files(config)
-    first_user_hint = not await has_users(config)
+    first_user_hint = child is None and not await has_users(config)
+    if pool is not None:
+        # serve() owns (closes) what it is given; the pool's own copies outlive it, for
+        # restarting workers.
+        listen_fds: Sequence[int] = [os.dup(sock.fileno()) for sock in pool.sockets]
+    else:
+        listen_fds = child.listen_fds if child is not None else ()
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -105,17 +155,38 @@ async def _run(config: Config, config_path_hint: str) -> None:
                         shutdown.set()
 
                 nursery.start_soon(stop_on_signal)
-                running = await server_nursery.start(partial(serve, config, shutdown=shutdown))
-                print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
-                if first_user_hint:
-                    print(
-                        "Create the first user with:\n  trioserver register-user"
-                        f" --config {config_path_hint} --user alice --admin"
-                    )
-                sys.stdout.flush()
+                if child is not None:
+                    nursery.start_soon(_stop_when_parent_gone, child.parent_fd, shutdown)
+                running = await server_nursery.start(
+                    partial(serve, config, shutdown=shutdown, listen_fds=listen_fds)
+                )
+                if pool is not None:
+                    # After main listens: workers connect to its replication listener.
+                    await server_nursery.start(run_pool, pool, shutdown)
+                _announce(config, running, config_path_hint if first_user_hint else None)
             # serve() has returned: in-flight requests are done. Stop watching for signals.
             nursery.cancel_scope.cancel()
     logger.info("stopped")
+
+
+def _announce(config: Config, running: RunningServer, register_hint: str | None) -> None:
+    if not config.is_main:
+        # A worker of a pool: main has announced the address; this line tells its pid.
+        print(f"trioserver {config.instance_name} is running (pid {os.getpid()})")
+    else:
+        print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
+    if register_hint is not None:
+        print(
+            "Create the first user with:\n  trioserver register-user"
+            f" --config {register_hint} --user alice --admin"
+        )
+    sys.stdout.flush()
+
+
+async def _stop_when_parent_gone(parent_fd: int, shutdown: trio.Event) -> None:
+    await wait_parent_gone(parent_fd)
+    logger.warning("the pool's main process is gone, shutting down")
+    shutdown.set()
 
 
 def _register_user(args: argparse.Namespace) -> None:
@@ -151,17 +222,53 @@ def _register_user(args: argparse.Namespace) -> None:
 
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "run":
-        config = _config_for_run(args)
-        logging.basicConfig(
-            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
-        trio.run(_run, config, hint)
+        _run_command(args)
     elif args.command == "generate-config":
         config_path, config = trio.run(generate, args.data_dir, args.server_name)
         print(f"Config: {config_path}\nServer name: {config.server_name}")
     elif args.command == "register-user":
         _register_user(args)
+
+
+def _run_command(args: argparse.Namespace) -> None:
+    child = pool_child_from_environ()
+    overlay = None
+    if child is not None:
+        # A worker of `run --workers` (see trioserver.pool): its instance and the pool's
+        # config overlay come from main, never from the command line.
+        config = load_config(_config_path(args), overlay=child.overlay).for_instance(
+            child.instance
+        )
+    else:
+        config_path = _config_path(args)
+        if args.workers is not None:
+            overlay = plan_pool(read_config_file(config_path), args.workers)
+        config = _config_for_run(args, config_path, overlay)
+    _configure_logging(config)
+    hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
+    pool = None
+    if overlay is not None:
+        pool = Pool(
+            config_path.resolve(),
+            overlay,
+            worker_names(args.workers),
+            bind_client_sockets(config.http),
+            stop_timeout=config.http.graceful_shutdown_seconds + STOP_MARGIN_S,
+        )
+    try:
+        trio.run(partial(_run, config, hint, pool=pool, child=child))
+    finally:
+        for sock in pool.sockets if pool is not None else ():
+            sock.close()
+
+
+def _configure_logging(config: Config) -> None:
+    # The processes of a pool share one stdout/stderr: each line names its instance.
+    instance = f" [{config.instance_name}]" if config.is_multi_instance else ""
+    logging.basicConfig(
+        level=config.log_level,
+        format=f"%(asctime)s %(levelname)s{instance} %(name)s: %(message)s",
+    )
 
 
 def _exit_with(group: BaseExceptionGroup[Exception]) -> NoReturn:
@@ -181,7 +288,9 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `trioserver` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_run_args(parser, args)
     try:
         _dispatch(args)
     except* (ConfigError, StartupError, MatrixError) as group:

@@ -499,20 +499,47 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     return config
 
 
-def load_config(path: Path) -> Config:
-    """Read a TOML config file.
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a config file, not yet validated.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not TOML, or has bad keys.
+        ConfigError: the file is missing, unreadable or not TOML.
     """
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:  # a directory, no permission to read it, ...
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def merge_config(raw: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with `overlay` laid over it: tables are merged key by key, other values replaced."""
+    merged = dict(raw)
+    for key, value in overlay.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = merge_config(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path, *, overlay: Mapping[str, Any] | None = None) -> Config:
+    """Read a TOML config file.
+
+    Args:
+        overlay: tables laid over the file's before validation (``run --workers`` completes
+            the deployment this way, in memory: see `trioserver.pool`).
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not TOML, or has bad keys.
+    """
+    raw = read_config_file(path)
+    if overlay:
+        raw = merge_config(raw, overlay)
     return config_from_mapping(raw, base_dir=path.resolve().parent)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -83,9 +83,11 @@ def _bind_strings(http: HttpConfig) -> list[str]:
 KEEP_ALIVE_TIMEOUT_S = 75.0
 
 
-def _hypercorn_config(http: HttpConfig) -> HypercornConfig:
+def _hypercorn_config(http: HttpConfig, listen_fds: Sequence[int] = ()) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = _bind_strings(http)
+    # Listening sockets made by someone else (`run --workers`: main binds the client port once
+    # and every process of the pool accepts on it); hypercorn adopts a socket from "fd://N".
+    hc.bind = [f"fd://{fd}" for fd in listen_fds] if listen_fds else _bind_strings(http)
     if http.tls_certificate_path is not None:
         hc.certfile = http.tls_certificate_path
         hc.keyfile = http.tls_private_key_path
@@ -112,6 +114,11 @@ def _listen_error(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> Start
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     assert isinstance(exc, OSError)
+    return listen_error(http, exc)
+
+
+def listen_error(http: HttpConfig, exc: OSError) -> StartupError:
+    """The one-line startup error for a client listener that cannot bind (`exc`)."""
     reason = exc.strerror or str(exc)
     reason = reason[:1].lower() + reason[1:]
     hint = _BIND_HINTS.get(exc.errno or 0)
@@ -126,9 +133,14 @@ async def run_http_api(
     http: HttpConfig,
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
+    listen_fds: Sequence[int] = (),
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the client API until `shutdown_trigger` returns, then drain in-flight requests.
+
+    Args:
+        listen_fds: listening sockets to accept on instead of binding ``http``'s addresses;
+            this call takes ownership of (closes) them.
 
     Calls ``task_status.started(RunningServer)`` once listening.
     """
@@ -136,7 +148,7 @@ async def run_http_api(
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         await hypercorn_serve(
             app,
-            _hypercorn_config(http),
+            _hypercorn_config(http, listen_fds),
             shutdown_trigger=shutdown_trigger,
             task_status=task_status,
             mode="asgi",
@@ -233,6 +245,7 @@ async def serve(
     config: Config,
     *,
     shutdown: trio.Event | None = None,
+    listen_fds: Sequence[int] = (),
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one server instance until `shutdown` is set (graceful) or it is cancelled.
@@ -240,6 +253,8 @@ async def serve(
     Args:
         config: the instance's configuration (data files must exist: see `cli`).
         shutdown: set it to stop gracefully.
+        listen_fds: already listening client sockets to serve on instead of binding
+            ``config.http`` (``run --workers``: see `trioserver.pool`); serve owns (closes) them.
 
     Calls ``task_status.started(RunningServer)`` when every subsystem is ready.
     """
@@ -275,7 +290,13 @@ async def serve(
 
             async with trio.open_nursery() as http_nursery:
                 running = await http_nursery.start(
-                    run_http_api, create_app(components.deps), config.http, stop_serving
+                    partial(
+                        run_http_api,
+                        create_app(components.deps, instance_name=config.instance_name),
+                        config.http,
+                        stop_serving,
+                        listen_fds=listen_fds,
+                    )
                 )
                 task_status.started(running)
             # The HTTP API has drained; nothing can start new work any more.

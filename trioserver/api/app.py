@@ -84,10 +84,14 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
 ]
 
 
-def create_app(deps: ApiDeps, *, forwarder: Forwarder | None = None) -> MatrixApp[ApiDeps]:
+def create_app(
+    deps: ApiDeps, *, forwarder: Forwarder | None = None, instance_name: str | None = None
+) -> MatrixApp[ApiDeps]:
     """The client-server API (and Synapse admin registration) as an ASGI app.
 
-    On a worker, `forwarder` takes the writes it does not make itself to main (issue 13).
+    Args:
+        forwarder: on a worker, takes the writes it does not make itself to main (issue 13).
+        instance_name: named in an ``X-Trioserver-Instance`` header on every response.
     """
     routes = [r for table in ROUTE_TABLES for r in table]
 
@@ -102,4 +106,5 @@ def create_app(deps: ApiDeps, *, forwarder: Forwarder | None = None) -> MatrixAp
         log_access=deps.http.log_access,
         on_authenticated=seen,
         forwarder=forwarder,
+        instance_name=instance_name,
     )

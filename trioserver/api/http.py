@@ -242,10 +242,18 @@ class MatrixApp(Generic[D]):
         log_access: bool = False,
         on_authenticated: SeenHook | None = None,
         forwarder: Forwarder | None = None,
+        instance_name: str | None = None,
     ) -> None:
         self._deps = deps
         # On a worker (issue 13): where non-local writes go; None on main.
         self._forwarder = forwarder
+        # Which process of a pool answered (`run --workers` shares one client port): for
+        # operators reading a trace, and for the pool's tests.
+        self._instance_header = (
+            None
+            if instance_name is None
+            else (b"x-trioserver-instance", instance_name.encode("latin-1"))
+        )
         self._log_access = log_access
         self._routes = list(routes)
         self._authenticate = authenticate
@@ -261,6 +269,8 @@ class MatrixApp(Generic[D]):
             return
         if scope["type"] != "http":
             return
+        if self._instance_header is not None:
+            send = _adding_header(send, self._instance_header)
         if self._log_access:
             await self._respond_logged(scope, receive, send)
             return
@@ -531,6 +541,15 @@ async def _send_response(send: ASGISendCallable, response: Response, *, head: bo
         headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
+
+
+def _adding_header(send: ASGISendCallable, header: tuple[bytes, bytes]) -> ASGISendCallable:
+    async def send_with_header(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], header]}
+        await send(message)
+
+    return send_with_header
 
 
 async def _send_stream(

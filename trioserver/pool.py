@@ -1,0 +1,317 @@
+"""`trioserver run --workers N`: main and N worker processes on one machine, one client port.
+
+Theory of operation
+-------------------
+Main binds the client listening sockets itself (`bind_client_sockets`) before anything else
+runs, serves its own client API on them, and hands the same sockets to every worker, so the
+kernel spreads connections over the processes that accept on them (no SO_REUSEPORT, no
+proxy). The file's config says nothing about the pool; `plan_pool` completes it in memory
+with an overlay: ``[workers.workerK]`` sections, loopback ports for ``[replication]`` and the
+``instance_map`` entries the file lacks, and a random ``replication.secret`` unless the file
+has one. Main validates that overlay like any config (`config.load_config(overlay=...)`).
+
+A worker is ``sys.executable -m trioserver run --config F`` with the environment variable
+`POOL_ENV` holding a `PoolChild` as JSON (its instance name, the overlay, the socket fds and
+the parent-watch fd). The overlay holds the secret, so it never goes on the command line,
+where ``ps`` would show it; the child removes the variable from its environment at once.
+
+A worker whose parent dies must not go on serving alone. Main makes one pipe and keeps its
+write end, never writing to it; every worker inherits the read end and `wait_parent_gone`
+returns when it reads end-of-file, which the kernel delivers when main's last copy of the
+write end closes, however main died (even SIGKILL). ``prctl(PR_SET_PDEATHSIG)`` was not used:
+trio starts children from a worker thread, and the signal fires when that *thread* exits.
+
+`run_pool` starts the workers once main is listening, restarts one that exits (backoff 1 s,
+doubling to 30 s, back to 1 s after a minute up), and when `stopping` is set sends each
+SIGTERM, gives it ``http.graceful_shutdown_seconds`` + 5 s, then SIGKILL. Workers run in
+their own process group, so a Ctrl-C at the terminal reaches main only and main alone
+decides when they stop (they would otherwise exit on SIGINT and be restarted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import trio
+
+from trioserver.config import MAIN_INSTANCE
+
+if TYPE_CHECKING:
+    from trioserver.config import HttpConfig
+
+logger = logging.getLogger(__name__)
+
+POOL_ENV = "TRIOSERVER_POOL"
+LOOPBACK = "127.0.0.1"
+INITIAL_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+# A worker that stayed up this long is healthy again: its next restart waits INITIAL_BACKOFF_S.
+RESET_BACKOFF_AFTER_S = 60.0
+# Time past http.graceful_shutdown_seconds a worker gets to exit after SIGTERM.
+STOP_MARGIN_S = 5.0
+LISTEN_BACKLOG = 1024
+
+
+@attrs.frozen
+class PoolChild:
+    """What a worker of a pool is told through `POOL_ENV` (JSON).
+
+    Attributes:
+        instance: its instance name (``workerK``).
+        overlay: the config tables laid over the file (see `plan_pool`).
+        listen_fds: the client listening sockets it accepts on.
+        parent_fd: the read end of the parent-watch pipe (see `wait_parent_gone`).
+    """
+
+    instance: str
+    overlay: Mapping[str, Any]
+    listen_fds: tuple[int, ...]
+    parent_fd: int
+
+    def to_env(self) -> str:
+        """The JSON value of `POOL_ENV`."""
+        return json.dumps(
+            {
+                "instance": self.instance,
+                "overlay": self.overlay,
+                "listen_fds": list(self.listen_fds),
+                "parent_fd": self.parent_fd,
+            }
+        )
+
+    @classmethod
+    def from_env(cls, value: str) -> PoolChild:
+        """Parse the JSON value of `POOL_ENV` (written by `to_env`; not user input)."""
+        data = json.loads(value)
+        return cls(
+            instance=str(data["instance"]),
+            overlay=dict(data["overlay"]),
+            listen_fds=tuple(int(fd) for fd in data["listen_fds"]),
+            parent_fd=int(data["parent_fd"]),
+        )
+
+
+def pool_child_from_environ() -> PoolChild | None:
+    """This process's `PoolChild`, removed from the environment; None outside a pool."""
+    value = os.environ.pop(POOL_ENV, None)
+    return None if value is None else PoolChild.from_env(value)
+
+
+def worker_names(count: int) -> tuple[str, ...]:
+    """The instance names of a pool of `count` workers: ``worker1`` .. ``workerN``."""
+    return tuple(f"worker{i}" for i in range(1, count + 1))
+
+
+def free_loopback_port() -> int:
+    """A TCP port that was free on loopback a moment ago (bind-to-0 probe)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def plan_pool(
+    raw: Mapping[str, Any],
+    workers: int,
+    *,
+    pick_port: Callable[[], int] = free_loopback_port,
+    make_secret: Callable[[], str] = secrets.token_urlsafe,
+) -> dict[str, Any]:
+    """The config overlay that makes the file `raw` a pool of main and `workers` workers.
+
+    What the file already says is kept: its ``replication`` bind, port and secret, its
+    ``instance_map`` entries and ``[workers.NAME]`` sections. The rest is filled in: a free
+    loopback port for the replication listener (when the file sets none) and for each
+    instance's internal listener, and a random secret.
+
+    Args:
+        raw: the parsed config file.
+        workers: how many workers (at least 1).
+    """
+    assert workers >= 1
+    names = worker_names(workers)
+    replication = dict(raw.get("replication", {}))
+    if "port" not in replication:
+        replication["port"] = pick_port()
+    if "secret" not in replication:
+        replication["secret"] = make_secret()
+    known = raw.get("instance_map", {})
+    instance_map = {
+        name: dict(known.get(name) or {"host": LOOPBACK, "port": pick_port()})
+        for name in (MAIN_INSTANCE, *names)
+    }
+    configured = raw.get("workers", {})
+    # A worker's client port is not bound by the worker (it accepts on main's sockets); the
+    # section exists so that `Config.for_instance` knows the name.
+    pool_workers = {name: dict(configured.get(name, {"port": 0})) for name in names}
+    return {"replication": replication, "instance_map": instance_map, "workers": pool_workers}
+
+
+def bind_client_sockets(http: HttpConfig) -> list[socket.socket]:
+    """Bind and listen on every ``http.bind_addresses`` x ``http.port`` (for the whole pool).
+
+    The sockets are non-inheritable; children get them only through ``pass_fds``.
+
+    Raises:
+        StartupError: an address cannot be bound (names the config key).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for address in http.bind_addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, http.port))
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        from trioserver.nursery import listen_error  # the server's modules load only to run
+
+        for sock in sockets:
+            sock.close()
+        raise listen_error(http, exc) from None
+    return sockets
+
+
+async def wait_parent_gone(parent_fd: int) -> None:
+    """Return once the parent-watch pipe's write end is closed everywhere (main is gone).
+
+    Takes ownership of `parent_fd`. A checkpoint; it waits for as long as main lives.
+    """
+    async with trio.lowlevel.FdStream(parent_fd) as pipe:
+        # Main never writes: the only thing this read can return is end-of-file.
+        while await pipe.receive_some():
+            pass
+
+
+@attrs.frozen(eq=False)
+class Pool:
+    """The workers of a pool, as main starts them.
+
+    Attributes:
+        config_path: the config file the workers read.
+        overlay: `plan_pool`'s overlay.
+        names: the workers' instance names.
+        sockets: the client listening sockets (from `bind_client_sockets`).
+        stop_timeout: seconds a worker gets between SIGTERM and SIGKILL.
+    """
+
+    config_path: Path
+    overlay: Mapping[str, Any]
+    names: tuple[str, ...]
+    sockets: Sequence[socket.socket]
+    stop_timeout: float
+
+    def command(self) -> list[str]:
+        """A worker's command line (no secret on it: that is in `POOL_ENV`)."""
+        return [sys.executable, "-m", "trioserver", "run", "--config", str(self.config_path)]
+
+
+async def run_pool(
+    pool: Pool,
+    stopping: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep every worker of `pool` running until `stopping` is set, then stop them.
+
+    Start it once main's client API and replication listener are up (workers connect to
+    them at start). Calls ``task_status.started()`` once every worker is being started.
+
+    Args:
+        pool: the workers to run.
+        stopping: set it to stop the workers (SIGTERM, then SIGKILL after
+            ``pool.stop_timeout``).
+
+    Returns once every worker has exited after `stopping` was set. Cancelling it kills the
+    workers (SIGKILL) and waits for them.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        async with trio.open_nursery() as nursery:
+            for name in pool.names:
+                child = PoolChild(
+                    name,
+                    pool.overlay,
+                    tuple(sock.fileno() for sock in pool.sockets),
+                    parent_fd=read_end,
+                )
+                nursery.start_soon(_keep_running, pool, child, stopping)
+            task_status.started()
+    finally:
+        # Closed only after every worker is gone: closing it signals "main is gone".
+        os.close(read_end)
+        os.close(write_end)
+
+
+def next_restart_delay(previous: float | None, *, up_for_s: float) -> float:
+    """Seconds to wait before restarting a worker that exited after `up_for_s` seconds up.
+
+    Args:
+        previous: the delay before its last restart (None: it never restarted).
+    """
+    if previous is None or up_for_s >= RESET_BACKOFF_AFTER_S:
+        return INITIAL_BACKOFF_S
+    return min(previous * 2, MAX_BACKOFF_S)
+
+
+async def _keep_running(pool: Pool, child: PoolChild, stopping: trio.Event) -> None:
+    delay: float | None = None
+    while not stopping.is_set():
+        started = trio.current_time()
+        status = await _run_once(pool, child, stopping)
+        if stopping.is_set():
+            logger.info("%s stopped (exit status %d)", child.instance, status)
+            return
+        delay = next_restart_delay(delay, up_for_s=trio.current_time() - started)
+        logger.warning(
+            "%s exited with status %d; restarting it in %.0f s", child.instance, status, delay
+        )
+        with trio.move_on_after(delay):
+            await stopping.wait()
+
+
+async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
+    process = await trio.lowlevel.open_process(
+        pool.command(),
+        env={**os.environ, POOL_ENV: child.to_env()},
+        pass_fds=(*child.listen_fds, child.parent_fd),
+        stdin=subprocess.DEVNULL,
+        # Its own process group: a terminal's Ctrl-C reaches main only (see module doc).
+        process_group=0,
+    )
+    logger.info("started %s (pid %d)", child.instance, process.pid)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_when_set, process, child.instance, stopping, pool)
+            status = await process.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            # Cancelled (a second Ctrl-C, or main failing): never leave a worker behind.
+            process.kill()
+            with trio.CancelScope(shield=True):  # reaping the killed child is quick
+                await process.wait()
+    return status
+
+
+async def _stop_when_set(
+    process: trio.Process, name: str, stopping: trio.Event, pool: Pool
+) -> None:
+    await stopping.wait()
+    process.send_signal(signal.SIGTERM)
+    await trio.sleep(pool.stop_timeout)
+    logger.warning("%s did not stop within %.0f s; killing it", name, pool.stop_timeout)
+    process.kill()
