@@ -617,9 +617,10 @@ def _instance_problems(config: Config) -> list[str]:
                 "config.replication.secret: required when there is more than one instance"
                 " (it authenticates replication and the internal endpoints)"
             )
-        if not config.is_main and MAIN_INSTANCE not in config.instance_map:
+        if MAIN_INSTANCE not in config.instance_map:
             problems.append(
-                f"config.instance_map.{MAIN_INSTANCE}: a worker needs main's internal address"
+                f"config.instance_map.{MAIN_INSTANCE}: needed when there is more than one"
+                " instance (main's internal address, where workers forward writes)"
             )
     if not 0 <= config.replication.port <= 65535:
         problems.append("config.replication.port: must be between 0 and 65535")

@@ -33,6 +33,8 @@ from hypercorn.trio import serve as hypercorn_serve
 from trioserver import wiring
 from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
+from trioserver.internal.app import create_internal_app
+from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.persistence import EventPersister
 from trioserver.stores.database import Database, open_database
@@ -178,6 +180,7 @@ class Components:
 
     deps: ApiDeps
     persister: EventPersister | None
+    replication: wiring.ReplicationPart
     loaders: tuple[Callable[[], Awaitable[None]], ...] = ()
     subsystems: tuple[Subsystem, ...] = ()
 
@@ -278,9 +281,22 @@ async def serve(
                 await background.start(
                     partial(run_supervised, components.persister.run, name="events writer")
                 )
+            replication = components.replication
+            if replication.client is not None:
+                # Started once caught up with main (or after its start timeout), so that the
+                # first requests already see main's rows.
+                await background.start(
+                    partial(run_supervised, replication.client.run, name="replication client")
+                )
             for subsystem in components.subsystems:
                 await background.start(run_supervised, subsystem)
             notifier = components.deps.notifier
+            client_app = create_app(
+                components.deps,
+                forwarder=replication.forwarder,
+                instance_name=config.instance_name,
+            )
+            ports = await _start_replication_listeners(background, config, replication, client_app)
 
             async def stop_serving() -> None:
                 await shutdown.wait()
@@ -288,16 +304,57 @@ async def serve(
                 # timeouts, up to http.graceful_shutdown_seconds.
                 notifier.shut_down()
 
-            async with trio.open_nursery() as http_nursery:
-                running = await http_nursery.start(
-                    partial(
-                        run_http_api,
-                        create_app(components.deps, instance_name=config.instance_name),
-                        config.http,
-                        stop_serving,
-                        listen_fds=listen_fds,
+            try:
+                async with trio.open_nursery() as http_nursery:
+                    running = await http_nursery.start(
+                        partial(
+                            run_http_api,
+                            client_app,
+                            config.http,
+                            stop_serving,
+                            listen_fds=listen_fds,
+                        )
                     )
-                )
-                task_status.started(running)
+                    task_status.started(attrs.evolve(running, **ports))
+            finally:
+                if replication.main_client is not None:
+                    with trio.CancelScope(shield=True):  # closing sockets only
+                        await replication.main_client.aclose()
             # The HTTP API has drained; nothing can start new work any more.
             background.cancel_scope.cancel()
+
+
+async def _start_replication_listeners(
+    nursery: trio.Nursery,
+    config: Config,
+    replication: wiring.ReplicationPart,
+    client_app: MatrixApp[Any],
+) -> dict[str, int]:
+    """Main's replication and internal listeners (multi-instance only); their bound ports."""
+    if replication.server is None:
+        return {}
+    assert config.replication.secret is not None and replication.presence_sync is not None
+    server = replication.server
+    replication_port: int = await nursery.start(
+        partial(
+            run_supervised,
+            partial(server.run, config.replication.bind, config.replication.port),
+            name="replication listener",
+        )
+    )
+    internal_app = create_internal_app(
+        secret=config.replication.secret,
+        client_app=client_app,
+        positions=replication.positions,
+        writer_streams={stream.name: stream for stream in replication.writer_streams},
+        presence_sync=replication.presence_sync,
+    )
+    location = config.instance_map[config.instance_name]
+    internal_port: int = await nursery.start(
+        partial(
+            run_supervised,
+            partial(run_internal_http, internal_app, location.host, location.port),
+            name="internal listener",
+        )
+    )
+    return {"replication_port": replication_port, "internal_port": internal_port}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from trioserver.api.deps import ApiDeps
+from trioserver.config import MAIN_INSTANCE
 from trioserver.events import KNOWN_ROOM_VERSIONS
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
@@ -65,9 +66,15 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
+from trioserver.internal.app import PresenceSync
+from trioserver.internal.client import MainClient
+from trioserver.internal.forwarding import Forwarder
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
+from trioserver.repl.client import ReplicationClient
+from trioserver.repl.server import ReplicationServer
+from trioserver.repl.streams import CACHES, FollowerStream, WriterStream
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -609,3 +616,99 @@ def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart)
     expirer = EventExpirer(CensorEventsStore(db), core.events.cache, wall_clock=clock)
     writer.persister.add_listener(expirer.on_persisted)
     return ExpiryPart(expirer, subsystems=(expirer.run,))
+
+
+@attrs.frozen
+class ReplicationPart:
+    """How this instance talks to the other instances of its deployment (issue 13).
+
+    Main of a multi-instance deployment has the `server` (the replication listener) and
+    serves the internal endpoints (`writer_streams`, `presence_sync`); a worker has the
+    `client` (following main's streams), the `main_client` it forwards writes with and the
+    `forwarder` its client API uses. A single instance has none of them.
+    """
+
+    positions: Callable[[], dict[str, int]]
+    server: ReplicationServer | None = None
+    writer_streams: tuple[WriterStream, ...] = ()
+    presence_sync: PresenceSync | None = None
+    client: ReplicationClient | None = None
+    main_client: MainClient | None = None
+    forwarder: Forwarder | None = None
+
+
+def build_main_replication(
+    config: Config,
+    core: CorePart,
+    writer_streams: tuple[WriterStream, ...],
+    presence_sync: PresenceSync,
+    caches_position: Callable[[], int],
+) -> ReplicationPart:
+    """Main's replication listener, poked whenever a stream advances."""
+    positions = partial(_positions, core, caches_position)
+    if not config.is_multi_instance:
+        return ReplicationPart(positions)
+    secret = config.replication.secret
+    assert secret is not None  # config validation
+    server = ReplicationServer(
+        writer_streams,
+        server_name=config.server_name,
+        instance_name=config.instance_name,
+        secret=secret,
+    )
+    # Every stream advance ends in a notify (that is how /sync waiters learn of it).
+    core.notifier.add_wake_listener(server.poke)
+    return ReplicationPart(
+        positions,
+        server=server,
+        writer_streams=writer_streams,
+        presence_sync=presence_sync,
+    )
+
+
+def build_worker_replication(
+    config: Config,
+    core: CorePart,
+    follower_streams: tuple[FollowerStream, ...],
+    main_client: MainClient,
+    caches_position: Callable[[], int],
+) -> ReplicationPart:
+    """A worker's replication client and the forwarding of its writes to main."""
+    secret = config.replication.secret
+    assert secret is not None  # config validation
+    main = config.instance_map[MAIN_INSTANCE]
+    client = ReplicationClient(
+        follower_streams,
+        host=main.host,
+        port=config.replication.port,
+        secret=secret,
+        instance_name=config.instance_name,
+        server_name=config.server_name,
+    )
+    forwarder = Forwarder(
+        main_client,
+        is_connected=lambda: client.connected,
+        wait_for_positions=client.wait_for_positions,
+    )
+    return ReplicationPart(
+        partial(_positions, core, caches_position),
+        client=client,
+        main_client=main_client,
+        forwarder=forwarder,
+    )
+
+
+def main_client_for(config: Config) -> MainClient:
+    """The HTTP client a worker reaches main's internal listener with."""
+    secret = config.replication.secret
+    assert secret is not None  # config validation
+    main = config.instance_map[MAIN_INSTANCE]
+    host = f"[{main.host}]" if ":" in main.host else main.host
+    return MainClient(
+        f"http://{host}:{main.port}", secret=secret, instance_name=config.instance_name
+    )
+
+
+def _positions(core: CorePart, caches_position: Callable[[], int]) -> dict[str, int]:
+    # What a forwarded write's answer carries: read after the write, so it covers it.
+    return {**attrs.asdict(core.notifier.current_token()), CACHES: caches_position()}
