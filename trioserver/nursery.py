@@ -233,6 +233,8 @@ def build_components(
     return Components(
         deps,
         writer.persister,
+        # Replaced by the streams of issue 13 in the next commits.
+        wiring.ReplicationPart(positions=dict),
         loaders=(*streams.loaders, *core.loaders, *media.loaders),
         subsystems=(
             *accounts.subsystems,
