@@ -99,9 +99,20 @@ class ToDeviceStreamRow:
 
 @attrs.frozen
 class DeviceListStreamRow:
-    """A user's devices or keys changed."""
+    """A user's devices or keys changed; `only_for`: the one user to tell (a signature of
+    another user's master key is private to its signer), None for everyone sharing a room."""
 
     user_id: str
+    only_for: str | None
+
+
+@attrs.frozen
+class TypingStreamRow:
+    """Who is typing in a room now (typing is in memory only; defined here beside the other
+    rows)."""
+
+    room_id: str
+    user_ids: list[str]
 
 
 @attrs.frozen
@@ -191,13 +202,13 @@ def _to_device_row(r: Row) -> ToDeviceStreamRow:
 
 
 _DEVICE_LISTS_SQL = """
-    SELECT stream_id, user_id FROM device_lists_stream
+    SELECT stream_id, user_id, only_for FROM device_lists_stream
     WHERE stream_id > ? AND stream_id <= ? ORDER BY stream_id
 """
 
 
 def _device_list_row(r: Row) -> DeviceListStreamRow:
-    return DeviceListStreamRow(r[1])
+    return DeviceListStreamRow(r[1], r[2])
 
 
 _CACHES_SQL = """
