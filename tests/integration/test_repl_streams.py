@@ -69,6 +69,7 @@ class Follower:
     to_device: ToDeviceHandler
     e2e_keys: E2eKeysHandler
     events: EventsFollower
+    events_store: EventStore
     caches: CacheInvalidations
     streams: dict[str, FollowerStream]
     forwarded: list[tuple[str, str | None, bool]]
@@ -174,6 +175,7 @@ async def _build_follower(db: Database, fetch: Any) -> Follower:
         to_device,
         e2e_keys,
         follower_events,
+        events,
         caches,
         {s.name: s for s in streams},
         forwarded,
@@ -317,6 +319,18 @@ async def test_follower_answers_like_main_and_wakes_waiters(tmp_path: Path) -> N
             alice, "ADEV", 0, upto
         ) == await deps.to_device.messages_for(alice, "ADEV", 0, upto)
 
+        # A redaction on main: the follower's cached copy of the target is dropped.
+        cached = await worker.events_store.get_event(message.event_id)
+        assert cached is not None
+        assert cached.redacted_by is None
+        redaction = await deps.send.redact(
+            pair.env.requester("alice"), room, message.event_id, "spam", "txn-r"
+        )
+        await pair.replicate("events")
+        redacted = await worker.events_store.get_event(message.event_id)
+        assert redacted is not None
+        assert redacted.redacted_by == redaction
+
         # Typing stops on main: the row reaches the follower and clears the room.
         await deps.typing.set_typing(alice, room, alice, False, 0)
         since = worker.typing.position()
@@ -410,3 +424,34 @@ async def test_presence_syncs_forward_and_count_on_main(
         await pair.replicate("presence")
         (event,) = worker.presence.presence_for_users([alice])
         assert event["content"]["presence"] == "offline"
+
+
+async def test_typing_writer_pages_each_room_at_its_latest_change(tmp_path: Path) -> None:
+    async with main_and_worker(tmp_path) as pair:
+        typing = pair.env.components.deps.typing
+        alice = await pair.env.user("alice")
+        rooms = [await pair.env.create_room(alice) for _ in range(3)]
+        for room in rooms:
+            await typing.set_typing(alice, room, alice, True, 30_000)
+        await typing.set_typing(alice, rooms[0], alice, False, 0)  # position 4
+        stream = pair.main["typing"]
+        assert stream.current_token() == 4
+        first = await stream.get_updates(0, 4, 1)
+        assert first.limited
+        assert first.updates == [(2, {"room_id": rooms[1], "user_ids": [alice]})]
+        rest = await stream.get_updates(first.upto_token, 4, 100)
+        assert not rest.limited
+        assert rest.updates == [
+            (3, {"room_id": rooms[2], "user_ids": [alice]}),
+            (4, {"room_id": rooms[0], "user_ids": []}),
+        ]
+        assert await stream.get_updates(4, 4, 100) == UpdatePage([], 4, False)
+
+        # A worker whose writer restarted forgets its typists and reports every room again.
+        await pair.replicate("typing")
+        assert pair.worker.typing.typing_for_rooms(rooms, 0) == {
+            rooms[1]: [alice],
+            rooms[2]: [alice],
+        }
+        pair.worker.streams["typing"].reset(0)
+        assert pair.worker.typing.typing_for_rooms(rooms, 4) == {room: [] for room in rooms}

@@ -146,11 +146,9 @@ def _page_txn(
 
 _EVENTS_SQL = """
     SELECT e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, e.membership,
-        CASE WHEN e.type = 'm.room.redaction' THEN COALESCE(
-            json_extract(j.json, '$.redacts'), json_extract(j.json, '$.content.redacts'))
-        END,
+        (SELECT d.redacts FROM redactions d WHERE d.event_id = e.event_id),
         EXISTS (SELECT 1 FROM event_relations r WHERE r.event_id = e.event_id)
-    FROM events e LEFT JOIN event_json j ON j.event_id = e.event_id
+    FROM events e
     WHERE e.stream_ordering > ? AND e.stream_ordering <= ?
     ORDER BY e.stream_ordering
 """
