@@ -455,3 +455,19 @@ async def test_typing_writer_pages_each_room_at_its_latest_change(tmp_path: Path
         }
         pair.worker.streams["typing"].reset(0)
         assert pair.worker.typing.typing_for_rooms(rooms, 4) == {room: [] for room in rooms}
+
+
+async def test_push_rules_marker_alone_refreshes_the_worker_rules(tmp_path: Path) -> None:
+    async with main_and_worker(tmp_path) as pair:
+        deps, worker = pair.env.components.deps, pair.worker
+        alice = await pair.env.user("alice")
+        before = await worker.push_rules.rules_json(alice)
+        await deps.push_rules.put_rule(
+            alice, "override", "org.example.rule", {"conditions": [], "actions": []}
+        )
+        # The account data stream's m.push_rules marker can arrive before the caches row.
+        await pair.replicate("account_data")
+        (event,) = await worker.account_data.global_since(alice, 0)
+        assert event["type"] == "m.push_rules"
+        assert event["content"] != before
+        assert event["content"] == await deps.push_rules.rules_json(alice)

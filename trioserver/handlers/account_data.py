@@ -273,6 +273,10 @@ class AccountDataHandler:
         for row in rows:
             if row.room_id is None and row.data_type == IGNORED_USER_LIST:
                 self._store.forget_ignored_nowait(row.user_id)
+            elif row.room_id is None and row.data_type == PUSH_RULES and self._push_rules:
+                # The marker row may arrive before the caches stream's push_rules row, and
+                # the /sync it wakes delivers the rules as they are now: drop them here too.
+                self._push_rules.invalidate_nowait([row.user_id])
         self._position = max(self._position, token)
         self._ids.advance(token)
         self._notifier.notify(users={row.user_id for row in rows})
