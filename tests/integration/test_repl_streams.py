@@ -425,6 +425,14 @@ async def test_presence_syncs_forward_and_count_on_main(
         (event,) = worker.presence.presence_for_users([alice])
         assert event["content"]["presence"] == "offline"
 
+        # A worker that goes away while its user syncs: the sync counts as ended then.
+        await deps.presence.remote_user_sync("w2", alice, "online", True)
+        deps.presence.remote_instance_gone_nowait("w2")
+        deps.presence.remote_instance_gone_nowait("w2")  # twice: nothing left to end
+        await trio.sleep(60)
+        (event,) = deps.presence.presence_for_users([alice])
+        assert event["content"]["presence"] == "offline"
+
 
 async def test_typing_writer_pages_each_room_at_its_latest_change(tmp_path: Path) -> None:
     async with main_and_worker(tmp_path) as pair:

@@ -307,6 +307,13 @@ class PresenceHandler:
             del self._remote_syncs[key]
         self._end_sync(user_id)
 
+    def remote_instance_gone_nowait(self, instance: str) -> None:
+        """An instance went away (its replication connection closed): end its syncs, so
+        that its users time out as if their syncs had ended now (main only)."""
+        for key in [key for key in self._remote_syncs if key[0] == instance]:
+            for _ in range(self._remote_syncs.pop(key)):
+                self._end_sync(key[1])
+
     def on_replicated(self, token: int, rows: Sequence[PresenceStreamRow]) -> None:
         """A follower applied main's presence changes up to `token`: take the new states;
         `notify_replicated` then wakes whom main woke."""
