@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -126,21 +127,35 @@ def _register_user(
     return RegisteredUser(result["user_id"], result["access_token"], result["device_id"], password)
 
 
+# Set to 1 to run every `serve_in_process` server as main plus one worker, answering through
+# the worker: a test suite then checks that a multi-process deployment serves it the same.
+VIA_WORKER_ENV = "TRIOSERVER_TEST_VIA_WORKER"
+
+
 @asynccontextmanager
 async def serve_in_process(
-    data_dir: str | Path | None = None, **overrides: Any
+    data_dir: str | Path | None = None, *, via_worker: bool | None = None, **overrides: Any
 ) -> AsyncIterator[InProcessServer]:
     """Run a full trioserver in this trio run for the duration of the block.
 
     Args:
         data_dir: where to keep the data (default: a temporary dir removed afterwards).
             Reuse a directory to test what survives a restart.
+        via_worker: run main and one worker instance (issue 13) and answer through the
+            worker, which forwards writes to main and follows main's streams. Default: the
+            ``TRIOSERVER_TEST_VIA_WORKER`` environment variable (``1``), else no.
         overrides: config keys, as in the TOML file (nested tables as dicts), e.g.
             ``enable_ephemeral_messages=True`` or ``registration={"enabled": False}``.
 
     Yields:
         An `InProcessServer` with `base_url`, `server_name` and `register_user`.
     """
+    if via_worker is None:
+        via_worker = os.environ.get(VIA_WORKER_ENV, "") == "1"
+    if via_worker:
+        async with serve_deployment_in_process(data_dir, workers=1, **overrides) as deployment:
+            yield deployment.workers[0]
+        return
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
         raw = _merge(_TEST_DEFAULTS, overrides)
