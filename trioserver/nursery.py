@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
+    from trioserver.repl.caches import CacheInvalidations
     from trioserver.stores.persist_events import PersistEventStore
 
 from trioserver.errors import StartupError
@@ -173,6 +174,8 @@ class Components:
     Attributes:
         deps: what the HTTP API uses.
         persister: the events writer's controller (None on other instances).
+        replication: how this instance talks to the others (issue 13).
+        caches: the caches stream (main writes it, workers apply it).
         loaders: run once, in order, before anything is served (e.g. reading stream
             positions).
         subsystems: background tasks, each ``run_x(*, task_status)`` (STYLE S1).
@@ -181,6 +184,7 @@ class Components:
     deps: ApiDeps
     persister: EventPersister | None
     replication: wiring.ReplicationPart
+    caches: CacheInvalidations
     loaders: tuple[Callable[[], Awaitable[None]], ...] = ()
     subsystems: tuple[Subsystem, ...] = ()
 
@@ -254,6 +258,7 @@ def build_components(
         deps,
         writer.persister if writer is not None else None,
         replication,
+        caches.caches,
         loaders=(
             *streams.loaders,
             *core.loaders,

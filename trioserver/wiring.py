@@ -706,9 +706,11 @@ def build_main_replication(
     core: CorePart,
     writer_streams: tuple[WriterStream, ...],
     presence_sync: PresenceSync,
+    instance_gone: Callable[[str], None],
     caches_position: Callable[[], int],
 ) -> ReplicationPart:
-    """Main's replication listener, poked whenever a stream advances."""
+    """Main's replication listener, poked whenever a stream advances; `instance_gone` is
+    told when an instance's connection closes."""
     positions = partial(_positions, core, caches_position)
     if not config.is_multi_instance:
         return ReplicationPart(positions)
@@ -722,6 +724,7 @@ def build_main_replication(
     )
     # Every stream advance ends in a notify (that is how /sync waiters learn of it).
     core.notifier.add_wake_listener(server.poke)
+    server.add_disconnect_listener(instance_gone)
     return ReplicationPart(
         positions,
         server=server,
@@ -840,6 +843,7 @@ def build_main_streams(
             caches=caches.caches,
         ),
         handlers.presence.remote_user_sync,
+        handlers.presence.remote_instance_gone_nowait,
         caches.caches.position,
     )
 

@@ -32,7 +32,6 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.repl.caches import CacheInvalidations
 from trioserver.repl.db_streams import EventsFollower
 from trioserver.repl.stream_wiring import (
-    announce_invalidations,
     apply_invalidations,
     follower_streams,
     writer_streams,
@@ -188,15 +187,8 @@ async def main_and_worker(tmp_path: Path) -> AsyncIterator[Pair]:
         deps = env.components.deps
         assert env.components.persister is not None
         persister = env.components.persister
-        caches = CacheInvalidations(StreamUpdateStore(env.db), deps.notifier)
-        await caches.load()
-        announce_invalidations(
-            caches,
-            auth=deps.auth,
-            push_rules=deps.push_rules,
-            erasure=ErasureStore(env.db),
-            expirer=None,
-        )
+        # Main's own caches stream, announced by build_components.
+        caches = env.components.caches
         main = writer_streams(
             StreamUpdateStore(env.db),
             events_position=lambda: persister.stream_position,

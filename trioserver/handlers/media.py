@@ -60,6 +60,8 @@ MAX_UPLOADS_IN_PROGRESS = 8
 _THUMBNAIL_QUEUE = 256
 # How often expired pending ids are deleted (at most; sooner for short expiry times).
 _EXPIRY_INTERVAL_S = 60.0
+# How often a download waiting for a pending upload reads its row again (see _wait_uploaded).
+_CROSS_INSTANCE_POLL_S = 1.0
 # A Content-Type we store and later send back: RFC 9110 `media-type` (type "/" subtype, then
 # parameters of tokens or quoted strings), nothing else. A looser value such as
 # "image/png; x=,text/html" could be read by a browser as text/html while we call it an image.
@@ -390,7 +392,10 @@ class MediaRepository:
                     raise not_found()
                 row = fresh
                 if row.state == "pending":
-                    await event.wait()
+                    # The PUT may complete on another instance of the deployment (issue 13),
+                    # which cannot set this event: look at the row again now and then.
+                    with trio.move_on_after(_CROSS_INSTANCE_POLL_S):
+                        await event.wait()
         if row.state == "pending":
             raise MatrixError("M_NOT_YET_UPLOADED", "Media has not been uploaded yet", status=504)
         return row

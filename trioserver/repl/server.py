@@ -173,10 +173,16 @@ class ReplicationServer:
         self._published: dict[str, int] = {}
         self._peers: set[_Peer] = set()
         self._replicating: set[_Peer] = set()
+        self._disconnect_listeners: list[Callable[[str], None]] = []
         self._poked = trio.Event()
         # Renders each RDATA line once for every peer (the direction and length checks are the
         # same for all of them).
         self._wire = ReplConnection("server")
+
+    def add_disconnect_listener(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(instance_name)` when an authenticated connection closes (main ends
+        that instance's presence syncs: its /sync requests can no longer report their end)."""
+        self._disconnect_listeners.append(callback)
 
     def poke(self) -> None:
         """Some stream may have advanced: let the streamer look. Sync and cheap."""
@@ -286,6 +292,9 @@ class ReplicationServer:
         finally:
             self._peers.discard(peer)
             self._replicating.discard(peer)
+            if peer.authed:
+                for listener in self._disconnect_listeners:
+                    listener(peer.name)
 
     async def _auth_deadline(self, peer: _Peer) -> None:
         # The listener is reachable by anyone who can reach the port: a connection that never

@@ -76,8 +76,15 @@ async def get_timestamp_to_event(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
+    # Its `from` tokens name pagination sessions kept in memory: main answers every page, so
+    # a client's next page finds its session whichever instance it asks (issue 13).
     route(
-        "GET", f"{CLIENT_V1}/rooms/{{room}}/hierarchy", get_hierarchy, auth="required", guest=True
+        "GET",
+        f"{CLIENT_V1}/rooms/{{room}}/hierarchy",
+        get_hierarchy,
+        auth="required",
+        guest=True,
+        on_main=True,
     ),
     route(
         "GET", f"{CLIENT_V1}/room_summary/{{room}}", get_room_summary, auth="optional", guest=True
