@@ -79,6 +79,19 @@ storage_path = "media"
 max_upload_size = 52428800
 # Link previews make the server fetch any URL a user names; see the README before enabling.
 url_preview_enabled = false
+
+# More than one core: `trioserver run --workers 2` needs nothing here. For a deployment laid
+# out by hand (README "Worker processes"), name main's listeners and each worker, and start
+# each with `trioserver run --config THIS_FILE --instance NAME`:
+# [replication]
+# bind = "127.0.0.1"
+# port = 9093
+# secret = "..."                     # required with more than one instance
+# [instance_map.main]
+# host = "127.0.0.1"
+# port = 9100
+# [workers.worker1]
+# port = 8009
 """
 
 

@@ -51,6 +51,8 @@ _DROPPED_HEADERS = frozenset(
         "access-control-allow-origin",
         "access-control-allow-methods",
         "access-control-allow-headers",
+        # The worker names itself: the client asked it, not main.
+        "x-trioserver-instance",
         POSITIONS_HEADER,
     }
 )
