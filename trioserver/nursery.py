@@ -46,10 +46,10 @@ if TYPE_CHECKING:
 
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
-    from trioserver.repl.caches import CacheInvalidations
     from trioserver.stores.persist_events import PersistEventStore
 
 from trioserver.errors import StartupError
+from trioserver.repl.caches import CacheInvalidations
 
 logger = logging.getLogger(__name__)
 
