@@ -34,6 +34,7 @@ from trioserver import wiring
 from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
 from trioserver.internal.app import create_internal_app
+from trioserver.internal.forwarding import PresenceForwarder
 from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
 from trioserver.storage.persistence import EventPersister, NoEventWriter
@@ -223,6 +224,7 @@ def build_components(
     submitter = writer.persister if writer is not None else NoEventWriter()
     rooms = wiring.build_rooms(config, db, core, accounts, push, submitter)
     main_client = None if config.is_main else wiring.main_client_for(config)
+    presence_forwarder = PresenceForwarder(main_client) if main_client is not None else None
     streams = wiring.build_streams(
         config,
         db,
@@ -232,7 +234,7 @@ def build_components(
         push,
         writer,
         rooms,
-        forward_presence=main_client.presence_sync if main_client is not None else None,
+        forward_presence=presence_forwarder,
     )
     sync = wiring.build_sync(db, core, push, rooms, streams)
     pushers = wiring.build_pushers(config, db, clock, core, accounts, writer, streams)
@@ -251,8 +253,11 @@ def build_components(
         replication = wiring.build_main_streams(config, core, writer, streams, caches)
     else:
         assert main_client is not None  # not main: config validation names main's address
+        assert presence_forwarder is not None
         follower = wiring.build_worker_streams(config, core, streams, caches, main_client)
         replication = follower.replication
+        assert replication.client is not None
+        presence_forwarder.wait_for_positions = replication.client.wait_for_positions
         follower_loaders = follower.loaders
     return Components(
         deps,

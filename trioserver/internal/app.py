@@ -134,7 +134,9 @@ class InternalApp:
         if path == PRESENCE_SYNC_PATH and method == "POST":
             body = await _read_body(scope, receive, _MAX_BODY)
             await self._presence(body)
-            return Response({})
+            # The worker waits for these before its /sync goes on, so the token that sync
+            # answers with covers the presence change it made.
+            return Response({"positions": self._positions()})
         raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
 
     async def _stream_updates(self, scope: HTTPScope) -> JsonDict:

@@ -111,8 +111,11 @@ class MainClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise WriterUnavailable(f"malformed stream_updates answer ({exc!r})") from None
 
-    async def presence_sync(self, user_id: str, state: str | None, syncing: bool) -> None:
-        """Tell main that `user_id` is (or stopped) syncing on this instance. Checkpoint: yes.
+    async def presence_sync(
+        self, user_id: str, state: str | None, syncing: bool
+    ) -> dict[str, int]:
+        """Tell main that `user_id` is (or stopped) syncing on this instance; main's stream
+        positions after the change. Checkpoint: yes.
 
         Raises:
             WriterUnavailable: main could not be reached or refused.
@@ -129,18 +132,51 @@ class MainClient:
             content=orjson.dumps(payload),
             headers=[("content-type", "application/json")],
         )
-        _json_object(response, "presence_sync")
+        positions = _json_object(response, "presence_sync").get("positions", {})
+        if not isinstance(positions, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in positions.items()
+        ):
+            raise WriterUnavailable("malformed presence_sync answer")
+        return positions
 
     async def aclose(self) -> None:
         """Close the pooled connections. Checkpoint: yes."""
         await self._client.aclose()
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        request = self._client.build_request(method, path, **kwargs)
+        # httpx sends a bytes body through an async generator, which a cancelled request
+        # (shutdown, a client gone) leaves unclosed; a plain iterator has nothing to leak.
+        request.stream = _WholeBody(request.read())
         try:
-            return await self._client.request(method, path, **kwargs)
+            return await self._client.send(request)
         except httpx.TransportError as exc:
             # Connect errors, timeouts, resets, protocol errors: main did not answer.
             raise WriterUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+
+class _WholeBody(httpx.AsyncByteStream):
+    """A request body sent as one chunk (its Content-Length is already set)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _OneChunk:
+        return _OneChunk(self._body)
+
+
+class _OneChunk:
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._body is None:
+            raise StopAsyncIteration
+        body, self._body = self._body, None
+        return body
 
 
 def _forwarded_header(name: str, value: str) -> tuple[str, str]:

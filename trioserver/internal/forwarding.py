@@ -15,6 +15,7 @@ times out the answer is sent anyway (the write did happen) and a warning is logg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from trioserver.api.http import Response
 from trioserver.internal.errors import WriterUnavailable
 from trioserver.internal.protocol import POSITIONS_HEADER
+from trioserver.repl.client import ReplicationUnavailable
 
 if TYPE_CHECKING:
     from trioserver.internal.client import ForwardedResponse, MainClient
@@ -115,3 +117,35 @@ def _response(answer: ForwardedResponse) -> Response:
     return Response(
         status=answer.status, headers=tuple(kept), raw=answer.body, content_type=content_type
     )
+
+
+class PresenceForwarder:
+    """A worker's ``/sync`` presence, told to main (the presence writer).
+
+    A sync that starts waits until this instance has applied the positions main answered
+    with, as a forwarded write does: main's presence change is then part of the token the
+    sync compares against, instead of waking the sync right after it starts to wait.
+    `wait_for_positions` is set once the replication client exists (it is built from the
+    streams, which need this forwarder first).
+    """
+
+    def __init__(self, main: MainClient) -> None:
+        self._main = main
+        self.wait_for_positions: WaitForPositions | None = None
+
+    async def __call__(self, user_id: str, state: str | None, syncing: bool) -> None:
+        """Checkpoint: yes.
+
+        Raises:
+            WriterUnavailable: main could not be told.
+        """
+        positions = await self._main.presence_sync(user_id, state, syncing)
+        if not syncing or self.wait_for_positions is None:
+            return
+        # Cut off from main while waiting: the sync goes on with what this instance has.
+        with contextlib.suppress(ReplicationUnavailable):
+            await self.wait_for_positions(positions, _PRESENCE_WAIT_S)
+
+
+# A presence change is one row: it arrives within milliseconds unless main is in trouble.
+_PRESENCE_WAIT_S = 2.0
