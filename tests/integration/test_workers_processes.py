@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 import trio
 
@@ -376,7 +377,8 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_event(tmp_path: Path) ->
         assert (await room_bodies(alice_again, room_id))[-1] == "after restart"
 
 
-async def test_workers_ride_out_a_restart_of_main(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+async def test_workers_ride_out_a_restart_of_main(tmp_path: Path, signum: int) -> None:
     async with deployment(tmp_path, "worker1", "worker2") as running:
         alice_on_w1 = await new_user(await running.http("worker1"), "alice")
         bob = await new_user(await running.http("worker2"), "bob")
@@ -398,7 +400,7 @@ async def test_workers_ride_out_a_restart_of_main(tmp_path: Path) -> None:
             await syncer.wait_for(sent)
 
             main = running.processes["main"]
-            main.process.kill()
+            main.process.send_signal(signum)
             with trio.fail_after(10):
                 await main.process.wait()
 
