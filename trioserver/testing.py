@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
@@ -203,13 +203,21 @@ def _deployment_raw(
 
 @asynccontextmanager
 async def serve_deployment_in_process(
-    data_dir: str | Path | None = None, *, workers: int = 1, **overrides: Any
+    data_dir: str | Path | None = None,
+    *,
+    workers: int = 1,
+    replication_port_for_workers: Callable[[int], int] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[InProcessDeployment]:
     """Run main and `workers` worker instances in this trio run, sharing one data dir.
 
     The instances talk as separate processes would: over main's replication listener and its
     internal HTTP listener on loopback, with one SQLite file. Arguments as for
-    `serve_in_process`.
+    `serve_in_process`, and:
+
+    Args:
+        replication_port_for_workers: given main's replication port once it listens, the port
+            the workers connect to instead (e.g. a test's proxy in front of main's).
     """
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
@@ -223,7 +231,10 @@ async def serve_deployment_in_process(
             main_running: RunningServer = await nursery.start(serve, main_config)
             assert main_running.replication_port is not None
             assert main_running.internal_port is not None
-            ports = (main_running.replication_port, main_running.internal_port)
+            replication_port = main_running.replication_port
+            if replication_port_for_workers is not None:
+                replication_port = replication_port_for_workers(replication_port)
+            ports = (replication_port, main_running.internal_port)
             deployment = config_from_mapping(
                 _deployment_raw(raw, ports, workers), base_dir=directory
             )

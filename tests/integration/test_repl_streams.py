@@ -29,6 +29,7 @@ from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_reads import RoomReadHandler
 from trioserver.handlers.to_device import ToDeviceHandler
 from trioserver.handlers.typing import TypingHandler
+from trioserver.internal.errors import WriterUnavailable
 from trioserver.repl.caches import CacheInvalidations
 from trioserver.repl.db_streams import EventsFollower
 from trioserver.repl.stream_wiring import (
@@ -471,3 +472,49 @@ async def test_push_rules_marker_alone_refreshes_the_worker_rules(tmp_path: Path
         assert event["type"] == "m.push_rules"
         assert event["content"] != before
         assert event["content"] == await deps.push_rules.rules_json(alice)
+
+
+async def test_a_worker_sync_goes_on_when_main_cannot_be_told(tmp_path: Path) -> None:
+    """Presence is best effort: a read on a worker answers while main is down (seed 3)."""
+    async with main_and_worker(tmp_path) as pair:
+        alice = await pair.env.user("alice")
+        calls: list[bool] = []
+
+        async def main_down(user_id: str, state: str | None, syncing: bool) -> None:
+            calls.append(syncing)
+            await trio.lowlevel.checkpoint()
+            raise WriterUnavailable("ConnectError: connection refused")
+
+        async def follower_presence(forward: Any) -> PresenceHandler:
+            positions = StreamPositions()
+            presence = PresenceHandler(
+                pair.worker.db,
+                Notifier(positions),
+                positions,
+                StateStore(pair.worker.db, server_name=SERVER),
+                forward_sync=forward,
+                clock=trio_wall_clock,
+                server_name=SERVER,
+                writer=False,
+            )
+            await presence.load()
+            return presence
+
+        presence = await follower_presence(main_down)
+        async with presence.user_syncing(alice, None):
+            pass
+        await presence.set_presence_from_sync(alice, "online")
+        # Main never counted a start, so it is not told of an end.
+        assert calls == [True, True]
+
+        # Main reachable for the start but gone by the end: the sync still ends cleanly.
+        async def gone_by_the_end(user_id: str, state: str | None, syncing: bool) -> None:
+            calls.append(syncing)
+            await trio.lowlevel.checkpoint()
+            if not syncing:
+                raise WriterUnavailable("ConnectError: connection refused")
+
+        calls.clear()
+        async with (await follower_presence(gone_by_the_end)).user_syncing(alice, None):
+            pass
+        assert calls == [True, False]

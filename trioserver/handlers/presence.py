@@ -30,14 +30,16 @@ the same in-memory states, filled from the stored rows at start and then from th
 stream (`on_replicated`); it changes nothing itself and runs no timers. Its ``/sync`` requests
 tell main through the injected `forward_sync` (user, ``set_presence``, syncing): main's
 `remote_user_sync` counts them like local syncs, per instance, so a user syncing on any
-instance stays online.
+instance stays online. Presence is best effort where reads must not fail: when main cannot
+be reached (`WriterUnavailable`), a worker's ``/sync`` goes on without telling it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -46,8 +48,11 @@ import trio
 
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_user_id
+from trioserver.internal.errors import WriterUnavailable
 from trioserver.stores.presence import PresenceRow, PresenceStore
 from trioserver.streams import StreamIdGenerator
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -270,13 +275,24 @@ class PresenceHandler:
         if state not in PRESENCE_STATES:
             raise MatrixError("M_INVALID_PARAM", f"Invalid set_presence: {state!r}")
         assert self._forward_sync is not None
-        await self._forward_sync(user_id, state, True)
+        try:
+            await self._forward_sync(user_id, state, True)
+        except WriterUnavailable as exc:
+            # A read must answer while main is down (restarting): the sync goes on; main
+            # did not count its start, so it is told nothing of its end either.
+            logger.info("presence: main not told of %s syncing: %s", user_id, exc.message)
+            yield
+            return
         try:
             yield
         finally:
             # Shielded: main must hear that this sync ended even when it was cancelled
             # (client gone), or it would count the user as syncing forever.
-            with trio.CancelScope(shield=True), trio.move_on_after(FORWARD_END_TIMEOUT_S):
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(FORWARD_END_TIMEOUT_S),
+                suppress(WriterUnavailable),  # main went away: it forgot this sync anyway
+            ):
                 await self._forward_sync(user_id, state, False)
 
     async def remote_user_sync(

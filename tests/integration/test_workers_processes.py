@@ -1,0 +1,479 @@
+"""Main and workers as real processes: one config file, kill -9, restarts, a pool (issue 13).
+
+Every instance here is its own `trioserver run` process with its own listeners; they share the
+data dir's SQLite file and talk over main's replication and internal listeners on loopback. The
+subprocesses import the trioserver of this checkout (PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import trio
+
+from trioserver.pool import free_loopback_port
+
+from tests.integration.client import Client, assert_error, assert_ok, register
+from tests.integration.test_cli import (
+    COMMAND,
+    STARTUP_TIMEOUT_S,
+    ServerProcess,
+    admin_register_body,
+    run_cli,
+    shared_secret,
+    use_cheap_bcrypt,
+)
+from tests.integration.test_pool import wait_worker_running
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "processes-test-replication-secret"
+# Wide enough for every event of a test in one sync response: a gap would hide a lost event.
+SYNC_FILTER = json.dumps({"room": {"timeline": {"limit": 500}}})
+_launches = count()
+_txns = count()
+
+
+def write_deployment_config(data_dir: Path, workers: tuple[str, ...]) -> dict[str, int]:
+    """One config file for main and `workers`, on free loopback ports; the client ports."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_loopback_port() for name in ("main", *workers)}
+    lines = [
+        'server_name = "localhost"',
+        "[http]",
+        'bind_addresses = ["127.0.0.1"]',
+        f"port = {ports['main']}",
+        "[registration]",
+        "enabled = true",
+        "bcrypt_rounds = 4",
+        "[ratelimit]",
+        "enabled = false",
+        "[replication]",
+        'bind = "127.0.0.1"',
+        f"port = {free_loopback_port()}",
+        f'secret = "{SECRET}"',
+        "[instance_map.main]",
+        'host = "127.0.0.1"',
+        f"port = {free_loopback_port()}",
+    ]
+    for name in workers:
+        lines += [f"[workers.{name}]", f"port = {ports[name]}"]
+    (data_dir / "trioserver.toml").write_text("\n".join(lines) + "\n")
+    return ports
+
+
+async def launch(cwd: Path, port: int, *args: str | Path) -> ServerProcess:
+    """Start `trioserver run *args` and wait until it answers /versions on `port`."""
+    label = f"run-{next(_launches)}"
+    stdout_path, stderr_path = cwd / f"{label}.out", cwd / f"{label}.err"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [*COMMAND, "run", *map(str, args)],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(process, base_url, port, stdout_path, stderr_path)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            with trio.fail_after(STARTUP_TIMEOUT_S):
+                while True:
+                    if process.poll() is not None:
+                        raise AssertionError(f"{args} exited early:\n{server.output()}")
+                    try:
+                        if (await http.get("/_matrix/client/versions")).status_code == 200:
+                            return server
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.05)
+    except BaseException:
+        process.kill()
+        raise
+
+
+class Deployment:
+    """Main and workers from one config file, each a process; all killed on the way out."""
+
+    def __init__(self, tmp_path: Path, stack: AsyncExitStack, workers: tuple[str, ...]) -> None:
+        self.cwd = tmp_path
+        self.data_dir = tmp_path / "data"
+        self.config_path = self.data_dir / "trioserver.toml"
+        self.ports = write_deployment_config(self.data_dir, workers)
+        self.processes: dict[str, ServerProcess] = {}
+        self._stack = stack
+        self._all: list[ServerProcess] = []
+
+    async def start(self, name: str) -> ServerProcess:
+        args: list[str | Path] = ["--config", self.config_path]
+        if name != "main":
+            args += ["--instance", name]
+        server = await launch(self.cwd, self.ports[name], *args)
+        self.processes[name] = server
+        self._all.append(server)
+        return server
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    async def http(self, name: str) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=self.url(name), timeout=30)
+        return await self._stack.enter_async_context(client)
+
+    async def kill_all(self) -> None:
+        for server in self._all:
+            if server.process.poll() is None:
+                server.process.kill()
+            with trio.CancelScope(shield=True):
+                await server.process.wait()
+
+    def output(self) -> str:
+        return "\n".join(f"--- {s.process.args!r}\n{s.output()}" for s in self._all)
+
+
+@asynccontextmanager
+async def deployment(tmp_path: Path, *workers: str) -> AsyncIterator[Deployment]:
+    async with AsyncExitStack() as stack:
+        running = Deployment(tmp_path, stack, workers)
+        try:
+            # Main first: it creates the data files the workers open.
+            await running.start("main")
+            for name in workers:
+                await running.start(name)
+            yield running
+        finally:
+            await running.kill_all()
+
+
+async def until_not_503(request: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """`request`, repeated while the instance answers 503 (its link to main is not up yet)."""
+    with trio.fail_after(15):
+        while True:
+            response = await request()
+            if response.status_code != 503:
+                return response
+            await trio.sleep(0.1)
+
+
+async def new_user(http: httpx.AsyncClient, localpart: str) -> Client:
+    body = {"username": localpart, "password": "password", "inhibit_login": False}
+    result = assert_ok(await until_not_503(lambda: register(http, body)))
+    return Client(http, result["user_id"], result["access_token"], result["device_id"])
+
+
+async def on(deployment: Deployment, name: str, user: Client) -> Client:
+    """`user`'s session, talking to instance `name`."""
+    return Client(await deployment.http(name), user.user_id, user.token, user.device_id)
+
+
+async def send_text(client: Client, room_id: str, body: str) -> httpx.Response:
+    path = f"/rooms/{room_id}/send/m.room.message/p{next(_txns)}"
+    return await client.put(path, {"msgtype": "m.text", "body": body})
+
+
+async def shared_room(alice: Client, bob: Client) -> str:
+    room_id = str(assert_ok(await until_not_503(lambda: alice.post("/createRoom", {})))["room_id"])
+    assert_ok(await alice.post(f"/rooms/{room_id}/invite", {"user_id": bob.user_id}))
+    assert_ok(await until_not_503(lambda: bob.post(f"/rooms/{room_id}/join", {})))
+    return room_id
+
+
+def _room(sync: dict[str, Any], room_id: str) -> dict[str, Any]:
+    room: dict[str, Any] = sync.get("rooms", {}).get("join", {}).get(room_id, {})
+    return room
+
+
+def timeline_bodies(sync: dict[str, Any], room_id: str) -> list[str]:
+    timeline = _room(sync, room_id).get("timeline", {})
+    assert not timeline.get("limited", False), "a gap in the timeline"
+    return [
+        e["content"]["body"] for e in timeline.get("events", []) if e["type"] == "m.room.message"
+    ]
+
+
+async def sync(client: Client, since: str | None = None, wait_ms: int = 0) -> dict[str, Any]:
+    params: dict[str, Any] = {"timeout": wait_ms, "filter": SYNC_FILTER}
+    if since is not None:
+        params["since"] = since
+    return assert_ok(await client.get("/sync", params=params))
+
+
+async def sync_until(client: Client, since: str, found: Callable[[dict[str, Any]], bool]) -> str:
+    """Long-poll until `found(sync)`; the last next_batch."""
+    with trio.fail_after(10):
+        while True:
+            response = await sync(client, since, wait_ms=2000)
+            since = response["next_batch"]
+            if found(response):
+                return since
+
+
+class Syncer:
+    """Long-polls in the background, collecting the room's message bodies in order.
+
+    It stops between requests (cancelling httpx mid-request leaks its body iterator).
+    """
+
+    def __init__(self, client: Client, room_id: str, since: str) -> None:
+        self.client, self.room_id, self.since = client, room_id, since
+        self.received: list[str] = []
+        self.stopping = False
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        while not self.stopping:
+            response = await sync(self.client, self.since, wait_ms=1000)
+            self.since = response["next_batch"]
+            self.received += timeline_bodies(response, self.room_id)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, bodies: list[str], *, within_s: float = 15) -> None:
+        """Until every one of `bodies` has been received, then a moment for duplicates."""
+        with trio.fail_after(within_s):
+            while not set(bodies) <= set(self.received):
+                await self._changed.wait()
+        await trio.sleep(1.2)  # a second copy of a row would arrive by now
+
+
+async def test_main_and_two_workers_from_one_config_file(tmp_path: Path) -> None:
+    async with deployment(tmp_path, "worker1", "worker2") as running:
+        for name in ("worker1", "worker2"):
+            response = await (await running.http(name)).get("/_matrix/client/versions")
+            assert response.headers["x-trioserver-instance"] == name
+        alice = await new_user(await running.http("worker1"), "alice")
+        bob = await new_user(await running.http("worker2"), "bob")
+        room_id = await shared_room(alice, bob)
+        event_id = assert_ok(await send_text(alice, room_id, "first"))["event_id"]
+        syncer = Syncer(bob, room_id, (await sync(bob))["next_batch"])
+        sent = [f"message {i}" for i in range(50)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(syncer.run)
+            for body in sent:
+                assert_ok(await send_text(alice, room_id, body))
+            await syncer.wait_for(sent)
+            syncer.stopping = True
+        assert syncer.received == sent
+        since = syncer.since
+
+        def room_ephemeral(kind: str, check: Callable[[dict[str, Any]], bool]) -> Any:
+            def found(response: dict[str, Any]) -> bool:
+                events = _room(response, room_id).get("ephemeral", {}).get("events", [])
+                return any(e["type"] == kind and check(e["content"]) for e in events)
+
+            return found
+
+        typing = f"/rooms/{room_id}/typing/{alice.user_id}"
+        assert_ok(await alice.put(typing, {"typing": True, "timeout": 30000}))
+        typed = room_ephemeral("m.typing", lambda c: alice.user_id in c["user_ids"])
+        since = await sync_until(bob, since, typed)
+
+        assert_ok(await alice.post(f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))
+        since = await sync_until(bob, since, room_ephemeral("m.receipt", lambda c: event_id in c))
+
+        message = {"messages": {bob.user_id: {bob.device_id: {"hello": "bob"}}}}
+        assert_ok(await alice.put("/sendToDevice/org.example.ping/t1", message))
+
+        def to_device(response: dict[str, Any]) -> bool:
+            events = response.get("to_device", {}).get("events", [])
+            return any(e["content"] == {"hello": "bob"} for e in events)
+
+        since = await sync_until(bob, since, to_device)
+
+        bob_on_main = await on(running, "main", bob)
+        path = f"/user/{bob.user_id}/account_data/org.example.colour"
+        assert_ok(await bob_on_main.put(path, {"colour": "green"}))
+
+        def account_data(response: dict[str, Any]) -> bool:
+            events = response.get("account_data", {}).get("events", [])
+            return any(e["type"] == "org.example.colour" for e in events)
+
+        since = await sync_until(bob, since, account_data)
+
+        status = f"/presence/{alice.user_id}/status"
+        assert_ok(await alice.put(status, {"presence": "online", "status_msg": "here"}))
+
+        def presence(response: dict[str, Any]) -> bool:
+            events = response.get("presence", {}).get("events", [])
+            return any(
+                e["sender"] == alice.user_id and e["content"].get("status_msg") == "here"
+                for e in events
+            )
+
+        await sync_until(bob, since, presence)
+
+
+async def room_bodies(client: Client, room_id: str) -> list[str]:
+    """Every message body of the room, oldest first (paginating /messages)."""
+    bodies: list[str] = []
+    query: dict[str, Any] = {"dir": "f", "limit": 100}
+    for _ in range(100):
+        page = assert_ok(await client.get(f"/rooms/{room_id}/messages", params=query))
+        bodies += [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"]
+        if "end" not in page:
+            return bodies
+        query["from"] = page["end"]
+    raise AssertionError("pagination did not end")
+
+
+async def test_kill_9_of_a_worker_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    async with deployment(tmp_path, "worker1") as running:
+        alice = await new_user(await running.http("worker1"), "alice")
+        room_id = str(assert_ok(await alice.post("/createRoom", {}))["room_id"])
+        acknowledged: list[str] = []
+        attempted = 0
+        killed = trio.Event()
+        enough = trio.Event()
+
+        async def send_until_refused() -> None:
+            nonlocal attempted
+            for i in range(10_000):
+                attempted += 1
+                try:
+                    response = await send_text(alice, room_id, f"m{i}")
+                except httpx.TransportError:
+                    if killed.is_set():
+                        return
+                    raise
+                if response.status_code == 200:
+                    acknowledged.append(f"m{i}")
+                    if len(acknowledged) == 20:
+                        enough.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_until_refused)
+            with trio.fail_after(10):
+                await enough.wait()  # then kill it while it keeps sending
+            killed.set()
+            running.processes["worker1"].process.kill()
+        assert len(acknowledged) >= 20
+
+        alice_on_main = await on(running, "main", alice)
+        on_main = await room_bodies(alice_on_main, room_id)
+        assert set(acknowledged) <= set(on_main)
+        assert on_main == sorted(on_main, key=lambda b: int(b[1:]))  # in the order sent
+        assert len(on_main) <= attempted
+
+        # Started again, it serves, and has caught up with everything main has.
+        await running.start("worker1")
+        alice_again = await on(running, "worker1", alice)
+        assert await room_bodies(alice_again, room_id) == on_main
+        response = await until_not_503(lambda: send_text(alice_again, room_id, "after restart"))
+        assert_ok(response)
+        assert (await room_bodies(alice_again, room_id))[-1] == "after restart"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+async def test_workers_ride_out_a_restart_of_main(tmp_path: Path, signum: int) -> None:
+    async with deployment(tmp_path, "worker1", "worker2") as running:
+        alice_on_w1 = await new_user(await running.http("worker1"), "alice")
+        bob = await new_user(await running.http("worker2"), "bob")
+        room_id = await shared_room(alice_on_w1, bob)
+        alice_on_main = await on(running, "main", alice_on_w1)
+        syncer = Syncer(bob, room_id, (await sync(bob))["next_batch"])
+        sent: list[str] = []
+
+        async def send_round(name: str) -> None:
+            for client, via in ((alice_on_main, "main"), (alice_on_w1, "worker1")):
+                for i in range(10):
+                    body = f"{name} via {via} {i}"
+                    assert_ok(await until_not_503(partial(send_text, client, room_id, body)))
+                    sent.append(body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(syncer.run)
+            await send_round("before")
+            await syncer.wait_for(sent)
+
+            main = running.processes["main"]
+            main.process.send_signal(signum)
+            with trio.fail_after(10):
+                await main.process.wait()
+
+            # Main is down: writes through a worker are refused fast; reads still answer.
+            with trio.fail_after(2):
+                response = await send_text(alice_on_w1, room_id, "while main is down")
+            assert_error(response, 503, "M_UNKNOWN")
+            assert await room_bodies(alice_on_w1, room_id) == sent
+            assert_ok(await bob.get("/sync", params={"timeout": 0}))
+
+            await running.start("main")
+            await send_round("after")
+            await syncer.wait_for(sent, within_s=20)
+            syncer.stopping = True
+        assert syncer.received == sent
+
+
+async def test_a_pool_serves_one_room_over_its_one_port(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    generated = await run_cli(
+        "generate-config", "--data-dir", data_dir, "--server-name", "localhost", cwd=tmp_path
+    )
+    assert generated.returncode == 0, generated.stderr
+    use_cheap_bcrypt(data_dir)
+    config = data_dir / "trioserver.toml"
+    text = config.read_text()
+    assert "[ratelimit]\nenabled = true" in text
+    config.write_text(text.replace("[ratelimit]\nenabled = true", "[ratelimit]\nenabled = false"))
+    port = free_loopback_port()
+    server = await launch(
+        tmp_path, port, "--data-dir", data_dir, "--workers", "2", "--port", str(port)
+    )
+    try:
+        for name in ("worker1", "worker2"):
+            await wait_worker_running(server, name)
+        # No keep-alive: every request is a new connection, which any process may accept.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30) as http:
+            instances: set[str] = set()
+
+            async def admin_user(name: str) -> Client:
+                body = await admin_register_body(http, shared_secret(data_dir), name, "password")
+                response = await until_not_503(
+                    lambda: http.post("/_synapse/admin/v1/register", json=body)
+                )
+                result = assert_ok(response)
+                return Client(http, result["user_id"], result["access_token"], result["device_id"])
+
+            alice = await admin_user("alice")
+            bob = await admin_user("bob")
+            room_id = await shared_room(alice, bob)
+            syncers = [Syncer(c, room_id, (await sync(c))["next_batch"]) for c in (alice, bob)]
+            sent = [f"pool message {i}" for i in range(30)]
+            async with trio.open_nursery() as nursery:
+                # Several long-polls at once, each request on its own connection.
+                for syncer in syncers:
+                    nursery.start_soon(syncer.run)
+                for body in sent:
+                    response = await until_not_503(partial(send_text, alice, room_id, body))
+                    assert_ok(response)
+                    instances.add(response.headers["x-trioserver-instance"])
+                    instances.add(
+                        (await bob.get("/account/whoami")).headers["x-trioserver-instance"]
+                    )
+                for syncer in syncers:
+                    await syncer.wait_for(sent)
+                    syncer.stopping = True
+            for syncer in syncers:
+                assert syncer.received == sent
+            assert len(instances) > 1, instances
+        assert await server.stop(signal.SIGINT) == 0, server.output()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        with trio.CancelScope(shield=True):
+            await server.process.wait()
