@@ -150,8 +150,8 @@ MAIN_INSTANCE = "main"
 class StreamWritersConfig:
     """Which instance writes each stream (seed 2: only the events writer persists events).
 
-    Issue 13: every stream but ``events`` is written by main; the events writer may be main or
-    a worker (its events reach the other instances through main's replication listener).
+    Issue 13: main writes every stream (config validation refuses another writer for now);
+    workers forward their writes to it.
     """
 
     events: str = MAIN_INSTANCE
@@ -600,17 +600,25 @@ def _instance_problems(config: Config) -> list[str]:
                 f"config.stream_writers.{stream}: instance {writer!r} is not in"
                 " config.instance_map"
             )
-        elif stream != "events" and writer != MAIN_INSTANCE:
-            # Only the events stream has a forwarding path to another instance so far.
+        elif writer != MAIN_INSTANCE:
+            # Workers forward every write to main, which serves every stream over replication:
+            # a writer elsewhere would need forwarding by stream and a relay of its rows.
             problems.append(
                 f"config.stream_writers.{stream}: only {MAIN_INSTANCE!r} can write this stream"
+                " for now"
             )
     for role in attrs.fields_dict(RolesConfig):
         owner = getattr(config.roles, role)
-        if config.workers and owner not in known:
+        if owner != MAIN_INSTANCE and owner not in known:
             problems.append(
                 f"config.roles.{role}: instance {owner!r} is neither main nor in config.workers"
             )
+    if config.roles.pushers != config.stream_writers.events:
+        # The pusher pool is woken by the persister's listeners (issue 13 keeps them there).
+        problems.append(
+            f"config.roles.pushers: must be the events writer"
+            f" ({config.stream_writers.events!r}) for now"
+        )
     if config.is_multi_instance:
         if not config.replication.secret:
             problems.append(

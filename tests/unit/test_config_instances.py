@@ -1,0 +1,84 @@
+"""The deployment keys of the config (issue 13): instances, writers, roles, replication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trioserver.config import Config, config_from_mapping
+from trioserver.errors import ConfigError
+
+DEPLOYMENT: dict[str, Any] = {
+    "replication": {"port": 9093, "secret": "s3cret"},
+    "instance_map": {"main": {"host": "127.0.0.1", "port": 9100}},
+    "workers": {"worker1": {"port": 8009}, "worker2": {"port": 8010, "bind_addresses": ["::1"]}},
+}
+
+
+def load(raw: dict[str, Any]) -> Config:
+    return config_from_mapping(raw, base_dir=Path("/tmp"))
+
+
+def test_a_single_instance_needs_no_deployment_keys() -> None:
+    config = load({})
+    assert config.is_main
+    assert not config.is_multi_instance
+    assert config.is_events_writer
+    assert all(config.writes(s) for s in ("events", "typing", "caches"))
+    assert config.runs_role("pushers")
+    assert config.runs_role("expiry")
+
+
+def test_one_file_describes_every_instance() -> None:
+    deployment = load(DEPLOYMENT)
+    assert deployment.is_multi_instance
+    worker = deployment.for_instance("worker2")
+    assert worker.instance_name == "worker2"
+    assert worker.http.port == 8010
+    assert worker.http.bind_addresses == ("::1",)
+    assert not worker.is_main
+    assert not worker.is_events_writer
+    assert not worker.writes("receipts")
+    assert not worker.runs_role("pushers")
+    assert not worker.runs_role("expiry")
+    # Without its own bind addresses a worker takes [http]'s.
+    assert deployment.for_instance("worker1").http.bind_addresses == ("127.0.0.1",)
+    assert deployment.for_instance("main").http == deployment.http
+
+
+def test_an_unknown_instance_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"--instance 'nope': no \[workers.nope\] section"):
+        load(DEPLOYMENT).for_instance("nope")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"replication": {"secret": None}}, r"config\.replication\.secret: required"),
+        ({"instance_map": {}}, r"config\.instance_map\.main: needed"),
+        ({"stream_writers": {"typing": "worker1"}}, r"stream_writers\.typing: instance"),
+        ({"roles": {"pushers": "worker1"}}, r"roles\.pushers: must be the events writer"),
+        ({"roles": {"media_expiry": "nope"}}, r"roles\.media_expiry: instance 'nope'"),
+        ({"workers": {"main": {"port": 1}}}, r"config\.workers\.main: a worker name"),
+        ({"workers": {"a b": {"port": 1}}}, r"config\.workers\.a b: a worker name"),
+        ({"replication": {"port": 70000}}, r"config\.replication\.port: must be between"),
+    ],
+)
+def test_inconsistent_deployments_are_refused(change: dict[str, Any], message: str) -> None:
+    raw = {**DEPLOYMENT, **{k: {**DEPLOYMENT.get(k, {}), **v} for k, v in change.items()}}
+    if change.get("instance_map") == {}:
+        raw["instance_map"] = {}
+    with pytest.raises(ConfigError, match=message):
+        load(raw)
+
+
+@pytest.mark.parametrize("stream", ["events", "receipts"])
+def test_only_main_writes_streams(stream: str) -> None:
+    raw = {
+        **DEPLOYMENT,
+        "instance_map": {**DEPLOYMENT["instance_map"], "worker1": {"host": "h", "port": 1}},
+    }
+    with pytest.raises(ConfigError, match=rf"stream_writers\.{stream}: only 'main' can write"):
+        load({**raw, "stream_writers": {stream: "worker1"}})
