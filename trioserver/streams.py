@@ -86,6 +86,10 @@ class StreamIdGenerator:
 
     def __init__(self, current: int, *, writer: bool = True) -> None:
         self._current = current
+        # What readers may see: raised only once the transactions that took the ids have
+        # finished (`mark_committed`); `next_id` runs in the writer's thread before COMMIT, and
+        # a reader that saw an id before its row committed would skip that row for good.
+        self._committed = current
         self._writer = writer
 
     @classmethod
@@ -113,18 +117,25 @@ class StreamIdGenerator:
         self._current += 1
         return self._current
 
+    def mark_committed(self) -> None:
+        """Every write transaction that took ids has finished (committed or rolled back: an
+        id of a rolled-back one is a hole, which readers never miss). Call after each write
+        transaction (`Database.add_commit_hook`)."""
+        self._committed = self._current
+
     def advance(self, token: int) -> None:
         """A follower applied rows up to `token` (never goes back)."""
         self._current = max(self._current, token)
+        self._committed = self._current
 
     def reset(self, token: int) -> None:
         """The writer restarted an in-memory stream: stand at `token`."""
-        self._current = token
+        self._current = self._committed = token
 
     @property
     def current(self) -> int:
-        """The highest position handed out."""
-        return self._current
+        """The highest committed position (see `mark_committed`)."""
+        return self._committed
 
 
 PositionSource = Callable[[], int]

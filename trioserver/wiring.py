@@ -883,4 +883,15 @@ def build_worker_streams(
     replication = build_worker_replication(
         config, core, followers, main_client, caches.caches.position
     )
+    assert replication.client is not None
+    typing = handlers.typing
+
+    def connection_changed(connected: bool) -> None:
+        # Typing lives in main's memory: a worker cut off cannot tell whether main restarted
+        # (its typing stream back at 0) and went past our position again. Start over: the next
+        # connection catches up from 0, which gives every room's current typists.
+        if not connected:
+            typing.reset(0)
+
+    replication.client.add_connection_listener(connection_changed)
     return FollowerPart(replication, loaders=(partial(events.load, caches.store),))

@@ -266,3 +266,44 @@ async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
                     {"body": "x"},
                     "txn1",
                 )
+
+
+async def test_lazy_loaded_members_survive_a_device_moving_between_instances(
+    deployment: InProcessDeployment,
+) -> None:
+    """A device's syncs answered by two instances still get every member event they need."""
+    w1, w2 = deployment.workers
+    alice_user = await w1.register_user("alice")
+    bob = await _client(w1.base_url, await w1.register_user("bob"))
+    on_w1 = await _client(w1.base_url, alice_user)
+    on_w2 = await _client(w2.base_url, alice_user)
+    room_id = await create_room(on_w1)
+    await invite(on_w1, room_id, bob.user_id)
+    await join(bob, room_id)
+    await send_text(bob, room_id, "first")
+    lazy = '{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":5}}}'
+
+    async def lazy_sync(client: Client, since: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"filter": lazy, "timeout": 0}
+        if since is not None:
+            params["since"] = since
+        return assert_ok(await client.get("/sync", params=params))
+
+    def bob_member_sent(sync: dict[str, Any]) -> bool:
+        room = sync["rooms"]["join"].get(room_id, {})
+        return any(
+            e["type"] == "m.room.member" and e["state_key"] == bob.user_id
+            for part in ("state", "timeline")
+            for e in room.get(part, {}).get("events", [])
+        )
+
+    # worker 1 sends bob's member event and records it as sent to this device.
+    assert bob_member_sent(await lazy_sync(on_w1, None))
+    # The client starts over on worker 2, in a sync whose timeline holds no event of bob's.
+    for i in range(6):
+        await send_text(on_w1, room_id, f"alice {i}")
+    fresh = await lazy_sync(on_w2, None)
+    assert not bob_member_sent(fresh)
+    # Back on worker 1, bob speaks: his member event must come with it.
+    await send_text(bob, room_id, "second")
+    assert bob_member_sent(await lazy_sync(on_w1, fresh["next_batch"]))

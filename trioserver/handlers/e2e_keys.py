@@ -87,6 +87,7 @@ class E2eKeysHandler:
         self._server_name = server_name
         self._clock = clock
         self._keys = E2eKeyStore(db)
+        self._db = db
         self._lists = DeviceListStore(db)
         self._cross_signing_keys = CrossSigningStore(db)
         self._ids: StreamIdGenerator | None = None
@@ -97,6 +98,7 @@ class E2eKeysHandler:
     async def load(self) -> None:
         """Read the stream position and register the device_lists stream. Checkpoint: yes."""
         self._ids = StreamIdGenerator(await self._lists.max_stream_id(), writer=self._writer)
+        self._db.add_commit_hook(self._ids.mark_committed)
         self._positions.register("device_lists", self.position)
 
     def position(self) -> int:

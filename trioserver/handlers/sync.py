@@ -84,7 +84,11 @@ class SyncHandler:
         """Answer a sync request, waiting up to its timeout when there is nothing new."""
         # The user counts as online (or `set_presence`) for as long as the request runs.
         async with self._presence.user_syncing(request.user_id, request.set_presence):
-            return await self._sync_now_or_later(request)
+            body = await self._sync_now_or_later(request)
+        self._rooms.sync_answered(
+            request.user_id, request.device_id, StreamToken.parse(body["next_batch"])
+        )
+        return body
 
     async def snapshot(self, request: SyncRequest) -> JsonDict:
         """A response computed now, without waiting and without touching presence (the

@@ -18,6 +18,11 @@ per (user, device), the member events each sync delivered, per room (Synapse's r
 per room, so a user's member event in one room evicts theirs in another). Like Synapse's, the
 record is kept in memory only and is forgotten on an initial sync; a forgotten entry costs a
 redundant member event, never a missing one.
+
+The record is trusted only for a sync that continues the sequence this instance answered: its
+``since`` is the ``next_batch`` this instance last gave the device (`answered`). Otherwise
+(another instance of the deployment answered in between, issue 13, or the client retried a sync
+whose answer it never got) the client may hold less than the record says, so it is forgotten.
 """
 
 from __future__ import annotations
@@ -46,6 +51,22 @@ class SentMembers:
         ] = collections.OrderedDict()
         self._max_devices = max_devices
         self._per_device = per_device
+        # (user, device) -> the next_batch this instance last answered that device with.
+        self._answered: collections.OrderedDict[tuple[str, str], object] = (
+            collections.OrderedDict()
+        )
+
+    def start(self, key: tuple[str, str], since: object | None) -> None:
+        """A sync from `since` begins: keep the record only if it continues our last answer."""
+        if since is None or self._answered.get(key) != since:
+            self.forget(key)
+
+    def answered(self, key: tuple[str, str], next_batch: object) -> None:
+        """The sync was answered with `next_batch` (the record now matches it)."""
+        self._answered[key] = next_batch
+        self._answered.move_to_end(key)
+        if len(self._answered) > self._max_devices:
+            self._answered.popitem(last=False)
 
     def forget(self, key: tuple[str, str]) -> None:
         """A new sync sequence (no ``since``): the client starts from nothing."""

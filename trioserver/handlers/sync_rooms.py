@@ -252,9 +252,13 @@ class RoomSyncBuilder:
 
     def start_sync(self, ctx: SyncContext) -> None:
         """Call once per sync before its entries: an initial sync starts a new sequence, so
-        the device is assumed to have no lazy-loaded members yet."""
-        if ctx.since is None:
-            self._sent_members.forget((ctx.user_id, ctx.device_id))
+        the device is assumed to have no lazy-loaded members yet (nor after a sync this
+        instance did not answer: see `SentMembers.start`)."""
+        self._sent_members.start((ctx.user_id, ctx.device_id), ctx.since)
+
+    def sync_answered(self, user_id: str, device_id: str, next_batch: StreamToken) -> None:
+        """The sync was answered with `next_batch`."""
+        self._sent_members.answered((user_id, device_id), next_batch)
 
     async def entry_state(
         self, ctx: SyncContext, room_id: str, timeline: Timeline, *, full: bool

@@ -58,6 +58,7 @@ class ToDeviceHandler:
         clock: Callable[[], float] = time.time,
         writer: bool = True,
     ) -> None:
+        self._db = db
         self._store = ToDeviceStore(db)
         # False on a worker (issue 13): positions come from replication (`on_replicated`).
         self._writer = writer
@@ -70,6 +71,7 @@ class ToDeviceHandler:
     async def load(self) -> None:
         """Read the stream position and register the to_device stream. Checkpoint: yes."""
         self._ids = StreamIdGenerator(await self._store.stream_position(), writer=self._writer)
+        self._db.add_commit_hook(self._ids.mark_committed)
         self._positions.register("to_device", self.position)
 
     def position(self) -> int:

@@ -174,9 +174,14 @@ class InternalApp:
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         captured = _CapturedResponse()
+        before = self._positions()
         await self._client_app(_client_scope(scope), receive, captured.send)
-        # Read only now: the handler has returned, so these cover everything it wrote.
-        headers = [*captured.headers, (POSITIONS_HEADER.encode(), orjson.dumps(self._positions()))]
+        # Read only now: the handler has returned, so these cover everything it wrote. Only
+        # the streams that moved meanwhile are named: the worker waits for those alone (a
+        # read-only or refused request names none and is answered at once).
+        after = self._positions()
+        moved = {name: token for name, token in after.items() if token > before.get(name, 0)}
+        headers = [*captured.headers, (POSITIONS_HEADER.encode(), orjson.dumps(moved))]
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": captured.status,

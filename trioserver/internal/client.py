@@ -52,7 +52,7 @@ class MainClient:
     """The worker's client to main's internal HTTP listener (see the module docstring)."""
 
     def __init__(
-        self, base_url: str, *, secret: str, instance_name: str, timeout_s: float = 30.0
+        self, base_url: str, *, secret: str, instance_name: str, timeout_s: float = 120.0
     ) -> None:
         self._instance_name = instance_name
         self._client = httpx.AsyncClient(

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from trioserver.api.http import Response
+from trioserver.errors import MatrixError
 from trioserver.internal.errors import WriterUnavailable
 from trioserver.internal.protocol import POSITIONS_HEADER
 from trioserver.repl.client import ReplicationUnavailable
@@ -93,16 +94,34 @@ class Forwarder:
         """
         if not self._is_connected():
             raise WriterUnavailable("this worker is not connected to replication")
+        path = path_and_query.split("?", 1)[0]
+        if any(segment in _DOT_SEGMENTS for segment in path.split("/")):
+            # An HTTP client would resolve them and send the request (with the replication
+            # secret) to another internal path.
+            raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
         answer = await self._main.forward(method, path_and_query, headers, body, client_addr or "")
-        if not await self._wait_for_positions(answer.positions, self._positions_timeout_s):
+        # Main has answered: the write is done. A client told otherwise would retry it (a
+        # second room, a second message without a txn id), so it gets main's answer even if
+        # replication does not show the write here in time or drops meanwhile.
+        try:
+            seen = await self._wait_for_positions(answer.positions, self._positions_timeout_s)
+        except ReplicationUnavailable:
+            seen = False
+        if not seen:
             logger.warning(
                 "%s %s: replication did not reach %s within %.0f s; answering anyway",
                 method,
-                path_and_query.split("?", 1)[0],
+                path,
                 answer.positions,
                 self._positions_timeout_s,
             )
         return _response(answer)
+
+
+# Path segments an HTTP client resolves ("." and "..", also percent-encoded).
+_DOT_SEGMENTS = frozenset(
+    {".", "..", "%2e", "%2E", "%2e%2e", "%2E%2E", ".%2e", ".%2E", "%2e.", "%2E."}
+)
 
 
 def _response(answer: ForwardedResponse) -> Response:

@@ -70,6 +70,7 @@ class CacheInvalidations:
     async def load(self) -> None:
         """Read the stream's position from the database. Checkpoint: yes."""
         self._ids = StreamIdGenerator(await self._store.max_invalidation_id(), writer=self._writer)
+        self._store.add_commit_hook(self._ids.mark_committed)
 
     def position(self) -> int:
         """The caches stream's position (committed on main, applied on a worker)."""

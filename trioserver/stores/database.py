@@ -118,6 +118,7 @@ class Database:
     ) -> None:
         self._writer = writer
         self._write_lock = trio.Lock()
+        self._commit_hooks: list[Callable[[], None]] = []
         self._idle_readers = list(readers)
         self._all_readers = [*readers, inline_reader]
         self._reader_slots = trio.Semaphore(len(readers))
@@ -145,9 +146,19 @@ class Database:
         Checkpoint: yes (waits for the writer, then one thread hop).
         """
         async with self._write_lock:
-            return await trio.to_thread.run_sync(
-                _run_in_transaction, self._writer, name, "BEGIN IMMEDIATE", fn, args, kwargs
-            )
+            try:
+                return await trio.to_thread.run_sync(
+                    _run_in_transaction, self._writer, name, "BEGIN IMMEDIATE", fn, args, kwargs
+                )
+            finally:
+                # Still holding the lock: no other write transaction has begun.
+                for hook in self._commit_hooks:
+                    hook()
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after every write transaction has finished, before `run_txn` returns
+        (stream id generators publish their ids then: `StreamIdGenerator.mark_committed`)."""
+        self._commit_hooks.append(hook)
 
     async def run_read(
         self,

@@ -271,6 +271,10 @@ class StreamUpdateStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def add_commit_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after every write transaction (see `Database.add_commit_hook`)."""
+        self._db.add_commit_hook(hook)
+
     async def updates(
         self, stream: str, from_token: int, upto_token: int, limit: int
     ) -> RowPage[Any]:
