@@ -68,12 +68,9 @@ class StreamToken:
 
 
 class NotStreamWriter(RuntimeError):
-    """A write to a stream reached an instance that does not write that stream (a bug: such
-    writes are forwarded to the writer)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(f"this instance does not write the {stream} stream")
-        self.stream = stream
+    """Raised when an instance that only follows a stream (a worker, issue 13) is asked to
+    write to it: its requests that write are forwarded to the writer instead, so reaching a
+    write method is a wiring bug. Raised before anything touches the database."""
 
 
 class StreamIdGenerator:
@@ -82,15 +79,47 @@ class StreamIdGenerator:
     `next_id` is only called inside the writer's (serialised) write transactions, so ids are
     committed in allocation order; `current` is the highest committed id once the transaction
     that took it has returned.
+
+    On a follower (`StreamIdGenerator.follower`) nothing is allocated: `next_id` raises
+    `NotStreamWriter`, and `current` is what replication has applied (`advance`).
     """
 
-    def __init__(self, current: int) -> None:
+    def __init__(self, current: int, *, writer: bool = True) -> None:
         self._current = current
+        self._writer = writer
+
+    @classmethod
+    def follower(cls, current: int) -> StreamIdGenerator:
+        """A generator that only follows the writer's positions."""
+        return cls(current, writer=False)
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this instance allocates the stream's positions."""
+        return self._writer
+
+    def check_writer(self, stream: str) -> None:
+        """Raise `NotStreamWriter` unless this instance writes `stream`."""
+        if not self._writer:
+            raise NotStreamWriter(f"this instance does not write the {stream} stream")
 
     def next_id(self) -> int:
-        """The next position (call inside the transaction that writes it)."""
+        """The next position (call inside the transaction that writes it).
+
+        Raises:
+            NotStreamWriter: on a follower.
+        """
+        self.check_writer("this")
         self._current += 1
         return self._current
+
+    def advance(self, token: int) -> None:
+        """A follower applied rows up to `token` (never goes back)."""
+        self._current = max(self._current, token)
+
+    def reset(self, token: int) -> None:
+        """The writer restarted an in-memory stream: stand at `token`."""
+        self._current = token
 
     @property
     def current(self) -> int:

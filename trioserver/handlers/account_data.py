@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_room_id
-from trioserver.stores.account_data import TAG_TYPE, AccountDataStore, tags_of
+from trioserver.stores.account_data import (
+    IGNORED_USER_LIST,
+    TAG_TYPE,
+    AccountDataStore,
+    tags_of,
+)
 from trioserver.streams import StreamIdGenerator
 
 if TYPE_CHECKING:
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
     from trioserver.handlers.notifier import Notifier
     from trioserver.handlers.push_rules import PushRulesHandler
     from trioserver.stores.state import StateStore
+    from trioserver.stores.stream_updates import AccountDataStreamRow
     from trioserver.streams import StreamPositions
 
 JsonDict = dict[str, Any]
@@ -61,7 +67,10 @@ class AccountDataHandler:
         state: StateStore,
         *,
         server_name: str,
+        writer: bool = True,
     ) -> None:
+        # False on a worker (issue 13): positions come from replication (`on_replicated`).
+        self._writer = writer
         # The one AccountDataStore of the server: it caches ignore lists, which a second
         # instance would let go stale.
         self._store = store
@@ -76,7 +85,7 @@ class AccountDataHandler:
     async def load(self) -> None:
         """Read the stream's position from the database and register it. Checkpoint: yes."""
         self._position = await self._store.max_stream_id()
-        self._ids = StreamIdGenerator(self._position)
+        self._ids = StreamIdGenerator(self._position, writer=self._writer)
         self._positions.register("account_data", self.position)
 
     def position(self) -> int:
@@ -184,8 +193,12 @@ class AccountDataHandler:
     ) -> None:
         """Set an entry without the API's checks (e.g. ``m.fully_read`` from read markers).
 
+        Raises:
+            NotStreamWriter: on an instance that does not write the account_data stream.
+
         Checkpoint: yes.
         """
+        self._ids.check_writer("account_data")
         stream_id = await self._store.put(user_id, room_id, data_type, content, self._ids.next_id)
         self._advanced(stream_id, user_id)
 
@@ -245,6 +258,7 @@ class AccountDataHandler:
     async def _change_tag(
         self, user_id: str, room_id: str, tag: str, content: JsonDict | None
     ) -> None:
+        self._ids.check_writer("account_data")
         stream_id = await self._store.change_tag(user_id, room_id, tag, content, self._ids.next_id)
         if stream_id is not None:
             self._advanced(stream_id, user_id)
@@ -252,6 +266,20 @@ class AccountDataHandler:
     async def _push_rules_changed(self, user_id: str) -> None:
         # The marker's content is never delivered (see serve_push_rules).
         await self.set_account_data(user_id, None, PUSH_RULES, {})
+
+    def on_replicated(self, token: int, rows: Sequence[AccountDataStreamRow]) -> None:
+        """A follower applied the writer's changes up to `token`: forget cached ignore lists
+        that changed, advance, and wake the owners (what `_advanced` does on the writer)."""
+        for row in rows:
+            if row.room_id is None and row.data_type == IGNORED_USER_LIST:
+                self._store.forget_ignored_nowait(row.user_id)
+            elif row.room_id is None and row.data_type == PUSH_RULES and self._push_rules:
+                # The marker row may arrive before the caches stream's push_rules row, and
+                # the /sync it wakes delivers the rules as they are now: drop them here too.
+                self._push_rules.invalidate_nowait([row.user_id])
+        self._position = max(self._position, token)
+        self._ids.advance(token)
+        self._notifier.notify(users={row.user_id for row in rows})
 
     def _advanced(self, stream_id: int, user_id: str) -> None:
         # Only now is the row committed: publishing the id any earlier could let a /sync

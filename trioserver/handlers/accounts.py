@@ -211,7 +211,7 @@ class AccountsHandler:
         if old_tokens is None:
             raise MatrixError("M_FORBIDDEN", "This account is not a guest account")
         # The cached requesters of the old tokens still say "guest".
-        self._auth.forget_tokens(old_tokens)
+        await self._auth.forget_tokens(old_tokens)
         if new_login is None:
             return LoginResult(user_id)
         await self._devices_changed(user_id)
@@ -272,7 +272,7 @@ class AccountsHandler:
             raise MatrixError("M_FORBIDDEN", "Invalid username or password")
         login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
         # Logging in on an existing device ends that device's old token.
-        self._auth.forget_tokens(await self._accounts.add_login(login))
+        await self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
 
@@ -288,7 +288,7 @@ class AccountsHandler:
         """Open a new login session for a user the caller has already authenticated (a
         replayed registration, which Synapse answers with a fresh device)."""
         login = self._new_login(user_id, device_id, device_display_name, ip, user_agent)
-        self._auth.forget_tokens(await self._accounts.add_login(login))
+        await self._auth.forget_tokens(await self._accounts.add_login(login))
         await self._devices_changed(user_id)
         return LoginResult(user_id, login.device_id, login.token)
 
@@ -315,7 +315,7 @@ class AccountsHandler:
     async def logout(self, requester: Requester) -> None:
         """End this session: delete its device and token."""
         tokens = await self._accounts.delete_devices(requester.user_id, [requester.device_id])
-        self._auth.forget_tokens([requester.access_token, *tokens])
+        await self._auth.forget_tokens([requester.access_token, *tokens])
         await self._devices_changed(requester.user_id)
 
     async def is_admin(self, user_id: str) -> bool:
@@ -350,7 +350,7 @@ class AccountsHandler:
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> None:
         """Delete devices (all when None) and end their sessions."""
         tokens = await self._accounts.delete_devices(user_id, device_ids)
-        self._auth.forget_tokens(tokens)
+        await self._auth.forget_tokens(tokens)
         await self._devices_changed(user_id)
 
     async def change_password(
@@ -362,7 +362,7 @@ class AccountsHandler:
         )
         if logout_other_devices:
             tokens = await self._accounts.delete_other_devices(user_id, keep)
-            self._auth.forget_tokens(tokens)
+            await self._auth.forget_tokens(tokens)
             await self._devices_changed(user_id)
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
@@ -372,5 +372,5 @@ class AccountsHandler:
         if erase:
             await self._erasure.mark_erased(user_id)
         tokens = await self._accounts.deactivate(user_id)
-        self._auth.forget_tokens(tokens)
+        await self._auth.forget_tokens(tokens)
         await self._devices_changed(user_id)

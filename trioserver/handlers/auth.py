@@ -19,7 +19,7 @@ import trio
 from trioserver.errors import MatrixError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from trioserver.stores.accounts import AccountStore
 
@@ -72,6 +72,7 @@ class AuthHandler:
         self._accounts = accounts
         self._bcrypt_rounds = bcrypt_rounds
         self._cache = TokenCache()
+        self._invalidation_listeners: list[Callable[[Sequence[str]], Awaitable[None]]] = []
 
     async def requester_for_token(self, token: str) -> Requester:
         """The requester an access token belongs to (the HTTP edge extracts the token).
@@ -93,8 +94,24 @@ class AuthHandler:
             self._cache.put(requester)
         return requester
 
-    def forget_tokens(self, tokens: Iterable[str]) -> None:
-        """Drop ended tokens from the cache; call after deleting them from the database."""
+    def add_invalidation_listener(
+        self, listener: Callable[[Sequence[str]], Awaitable[None]]
+    ) -> None:
+        """Have ``await listener(tokens)`` called by `forget_tokens` (main announces ended
+        tokens on the caches stream, so that workers drop them too; issue 13)."""
+        self._invalidation_listeners.append(listener)
+
+    async def forget_tokens(self, tokens: Iterable[str]) -> None:
+        """Drop ended tokens from the cache and tell the listeners; call after deleting the
+        tokens from the database. Checkpoint: when there are listeners."""
+        ended = list(tokens)
+        self.forget_tokens_nowait(ended)
+        if ended:
+            for listener in self._invalidation_listeners:
+                await listener(ended)
+
+    def forget_tokens_nowait(self, tokens: Iterable[str]) -> None:
+        """Drop tokens from this instance's cache only (a replicated invalidation)."""
         self._cache.discard(tokens)
 
     async def hash_password(self, password: str) -> str:

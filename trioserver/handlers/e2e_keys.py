@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from trioserver.stores.cross_signing import ChangeRecord
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
+    from trioserver.stores.stream_updates import DeviceListStreamRow
     from trioserver.streams import StreamPositions, StreamToken
 
 JsonDict = dict[str, Any]
@@ -77,7 +78,10 @@ class E2eKeysHandler:
         *,
         server_name: str,
         clock: Callable[[], float] = time.time,
+        writer: bool = True,
     ) -> None:
+        # False on a worker (issue 13): positions come from replication (`on_replicated`).
+        self._writer = writer
         self._notifier = notifier
         self._positions = positions
         self._server_name = server_name
@@ -92,16 +96,29 @@ class E2eKeysHandler:
 
     async def load(self) -> None:
         """Read the stream position and register the device_lists stream. Checkpoint: yes."""
-        self._ids = StreamIdGenerator(await self._lists.max_stream_id())
+        self._ids = StreamIdGenerator(await self._lists.max_stream_id(), writer=self._writer)
         self._positions.register("device_lists", self.position)
 
     def position(self) -> int:
         """The current position of the device_lists stream."""
-        return self._generator().current
+        assert self._ids is not None, "E2eKeysHandler.load() was not run"
+        return self._ids.current
 
     def _generator(self) -> StreamIdGenerator:
+        """The generator, for a write (raises `NotStreamWriter` on a follower)."""
         assert self._ids is not None, "E2eKeysHandler.load() was not run"
+        self._ids.check_writer("device_lists")
         return self._ids
+
+    async def on_replicated(self, token: int, rows: Sequence[DeviceListStreamRow]) -> None:
+        """A follower applied the writer's device-list changes up to `token`: wake whom
+        `_announce` wakes on the writer. Checkpoint: yes."""
+        assert self._ids is not None, "E2eKeysHandler.load() was not run"
+        self._ids.advance(token)
+        await self._notify_sharing({row.user_id for row in rows if row.only_for is None})
+        private = {row.only_for for row in rows if row.only_for is not None}
+        if private:
+            self._notifier.notify(users=private)
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self._server_name)
@@ -143,6 +160,7 @@ class E2eKeysHandler:
             MatrixError: 400 for a malformed body, keys of another user or device, or a
                 one-time key id re-uploaded with a different key.
         """
+        self._generator()  # NotStreamWriter on a follower, before anything is read or written
         user_id, device_id = requester.user_id, requester.device_id
         device_keys = None
         if "device_keys" in body:

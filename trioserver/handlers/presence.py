@@ -24,6 +24,13 @@ Activity is: setting presence online, a sync with ``set_presence`` online, sendi
 typing, and sending receipts or read markers (what Synapse counts). It brings an
 ``unavailable`` user back online. Presence is tracked per user, not per device: the latest
 setter wins (Synapse combines devices, taking the "most online").
+
+Across instances (issue 13) main owns presence. A worker's handler (``writer=False``) keeps
+the same in-memory states, filled from the stored rows at start and then from the presence
+stream (`on_replicated`); it changes nothing itself and runs no timers. Its ``/sync`` requests
+tell main through the injected `forward_sync` (user, ``set_presence``, syncing): main's
+`remote_user_sync` counts them like local syncs, per instance, so a user syncing on any
+instance stays online.
 """
 
 from __future__ import annotations
@@ -43,12 +50,13 @@ from trioserver.stores.presence import PresenceRow, PresenceStore
 from trioserver.streams import StreamIdGenerator
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
     from trioserver.handlers.notifier import Notifier
     from trioserver.stores.database import Database
     from trioserver.stores.events import StoredEvent
     from trioserver.stores.state import StateStore
+    from trioserver.stores.stream_updates import PresenceStreamRow
     from trioserver.streams import StreamPositions
 
 JsonDict = dict[str, Any]
@@ -59,6 +67,8 @@ PRESENCE_STATES = (ONLINE, UNAVAILABLE, OFFLINE)
 IDLE_TIMEOUT_MS = 5 * 60 * 1000
 SYNC_ONLINE_TIMEOUT_MS = 30 * 1000
 LAST_ACTIVE_GRANULARITY_MS = 60 * 1000
+# How long a worker's end-of-sync notice to main may take (it is sent while cancelled too).
+FORWARD_END_TIMEOUT_S = 5.0
 
 
 @attrs.frozen
@@ -109,7 +119,15 @@ class PresenceHandler:
         *,
         server_name: str,
         clock: Callable[[], float] = time.time,
+        writer: bool = True,
+        forward_sync: Callable[[str, str | None, bool], Awaitable[None]] | None = None,
     ) -> None:
+        if not writer and forward_sync is None:
+            raise ValueError("a presence follower needs forward_sync")
+        self._writer = writer
+        self._forward_sync = forward_sync
+        # (instance, user id) -> syncs in flight there (main only; see remote_user_sync).
+        self._remote_syncs: dict[tuple[str, str], int] = {}
         self._store = PresenceStore(db)
         self._notifier = notifier
         self._positions = positions
@@ -137,7 +155,7 @@ class PresenceHandler:
             # Whoever was online before a restart gets the usual grace to sync again.
             self._last_seen[row.user_id] = now
         self._position = await self._store.max_stream_id()
-        self._ids = StreamIdGenerator(self._position)
+        self._ids = StreamIdGenerator(self._position, writer=self._writer)
         self._positions.register("presence", self.position)
 
     def position(self) -> int:
@@ -168,7 +186,9 @@ class PresenceHandler:
 
         Raises:
             MatrixError: 403 for someone else's presence, 400 for an unknown state.
+            NotStreamWriter: on an instance that does not write the presence stream.
         """
+        self._ids.check_writer("presence")
         if user_id != requester:
             raise MatrixError("M_FORBIDDEN", "Can only set your own presence state")
         if presence not in PRESENCE_STATES:
@@ -199,6 +219,10 @@ class PresenceHandler:
         state = ONLINE if state is None else state
         if state not in PRESENCE_STATES:
             raise MatrixError("M_INVALID_PARAM", f"Invalid set_presence: {state!r}")
+        if not self._writer:
+            # A sync that ends as it starts (main counts start and end).
+            async with self._forwarded_sync(user_id, state):
+                return
         if state == OFFLINE:
             await trio.lowlevel.checkpoint()
             return
@@ -214,7 +238,13 @@ class PresenceHandler:
     @asynccontextmanager
     async def user_syncing(self, user_id: str, state: str | None) -> AsyncIterator[None]:
         """Wrap a ``/sync`` request: applies `set_presence_from_sync` and keeps the user from
-        timing out to ``offline`` while the request is in flight (30 s after it ends)."""
+        timing out to ``offline`` while the request is in flight (30 s after it ends).
+
+        On a follower, main is told when the sync starts and when it ends (`forward_sync`)."""
+        if not self._writer:
+            async with self._forwarded_sync(user_id, state):
+                yield
+            return
         await self.set_presence_from_sync(user_id, state)
         if state == OFFLINE:
             yield
@@ -223,17 +253,93 @@ class PresenceHandler:
         try:
             yield
         finally:
-            remaining = self._syncs_in_flight[user_id] - 1
-            if remaining:
-                self._syncs_in_flight[user_id] = remaining
-            else:
-                del self._syncs_in_flight[user_id]
-            self._last_seen[user_id] = self._now_ms()
-            self._replan_if_sooner(user_id)
+            self._end_sync(user_id)
+
+    def _end_sync(self, user_id: str) -> None:
+        remaining = self._syncs_in_flight[user_id] - 1
+        if remaining:
+            self._syncs_in_flight[user_id] = remaining
+        else:
+            del self._syncs_in_flight[user_id]
+        self._last_seen[user_id] = self._now_ms()
+        self._replan_if_sooner(user_id)
+
+    @asynccontextmanager
+    async def _forwarded_sync(self, user_id: str, state: str | None) -> AsyncIterator[None]:
+        state = ONLINE if state is None else state
+        if state not in PRESENCE_STATES:
+            raise MatrixError("M_INVALID_PARAM", f"Invalid set_presence: {state!r}")
+        assert self._forward_sync is not None
+        await self._forward_sync(user_id, state, True)
+        try:
+            yield
+        finally:
+            # Shielded: main must hear that this sync ended even when it was cancelled
+            # (client gone), or it would count the user as syncing forever.
+            with trio.CancelScope(shield=True), trio.move_on_after(FORWARD_END_TIMEOUT_S):
+                await self._forward_sync(user_id, state, False)
+
+    async def remote_user_sync(
+        self, instance: str, user_id: str, state: str | None, syncing: bool
+    ) -> None:
+        """A ``/sync`` of `user_id` started (`syncing`) or ended on another instance: the
+        same effect as `user_syncing` around a local one (main only).
+
+        Raises:
+            MatrixError: 400 for an unknown state.
+            NotStreamWriter: on an instance that does not write the presence stream.
+
+        Checkpoint: yes.
+        """
+        self._ids.check_writer("presence")
+        key = (instance, user_id)
+        if syncing:
+            await self.set_presence_from_sync(user_id, state)
+            if state != OFFLINE:
+                self._remote_syncs[key] = self._remote_syncs.get(key, 0) + 1
+                self._syncs_in_flight[user_id] = self._syncs_in_flight.get(user_id, 0) + 1
+            return
+        await trio.lowlevel.checkpoint()
+        if self._remote_syncs.get(key, 0) == 0:
+            return  # an offline sync (never counted), or a repeated end
+        self._remote_syncs[key] -= 1
+        if not self._remote_syncs[key]:
+            del self._remote_syncs[key]
+        self._end_sync(user_id)
+
+    def remote_instance_gone_nowait(self, instance: str) -> None:
+        """An instance went away (its replication connection closed): end its syncs, so
+        that its users time out as if their syncs had ended now (main only)."""
+        for key in [key for key in self._remote_syncs if key[0] == instance]:
+            for _ in range(self._remote_syncs.pop(key)):
+                self._end_sync(key[1])
+
+    def on_replicated(self, token: int, rows: Sequence[PresenceStreamRow]) -> None:
+        """A follower applied main's presence changes up to `token`: take the new states;
+        `notify_replicated` then wakes whom main woke."""
+        for row in rows:
+            self._states[row.user_id] = UserPresence(
+                row.user_id, row.state, row.status_msg, row.last_active_ts, row.currently_active
+            )
+        self._position = max(self._position, token)
+        self._ids.advance(token)
+
+    async def notify_replicated(self, rows: Sequence[PresenceStreamRow]) -> None:
+        """Wake everyone sharing a room with the rows' users, and the users (as `_change`
+        does on main). Checkpoint: yes."""
+        rooms: set[str] = set()
+        for row in rows:
+            rooms.update(await self._store.joined_rooms(row.user_id))
+        self._notifier.notify(rooms=rooms, users={row.user_id for row in rows})
 
     async def bump_active(self, user_id: str) -> None:
         """The user did something (sent a message, typed, read): update their last-active
-        time and bring them back ``online`` from ``unavailable``. Checkpoint: yes."""
+        time and bring them back ``online`` from ``unavailable``. Checkpoint: yes.
+
+        Raises:
+            NotStreamWriter: on an instance that does not write the presence stream.
+        """
+        self._ids.check_writer("presence")
         now = self._now_ms()
 
         def change(old: UserPresence) -> UserPresence:
@@ -245,6 +351,8 @@ class PresenceHandler:
     def on_new_events(self, stored: Sequence[StoredEvent]) -> None:
         """Count local users' messages as activity (a persister listener; the timeout task
         applies it, as listeners cannot wait)."""
+        if not self._writer:
+            return
         for item in stored:
             sender = item.event.sender
             if item.event.type == "m.room.message" and sender.endswith(self._server_suffix):
@@ -281,8 +389,10 @@ class PresenceHandler:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Apply idle, offline and currently-active timeouts and queued activity, until
-        cancelled (STYLE S1)."""
+        cancelled (STYLE S1). A follower has none to apply (main's become rows)."""
         task_status.started()
+        if not self._writer:
+            await trio.sleep_forever()
         while True:
             self._wakeup = trio.Event()
             while self._pending_activity:

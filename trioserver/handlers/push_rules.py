@@ -181,10 +181,16 @@ class PushRulesHandler:
 
     # -- Changing --------------------------------------------------------------------------
 
+    def invalidate_nowait(self, user_ids: Iterable[str] | None) -> None:
+        """Forget cached rules of `user_ids` (None: everyone's) because another instance
+        changed them (the caches stream's ``push_rules`` rows, issue 13)."""
+        for user_id in self._cache.copy() if user_ids is None else user_ids:
+            self._changed_users.add(user_id)
+            self._generation[user_id] = self._generation.get(user_id, 0) + 1
+            self._cache.pop(user_id, None)
+
     async def _changed(self, user_id: str) -> None:
-        self._changed_users.add(user_id)
-        self._generation[user_id] = self._generation.get(user_id, 0) + 1
-        self._cache.pop(user_id, None)
+        self.invalidate_nowait([user_id])
         for listener in self._listeners:
             await listener(user_id)
 

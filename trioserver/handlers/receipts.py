@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from trioserver.stores.database import Database
     from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.state import StateStore
+    from trioserver.stores.stream_updates import ReceiptStreamRow
     from trioserver.streams import StreamPositions
 
 JsonDict = dict[str, Any]
@@ -66,8 +67,11 @@ class ReceiptsHandler:
         room_reads: RoomReadHandler,
         account_data: AccountDataHandler,
         clock: Callable[[], float] = time.time,
+        writer: bool = True,
     ) -> None:
         self._store = ReceiptStore(db)
+        # False on a worker (issue 13): positions come from replication (`on_replicated`).
+        self._writer = writer
         self._notifier = notifier
         self._positions = positions
         self._state = state
@@ -90,7 +94,7 @@ class ReceiptsHandler:
     async def load(self) -> None:
         """Read the stream's position from the database and register it. Checkpoint: yes."""
         self._position = await self._store.max_stream_id()
-        self._ids = StreamIdGenerator(self._position)
+        self._ids = StreamIdGenerator(self._position, writer=self._writer)
         self._positions.register("receipts", self.position)
 
     def position(self) -> int:
@@ -111,7 +115,9 @@ class ReceiptsHandler:
             MatrixError: 400 for a bad room id, event id, receipt type or thread id; 403 when
                 not joined or the event is not visible to the user; 404 for ``m.fully_read``
                 on an unknown event.
+            NotStreamWriter: on an instance that does not write the receipts stream.
         """
+        self._ids.check_writer("receipts")
         if not is_valid_room_id(room_id) or not is_valid_event_id(event_id):
             raise MatrixError("M_INVALID_PARAM", "A valid room ID and event ID must be given")
         if receipt_type not in RECEIPT_TYPES:
@@ -132,7 +138,9 @@ class ReceiptsHandler:
 
         Raises:
             MatrixError: 403 when not joined; 404 when the fully read event is not in the room.
+            NotStreamWriter: on an instance that does not write the receipts stream.
         """
+        self._ids.check_writer("receipts")
         access = await self._joined_access(user_id, room_id)
         fully_read = markers.get(FULLY_READ)
         if fully_read is not None:
@@ -140,6 +148,13 @@ class ReceiptsHandler:
         for receipt_type in (READ, READ_PRIVATE):
             if (event_id := markers.get(receipt_type)) is not None:
                 await self._receipt(access, room_id, receipt_type, event_id, None)
+
+    def on_replicated(self, token: int, rows: Sequence[ReceiptStreamRow]) -> None:
+        """A follower applied the writer's receipts up to `token`: what `_receipt` does after
+        its commit (the rows are in the shared database already)."""
+        self._position = max(self._position, token)
+        self._ids.advance(token)
+        self._notifier.notify(rooms={row.room_id for row in rows})
 
     async def receipts_for_rooms(
         self, user_id: str, room_ids: Sequence[str], since: int | None

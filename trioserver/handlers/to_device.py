@@ -27,12 +27,13 @@ from trioserver.stores.to_device import OutgoingMessages, ToDeviceStore
 from trioserver.streams import StreamIdGenerator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from trioserver.handlers.auth import Requester
     from trioserver.handlers.notifier import Notifier
     from trioserver.stores.database import Database
     from trioserver.stores.state import StateStore
+    from trioserver.stores.stream_updates import ToDeviceStreamRow
     from trioserver.streams import StreamPositions
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ class ToDeviceHandler:
         *,
         server_name: str,
         clock: Callable[[], float] = time.time,
+        writer: bool = True,
     ) -> None:
         self._store = ToDeviceStore(db)
+        # False on a worker (issue 13): positions come from replication (`on_replicated`).
+        self._writer = writer
         self._notifier = notifier
         self._positions = positions
         self._server_suffix = ":" + server_name
@@ -65,7 +69,7 @@ class ToDeviceHandler:
 
     async def load(self) -> None:
         """Read the stream position and register the to_device stream. Checkpoint: yes."""
-        self._ids = StreamIdGenerator(await self._store.stream_position())
+        self._ids = StreamIdGenerator(await self._store.stream_position(), writer=self._writer)
         self._positions.register("to_device", self.position)
 
     def position(self) -> int:
@@ -91,7 +95,9 @@ class ToDeviceHandler:
 
         Raises:
             MatrixError: 413 ``M_TOO_LARGE`` when a message's content is over 64 KiB.
+            NotStreamWriter: on an instance that does not write the to_device stream.
         """
+        self._generator().check_writer("to_device")
         local: dict[str, Mapping[str, Mapping[str, Any]]] = {}
         for user_id, by_device in messages.items():
             for content in by_device.values():
@@ -116,6 +122,11 @@ class ToDeviceHandler:
         outcome = await self._store.add_messages(self._generator(), outgoing)
         if outcome.recipients:
             self._notifier.notify(users=outcome.recipients)
+
+    def on_replicated(self, token: int, rows: Sequence[ToDeviceStreamRow]) -> None:
+        """A follower applied the writer's messages up to `token`: wake the recipients."""
+        self._generator().advance(token)
+        self._notifier.notify(users={row.user_id for row in rows})
 
     async def messages_for(
         self,

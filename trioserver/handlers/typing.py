@@ -13,16 +13,26 @@ earliest deadline, or until a new deadline wakes it, and then removes every expi
 After a restart the stream starts again at 0, so a client's ``since`` may be ahead of the
 current position; it is then answered as if it knew nothing, with every asked room, so that
 clients drop typists they still remember from before the restart.
+
+Replication (issue 13): the writer keeps the last `HISTORY_SIZE` changes (position, room) so
+that a follower can catch up (`updates`): each row is the room's typists as they are now. A
+follower older than the history gets a row for every room with typists. A follower
+(``writer=False``) never changes typing itself: it applies the writer's rows
+(`on_replicated`), each of which replaces a room's typists, and has no timeouts to run (the
+writer's expiry sends rows too).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
 
 from trioserver.errors import MatrixError
+from trioserver.stores.stream_updates import TypingStreamRow
+from trioserver.streams import NotStreamWriter
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -36,6 +46,8 @@ if TYPE_CHECKING:
 # Synapse's default and ceiling for the client's `timeout` (ms), against silly timeouts.
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 120_000
+# Changes the writer remembers for followers catching up (Synapse keeps a similar window).
+HISTORY_SIZE = 10_000
 
 
 class TypingHandler:
@@ -49,7 +61,9 @@ class TypingHandler:
         state: StateStore,
         *,
         server_name: str,
+        writer: bool = True,
     ) -> None:
+        self._writer = writer
         self._db = db
         self._notifier = notifier
         self._positions = positions
@@ -61,6 +75,8 @@ class TypingHandler:
         # room id -> stream position of the room's last change.
         self._changed_at: dict[str, int] = {}
         self._wakeup = trio.Event()
+        # (position, room id) of the latest changes, oldest first (for `updates`).
+        self._history: deque[tuple[int, str]] = deque(maxlen=HISTORY_SIZE)
 
     async def load(self) -> None:
         """Register the typing stream's position (in memory; 0 at start). Checkpoint: yes."""
@@ -78,9 +94,12 @@ class TypingHandler:
 
         Raises:
             MatrixError: 403 for someone else's typing state or when not joined to the room.
+            NotStreamWriter: on an instance that does not write the typing stream.
 
         Checkpoint: yes.
         """
+        if not self._writer:
+            raise NotStreamWriter("this instance does not write the typing stream")
         if user_id != requester:
             raise MatrixError("M_FORBIDDEN", "Cannot set another user's typing state")
         membership = await self._state.local_membership(user_id, room_id)
@@ -117,6 +136,65 @@ class TypingHandler:
             for room in room_ids
             if self._changed_at.get(room, 0) > since
         }
+
+    def updates(
+        self, from_token: int, upto_token: int, limit: int
+    ) -> tuple[list[tuple[int, TypingStreamRow]], int, bool]:
+        """The writer's changes in ``(from, upto]`` for a follower: each changed room once,
+        at its latest change, with its typists now.
+
+        Returns:
+            ``(rows, upto, limited)`` as `repl.streams.UpdatePage` has them. A `from_token`
+            older than the history gives every room with typists, at the current position.
+        """
+        upto_token = min(upto_token, self._position)
+        if upto_token <= from_token:
+            return [], upto_token, False
+        oldest = self._history[0][0] if self._history else self._position + 1
+        if from_token < oldest - 1:
+            rows = [
+                (self._position, TypingStreamRow(room, sorted(users)))
+                for room, users in self._typing.items()
+            ]
+            return rows, self._position, False
+        latest: dict[str, int] = {}
+        for position, room in self._history:
+            if from_token < position <= upto_token:
+                latest[room] = position
+        ordered = sorted((position, room) for room, position in latest.items())
+        limited = len(ordered) > limit
+        if limited:
+            ordered = ordered[:limit]
+            upto_token = ordered[-1][0]
+        rows = [
+            (pos, TypingStreamRow(room, sorted(self._typing.get(room, ()))))
+            for pos, room in ordered
+        ]
+        return rows, upto_token, limited
+
+    def on_replicated(self, token: int, rows: Sequence[TypingStreamRow]) -> None:
+        """A follower applies the writer's rows up to `token` (each replaces a room's
+        typists) and wakes the rooms' waiters."""
+        for row in rows:
+            if row.user_ids:
+                # No deadline here: the writer expires typists and sends a row for it.
+                self._typing[row.room_id] = dict.fromkeys(row.user_ids, math.inf)
+            else:
+                self._typing.pop(row.room_id, None)
+            self._changed_at[row.room_id] = token
+        self._position = max(self._position, token)
+        if rows:
+            self._notifier.notify(rooms={row.room_id for row in rows})
+
+    def reset(self, token: int) -> None:
+        """The writer restarted (its typing stream is in memory): forget every typist and
+        stand at `token`; clients whose ``since`` is ahead get every room again."""
+        rooms = list(self._typing)
+        self._typing.clear()
+        self._changed_at.clear()
+        self._position = token
+        if rooms:
+            self._notifier.notify(rooms=rooms)
 
     def on_new_events(self, stored: Sequence[StoredEvent]) -> None:
         """Stop the typing of users who left a room (a persister listener)."""
@@ -166,4 +244,5 @@ class TypingHandler:
     def _changed(self, room_id: str) -> None:
         self._position += 1
         self._changed_at[room_id] = self._position
+        self._history.append((self._position, room_id))
         self._notifier.notify(rooms=[room_id])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from trioserver.events import Event
     from trioserver.stores.censor_events import CensorEventsStore
@@ -72,6 +72,12 @@ class EventExpirer:
         self._wall_clock = wall_clock
         self._heap: list[tuple[int, str]] = []
         self._rearm = trio.Event()
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
+
+    def add_expiry_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``await listener(event_id)`` called after an event was censored (main
+        announces it on the caches stream, so workers drop their cached copy; issue 13)."""
+        self._listeners.append(listener)
 
     def on_persisted(self, stored: Sequence[StoredEvent]) -> None:
         """Persister listener: schedule the committed events that carry an expiry."""
@@ -121,6 +127,8 @@ class EventExpirer:
     async def _expire(self, event_id: str, expiry_ts: int, retry_s: float) -> bool:
         try:
             found = await self._store.expire_event(event_id)
+            for listener in self._listeners:
+                await listener(event_id)
         except Exception:  # boundary: one failing expiry must not stop the others
             logger.exception("expiring %s failed; retrying in %.0f s", event_id, retry_s)
             retry_ts = max(expiry_ts, math.ceil((self._wall_clock() + retry_s) * 1000))

@@ -170,7 +170,7 @@ class NoEventWriter:
         *,
         on_left_room: bool = False,
     ) -> list[StoredEvent]:
-        raise NotStreamWriter("events")
+        raise NotStreamWriter("this instance does not write the events stream")
 
 
 def _persist_failed() -> MatrixError:

@@ -169,6 +169,11 @@ class AccountDataStore:
         """Goes up whenever any user's ignore list changes (callers may cache on it)."""
         return self._ignored_generation
 
+    def forget_ignored_nowait(self, user_id: str) -> None:
+        """Drop the cached ignore list of `user_id` (another instance changed it)."""
+        self._ignored_generation += 1
+        self._ignored.pop(user_id, None)
+
     def ignored_users_nowait(self, user_id: str) -> frozenset[str] | None:
         """The cached ignore list of the user, or None when it is not cached (the events
         writer asks for every member of a room on every event). Not a checkpoint."""

@@ -11,7 +11,7 @@ import collections
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from trioserver.stores.database import Database, Txn
 
@@ -36,11 +36,26 @@ class ErasureStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._known: collections.OrderedDict[str, bool] = collections.OrderedDict()
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
+
+    def add_erasure_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``await listener(user_id)`` called after a user is marked erased (main
+        announces it on the caches stream; issue 13)."""
+        self._listeners.append(listener)
+
+    def forget_nowait(self, user_ids: Iterable[str] | None) -> None:
+        """Drop cached answers (None: all) because another instance erased users."""
+        if user_ids is None:
+            self._known.clear()
+        for user_id in user_ids or ():
+            self._known.pop(user_id, None)
 
     async def mark_erased(self, user_id: str) -> None:
         """Record that `user_id` asked for erasure. Checkpoint: yes."""
         await self._db.run_txn("mark_user_erased", _mark_erased_txn, user_id)
         self._remember(user_id, True)
+        for listener in self._listeners:
+            await listener(user_id)
 
     async def erased_among(self, user_ids: Iterable[str]) -> set[str]:
         """The erased users among `user_ids`.

@@ -60,7 +60,7 @@ async def post_deactivate(deps: ApiDeps, request: Request) -> JsonDict:
     await deps.accounts.deactivate(request.requester.user_id, erase=erase)
     # Synapse also drops the account's key backups: nobody can read them any more.
     await deps.room_keys.delete_all(request.requester.user_id)
-    deps.auth.forget_tokens([request.requester.access_token])
+    await deps.auth.forget_tokens([request.requester.access_token])
     # We bind no third-party identifiers, so there is nothing to unbind at identity servers.
     return {"id_server_unbind_result": "no-support"}
 

@@ -77,7 +77,7 @@ async def post_logout(deps: ApiDeps, request: Request) -> JsonDict:
 async def post_logout_all(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /logout/all: end every session of the user."""
     await deps.accounts.delete_devices(request.requester.user_id, None)
-    deps.auth.forget_tokens([request.requester.access_token])
+    await deps.auth.forget_tokens([request.requester.access_token])
     return {}
 
 
