@@ -24,8 +24,9 @@ Figures per deployment:
   on main, receiver on worker1.
 * mixed: ``--syncers`` users, each in ``--rooms-per-user`` of ``--rooms`` rooms, long-poll
   ``/sync`` (timeline limit 100) while ``--mixed-senders`` users send back to back, round
-  robin over the rooms, for ``--mixed-duration`` s. Throughput = messages that reached a
-  syncer inside the window per second (a message in a room of 30 syncers counts 30 times).
+  robin over the rooms, for ``--mixed-duration`` s (``split``: syncers on worker1, senders on
+  main). Throughput = messages that reached a syncer inside the window per second (a message
+  in a room of 30 syncers counts 30 times).
 * CPU of every server process and of the load generator (this process) per phase.
 
 Targets (issue 13, 2 cores): cross-instance delivery p50 <= 2x single; mixed throughput with
@@ -351,7 +352,10 @@ class Mixed:
 
 
 async def mixed(deployment: Deployment, args: argparse.Namespace) -> Mixed:
-    """`args.syncers` long-polling syncers and `args.mixed_senders` senders, for a window."""
+    """`args.syncers` long-polling syncers and `args.mixed_senders` senders, for a window.
+
+    Syncers connect to `sync_url`, senders to `base_url` (the same port but for split).
+    """
     tag = "wm" + secrets.token_hex(3)
     users = await register_users(deployment, tag, args.syncers + args.mixed_senders)
     syncers, senders = users[: args.syncers], users[args.syncers :]
@@ -360,7 +364,7 @@ async def mixed(deployment: Deployment, args: argparse.Namespace) -> Mixed:
     phase = f"{tag} mixed"
 
     async def syncer(user: User, parked: trio.Event) -> None:
-        connection = await H11Client.connect(deployment.base_url)
+        connection = await H11Client.connect(deployment.sync_url)
         try:
             since = (await _sync_once(connection, user, None, 0))["next_batch"]
             outcome.syncers_on[connection.instance or "main"] += 1
@@ -491,9 +495,9 @@ class ModeRun:
 def run_mode(mode: str, root: Path, env: dict[str, str], args: argparse.Namespace) -> ModeRun:
     """Start `mode`'s deployment, measure it, stop it."""
     deployment = Deployment(mode, root, env)
-    deployment.start()
-    print(f"{mode}: ready, processes {deployment.pids()}", flush=True)
     try:
+        deployment.start()
+        print(f"{mode}: ready, processes {deployment.pids()}", flush=True)
         time.sleep(IDLE_S)
         idle = deployment.rss_mb()
         # Sends through the worker in `split`: every one forwarded to main.
@@ -510,7 +514,7 @@ def run_mode(mode: str, root: Path, env: dict[str, str], args: argparse.Namespac
         deployment.settle()
         delivered = trio.run(delivery, deployment, args.samples)
         deployment.settle()
-        mixed_result = None if mode == "split" else trio.run(mixed, deployment, args)
+        mixed_result = trio.run(mixed, deployment, args)
     finally:
         deployment.stop()
     return ModeRun(mode, idle, send_result, send_cpu, delivered, mixed_result)
@@ -653,7 +657,10 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         env = bytecode_cache_env(root / "pycache")
         for mode in args.modes:
-            runs[mode] = run_mode(mode, root, env, args)
+            try:
+                runs[mode] = run_mode(mode, root, env, args)
+            except Exception as exc:  # one deployment failing leaves the others' figures
+                print(f"{mode}: failed: {exc}", file=sys.stderr)
     print()
     print(
         f"sends: {args.senders} senders, {args.members}-member room, {args.send_duration:g} s"
