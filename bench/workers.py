@@ -489,7 +489,7 @@ class ModeRun:
     send: PhaseResult
     send_cpu: CpuWindow
     delivery: Delivery
-    mixed: Mixed | None
+    mixed: Mixed
 
 
 def run_mode(mode: str, root: Path, env: dict[str, str], args: argparse.Namespace) -> ModeRun:
@@ -534,30 +534,20 @@ class _SendTarget:
 def _mode_rows(runs: list[ModeRun]) -> list[list[str]]:
     rows = []
     for run in runs:
-        delivery_result = run.delivery.result
-        mixed_result = run.mixed
+        delivered = run.delivery.result
+        errors = f" ({run.send.errors} err)" if run.send.errors else ""
         rows.append(
             [
                 run.mode,
-                f"{run.send.rate:.0f}" + (f" ({run.send.errors} err)" if run.send.errors else ""),
+                f"{run.send.rate:.0f}{errors}",
                 f"{run.send.latency_ms(0.5):.1f}",
                 run.send_cpu.text(),
-                f"{delivery_result.latency_ms(0.5):.1f}",
-                f"{delivery_result.latency_ms(0.99):.1f}",
+                f"{delivered.latency_ms(0.5):.1f}",
+                f"{delivered.latency_ms(0.99):.1f}",
                 f"{run.delivery.sender_on} -> {run.delivery.receiver_on}",
+                ", ".join(f"{k} {v:.1f}" for k, v in run.idle_rss_mb.items()),
             ]
         )
-        if mixed_result is not None:
-            assert mixed_result.cpu is not None
-            rows[-1] += [
-                f"{mixed_result.delivered_per_s:.0f}",
-                f"{mixed_result.sends_per_s:.0f}",
-                _counter_text(mixed_result.syncers_on),
-                mixed_result.cpu.text(),
-            ]
-        else:
-            rows[-1] += ["-", "-", "-", "-"]
-        rows[-1].append(", ".join(f"{k} {v:.1f}" for k, v in run.idle_rss_mb.items()))
     return rows
 
 
@@ -565,15 +555,41 @@ MODE_HEADERS = [
     "mode",
     "sends/s",
     "send p50 ms",
-    "send CPU (cores)",
+    "send CPU (of a core)",
     "delivery p50 ms",
     "delivery p99 ms",
     "delivery sender -> receiver",
-    "mixed delivered/s",
-    "mixed sends/s",
-    "mixed syncers on",
-    "mixed CPU (cores)",
     "idle RSS MB",
+]
+
+
+def _mixed_rows(runs: list[ModeRun]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        outcome = run.mixed
+        assert outcome.cpu is not None
+        rows.append(
+            [
+                run.mode,
+                f"{outcome.delivered_per_s:.0f}",
+                f"{outcome.sends_per_s:.0f}",
+                f"{outcome.limited}/{outcome.sync_errors}/{outcome.send_errors}",
+                _counter_text(outcome.syncers_on),
+                _counter_text(outcome.senders_on),
+                outcome.cpu.text(),
+            ]
+        )
+    return rows
+
+
+MIXED_HEADERS = [
+    "mode",
+    "delivered/s",
+    "sends/s",
+    "limited/sync err/send err",
+    "syncers on",
+    "senders on",
+    "CPU (of a core)",
 ]
 
 
@@ -597,9 +613,9 @@ def _target_rows(runs: dict[str, ModeRun]) -> list[list[str]]:
                         _verdict(ratio <= TARGET_DELIVERY_RATIO),
                     ]
                 )
-        for mode in ("workers2", "workers1"):
-            if mode in runs and runs[mode].mixed and single.mixed:
-                ratio = runs[mode].mixed.delivered_per_s / single.mixed.delivered_per_s  # type: ignore[union-attr]
+        for mode in ("workers2", "workers1", "split"):
+            if mode in runs:
+                ratio = runs[mode].mixed.delivered_per_s / single.mixed.delivered_per_s
                 target = f">= {TARGET_MIXED_RATIO:g}x" if mode == "workers2" else "(none)"
                 verdict = _verdict(ratio >= TARGET_MIXED_RATIO) if mode == "workers2" else "-"
                 rows.append(
@@ -661,6 +677,9 @@ def main(argv: list[str] | None = None) -> None:
                 runs[mode] = run_mode(mode, root, env, args)
             except Exception as exc:  # one deployment failing leaves the others' figures
                 print(f"{mode}: failed: {exc}", file=sys.stderr)
+    if not runs:
+        print("nothing was measured")
+        return
     print()
     print(
         f"sends: {args.senders} senders, {args.members}-member room, {args.send_duration:g} s"
@@ -670,14 +689,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("CPU columns: share of one core of each server process and of the load generator.")
     print_table(MODE_HEADERS, _mode_rows(list(runs.values())))
-    for run in runs.values():
-        if run.mixed is not None and (
-            run.mixed.limited or run.mixed.sync_errors or run.mixed.send_errors
-        ):
-            print(
-                f"{run.mode} mixed: {run.mixed.limited} limited timelines,"
-                f" {run.mixed.sync_errors} sync errors, {run.mixed.send_errors} send errors"
-            )
+    print()
+    print_table(MIXED_HEADERS, _mixed_rows(list(runs.values())))
     targets = _target_rows(runs)
     if targets:
         print()
