@@ -36,7 +36,7 @@ from trioserver.api.deps import ApiDeps
 from trioserver.internal.app import create_internal_app
 from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
-from trioserver.storage.persistence import EventPersister
+from trioserver.storage.persistence import EventPersister, NoEventWriter
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import Subsystem, run_supervised
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from trioserver.config import Config, HttpConfig
     from trioserver.stores.persist_events import PersistEventStore
 
-from trioserver.errors import ConfigError, StartupError
+from trioserver.errors import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -193,32 +193,43 @@ def build_components(
     persist_store: PersistEventStore | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Components:
-    """The stores, handlers and (on the events writer) the persister, wired together (no I/O).
+    """What this instance runs, wired together from the builders of `trioserver.wiring` (no
+    I/O); which builders run reads from the config's roles.
 
-    Composes the builders of `trioserver.wiring`; the order of the calls is the order in
-    which listeners are registered (on the persister, receipts, devices and joins).
+    Every instance answers the whole client API from the shared database. The events writer
+    (main, issue 13) also has the persister, the expiry of self-destructing messages and the
+    pushers, writes every stream and, in a multi-instance deployment, serves them to the
+    others over replication. A worker follows those streams and forwards its writes to main.
+    The order of the calls is the order in which listeners are registered (on the persister,
+    receipts, devices and joins).
 
     Args:
         persist_store: the writer store to use (tests pass an instrumented one).
         clock: wall-clock time in seconds (tests tie it to trio's MockClock).
-
-    Raises:
-        ConfigError: this instance is not the events writer; forwarding events to another
-            instance comes with worker processes (a later issue).
     """
     accounts = wiring.build_accounts(config, db, clock)
     core = wiring.build_core(config, db)
-    if not config.is_events_writer:
-        raise ConfigError(
-            f"instance {config.instance_name!r} is not the events writer"
-            f" ({config.stream_writers.events!r}); worker instances are not supported yet"
-        )
     push = wiring.build_push_evaluation(config, db, core)
-    writer = wiring.build_writer(
-        config, db, signing_key, clock, core, push, persist_store=persist_store
+    # Seed 2: only the events writer builds the persister (and its PersistEventStore).
+    writer = None
+    if config.is_events_writer:
+        writer = wiring.build_writer(
+            config, db, signing_key, clock, core, push, persist_store=persist_store
+        )
+    submitter = writer.persister if writer is not None else NoEventWriter()
+    rooms = wiring.build_rooms(config, db, core, accounts, push, submitter)
+    main_client = None if config.is_main else wiring.main_client_for(config)
+    streams = wiring.build_streams(
+        config,
+        db,
+        clock,
+        core,
+        accounts,
+        push,
+        writer,
+        rooms,
+        forward_presence=main_client.presence_sync if main_client is not None else None,
     )
-    rooms = wiring.build_rooms(config, db, core, accounts, push, writer)
-    streams = wiring.build_streams(config, db, clock, core, accounts, push, writer, rooms)
     sync = wiring.build_sync(db, core, push, rooms, streams)
     pushers = wiring.build_pushers(config, db, clock, core, accounts, writer, streams)
     media = wiring.build_media(config, db, clock)
@@ -227,20 +238,35 @@ def build_components(
         config, db, clock, accounts, core, push, rooms, streams, sync, pushers, media, upgrades
     )
     # Issue 5: self-destructing messages are pruned by the events writer only.
-    expiry = (
-        wiring.build_expiry(db, clock, core, writer) if config.enable_ephemeral_messages else None
-    )
+    expiry = None
+    if writer is not None and config.enable_ephemeral_messages:
+        expiry = wiring.build_expiry(db, clock, core, writer)
+    caches = wiring.build_caches(config, db, core, accounts, push, expiry)
+    follower_loaders: tuple[Callable[[], Awaitable[None]], ...] = ()
+    if writer is not None:
+        replication = wiring.build_main_streams(config, core, writer, streams, caches)
+    else:
+        assert main_client is not None  # not main: config validation names main's address
+        follower = wiring.build_worker_streams(config, core, streams, caches, main_client)
+        replication = follower.replication
+        follower_loaders = follower.loaders
     return Components(
         deps,
-        writer.persister,
-        # Replaced by the streams of issue 13 in the next commits.
-        wiring.ReplicationPart(positions=dict),
-        loaders=(*streams.loaders, *core.loaders, *media.loaders),
+        writer.persister if writer is not None else None,
+        replication,
+        loaders=(
+            *streams.loaders,
+            *core.loaders,
+            *media.loaders,
+            *caches.loaders,
+            *follower_loaders,
+        ),
         subsystems=(
             *accounts.subsystems,
             *streams.subsystems,
             *pushers.subsystems,
             *media.subsystems,
+            *caches.subsystems,
             *(expiry.subsystems if expiry is not None else ()),
         ),
     )
@@ -335,7 +361,8 @@ async def _start_replication_listeners(
     """Main's replication and internal listeners (multi-instance only); their bound ports."""
     if replication.server is None:
         return {}
-    assert config.replication.secret is not None and replication.presence_sync is not None
+    assert config.replication.secret is not None
+    assert replication.presence_sync is not None
     server = replication.server
     replication_port: int = await nursery.start(
         partial(

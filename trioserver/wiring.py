@@ -72,11 +72,19 @@ from trioserver.internal.forwarding import Forwarder
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
+from trioserver.repl.caches import CacheInvalidations
 from trioserver.repl.client import ReplicationClient
+from trioserver.repl.db_streams import EventsFollower
 from trioserver.repl.server import ReplicationServer
+from trioserver.repl.stream_wiring import (
+    announce_invalidations,
+    apply_invalidations,
+    follower_streams,
+    writer_streams,
+)
 from trioserver.repl.streams import CACHES, FollowerStream, WriterStream
 from trioserver.storage.expiry import EventExpirer
-from trioserver.storage.persistence import EventPersister
+from trioserver.storage.persistence import EventPersister, EventSubmitter
 from trioserver.storage.push_evaluation import PushEvaluator
 from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
@@ -103,6 +111,7 @@ from trioserver.stores.room_reads import RoomReadStore
 from trioserver.stores.room_summary import RoomSummaryStore
 from trioserver.stores.search import SearchStore
 from trioserver.stores.state import StateStore
+from trioserver.stores.stream_updates import StreamUpdateStore
 from trioserver.stores.sync import SyncStore
 from trioserver.stores.url_previews import UrlPreviewStore
 from trioserver.streams import StreamPositions
@@ -259,12 +268,12 @@ def build_rooms(
     core: CorePart,
     accounts: AccountsPart,
     push: PushEvaluationPart,
-    writer: WriterPart,
+    submitter: EventSubmitter,
 ) -> RoomsPart:
-    """The room handlers, writing through the persister."""
+    """The room handlers, writing through the persister (`NoEventWriter` on a worker)."""
     name = config.server_name
     membership = MembershipHandler(
-        writer.persister,
+        submitter,
         db,
         core.events,
         core.state,
@@ -273,7 +282,7 @@ def build_rooms(
         server_name=name,
     )
     send = SendHandler(
-        writer.persister,
+        submitter,
         core.events,
         core.state,
         StateContentChecker(core.directory, server_name=name),
@@ -289,7 +298,7 @@ def build_rooms(
         aggregator=Aggregator(core.relations, core.events, push.account_data_store),
     )
     room_creation = RoomCreationHandler(
-        writer.persister, membership, core.directory, core.profiles, server_name=name
+        submitter, membership, core.directory, core.profiles, server_name=name
     )
     return RoomsPart(membership, send, room_read_store, room_reads, room_creation)
 
@@ -311,16 +320,35 @@ def build_streams(
     core: CorePart,
     accounts: AccountsPart,
     push: PushEvaluationPart,
-    writer: WriterPart,
+    writer: WriterPart | None,
     rooms: RoomsPart,
+    *,
+    forward_presence: Callable[[str, str | None, bool], Awaitable[None]] | None = None,
 ) -> StreamsPart:
-    """Typing, receipts, account data, presence, to-device, device lists, user directory."""
+    """Typing, receipts, account data, presence, to-device, device lists, user directory.
+
+    Each stream's handler writes only on that stream's writer (main); elsewhere it follows
+    the stream from replication, and presence from ``/sync`` goes to main (`forward_presence`).
+    """
     name = config.server_name
+    writes = config.writes
     account_data = AccountDataHandler(
-        push.account_data_store, core.notifier, core.positions, core.state, server_name=name
+        push.account_data_store,
+        core.notifier,
+        core.positions,
+        core.state,
+        server_name=name,
+        writer=writes("account_data"),
     )
     handlers = StreamHandlers(
-        typing=TypingHandler(db, core.notifier, core.positions, core.state, server_name=name),
+        typing=TypingHandler(
+            db,
+            core.notifier,
+            core.positions,
+            core.state,
+            server_name=name,
+            writer=writes("typing"),
+        ),
         receipts=ReceiptsHandler(
             db,
             core.notifier,
@@ -331,29 +359,55 @@ def build_streams(
             room_reads=rooms.room_reads,
             account_data=account_data,
             clock=clock,
+            writer=writes("receipts"),
         ),
         account_data=account_data,
         presence=PresenceHandler(
-            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+            db,
+            core.notifier,
+            core.positions,
+            core.state,
+            server_name=name,
+            clock=clock,
+            writer=writes("presence"),
+            forward_sync=None if writes("presence") else forward_presence,
         ),
         to_device=ToDeviceHandler(
-            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+            db,
+            core.notifier,
+            core.positions,
+            core.state,
+            server_name=name,
+            clock=clock,
+            writer=writes("to_device"),
         ),
         e2e_keys=E2eKeysHandler(
-            db, core.notifier, core.positions, core.state, server_name=name, clock=clock
+            db,
+            core.notifier,
+            core.positions,
+            core.state,
+            server_name=name,
+            clock=clock,
+            writer=writes("device_lists"),
         ),
     )
     handlers.account_data.serve_push_rules(push.push_rules)
     user_directory = UserDirectoryHandler(
         db, core.notifier, core.positions, core.state, server_name=name
     )
-    # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
-    # and pending to-device messages.
-    accounts.accounts.add_device_listener(handlers.e2e_keys.on_devices_changed)
-    accounts.accounts.add_device_listener(handlers.to_device.on_devices_changed)
-    # Issue 4: typing and presence time out; leaving a room stops typing, messages are activity.
-    writer.persister.add_listener(handlers.typing.on_new_events)
-    writer.persister.add_listener(handlers.presence.on_new_events)
+    subsystems: list[Subsystem] = []
+    if writes("device_lists"):
+        # Issue 4: device changes feed the device_lists stream and drop deleted devices' keys
+        # and pending to-device messages. (Devices change only through requests a worker
+        # forwards to main.)
+        accounts.accounts.add_device_listener(handlers.e2e_keys.on_devices_changed)
+        accounts.accounts.add_device_listener(handlers.to_device.on_devices_changed)
+    if writer is not None:
+        # Issue 4: typing and presence time out; leaving a room stops typing, messages are
+        # activity. The events writer is main, which also writes typing and presence.
+        writer.persister.add_listener(handlers.typing.on_new_events)
+        writer.persister.add_listener(handlers.presence.on_new_events)
+        subsystems += [handlers.typing.run_timeouts, handlers.presence.run_timeouts]
     loaded = (
         handlers.typing,
         handlers.receipts,
@@ -366,7 +420,7 @@ def build_streams(
     return StreamsPart(
         handlers,
         user_directory,
-        subsystems=(handlers.typing.run_timeouts, handlers.presence.run_timeouts),
+        subsystems=tuple(subsystems),
         loaders=tuple(h.load for h in loaded),
     )
 
@@ -431,7 +485,7 @@ def build_pushers(
     clock: Clock,
     core: CorePart,
     accounts: AccountsPart,
-    writer: WriterPart,
+    writer: WriterPart | None,
     streams: StreamsPart,
 ) -> PushersPart:
     """Pushers and the pool that delivers to them."""
@@ -442,6 +496,10 @@ def build_pushers(
     )
     pool = PusherPool(pusher_store, core.events, notifications, config.push, clock=clock)
     pushers = PushersHandler(pusher_store, pool, clock=clock)
+    if writer is None or not config.runs_role("pushers"):
+        # Issue 13: pushers are delivered by one instance, fed by the persister (so the
+        # events writer: config validation says so); others only read the pusher table.
+        return PushersPart(pool, pushers, subsystems=())
     # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
     writer.persister.add_listener(pool.on_persisted)
     streams.handlers.receipts.add_receipt_listener(pool.on_receipt)
@@ -460,6 +518,8 @@ class MediaPart:
 
 
 def build_media(config: Config, db: Database, clock: Clock) -> MediaPart:
+    # Issue 13: every instance stores uploads and makes their thumbnails; one deletes unused
+    # ids and expired previews (`[roles] media_expiry`).
     """The media repository, its thumbnails and (when enabled) URL previews."""
     # Issue 12: the media repository; files under data_dir/media, metadata in local_media.
     media_root = config.data_path(config.media.storage_path)
@@ -474,7 +534,10 @@ def build_media(config: Config, db: Database, clock: Clock) -> MediaPart:
         clock=clock,
     )
     # Issue 12: unused media ids expire; completed uploads get their thumbnails.
-    subsystems: list[Subsystem] = [media.run_expiry, media.run_thumbnails]
+    expires = config.runs_role("media_expiry")
+    subsystems: list[Subsystem] = [media.run_thumbnails]
+    if expires:
+        subsystems.append(media.run_expiry)
     # Issue 12: URL previews, only when enabled (they fetch any URL a user names).
     url_previews = None
     if config.media.url_preview_enabled:
@@ -485,7 +548,8 @@ def build_media(config: Config, db: Database, clock: Clock) -> MediaPart:
             store_image=partial(media.store_preview_image, f"@preview:{config.server_name}"),
             clock=clock,
         )
-        subsystems.append(url_previews.run_expiry)
+        if expires:
+            subsystems.append(url_previews.run_expiry)
     return MediaPart(
         media,
         url_previews,
@@ -712,3 +776,107 @@ def main_client_for(config: Config) -> MainClient:
 def _positions(core: CorePart, caches_position: Callable[[], int]) -> dict[str, int]:
     # What a forwarded write's answer carries: read after the write, so it covers it.
     return {**attrs.asdict(core.notifier.current_token()), CACHES: caches_position()}
+
+
+@attrs.frozen
+class CachesPart:
+    """The caches stream: main writes an invalidation wherever it changes a cached fact,
+    the other instances apply them to their caches (issue 13)."""
+
+    caches: CacheInvalidations
+    store: StreamUpdateStore
+    subsystems: tuple[Subsystem, ...]
+    loaders: tuple[Loader, ...]
+
+
+def build_caches(
+    config: Config,
+    db: Database,
+    core: CorePart,
+    accounts: AccountsPart,
+    push: PushEvaluationPart,
+    expiry: ExpiryPart | None,
+) -> CachesPart:
+    """The caches stream, announcing (main) or applying (a worker) invalidations."""
+    store = StreamUpdateStore(db)
+    caches = CacheInvalidations(store, core.notifier, writer=config.is_main)
+    if config.is_main:
+        announce_invalidations(
+            caches,
+            auth=accounts.auth,
+            push_rules=push.push_rules,
+            erasure=accounts.erasure,
+            expirer=expiry.expirer if expiry is not None else None,
+        )
+        return CachesPart(caches, store, subsystems=(caches.run_pruning,), loaders=(caches.load,))
+    apply_invalidations(
+        caches,
+        auth=accounts.auth,
+        push_rules=push.push_rules,
+        erasure=accounts.erasure,
+        event_cache=core.events.cache,
+    )
+    return CachesPart(caches, store, subsystems=(), loaders=(caches.load,))
+
+
+def build_main_streams(
+    config: Config, core: CorePart, writer: WriterPart, streams: StreamsPart, caches: CachesPart
+) -> ReplicationPart:
+    """Main's side of replication: its writer streams behind the replication listener."""
+    handlers = streams.handlers
+    persister = writer.persister
+    return build_main_replication(
+        config,
+        core,
+        writer_streams(
+            caches.store,
+            events_position=lambda: persister.stream_position,
+            typing=handlers.typing,
+            receipts=handlers.receipts,
+            account_data=handlers.account_data,
+            presence=handlers.presence,
+            to_device=handlers.to_device,
+            e2e_keys=handlers.e2e_keys,
+            caches=caches.caches,
+        ),
+        handlers.presence.remote_user_sync,
+        caches.caches.position,
+    )
+
+
+@attrs.frozen
+class FollowerPart:
+    """A worker's replication (issue 13), and what must load before it serves."""
+
+    replication: ReplicationPart
+    loaders: tuple[Loader, ...]
+
+
+def build_worker_streams(
+    config: Config,
+    core: CorePart,
+    streams: StreamsPart,
+    caches: CachesPart,
+    main_client: MainClient,
+) -> FollowerPart:
+    """A worker's follower streams, applied from main's replication listener."""
+    handlers = streams.handlers
+    events = EventsFollower(core.events.cache, core.relations, core.notifier, 0)
+    # Seed 2: no persister here; the events position is what replication has applied.
+    core.positions.register("events", events.position)
+    followers = follower_streams(
+        caches.store,
+        fetch=main_client.stream_updates,
+        events=events,
+        typing=handlers.typing,
+        receipts=handlers.receipts,
+        account_data=handlers.account_data,
+        presence=handlers.presence,
+        to_device=handlers.to_device,
+        e2e_keys=handlers.e2e_keys,
+        caches=caches.caches,
+    )
+    replication = build_worker_replication(
+        config, core, followers, main_client, caches.caches.position
+    )
+    return FollowerPart(replication, loaders=(partial(events.load, caches.store),))

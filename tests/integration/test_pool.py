@@ -1,9 +1,4 @@
-"""`trioserver run --workers N` and `run --instance NAME`, run as real processes (issue 13).
-
-Tests marked "needs worker wiring" need worker instances that serve (the lead's
-`nursery.build_components` for non-writer instances); until then every worker exits at start
-with "worker instances are not supported yet" and the pool restarts it with backoff.
-"""
+"""`trioserver run --workers N` and `run --instance NAME`, run as real processes (issue 13)."""
 
 from __future__ import annotations
 
@@ -21,8 +16,6 @@ from trioserver.pool import wait_parent_gone
 
 from tests.integration.test_cli import EXIT_TIMEOUT_S, ServerProcess, run_cli, server_process
 from tests.integration.test_cli_startup import assert_one_error, generated_data_dir
-
-needs_worker_wiring = pytest.mark.xfail(strict=True, reason="needs worker wiring")
 
 STARTED = re.compile(r"started (worker\d+) \(pid (\d+)\)")
 WORKER_RUNNING_TIMEOUT_S = 15
@@ -137,7 +130,6 @@ async def test_pool_starts_workers_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
     assert not [pid for each in pids.values() for pid in each if is_alive(pid)]
 
 
-@needs_worker_wiring
 async def test_every_process_of_the_pool_answers_on_the_one_port(tmp_path: Path) -> None:
     config_path = (tmp_path / "d" / "trioserver.toml").resolve()
     async with server_process("--data-dir", tmp_path / "d", "--workers", "2", cwd=tmp_path) as (
@@ -157,7 +149,6 @@ async def test_every_process_of_the_pool_answers_on_the_one_port(tmp_path: Path)
         assert await server.stop(signal.SIGINT) == 0, server.output()
 
 
-@needs_worker_wiring
 async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
     async with server_process("--data-dir", tmp_path / "d", "--workers", "1", cwd=tmp_path) as (
         server
@@ -171,7 +162,6 @@ async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
     assert not is_alive(new)
 
 
-@needs_worker_wiring
 async def test_workers_exit_when_main_dies(tmp_path: Path) -> None:
     async with server_process("--data-dir", tmp_path / "d", "--workers", "2", cwd=tmp_path) as (
         server

@@ -7,7 +7,8 @@ replication listener. A client may use any instance for any request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -15,28 +16,51 @@ import pytest
 
 import trio
 
-from trioserver.testing import InProcessDeployment, serve_deployment_in_process
+from trioserver.testing import InProcessDeployment, RegisteredUser, serve_deployment_in_process
 
-from tests.integration.client import V3, Client, assert_error, assert_ok
+from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, invite, join, messages, send_text
+
+_clients: AsyncExitStack | None = None
 
 
 @pytest.fixture
 async def deployment() -> AsyncIterator[InProcessDeployment]:
-    async with serve_deployment_in_process(workers=2) as running:
+    global _clients
+    async with (
+        serve_deployment_in_process(workers=2) as running,
+        AsyncExitStack() as clients,
+    ):
+        _clients = clients
         yield running
+    _clients = None
 
 
-async def _client(base_url: str, user: Any) -> Client:
-    http = httpx.AsyncClient(base_url=base_url, timeout=30)
-    return Client(http, user.user_id, user.access_token, user.device_id)
+async def _http(base_url: str) -> httpx.AsyncClient:
+    """An HTTP client of one instance (closed with the deployment)."""
+    assert _clients is not None
+    return await _clients.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))
 
 
-async def _sync(client: Client, since: str | None = None, timeout: int = 0) -> dict[str, Any]:
-    params: dict[str, Any] = {"timeout": timeout}
+async def _client(base_url: str, user: RegisteredUser) -> Client:
+    """A registered user's client of one instance."""
+    return Client(await _http(base_url), user.user_id, user.access_token, user.device_id)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], *, within_s: float = 5.0) -> None:
+    """Poll `check` from outside (as a client would) until it holds."""
+    with trio.fail_after(within_s):
+        for _ in range(10_000):
+            if await check():
+                return
+            await trio.sleep(0.05)
+
+
+async def _sync(client: Client, since: str | None = None, wait_ms: int = 0) -> dict[str, Any]:
+    params: dict[str, Any] = {"timeout": wait_ms}
     if since is not None:
         params["since"] = since
-    return assert_ok(await client.get(f"{V3}/sync", params=params))
+    return assert_ok(await client.get("/sync", params=params))
 
 
 def _timeline_bodies(sync: dict[str, Any], room_id: str) -> list[str]:
@@ -52,7 +76,7 @@ async def _sync_until(
     seen: list[dict[str, Any]] = []
     with trio.fail_after(timeout_s):
         while True:
-            sync = await _sync(client, since, timeout=5000)
+            sync = await _sync(client, since, wait_ms=5000)
             seen.append(sync)
             since = sync["next_batch"]
             if found(sync):
@@ -82,7 +106,7 @@ async def test_send_on_one_worker_sync_on_another_sees_every_event_once_in_order
         nursery.start_soon(send_all)
         with trio.fail_after(20):
             while len(received) < len(sent):
-                sync = await _sync(bob, since, timeout=5000)
+                sync = await _sync(bob, since, wait_ms=5000)
                 since = sync["next_batch"]
                 received += _timeline_bodies(sync, room_id)
     assert received == sent
@@ -97,7 +121,7 @@ async def test_a_client_reads_its_own_writes_on_a_worker(deployment: InProcessDe
         await send_text(alice, room_id, f"m{i}")
         chunk = (await messages(alice, room_id, dir="b", limit=1))["chunk"]
         assert chunk[0]["content"]["body"] == f"m{i}"
-    path = f"{V3}/user/{alice.user_id}/account_data/org.example.test"
+    path = f"/user/{alice.user_id}/account_data/org.example.test"
     assert_ok(await alice.put(path, {"n": 1}))
     assert assert_ok(await alice.get(path)) == {"n": 1}
 
@@ -113,7 +137,7 @@ async def test_ephemeral_streams_cross_instances(deployment: InProcessDeployment
     since = (await _sync(bob))["next_batch"]
 
     # Typing on worker 1 reaches bob's sync on worker 2.
-    typing = f"{V3}/rooms/{room_id}/typing/{alice.user_id}"
+    typing = f"/rooms/{room_id}/typing/{alice.user_id}"
     assert_ok(await alice.put(typing, {"typing": True, "timeout": 30000}))
 
     def typing_seen(sync: dict[str, Any]) -> bool:
@@ -126,7 +150,7 @@ async def test_ephemeral_streams_cross_instances(deployment: InProcessDeployment
     since, _ = await _sync_until(bob, since, typing_seen)
 
     # A read receipt.
-    assert_ok(await alice.post(f"{V3}/rooms/{room_id}/receipt/m.read/{event_id}", {}))
+    assert_ok(await alice.post(f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))
 
     def receipt_seen(sync: dict[str, Any]) -> bool:
         room = sync.get("rooms", {}).get("join", {}).get(room_id, {})
@@ -138,7 +162,7 @@ async def test_ephemeral_streams_cross_instances(deployment: InProcessDeployment
     since, _ = await _sync_until(bob, since, receipt_seen)
 
     # A to-device message to bob's device.
-    txn = f"{V3}/sendToDevice/org.example.ping/t1"
+    txn = "/sendToDevice/org.example.ping/t1"
     body = {"messages": {bob.user_id: {bob.device_id: {"hello": "bob"}}}}
     assert_ok(await alice.put(txn, body))
 
@@ -149,8 +173,8 @@ async def test_ephemeral_streams_cross_instances(deployment: InProcessDeployment
     since, _ = await _sync_until(bob, since, to_device_seen)
 
     # Bob's own account data, written on main, reaches his sync on worker 2.
-    main_bob = await _client(deployment.main.base_url, bob)
-    path = f"{V3}/user/{bob.user_id}/account_data/org.example.colour"
+    main_bob = Client(await _http(deployment.main.base_url), bob.user_id, bob.token, bob.device_id)
+    path = f"/user/{bob.user_id}/account_data/org.example.colour"
     assert_ok(await main_bob.put(path, {"colour": "green"}))
 
     def account_data_seen(sync: dict[str, Any]) -> bool:
@@ -160,7 +184,7 @@ async def test_ephemeral_streams_cross_instances(deployment: InProcessDeployment
     since, _ = await _sync_until(bob, since, account_data_seen)
 
     # Presence set on worker 1 is seen by bob on worker 2.
-    status = f"{V3}/presence/{alice.user_id}/status"
+    status = f"/presence/{alice.user_id}/status"
     assert_ok(await alice.put(status, {"presence": "online", "status_msg": "here"}))
 
     def presence_seen(sync: dict[str, Any]) -> bool:
@@ -183,14 +207,16 @@ async def test_logout_on_one_instance_is_seen_by_every_instance(
     on_w1 = await _client(w1.base_url, user)
     on_w2 = await _client(w2.base_url, user)
     # Both workers have the token cached.
-    assert_ok(await on_w1.get(f"{V3}/account/whoami"))
-    assert_ok(await on_w2.get(f"{V3}/account/whoami"))
-    assert_ok(await on_w1.post(f"{V3}/logout", {}))
-    assert_error(await on_w1.get(f"{V3}/account/whoami"), 401, "M_UNKNOWN_TOKEN")
+    assert_ok(await on_w1.get("/account/whoami"))
+    assert_ok(await on_w2.get("/account/whoami"))
+    assert_ok(await on_w1.post("/logout", {}))
+    assert_error(await on_w1.get("/account/whoami"), 401, "M_UNKNOWN_TOKEN")
+
     # The caches stream reaches worker 2 promptly.
-    with trio.fail_after(5):
-        while (await on_w2.get(f"{V3}/account/whoami")).status_code != 401:
-            await trio.sleep(0.05)
+    async def logged_out() -> bool:
+        return (await on_w2.get("/account/whoami")).status_code == 401
+
+    await _eventually(logged_out)
 
 
 async def test_push_rules_changed_on_main_are_read_on_a_worker(
@@ -199,12 +225,14 @@ async def test_push_rules_changed_on_main_are_read_on_a_worker(
     user = await deployment.main.register_user("alice")
     on_main = await _client(deployment.main.base_url, user)
     on_worker = await _client(deployment.workers[0].base_url, user)
-    rule = f"{V3}/pushrules/global/override/.m.rule.master/enabled"
+    rule = "/pushrules/global/override/.m.rule.master/enabled"
     assert assert_ok(await on_worker.get(rule)) == {"enabled": False}
     assert_ok(await on_main.put(rule, {"enabled": True}))
-    with trio.fail_after(5):
-        while assert_ok(await on_worker.get(rule)) != {"enabled": True}:
-            await trio.sleep(0.05)
+
+    async def enabled() -> bool:
+        return assert_ok(await on_worker.get(rule)) == {"enabled": True}
+
+    await _eventually(enabled)
 
 
 async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
@@ -223,18 +251,18 @@ async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
         async with open_database(config.data_path(config.database.path)) as db:
             components = build_components(config, db, key)
             main_components = build_components(running.main.config, db, key)
-    assert components.persister is None
-    assert main_components.persister is not None
-    names = {getattr(s, "__qualname__", repr(s)) for s in components.subsystems}
-    main_names = {getattr(s, "__qualname__", repr(s)) for s in main_components.subsystems}
-    assert "EventExpirer.run" in main_names
-    assert "EventExpirer.run" not in names
-    # The local write path is unreachable: the send handler's writer refuses.
-    with pytest.raises(NotStreamWriter):
-        await components.deps.send.send_message(
-            Requester("@alice:localhost", "DEV", "token"),
-            "!room:localhost",
-            "m.room.message",
-            {"body": "x"},
-            "txn1",
-        )
+            assert components.persister is None
+            assert main_components.persister is not None
+            names = {getattr(s, "__qualname__", repr(s)) for s in components.subsystems}
+            main_names = {getattr(s, "__qualname__", repr(s)) for s in main_components.subsystems}
+            assert "EventExpirer.run" in main_names
+            assert "EventExpirer.run" not in names
+            # The local write path is unreachable: the send handler's writer refuses.
+            with pytest.raises(NotStreamWriter):
+                await components.deps.send.send_message(
+                    Requester("@alice:localhost", "DEV", "token"),
+                    "!room:localhost",
+                    "m.room.message",
+                    {"body": "x"},
+                    "txn1",
+                )

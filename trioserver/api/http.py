@@ -174,6 +174,9 @@ class Route(Generic[D]):
     # Issue 13: a POST/PUT/DELETE that writes no replicated stream, so a worker answers it
     # itself; every other write is forwarded to main (see `trioserver.internal.forwarding`).
     local: bool = False
+    # Issue 13: a read that must still be answered by main, because main keeps what it
+    # hands out in memory (the shared-secret registration nonce).
+    on_main: bool = False
 
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -188,6 +191,7 @@ def route(
     guest: bool = False,
     body: BodyMode = "whole",
     local: bool = False,
+    on_main: bool = False,
 ) -> Route[D]:
     """Build a route from a path template.
 
@@ -196,7 +200,7 @@ def route(
     Guest accounts get 403 ``M_GUEST_ACCESS_FORBIDDEN`` unless `guest` is set. With
     ``body="stream"`` the handler gets the body as `Request.body_stream` (see the module
     docstring). `local` marks a write a worker answers itself (it writes no replicated
-    stream); GET/HEAD routes are always answered locally.
+    stream); GET/HEAD routes are answered locally unless `on_main` is set.
     """
 
     def to_regex(match: re.Match[str]) -> str:
@@ -205,7 +209,7 @@ def route(
         return f"(?P<{name}>{body})"
 
     pattern = re.compile("^" + _PARAM.sub(to_regex, template) + r"\Z")
-    return Route(method, pattern, handler, auth, guest, body, local)
+    return Route(method, pattern, handler, auth, guest, body, local, on_main)
 
 
 # Resolves an access token to its user (401 M_UNKNOWN_TOKEN when it is not valid).
@@ -390,7 +394,7 @@ _WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 
 
 def _is_forwarded(method: str, target: Route[Any]) -> bool:
-    return method in _WRITE_METHODS and not target.local
+    return target.on_main or (method in _WRITE_METHODS and not target.local)
 
 
 def _path_and_query(scope: Scope) -> str:

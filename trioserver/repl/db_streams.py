@@ -130,6 +130,11 @@ class EventsFollower:
         self._notifier = notifier
         self._position = position
 
+    async def load(self, store: StreamUpdateStore) -> None:
+        """Start at the highest event committed when the worker starts (before serving);
+        replication's catch-up takes it from there. Checkpoint: yes."""
+        self._position = max(self._position, await store.max_event_stream_ordering())
+
     def position(self) -> int:
         """The events stream position applied up to."""
         return self._position

@@ -247,6 +247,11 @@ def _max_invalidation_txn(txn: Txn) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _max_event_stream_txn(txn: Txn) -> int:
+    row = txn.execute("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 _STREAMS: dict[str, tuple[str, Callable[[Row], Any]]] = {
     "events": (_EVENTS_SQL, _event_row),
     "receipts": (_RECEIPTS_SQL, _receipt_row),
@@ -286,6 +291,10 @@ class StreamUpdateStore:
         return await self._db.run_read(
             f"{stream}_stream_updates", _page_txn, sql, from_token, upto_token, limit, make
         )
+
+    async def max_event_stream_ordering(self) -> int:
+        """The events stream's highest committed position (0 when none). Checkpoint: yes."""
+        return await self._db.run_read("max_event_stream_ordering", _max_event_stream_txn)
 
     async def max_invalidation_id(self) -> int:
         """The caches stream's highest stream id (0 when none). Checkpoint: yes."""

@@ -25,6 +25,7 @@ async def post_register(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
-    route("GET", f"{ADMIN_V1}/register", get_nonce, auth="none"),
+    # The nonce is kept in main's memory, where the POST that uses it is forwarded.
+    route("GET", f"{ADMIN_V1}/register", get_nonce, auth="none", on_main=True),
     route("POST", f"{ADMIN_V1}/register", post_register, auth="none"),
 ]
