@@ -30,10 +30,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from trioserver.setup_files import CONFIG_FILE_NAME, render_config
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VERSIONS_PATH = "/_matrix/client/versions"
@@ -160,13 +164,22 @@ class ServerProcess:
     """A ``python -m trioserver run`` child process on a free loopback port."""
 
     def __init__(
-        self, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        log_name: str = "server.log",
     ) -> None:
+        """`extra_args` go after ``run`` (``--workers 2``, ``--instance NAME``); two processes
+        of one data dir need their own `log_name`."""
         self.data_dir = data_dir
         self.env = env
         self.port = port if port is not None else free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
+        self.extra_args = tuple(extra_args)
+        self.log_path = data_dir / log_name
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
 
@@ -179,7 +192,7 @@ class ServerProcess:
     def spawn(self) -> None:
         """Start the process; `spawned_at` is the perf_counter just before the fork."""
         cmd = [sys.executable, "-m", "trioserver", "run"]
-        cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args]
         log = self.log_path.open("ab")
         self.spawned_at = time.perf_counter()
         # Run from the data dir: `python -m` puts the working directory first on sys.path, and

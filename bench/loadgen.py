@@ -60,6 +60,9 @@ class H11Client:
         self._address = (host, port)
         self._host = f"{host}:{port}".encode()
         self._conn = h11.Connection(h11.CLIENT)
+        # The process that answered last (its ``X-Trioserver-Instance`` header): with
+        # `run --workers N` the kernel picks which process accepts a connection.
+        self.instance: str | None = None
 
     @classmethod
     async def connect(cls, base_url: str) -> H11Client:
@@ -114,6 +117,9 @@ class H11Client:
                 self._conn.receive_data(await self._stream.receive_some(65536))
             elif isinstance(event, h11.Response):
                 status = event.status_code
+                for name, value in event.headers:
+                    if name == b"x-trioserver-instance":
+                        self.instance = value.decode("latin-1")
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
