@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-One `httpx.AsyncClient` per worker (it runs under trio) keeps a pool of keep-alive
-connections to main, so a forwarded write costs no TCP handshake. Every request carries
+One `InternalTransport` per worker (plain HTTP/1.1 over h11, `transport.py`) keeps a pool of
+keep-alive connections to main, so a forwarded write costs no TCP handshake. Every request carries
 ``Authorization: Bearer <replication.secret>``. Anything that keeps an answer from arriving
 (refused, reset, timed out, a malformed answer) raises `WriterUnavailable`, which the client
 of the worker sees as 503 ``M_UNKNOWN``; an answer main gives (any status) is passed on as is.
@@ -12,9 +12,9 @@ of the worker sees as 503 ``M_UNKNOWN``; an answer main gives (any status) is pa
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 import attrs
-import httpx
 import orjson
 
 from trioserver.internal.errors import WriterUnavailable
@@ -27,6 +27,7 @@ from trioserver.internal.protocol import (
     PRESENCE_SYNC_PATH,
     STREAM_UPDATES_PREFIX,
 )
+from trioserver.internal.transport import InternalTransport, RawResponse, TransportError
 from trioserver.repl.streams import UpdatePage
 
 if TYPE_CHECKING:
@@ -55,12 +56,15 @@ class MainClient:
         self, base_url: str, *, secret: str, instance_name: str, timeout_s: float = 120.0
     ) -> None:
         self._instance_name = instance_name
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {secret}"},
-            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
+        self._authorization = ("authorization", f"Bearer {secret}")
+        url = urlsplit(base_url)
+        if url.hostname is None or url.port is None:
+            raise ValueError(f"main's internal address needs a host and a port: {base_url}")
+        self._transport = InternalTransport(
+            url.hostname,
+            url.port,
+            timeout_s=timeout_s,
+            connect_timeout_s=min(CONNECT_TIMEOUT_S, timeout_s),
         )
 
     async def forward(
@@ -86,14 +90,12 @@ class MainClient:
         sent = [_forwarded_header(k, v) for k, v in headers if k.lower() in FORWARDED_HEADERS]
         if client_addr:
             sent.append((CLIENT_ADDR_HEADER, client_addr))
-        response = await self._send(
-            method, CLIENT_PREFIX + path_and_query, headers=sent, content=body
-        )
+        response = await self._send(method, CLIENT_PREFIX + path_and_query, sent, body)
         return ForwardedResponse(
-            status=response.status_code,
-            headers=tuple(response.headers.items()),
-            body=response.content,
-            positions=_positions(response.headers.get(POSITIONS_HEADER)),
+            status=response.status,
+            headers=response.headers,
+            body=response.body,
+            positions=_positions(response.header(POSITIONS_HEADER)),
         )
 
     async def stream_updates(self, stream: str, from_token: int, upto_token: int) -> UpdatePage:
@@ -102,8 +104,8 @@ class MainClient:
         Raises:
             WriterUnavailable: main could not be reached or refused (e.g. an unknown stream).
         """
-        params = {"from_token": str(from_token), "upto_token": str(upto_token)}
-        response = await self._send("GET", STREAM_UPDATES_PREFIX + stream, params=params)
+        query = urlencode({"from_token": from_token, "upto_token": upto_token})
+        response = await self._send("GET", f"{STREAM_UPDATES_PREFIX}{stream}?{query}", [], b"")
         body = _json_object(response, "stream_updates")
         try:
             updates = [(int(token), dict(row)) for token, row in body["updates"]]
@@ -129,8 +131,8 @@ class MainClient:
         response = await self._send(
             "POST",
             PRESENCE_SYNC_PATH,
-            content=orjson.dumps(payload),
-            headers=[("content-type", "application/json")],
+            [("content-type", "application/json")],
+            orjson.dumps(payload),
         )
         positions = _json_object(response, "presence_sync").get("positions", {})
         if not isinstance(positions, dict) or not all(
@@ -141,42 +143,18 @@ class MainClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections. Checkpoint: yes."""
-        await self._client.aclose()
+        await self._transport.aclose()
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        request = self._client.build_request(method, path, **kwargs)
-        # httpx sends a bytes body through an async generator, which a cancelled request
-        # (shutdown, a client gone) leaves unclosed; a plain iterator has nothing to leak.
-        request.stream = _WholeBody(request.read())
+    async def _send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> RawResponse:
         try:
-            return await self._client.send(request)
-        except httpx.TransportError as exc:
-            # Connect errors, timeouts, resets, protocol errors: main did not answer.
-            raise WriterUnavailable(f"{type(exc).__name__}: {exc}") from None
-
-
-class _WholeBody(httpx.AsyncByteStream):
-    """A request body sent as one chunk (its Content-Length is already set)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def __aiter__(self) -> _OneChunk:
-        return _OneChunk(self._body)
-
-
-class _OneChunk:
-    def __init__(self, body: bytes) -> None:
-        self._body: bytes | None = body
-
-    def __aiter__(self) -> _OneChunk:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._body is None:
-            raise StopAsyncIteration
-        body, self._body = self._body, None
-        return body
+            return await self._transport.request(
+                method, target, [self._authorization, *headers], body
+            )
+        except TransportError as exc:
+            # Refused, reset, timed out, not HTTP: main did not answer.
+            raise WriterUnavailable(str(exc)) from None
 
 
 def _forwarded_header(name: str, value: str) -> tuple[str, str]:
@@ -197,11 +175,12 @@ def _positions(header: str | None) -> dict[str, int]:
     return positions
 
 
-def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise WriterUnavailable(f"{what} answered {response.status_code}: {response.text[:200]}")
+def _json_object(response: RawResponse, what: str) -> dict[str, Any]:
+    if response.status != 200:
+        text = response.body[:200].decode("utf-8", "replace")
+        raise WriterUnavailable(f"{what} answered {response.status}: {text}")
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(response.body)
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
