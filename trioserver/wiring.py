@@ -408,6 +408,9 @@ def build_streams(
         writer.persister.add_listener(handlers.typing.on_new_events)
         writer.persister.add_listener(handlers.presence.on_new_events)
         subsystems += [handlers.typing.run_timeouts, handlers.presence.run_timeouts]
+    elif not writes("presence"):
+        # A follower tells main when its users stop syncing (see PresenceHandler).
+        subsystems.append(handlers.presence.run_sync_lingering)
     loaded = (
         handlers.typing,
         handlers.receipts,
@@ -884,7 +887,7 @@ def build_worker_streams(
         config, core, followers, main_client, caches.caches.position
     )
     assert replication.client is not None
-    typing = handlers.typing
+    typing, presence = handlers.typing, handlers.presence
 
     def connection_changed(connected: bool) -> None:
         # Typing lives in main's memory: a worker cut off cannot tell whether main restarted
@@ -892,6 +895,8 @@ def build_worker_streams(
         # connection catches up from 0, which gives every room's current typists.
         if not connected:
             typing.reset(0)
+            # Main ends a departed instance's presence syncs: announce them again.
+            presence.forget_announced_nowait()
 
     replication.client.add_connection_listener(connection_changed)
     return FollowerPart(replication, loaders=(partial(events.load, caches.store),))

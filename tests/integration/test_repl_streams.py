@@ -23,7 +23,7 @@ from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.auth import AuthHandler, Requester
 from trioserver.handlers.e2e_keys import E2eKeysHandler
 from trioserver.handlers.notifier import Notifier
-from trioserver.handlers.presence import PresenceHandler
+from trioserver.handlers.presence import SYNC_LINGER_S, PresenceHandler
 from trioserver.handlers.push_rules import PushRulesHandler
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.room_reads import RoomReadHandler
@@ -395,9 +395,19 @@ async def test_presence_syncs_forward_and_count_on_main(
     async with main_and_worker(tmp_path) as pair:
         deps, worker = pair.env.components.deps, pair.worker
         alice = await pair.env.user("alice")
-        async with worker.presence.user_syncing(alice, None):
+        async with trio.open_nursery() as lingering:
+            lingering.start_soon(worker.presence.run_sync_lingering)
+            async with worker.presence.user_syncing(alice, None):
+                assert worker.forwarded == [(alice, "online", True)]
+            # Back-to-back long-polls are one announcement: nothing more is sent...
+            await trio.sleep(SYNC_LINGER_S / 2)
+            async with worker.presence.user_syncing(alice, None):
+                pass
             assert worker.forwarded == [(alice, "online", True)]
-        assert worker.forwarded == [(alice, "online", True), (alice, "online", False)]
+            # ...until the user has not synced here for SYNC_LINGER_S.
+            await trio.sleep(SYNC_LINGER_S + 1)
+            assert worker.forwarded == [(alice, "online", True), (alice, "online", False)]
+            lingering.cancel_scope.cancel()
 
         await deps.presence.remote_user_sync("w1", alice, "online", True)
         (event,) = deps.presence.presence_for_users([alice])
@@ -474,7 +484,9 @@ async def test_push_rules_marker_alone_refreshes_the_worker_rules(tmp_path: Path
         assert event["content"] == await deps.push_rules.rules_json(alice)
 
 
-async def test_a_worker_sync_goes_on_when_main_cannot_be_told(tmp_path: Path) -> None:
+async def test_a_worker_sync_goes_on_when_main_cannot_be_told(
+    tmp_path: Path, db_clock: MockClock
+) -> None:
     """Presence is best effort: a read on a worker answers while main is down (seed 3)."""
     async with main_and_worker(tmp_path) as pair:
         alice = await pair.env.user("alice")
@@ -515,6 +527,11 @@ async def test_a_worker_sync_goes_on_when_main_cannot_be_told(tmp_path: Path) ->
                 raise WriterUnavailable("ConnectError: connection refused")
 
         calls.clear()
-        async with (await follower_presence(gone_by_the_end)).user_syncing(alice, None):
-            pass
+        presence = await follower_presence(gone_by_the_end)
+        async with trio.open_nursery() as lingering:
+            lingering.start_soon(presence.run_sync_lingering)
+            async with presence.user_syncing(alice, None):
+                pass
+            await trio.sleep(SYNC_LINGER_S + 1)
+            lingering.cancel_scope.cancel()
         assert calls == [True, False]

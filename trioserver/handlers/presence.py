@@ -74,6 +74,9 @@ SYNC_ONLINE_TIMEOUT_MS = 30 * 1000
 LAST_ACTIVE_GRANULARITY_MS = 60 * 1000
 # How long a worker's end-of-sync notice to main may take (it is sent while cancelled too).
 FORWARD_END_TIMEOUT_S = 5.0
+# A follower tells main that a user stopped syncing this long after their last sync here
+# ended (a client long-polls back to back; Synapse's workers wait 10 s too).
+SYNC_LINGER_S = 10.0
 
 
 @attrs.frozen
@@ -133,6 +136,12 @@ class PresenceHandler:
         self._forward_sync = forward_sync
         # (instance, user id) -> syncs in flight there (main only; see remote_user_sync).
         self._remote_syncs: dict[tuple[str, str], int] = {}
+        # A follower's record of what main was told (see `_forwarded_sync`): user -> the
+        # state announced, this instance's syncs in flight, trio time the last one ended.
+        self._announced: dict[str, str] = {}
+        self._local_syncs: dict[str, int] = {}
+        self._sync_ended: dict[str, float] = {}
+        self._linger_wakeup = trio.Event()
         self._store = PresenceStore(db)
         self._notifier = notifier
         self._positions = positions
@@ -271,29 +280,73 @@ class PresenceHandler:
 
     @asynccontextmanager
     async def _forwarded_sync(self, user_id: str, state: str | None) -> AsyncIterator[None]:
+        # Main is told when this instance's syncs of a user start (with their state) and,
+        # `SYNC_LINGER_S` after the last one ended, that they stopped; not per request (a
+        # client long-polls back to back), as Synapse's workers' USER_SYNC.
         state = ONLINE if state is None else state
         if state not in PRESENCE_STATES:
             raise MatrixError("M_INVALID_PARAM", f"Invalid set_presence: {state!r}")
-        assert self._forward_sync is not None
-        try:
-            await self._forward_sync(user_id, state, True)
-        except WriterUnavailable as exc:
-            # A read must answer while main is down (restarting): the sync goes on; main
-            # did not count its start, so it is told nothing of its end either.
-            logger.info("presence: main not told of %s syncing: %s", user_id, exc.message)
-            yield
-            return
+        announced = self._announced.get(user_id)
+        if announced != state:
+            if announced is not None:
+                await self._announce_end(user_id)
+            assert self._forward_sync is not None
+            try:
+                await self._forward_sync(user_id, state, True)
+            except WriterUnavailable as exc:
+                # A read must answer while main is down (restarting): the sync goes on; main
+                # did not count its start, so it is told nothing of its end either.
+                logger.info("presence: main not told of %s syncing: %s", user_id, exc.message)
+                yield
+                return
+            self._announced[user_id] = state
+        self._local_syncs[user_id] = self._local_syncs.get(user_id, 0) + 1
+        self._sync_ended.pop(user_id, None)
         try:
             yield
         finally:
-            # Shielded: main must hear that this sync ended even when it was cancelled
-            # (client gone), or it would count the user as syncing forever.
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(FORWARD_END_TIMEOUT_S),
-                suppress(WriterUnavailable),  # main went away: it forgot this sync anyway
-            ):
-                await self._forward_sync(user_id, state, False)
+            remaining = self._local_syncs[user_id] - 1
+            if remaining:
+                self._local_syncs[user_id] = remaining
+            else:
+                del self._local_syncs[user_id]
+                self._sync_ended[user_id] = trio.current_time()
+                self._linger_wakeup.set()
+
+    async def _announce_end(self, user_id: str) -> None:
+        """Tell main this instance's syncs of `user_id` stopped (best effort)."""
+        state = self._announced.pop(user_id, None)
+        if state is None:
+            return
+        assert self._forward_sync is not None
+        with (
+            trio.CancelScope(shield=True),  # main would count the user as syncing forever
+            trio.move_on_after(FORWARD_END_TIMEOUT_S),
+            suppress(WriterUnavailable),  # main went away: it forgot this sync anyway
+        ):
+            await self._forward_sync(user_id, state, False)
+
+    def forget_announced_nowait(self) -> None:
+        """The replication link to main dropped, and main ended this instance's syncs: the
+        next sync of each user is announced again (follower only)."""
+        self._announced.clear()
+        self._sync_ended.clear()
+
+    async def run_sync_lingering(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """On a follower: tell main of users whose syncs here ended `SYNC_LINGER_S` ago, until
+        cancelled (STYLE S1)."""
+        task_status.started()
+        while True:
+            self._linger_wakeup = trio.Event()
+            now = trio.current_time()
+            for user_id in [u for u, at in self._sync_ended.items() if at + SYNC_LINGER_S <= now]:
+                del self._sync_ended[user_id]
+                await self._announce_end(user_id)
+            deadline = min(self._sync_ended.values(), default=math.inf) + SYNC_LINGER_S
+            with trio.move_on_at(deadline):
+                await self._linger_wakeup.wait()
 
     async def remote_user_sync(
         self, instance: str, user_id: str, state: str | None, syncing: bool
