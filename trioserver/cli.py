@@ -41,7 +41,6 @@ from trioserver.setup_files import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from trioserver.nursery import RunningServer
 
 logger = logging.getLogger("trioserver")
 
@@ -134,12 +133,9 @@ async def _run(
 
     await ensure_data_files(config)
     first_user_hint = child is None and not await has_users(config)
-    if pool is not None:
-        # serve() owns (closes) what it is given; the pool's own copies outlive it, for
-        # restarting workers.
-        listen_fds: Sequence[int] = [os.dup(sock.fileno()) for sock in pool.sockets]
-    else:
-        listen_fds = child.listen_fds if child is not None else ()
+    # Main of a pool accepts no client connection: its workers take them all and forward
+    # writes to it, so the one writer is not also serving long-polls (BENCHMARKS.md §11).
+    listen_fds: Sequence[int] = child.listen_fds if child is not None else ()
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -158,23 +154,31 @@ async def _run(
                 if child is not None:
                     nursery.start_soon(_stop_when_parent_gone, child.parent_fd, shutdown)
                 running = await server_nursery.start(
-                    partial(serve, config, shutdown=shutdown, listen_fds=listen_fds)
+                    partial(
+                        serve,
+                        config,
+                        shutdown=shutdown,
+                        listen_fds=listen_fds,
+                        serve_clients=pool is None,
+                    )
                 )
                 if pool is not None:
                     # After main listens: workers connect to its replication listener.
                     await server_nursery.start(run_pool, pool, shutdown)
-                _announce(config, running, config_path_hint if first_user_hint else None)
+                scheme = "https" if config.http.tls_certificate_path else "http"
+                url = pool.client_url(scheme) if pool is not None else running.base_urls[0]
+                _announce(config, url, config_path_hint if first_user_hint else None)
             # serve() has returned: in-flight requests are done. Stop watching for signals.
             nursery.cancel_scope.cancel()
     logger.info("stopped")
 
 
-def _announce(config: Config, running: RunningServer, register_hint: str | None) -> None:
+def _announce(config: Config, url: str, register_hint: str | None) -> None:
     if not config.is_main:
         # A worker of a pool: main has announced the address; this line tells its pid.
         print(f"trioserver {config.instance_name} is running (pid {os.getpid()})")
     else:
-        print(f"trioserver is running for {config.server_name} at {running.base_urls[0]}")
+        print(f"trioserver is running for {config.server_name} at {url}")
     if register_hint is not None:
         print(
             "Create the first user with:\n  trioserver register-user"

@@ -287,6 +287,7 @@ async def serve(
     *,
     shutdown: trio.Event | None = None,
     listen_fds: Sequence[int] = (),
+    serve_clients: bool = True,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one server instance until `shutdown` is set (graceful) or it is cancelled.
@@ -296,6 +297,8 @@ async def serve(
         shutdown: set it to stop gracefully.
         listen_fds: already listening client sockets to serve on instead of binding
             ``config.http`` (``run --workers``: see `trioserver.pool`); serve owns (closes) them.
+        serve_clients: run the client API listener; main of a ``run --workers`` pool does
+            not (its workers accept every client connection, main writes).
 
     Calls ``task_status.started(RunningServer)`` when every subsystem is ready.
     """
@@ -343,17 +346,21 @@ async def serve(
                 notifier.shut_down()
 
             try:
-                async with trio.open_nursery() as http_nursery:
-                    running = await http_nursery.start(
-                        partial(
-                            run_http_api,
-                            client_app,
-                            config.http,
-                            stop_serving,
-                            listen_fds=listen_fds,
+                if serve_clients:
+                    async with trio.open_nursery() as http_nursery:
+                        running = await http_nursery.start(
+                            partial(
+                                run_http_api,
+                                client_app,
+                                config.http,
+                                stop_serving,
+                                listen_fds=listen_fds,
+                            )
                         )
-                    )
-                    task_status.started(attrs.evolve(running, **ports))
+                        task_status.started(attrs.evolve(running, **ports))
+                else:
+                    task_status.started(RunningServer((), **ports))
+                    await stop_serving()
             finally:
                 if replication.main_client is not None:
                     with trio.CancelScope(shield=True):  # closing sockets only

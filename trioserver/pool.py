@@ -214,6 +214,12 @@ class Pool:
     sockets: Sequence[socket.socket]
     stop_timeout: float
 
+    def client_url(self, scheme: str) -> str:
+        """The URL of the first client socket (what main announces; workers accept on it)."""
+        host, port = self.sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{shown}:{port}"
+
     def command(self) -> list[str]:
         """A worker's command line (no secret on it: that is in `POOL_ENV`)."""
         return [sys.executable, "-m", "trioserver", "run", "--config", str(self.config_path)]
