@@ -103,6 +103,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     parser.add_argument("--max-time", type=int, default=600, help="schemathesis time budget (s)")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=0,
+        help="run the server as `trioserver run --workers N` (every request through a worker)",
+    )
     parser.add_argument("extra", nargs="*", help="more schemathesis arguments (after --)")
     args = parser.parse_args()
     schemathesis = ensure_schemathesis()
@@ -114,13 +120,18 @@ def main() -> int:
         config = write_config(data_dir, port)
         log_path = data_dir / "server.log"
         with log_path.open("wb") as log:
+            pool = ["--workers", str(args.server_workers)] if args.server_workers else []
             server = subprocess.Popen(
-                [trioserver, "run", "--config", str(config)], stdout=log, stderr=log
+                [trioserver, "run", "--config", str(config), *pool], stdout=log, stderr=log
             )
         try:
             base = f"http://127.0.0.1:{port}"
             wait_until_up(base, server)
             client = base + "/_matrix/client/v3"
+            if args.server_workers:
+                # A worker answers /versions before its replication link to main is up, and a
+                # write it forwards before that is refused (503): wait for the link.
+                time.sleep(3)
             user = post(
                 client + "/register",
                 {"username": "fuzz", "password": "fuzzpw", "auth": {"type": "m.login.dummy"}},

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -81,22 +81,28 @@ class ServerProcess:
                 await trio.sleep(0.02)
 
 
-@asynccontextmanager
-async def server_process(*args: str | Path, cwd: Path) -> AsyncIterator[ServerProcess]:
-    """Start `trioserver run --port <free port> *args` and wait until /versions answers.
+async def launch_server(
+    args: Sequence[str | Path],
+    *,
+    cwd: Path,
+    port: int,
+    label: str,
+    env: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    """Start `trioserver run *args` and wait until /versions answers on `port`.
 
-    The process is killed on the way out if it is still running.
+    The process is killed if it exits or does not answer in time.
     """
-    port = free_port()
-    stdout_path = cwd / f"run-{port}.out"
-    stderr_path = cwd / f"run-{port}.err"
+    stdout_path = cwd / f"{label}.out"
+    stderr_path = cwd / f"{label}.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [*COMMAND, "run", "--port", str(port), *map(str, args)],
+            [*COMMAND, "run", *map(str, args)],
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
+            env=None if env is None else dict(env),
         )
     base_url = f"http://127.0.0.1:{port}"
     server = ServerProcess(process, base_url, port, stdout_path, stderr_path)
@@ -105,13 +111,30 @@ async def server_process(*args: str | Path, cwd: Path) -> AsyncIterator[ServerPr
             with trio.fail_after(STARTUP_TIMEOUT_S):
                 while True:
                     if process.poll() is not None:
-                        raise AssertionError(f"server exited early:\n{server.output()}")
+                        raise AssertionError(f"{list(args)} exited early:\n{server.output()}")
                     try:
                         if (await http.get("/_matrix/client/versions")).status_code == 200:
-                            break
+                            return server
                     except httpx.TransportError:
                         pass
                     await trio.sleep(0.05)
+    except BaseException:
+        process.kill()
+        raise
+
+
+@asynccontextmanager
+async def server_process(*args: str | Path, cwd: Path) -> AsyncIterator[ServerProcess]:
+    """Start `trioserver run --port <free port> *args` and wait until /versions answers.
+
+    The process is killed on the way out if it is still running.
+    """
+    port = free_port()
+    server = await launch_server(
+        ["--port", str(port), *args], cwd=cwd, port=port, label=f"run-{port}"
+    )
+    process = server.process
+    try:
         yield server
     finally:
         if process.poll() is None:

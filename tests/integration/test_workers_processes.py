@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -27,10 +26,9 @@ from trioserver.pool import free_loopback_port
 
 from tests.integration.client import Client, assert_error, assert_ok, register
 from tests.integration.test_cli import (
-    COMMAND,
-    STARTUP_TIMEOUT_S,
     ServerProcess,
     admin_register_body,
+    launch_server,
     run_cli,
     shared_secret,
     use_cheap_bcrypt,
@@ -74,36 +72,10 @@ def write_deployment_config(data_dir: Path, workers: tuple[str, ...]) -> dict[st
 
 
 async def launch(cwd: Path, port: int, *args: str | Path) -> ServerProcess:
-    """Start `trioserver run *args` and wait until it answers /versions on `port`."""
-    label = f"run-{next(_launches)}"
-    stdout_path, stderr_path = cwd / f"{label}.out", cwd / f"{label}.err"
+    """Start `trioserver run *args` (this checkout's code) and wait until it answers on
+    `port`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [*COMMAND, "run", *map(str, args)],
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=env,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(process, base_url, port, stdout_path, stderr_path)
-    try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            with trio.fail_after(STARTUP_TIMEOUT_S):
-                while True:
-                    if process.poll() is not None:
-                        raise AssertionError(f"{args} exited early:\n{server.output()}")
-                    try:
-                        if (await http.get("/_matrix/client/versions")).status_code == 200:
-                            return server
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
-    except BaseException:
-        process.kill()
-        raise
+    return await launch_server(args, cwd=cwd, port=port, label=f"run-{next(_launches)}", env=env)
 
 
 class Deployment:

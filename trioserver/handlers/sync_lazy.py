@@ -19,10 +19,11 @@ per room, so a user's member event in one room evicts theirs in another). Like S
 record is kept in memory only and is forgotten on an initial sync; a forgotten entry costs a
 redundant member event, never a missing one.
 
-The record is trusted only for a sync that continues the sequence this instance answered: its
-``since`` is the ``next_batch`` this instance last gave the device (`answered`). Otherwise
-(another instance of the deployment answered in between, issue 13, or the client retried a sync
-whose answer it never got) the client may hold less than the record says, so it is forgotten.
+The record is trusted only for a sync from a ``since`` this instance itself gave the device
+(one of its last `ANSWERS_KEPT` ``next_batch`` tokens, `answered`; clients, SyTest among them,
+may sync again from an older token of theirs). A ``since`` this instance never gave out comes
+from another instance of the deployment (issue 13), which may have started the device over:
+the client may then hold less than the record says, so it is forgotten.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 MEMBER = "m.room.member"
 MAX_DEVICES = 10_000
 MAX_MEMBERS_PER_DEVICE = 1_000
+# How many of its own next_batch tokens per device an instance recognises as a since.
+ANSWERS_KEPT = 8
 
 
 class SentMembers:
@@ -51,22 +54,25 @@ class SentMembers:
         ] = collections.OrderedDict()
         self._max_devices = max_devices
         self._per_device = per_device
-        # (user, device) -> the next_batch this instance last answered that device with.
-        self._answered: collections.OrderedDict[tuple[str, str], object] = (
+        # (user, device) -> the last next_batch tokens this instance answered that device with.
+        self._answered: collections.OrderedDict[tuple[str, str], collections.deque[object]] = (
             collections.OrderedDict()
         )
 
     def start(self, key: tuple[str, str], since: object | None) -> None:
-        """A sync from `since` begins: keep the record only if it continues our last answer."""
-        if since is None or self._answered.get(key) != since:
+        """A sync from `since` begins: keep the record only if we gave the device `since`."""
+        if since is None or since not in self._answered.get(key, ()):
             self.forget(key)
 
     def answered(self, key: tuple[str, str], next_batch: object) -> None:
-        """The sync was answered with `next_batch` (the record now matches it)."""
-        self._answered[key] = next_batch
+        """The sync was answered with `next_batch`."""
+        tokens = self._answered.get(key)
+        if tokens is None:
+            tokens = self._answered[key] = collections.deque(maxlen=ANSWERS_KEPT)
+            if len(self._answered) > self._max_devices:
+                self._answered.popitem(last=False)
         self._answered.move_to_end(key)
-        if len(self._answered) > self._max_devices:
-            self._answered.popitem(last=False)
+        tokens.append(next_batch)
 
     def forget(self, key: tuple[str, str]) -> None:
         """A new sync sequence (no ``since``): the client starts from nothing."""

@@ -71,8 +71,9 @@ class DbWriterStream:
         return to_page(page.rows, page.upto_token, page.limited)
 
 
-class DbFollowerStream:
-    """A database-backed stream as a worker applies it."""
+class DbFollowerStream(DbWriterStream):
+    """A database-backed stream as a worker applies it: it reads the same pages (from the
+    shared database) to catch up, and its position is the follower handler's."""
 
     def __init__(
         self,
@@ -82,25 +83,9 @@ class DbFollowerStream:
         position: Callable[[], int],
         apply: Applier,
     ) -> None:
-        self._name = name
-        self._store = store
+        super().__init__(name, store, position)
         self._row_type = row_type
-        self._position = position
         self._apply = apply
-
-    @property
-    def name(self) -> str:
-        """The stream's name."""
-        return self._name
-
-    def current_token(self) -> int:
-        """The position applied up to (the follower handler's)."""
-        return self._position()
-
-    async def get_updates(self, from_token: int, upto_token: int, limit: int) -> UpdatePage:
-        """The rows in ``(from, upto]``, read from the shared database. Checkpoint: yes."""
-        page = await self._store.updates(self._name, from_token, upto_token, limit)
-        return to_page(page.rows, page.upto_token, page.limited)
 
     async def apply(self, token: int, rows: Sequence[JsonRow]) -> None:
         """Structure the rows and hand them to the applier. Checkpoint: maybe.
