@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 import attrs
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from trioserver import wiring
@@ -37,6 +36,7 @@ from trioserver.internal.app import create_internal_app
 from trioserver.internal.forwarding import PresenceForwarder
 from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
+from trioserver.listeners import host_port, hypercorn_config
 from trioserver.storage.persistence import EventPersister, NoEventWriter
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.meta import check_server_name
@@ -44,6 +44,8 @@ from trioserver.supervisor import Subsystem, run_supervised
 
 if TYPE_CHECKING:
     from signedjson.types import SigningKey
+
+    from hypercorn.config import Config as HypercornConfig
 
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
@@ -78,30 +80,19 @@ class RunningServer:
 
 
 def _bind_strings(http: HttpConfig) -> list[str]:
-    return [
-        f"[{addr}]:{http.port}" if ":" in addr else f"{addr}:{http.port}"
-        for addr in http.bind_addresses
-    ]
-
-
-KEEP_ALIVE_TIMEOUT_S = 75.0
+    return [host_port(addr, http.port) for addr in http.bind_addresses]
 
 
 def _hypercorn_config(http: HttpConfig, listen_fds: Sequence[int] = ()) -> HypercornConfig:
-    hc = HypercornConfig()
     # Listening sockets made by someone else (`run --workers`: main binds the client port once
     # and every process of the pool accepts on it); hypercorn adopts a socket from "fd://N".
-    hc.bind = [f"fd://{fd}" for fd in listen_fds] if listen_fds else _bind_strings(http)
+    hc = hypercorn_config(
+        [f"fd://{fd}" for fd in listen_fds] if listen_fds else _bind_strings(http)
+    )
     if http.tls_certificate_path is not None:
         hc.certfile = http.tls_certificate_path
         hc.keyfile = http.tls_private_key_path
     hc.graceful_timeout = http.graceful_shutdown_seconds
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.include_server_header = False
-    # hypercorn closes idle connections after 5 s; a client that reuses one just as it closes
-    # sees "connection closed" (SyTest lost tests to this). Keep them as long as nginx does.
-    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
     return hc
 
 

@@ -3,17 +3,18 @@
 Theory of operation
 -------------------
 Main binds the client listening sockets itself (`bind_client_sockets`) before anything else
-runs, serves its own client API on them, and hands the same sockets to every worker, so the
-kernel spreads connections over the processes that accept on them (no SO_REUSEPORT, no
-proxy). The file's config says nothing about the pool; `plan_pool` completes it in memory
-with an overlay: ``[workers.workerK]`` sections, loopback ports for ``[replication]`` and the
-``instance_map`` entries the file lacks, and a random ``replication.secret`` unless the file
-has one. Main validates that overlay like any config (`config.load_config(overlay=...)`).
+runs and hands them to every worker, so the kernel spreads connections over the workers
+that accept on them (no SO_REUSEPORT, no proxy). Main itself accepts none (it is the one
+writer; `serve(serve_clients=False)`). The file's config says nothing about the pool;
+`plan_pool` completes it in memory with an overlay: ``[workers.workerK]`` sections,
+loopback ports for ``[replication]`` and the ``instance_map`` entries the file lacks, and a
+random ``replication.secret`` unless the file has one. Main validates that overlay like any
+config (`config.load_config(overlay=...)`).
 
 A worker is ``sys.executable -m trioserver run --config F`` with the environment variable
 `POOL_ENV` holding a `PoolChild` as JSON (its instance name, the overlay, the socket fds and
 the parent-watch fd). The overlay holds the secret, so it never goes on the command line,
-where ``ps`` would show it; the child removes the variable from its environment at once.
+where ``ps`` would show it; the child removes the variable from ``os.environ`` at once.
 
 A worker whose parent dies must not go on serving alone. Main makes one pipe and keeps its
 write end, never writing to it; every worker inherits the read end and `wait_parent_gone`
@@ -47,6 +48,8 @@ import attrs
 import trio
 
 from trioserver.config import MAIN_INSTANCE
+from trioserver.listeners import host_port
+from trioserver.supervisor import next_backoff
 
 if TYPE_CHECKING:
     from trioserver.config import HttpConfig
@@ -217,8 +220,7 @@ class Pool:
     def client_url(self, scheme: str) -> str:
         """The URL of the first client socket (what main announces; workers accept on it)."""
         host, port = self.sockets[0].getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{shown}:{port}"
+        return f"{scheme}://{host_port(host, port)}"
 
     def command(self) -> list[str]:
         """A worker's command line (no secret on it: that is in `POOL_ENV`)."""
@@ -268,9 +270,13 @@ def next_restart_delay(previous: float | None, *, up_for_s: float) -> float:
     Args:
         previous: the delay before its last restart (None: it never restarted).
     """
-    if previous is None or up_for_s >= RESET_BACKOFF_AFTER_S:
-        return INITIAL_BACKOFF_S
-    return min(previous * 2, MAX_BACKOFF_S)
+    return next_backoff(
+        previous,
+        up_for_s,
+        first_s=INITIAL_BACKOFF_S,
+        max_s=MAX_BACKOFF_S,
+        healthy_after_s=RESET_BACKOFF_AFTER_S,
+    )
 
 
 async def _keep_running(pool: Pool, child: PoolChild, stopping: trio.Event) -> None:

@@ -80,7 +80,7 @@ class StreamIdGenerator:
     committed in allocation order; `current` is the highest committed id once the transaction
     that took it has returned.
 
-    On a follower (`StreamIdGenerator.follower`) nothing is allocated: `next_id` raises
+    On a follower (``writer=False``) nothing is allocated: `next_id` raises
     `NotStreamWriter`, and `current` is what replication has applied (`advance`).
     """
 
@@ -91,16 +91,6 @@ class StreamIdGenerator:
         # a reader that saw an id before its row committed would skip that row for good.
         self._committed = current
         self._writer = writer
-
-    @classmethod
-    def follower(cls, current: int) -> StreamIdGenerator:
-        """A generator that only follows the writer's positions."""
-        return cls(current, writer=False)
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this instance allocates the stream's positions."""
-        return self._writer
 
     def check_writer(self, stream: str) -> None:
         """Raise `NotStreamWriter` unless this instance writes `stream`."""
@@ -127,10 +117,6 @@ class StreamIdGenerator:
         """A follower applied rows up to `token` (never goes back)."""
         self._current = max(self._current, token)
         self._committed = self._current
-
-    def reset(self, token: int) -> None:
-        """The writer restarted an in-memory stream: stand at `token`."""
-        self._current = self._committed = token
 
     @property
     def current(self) -> int:

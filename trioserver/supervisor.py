@@ -36,16 +36,24 @@ MAX_BACKOFF_S = 60.0
 Subsystem = Callable[..., Awaitable[None]]
 
 
-def next_backoff(previous_s: float | None, healthy_for_s: float) -> float:
-    """The pause before the next restart.
+def next_backoff(
+    previous_s: float | None,
+    healthy_for_s: float,
+    *,
+    first_s: float = FIRST_BACKOFF_S,
+    max_s: float = MAX_BACKOFF_S,
+    healthy_after_s: float = MAX_BACKOFF_S,
+) -> float:
+    """The pause before the next restart: `first_s`, doubling up to `max_s`, and `first_s`
+    again after a run of `healthy_after_s` or more.
 
     Args:
         previous_s: the pause before the last restart, or None if there was none.
-        healthy_for_s: how long the subsystem ran before this failure.
+        healthy_for_s: how long the subsystem (or process) ran before this failure.
     """
-    if previous_s is None or healthy_for_s >= MAX_BACKOFF_S:
-        return FIRST_BACKOFF_S
-    return min(previous_s * 2, MAX_BACKOFF_S)
+    if previous_s is None or healthy_for_s >= healthy_after_s:
+        return first_s
+    return min(previous_s * 2, max_s)
 
 
 def subsystem_name(subsystem: Subsystem) -> str:

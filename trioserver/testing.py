@@ -19,21 +19,24 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 import trio
 
-from trioserver.config import Config, config_from_mapping
+from trioserver.config import Config, config_from_mapping, merge_config
 from trioserver.handlers.shared_secret import registration_mac
 from trioserver.nursery import RunningServer, serve
+from trioserver.pool import worker_names
 from trioserver.setup_files import ensure_data_files
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 _TEST_DEFAULTS: dict[str, Any] = {
     "server_name": "localhost",
@@ -52,16 +55,6 @@ class RegisteredUser:
     access_token: str
     device_id: str
     password: str
-
-
-def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _post_json(base_url: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
@@ -158,7 +151,7 @@ async def serve_in_process(
         return
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
-        raw = _merge(_TEST_DEFAULTS, overrides)
+        raw = merge_config(_TEST_DEFAULTS, overrides)
         config = config_from_mapping(raw, base_dir=directory)
         await ensure_data_files(config)
         async with trio.open_nursery() as nursery:
@@ -186,8 +179,8 @@ def _deployment_raw(
 ) -> dict[str, Any]:
     replication_port, internal_port = main_ports
     instance_map: dict[str, Any] = {"main": {"host": "127.0.0.1", "port": internal_port}}
-    names = [f"worker{i}" for i in range(1, workers + 1)]
-    return _merge(
+    names = worker_names(workers)
+    return merge_config(
         raw,
         {
             "replication": {
@@ -221,7 +214,7 @@ async def serve_deployment_in_process(
     """
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
-        raw = _merge(_TEST_DEFAULTS, overrides)
+        raw = merge_config(_TEST_DEFAULTS, overrides)
         # Main first, on free ports; the workers are configured with the ports it got.
         main_config = config_from_mapping(
             _deployment_raw(raw, (0, 0), workers), base_dir=directory

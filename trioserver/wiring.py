@@ -69,6 +69,7 @@ from trioserver.handlers.voip import VoipHandler
 from trioserver.internal.app import PresenceSync
 from trioserver.internal.client import MainClient
 from trioserver.internal.forwarding import Forwarder
+from trioserver.listeners import host_port
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
@@ -773,9 +774,10 @@ def main_client_for(config: Config) -> MainClient:
     secret = config.replication.secret
     assert secret is not None  # config validation
     main = config.instance_map[MAIN_INSTANCE]
-    host = f"[{main.host}]" if ":" in main.host else main.host
     return MainClient(
-        f"http://{host}:{main.port}", secret=secret, instance_name=config.instance_name
+        f"http://{host_port(main.host, main.port)}",
+        secret=secret,
+        instance_name=config.instance_name,
     )
 
 

@@ -278,7 +278,6 @@ class AccountDataHandler:
                 # the /sync it wakes delivers the rules as they are now: drop them here too.
                 self._push_rules.invalidate_nowait([row.user_id])
         self._position = max(self._position, token)
-        self._ids.advance(token)
         self._notifier.notify(users={row.user_id for row in rows})
 
     def _advanced(self, stream_id: int, user_id: str) -> None:

@@ -391,7 +391,6 @@ class PresenceHandler:
                 row.user_id, row.state, row.status_msg, row.last_active_ts, row.currently_active
             )
         self._position = max(self._position, token)
-        self._ids.advance(token)
 
     async def notify_replicated(self, rows: Sequence[PresenceStreamRow]) -> None:
         """Wake everyone sharing a room with the rows' users, and the users (as `_change`

@@ -153,7 +153,6 @@ class ReceiptsHandler:
         """A follower applied the writer's receipts up to `token`: what `_receipt` does after
         its commit (the rows are in the shared database already)."""
         self._position = max(self._position, token)
-        self._ids.advance(token)
         self._notifier.notify(rooms={row.room_id for row in rows})
 
     async def receipts_for_rooms(

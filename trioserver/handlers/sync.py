@@ -59,6 +59,7 @@ class SyncResult:
 
     body: JsonDict
     empty: bool
+    next_batch: StreamToken
 
 
 class SyncHandler:
@@ -84,21 +85,19 @@ class SyncHandler:
         """Answer a sync request, waiting up to its timeout when there is nothing new."""
         # The user counts as online (or `set_presence`) for as long as the request runs.
         async with self._presence.user_syncing(request.user_id, request.set_presence):
-            body = await self._sync_now_or_later(request)
-        self._rooms.sync_answered(
-            request.user_id, request.device_id, StreamToken.parse(body["next_batch"])
-        )
-        return body
+            result = await self._sync_now_or_later(request)
+        self._rooms.sync_answered(request.user_id, request.device_id, result.next_batch)
+        return result.body
 
     async def snapshot(self, request: SyncRequest) -> JsonDict:
         """A response computed now, without waiting and without touching presence (the
         deprecated ``GET /initialSync`` is built on it)."""
         return (await self._compute(request, self._notifier.current_token())).body
 
-    async def _sync_now_or_later(self, request: SyncRequest) -> JsonDict:
+    async def _sync_now_or_later(self, request: SyncRequest) -> SyncResult:
         now = self._notifier.current_token()
         if request.since is None or request.full_state or request.timeout_ms <= 0:
-            return (await self._compute(request, now)).body
+            return await self._compute(request, now)
         deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         while True:
             # A client that re-polls with the token it was just given has, by definition,
@@ -106,13 +105,13 @@ class SyncHandler:
             if request.since != now:
                 result = await self._compute(request, now)
                 if not result.empty:
-                    return result.body
+                    return result
             joined = await self._joined_room_ids(request.user_id)
             changed, now = await self._notifier.wait_for_change(
                 request.user_id, joined, now, deadline
             )
             if not changed:
-                return (await self._compute(request, now)).body
+                return await self._compute(request, now)
 
     async def _joined_room_ids(self, user_id: str) -> list[str]:
         rows = await self._sync.memberships(user_id)
@@ -144,10 +143,11 @@ class SyncHandler:
         presence = await self._streams.presence(ctx, await self._new_members(ctx, joins, rooms))
         account_data = await self._streams.global_account_data(ctx)
         to_device, to_device_position = await self._streams.to_device(ctx, request.device_id)
+        next_batch = attrs.evolve(now, to_device=to_device_position)
         changed, left = await self._streams.device_lists(ctx)
         key_counts, fallback_types = await self._streams.key_counts(ctx, request.device_id)
         body: JsonDict = {
-            "next_batch": attrs.evolve(now, to_device=to_device_position).to_string(),
+            "next_batch": next_batch.to_string(),
             "rooms": rooms,
             "presence": {"events": presence},
             "account_data": {"events": account_data},
@@ -164,7 +164,7 @@ class SyncHandler:
             or changed
             or left
         )
-        return SyncResult(body, empty)
+        return SyncResult(body, empty, next_batch)
 
     async def _new_members(self, ctx: SyncContext, joins: set[str], rooms: JsonDict) -> set[str]:
         """Users whose presence an incremental sync adds even if it did not change: everyone

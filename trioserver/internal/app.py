@@ -133,10 +133,11 @@ class InternalApp:
             return Response(await self._stream_updates(scope))
         if path == PRESENCE_SYNC_PATH and method == "POST":
             body = await _read_body(scope, receive, _MAX_BODY)
+            before = self._positions()
             await self._presence(body)
             # The worker waits for these before its /sync goes on, so the token that sync
             # answers with covers the presence change it made.
-            return Response({"positions": self._positions()})
+            return Response({"positions": _moved(before, self._positions())})
         raise MatrixError("M_UNRECOGNIZED", "Unrecognized request", status=404)
 
     async def _stream_updates(self, scope: HTTPScope) -> JsonDict:
@@ -176,11 +177,8 @@ class InternalApp:
         captured = _CapturedResponse()
         before = self._positions()
         await self._client_app(_client_scope(scope), receive, captured.send)
-        # Read only now: the handler has returned, so these cover everything it wrote. Only
-        # the streams that moved meanwhile are named: the worker waits for those alone (a
-        # read-only or refused request names none and is answered at once).
-        after = self._positions()
-        moved = {name: token for name, token in after.items() if token > before.get(name, 0)}
+        # Read only now: the handler has returned, so these cover everything it wrote.
+        moved = _moved(before, self._positions())
         headers = [*captured.headers, (POSITIONS_HEADER.encode(), orjson.dumps(moved))]
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
@@ -207,6 +205,12 @@ class _CapturedResponse:
             self.headers = list(message.get("headers", []))
         elif message["type"] == "http.response.body":
             self.body.append(message.get("body", b""))
+
+
+def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    # Only the streams that moved while a request ran: the worker waits for those alone (a
+    # read-only or refused request names none and is answered at once).
+    return {name: token for name, token in after.items() if token > before.get(name, 0)}
 
 
 def _client_scope(scope: HTTPScope) -> HTTPScope:

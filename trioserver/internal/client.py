@@ -95,7 +95,7 @@ class MainClient:
             status=response.status,
             headers=response.headers,
             body=response.body,
-            positions=_positions(response.header(POSITIONS_HEADER)),
+            positions=_positions_header(response.header(POSITIONS_HEADER)),
         )
 
     async def stream_updates(self, stream: str, from_token: int, upto_token: int) -> UpdatePage:
@@ -134,12 +134,7 @@ class MainClient:
             [("content-type", "application/json")],
             orjson.dumps(payload),
         )
-        positions = _json_object(response, "presence_sync").get("positions", {})
-        if not isinstance(positions, dict) or not all(
-            isinstance(k, str) and type(v) is int for k, v in positions.items()
-        ):
-            raise WriterUnavailable("malformed presence_sync answer")
-        return positions
+        return _positions(_json_object(response, "presence_sync").get("positions", {}))
 
     async def aclose(self) -> None:
         """Close the pooled connections. Checkpoint: yes."""
@@ -164,15 +159,23 @@ def _forwarded_header(name: str, value: str) -> tuple[str, str]:
     return name.lower(), value
 
 
-def _positions(header: str | None) -> dict[str, int]:
+def _positions_header(header: str | None) -> dict[str, int]:
     if header is None:
         raise WriterUnavailable("answer without stream positions")
     try:
         parsed = orjson.loads(header)
-        positions = {str(k): int(v) for k, v in parsed.items()}
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+    except orjson.JSONDecodeError:
         raise WriterUnavailable("malformed stream positions") from None
-    return positions
+    return _positions(parsed)
+
+
+def _positions(parsed: object) -> dict[str, int]:
+    """Stream name -> token, as main sends them (in a header or an answer's body)."""
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in parsed.items()
+    ):
+        raise WriterUnavailable("malformed stream positions")
+    return parsed
 
 
 def _json_object(response: RawResponse, what: str) -> dict[str, Any]:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+
+from trioserver.listeners import host_port, hypercorn_config
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
-
-# As on the client listener: longer than the worker's pool keeps a connection idle, so a
-# pooled connection is not closed under a request that reuses it.
-KEEP_ALIVE_TIMEOUT_S = 75.0
 
 
 async def run_internal_http(
@@ -37,12 +33,7 @@ async def run_internal_http(
     Raises:
         OSError: the address cannot be bound.
     """
-    config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+    config = hypercorn_config([host_port(host, port)])
 
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         await hypercorn_serve(app, config, task_status=task_status, mode="asgi")

@@ -20,6 +20,8 @@ import h11
 
 import trio
 
+from trioserver.listeners import host_port
+
 # Idle connections kept per worker (more concurrent requests open more, closed after use).
 MAX_IDLE = 32
 # Idle connections older than this are closed rather than reused (see the module docstring).
@@ -62,7 +64,7 @@ class InternalTransport:
     ) -> None:
         self._host = host
         self._port = port
-        self._authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._authority = host_port(host, port)
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
