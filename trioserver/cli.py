@@ -248,6 +248,14 @@ def _run_command(args: argparse.Namespace) -> None:
         if args.workers is not None:
             overlay = plan_pool(read_config_file(config_path), args.workers)
         config = _config_for_run(args, config_path, overlay)
+        if overlay is not None and not config.events_writer_is_main:
+            # A pool's workers are interchangeable children of main; an events writer is an
+            # instance with listeners of its own, started with --instance.
+            raise ConfigError(
+                f"config.stream_writers.events: {config.stream_writers.events!r} is not"
+                " possible with --workers (a pool keeps events on main); start each instance"
+                " with --instance instead"
+            )
     _configure_logging(config)
     hint = str(args.config or args.data_dir / CONFIG_FILE_NAME)
     pool = None

@@ -150,8 +150,10 @@ MAIN_INSTANCE = "main"
 class StreamWritersConfig:
     """Which instance writes each stream (seed 2: only the events writer persists events).
 
-    Issue 13: main writes every stream (config validation refuses another writer for now);
-    workers forward their writes to it.
+    Issue 13: main writes every stream but ``events``, which may be written by a worker
+    instance of the deployment (config validation refuses another writer for the rest);
+    workers forward their writes to main, and main hands the events it sends to the events
+    writer (`trioserver.internal.remote_events`).
     """
 
     events: str = MAIN_INSTANCE
@@ -171,10 +173,15 @@ class StreamWritersConfig:
 
 @attrs.frozen
 class InstanceLocation:
-    """Where an instance's internal HTTP listener (``/_trioserver/replication/...``) is."""
+    """Where an instance's internal HTTP listener (``/_trioserver/replication/...``) is.
+
+    `replication_port`: the replication listener of an events writer that is not main (its
+    events stream; main's streams are on ``[replication] port``), on the same host.
+    """
 
     host: str
     port: int
+    replication_port: int | None = None
 
 
 @attrs.frozen
@@ -330,6 +337,11 @@ class Config:
     def is_events_writer(self) -> bool:
         """Whether this instance persists events (seed 2: only the configured writer does)."""
         return self.stream_writers.events == self.instance_name
+
+    @property
+    def events_writer_is_main(self) -> bool:
+        """Whether main persists events (else a worker instance does, issue 13)."""
+        return self.stream_writers.events == MAIN_INSTANCE
 
     @property
     def is_main(self) -> bool:
@@ -600,9 +612,9 @@ def _instance_problems(config: Config) -> list[str]:
                 f"config.stream_writers.{stream}: instance {writer!r} is not in"
                 " config.instance_map"
             )
-        elif writer != MAIN_INSTANCE:
-            # Workers forward every write to main, which serves every stream over replication:
-            # a writer elsewhere would need forwarding by stream and a relay of its rows.
+        elif writer != MAIN_INSTANCE and stream != "events":
+            # Workers forward every write to main, which serves these streams over
+            # replication; only the events stream has a remote submit path (to its writer).
             problems.append(
                 f"config.stream_writers.{stream}: only {MAIN_INSTANCE!r} can write this stream"
                 " for now"
@@ -613,12 +625,22 @@ def _instance_problems(config: Config) -> list[str]:
             problems.append(
                 f"config.roles.{role}: instance {owner!r} is neither main nor in config.workers"
             )
-    if config.roles.pushers != config.stream_writers.events:
-        # The pusher pool is woken by the persister's listeners (issue 13 keeps them there).
-        problems.append(
-            f"config.roles.pushers: must be the events writer"
-            f" ({config.stream_writers.events!r}) for now"
-        )
+    if config.roles.pushers != MAIN_INSTANCE:
+        # Receipts and device changes wake the pushers too, and main writes those.
+        problems.append(f"config.roles.pushers: must be {MAIN_INSTANCE!r} for now")
+    events_writer = config.stream_writers.events
+    if events_writer != MAIN_INSTANCE:
+        location = config.instance_map.get(events_writer)
+        if events_writer not in config.workers:
+            problems.append(
+                f"config.stream_writers.events: {events_writer!r} is neither main nor in"
+                " config.workers"
+            )
+        elif location is not None and location.replication_port is None:
+            problems.append(
+                f"config.instance_map.{events_writer}.replication_port: needed for the events"
+                " writer (the other instances follow its events stream there)"
+            )
     if config.is_multi_instance:
         if not config.replication.secret:
             problems.append(
@@ -635,6 +657,10 @@ def _instance_problems(config: Config) -> list[str]:
     for name, location in config.instance_map.items():
         if not 0 <= location.port <= 65535:
             problems.append(f"config.instance_map.{name}.port: must be between 0 and 65535")
+        if location.replication_port is not None and not 0 <= location.replication_port <= 65535:
+            problems.append(
+                f"config.instance_map.{name}.replication_port: must be between 0 and 65535"
+            )
     for name in config.workers:
         if name == MAIN_INSTANCE or not name.replace("_", "").replace("-", "").isalnum():
             problems.append(

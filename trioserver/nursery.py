@@ -34,10 +34,11 @@ from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
 from trioserver.internal.app import create_internal_app
 from trioserver.internal.forwarding import PresenceForwarder
+from trioserver.internal.remote_events import RemoteEventSubmitter
 from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
 from trioserver.listeners import host_port, hypercorn_config
-from trioserver.storage.persistence import EventPersister, NoEventWriter
+from trioserver.storage.persistence import EventPersister, EventSubmitter, NoEventWriter
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import Subsystem, run_supervised
@@ -208,11 +209,21 @@ def build_components(
     push = wiring.build_push_evaluation(config, db, core)
     # Seed 2: only the events writer builds the persister (and its PersistEventStore).
     writer = None
+    remote_events = None
+    writer_client = None
+    submitter: EventSubmitter
     if config.is_events_writer:
         writer = wiring.build_writer(
             config, db, signing_key, clock, core, push, persist_store=persist_store
         )
-    submitter = writer.persister if writer is not None else NoEventWriter()
+        submitter = writer.persister
+    elif config.is_main:
+        # Main's handlers send events through the events writer instance (issue 13).
+        writer_client = wiring.internal_client_for(config, config.stream_writers.events)
+        remote_events = RemoteEventSubmitter(writer_client, core.events)
+        submitter = remote_events
+    else:
+        submitter = NoEventWriter()
     rooms = wiring.build_rooms(config, db, core, accounts, push, submitter)
     main_client = None if config.is_main else wiring.main_client_for(config)
     presence_forwarder = PresenceForwarder(main_client) if main_client is not None else None
@@ -238,18 +249,43 @@ def build_components(
     expiry = None
     if writer is not None and config.enable_ephemeral_messages:
         expiry = wiring.build_expiry(db, clock, core, writer)
+        if main_client is not None:
+            wiring.announce_remote_expiry(expiry, main_client)
     caches = wiring.build_caches(config, db, core, accounts, push, expiry)
-    follower_loaders: tuple[Callable[[], Awaitable[None]], ...] = ()
-    if writer is not None:
-        replication = wiring.build_main_streams(config, core, writer, streams, caches)
+    followers = None
+    if not (config.is_main and config.is_events_writer):
+        followers = wiring.build_followers(config, core, streams, caches, main_client)
+    if config.is_main:
+        if writer is not None:
+            persister = writer.persister
+            events_position: Callable[[], int] = lambda: persister.stream_position  # noqa: E731
+        else:
+            assert followers is not None
+            assert followers.events is not None
+            assert remote_events is not None
+            events_position = followers.events.position
+            wiring.follow_events_on_main(followers.events, streams, pushers)
+        replication = wiring.build_main_streams(
+            config,
+            core,
+            events_position,
+            streams,
+            caches,
+            followers.followed if followers is not None else None,
+            writer_client,
+        )
+        if remote_events is not None:
+            assert followers is not None
+            remote_events.connect(followers.followed.wait_for_positions, replication.positions)
     else:
         assert main_client is not None  # not main: config validation names main's address
         assert presence_forwarder is not None
-        follower = wiring.build_worker_streams(config, core, streams, caches, main_client)
-        replication = follower.replication
-        assert replication.client is not None
-        presence_forwarder.wait_for_positions = replication.client.wait_for_positions
-        follower_loaders = follower.loaders
+        assert followers is not None
+        replication = wiring.build_worker_replication(
+            config, core, caches, followers, main_client, writer
+        )
+        presence_forwarder.wait_for_positions = followers.followed.wait_for_positions
+    follower_loaders = followers.loaders if followers is not None else ()
     return Components(
         deps,
         writer.persister if writer is not None else None,
@@ -314,21 +350,24 @@ async def serve(
                     partial(run_supervised, components.persister.run, name="events writer")
                 )
             replication = components.replication
-            if replication.client is not None:
-                # Started once caught up with main (or after its start timeout), so that the
-                # first requests already see main's rows.
-                await background.start(
-                    partial(run_supervised, replication.client.run, name="replication client")
-                )
-            for subsystem in components.subsystems:
-                await background.start(run_supervised, subsystem)
-            notifier = components.deps.notifier
             client_app = create_app(
                 components.deps,
                 forwarder=replication.forwarder,
                 instance_name=config.instance_name,
             )
+            # Listening before following: main and an events writer elsewhere follow each
+            # other, and each would otherwise wait for the other's listener first.
             ports = await _start_replication_listeners(background, config, replication, client_app)
+            clients = replication.followed.clients if replication.followed is not None else ()
+            for client in clients:
+                # Started once caught up with its writer (or after its start timeout), so
+                # that the first requests already see the writer's rows.
+                await background.start(
+                    partial(run_supervised, client.run, name="replication client")
+                )
+            for subsystem in components.subsystems:
+                await background.start(run_supervised, subsystem)
+            notifier = components.deps.notifier
 
             async def stop_serving() -> None:
                 await shutdown.wait()
@@ -353,9 +392,9 @@ async def serve(
                     task_status.started(RunningServer((), **ports))
                     await stop_serving()
             finally:
-                if replication.main_client is not None:
+                for internal_client in replication.internal_clients:
                     with trio.CancelScope(shield=True):  # closing sockets only
-                        await replication.main_client.aclose()
+                        await internal_client.aclose()
             # The HTTP API has drained; nothing can start new work any more.
             background.cancel_scope.cancel()
 
@@ -366,27 +405,39 @@ async def _start_replication_listeners(
     replication: wiring.ReplicationPart,
     client_app: MatrixApp[Any],
 ) -> dict[str, int]:
-    """Main's replication and internal listeners (multi-instance only); their bound ports."""
+    """This instance's replication and internal listeners (main of a multi-instance
+    deployment, and an events writer that is not main); their bound ports."""
     if replication.server is None:
         return {}
     assert config.replication.secret is not None
-    assert replication.presence_sync is not None
     server = replication.server
+    location = config.instance_map[config.instance_name]
+    if config.is_main:
+        port = config.replication.port
+        internal_app = create_internal_app(
+            secret=config.replication.secret,
+            positions=replication.positions,
+            client_app=client_app,
+            writer_streams={stream.name: stream for stream in replication.writer_streams},
+            presence_sync=replication.presence_sync,
+            invalidate=replication.invalidate,
+        )
+    else:
+        # The events writer's listener (issue 13): its events stream, and main's submissions.
+        assert location.replication_port is not None  # config validation
+        port = location.replication_port
+        internal_app = create_internal_app(
+            secret=config.replication.secret,
+            positions=replication.positions,
+            submit_events=replication.submit_events,
+        )
     replication_port: int = await nursery.start(
         partial(
             run_supervised,
-            partial(server.run, config.replication.bind, config.replication.port),
+            partial(server.run, config.replication.bind, port),
             name="replication listener",
         )
     )
-    internal_app = create_internal_app(
-        secret=config.replication.secret,
-        client_app=client_app,
-        positions=replication.positions,
-        writer_streams={stream.name: stream for stream in replication.writer_streams},
-        presence_sync=replication.presence_sync,
-    )
-    location = config.instance_map[config.instance_name]
     internal_port: int = await nursery.start(
         partial(
             run_supervised,

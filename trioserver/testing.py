@@ -32,7 +32,7 @@ import trio
 from trioserver.config import Config, config_from_mapping, merge_config
 from trioserver.handlers.shared_secret import registration_mac
 from trioserver.nursery import RunningServer, serve
-from trioserver.pool import worker_names
+from trioserver.pool import free_loopback_port, worker_names
 from trioserver.setup_files import ensure_data_files
 
 if TYPE_CHECKING:
@@ -122,12 +122,19 @@ def _register_user(
 
 # Set to 1 to run every `serve_in_process` server as main plus one worker, answering through
 # the worker: a test suite then checks that a multi-process deployment serves it the same.
+# Set to "events-writer" for main plus two workers, worker1 writing events, answering through
+# worker2 (its writes go to main, which sends events through worker1).
 VIA_WORKER_ENV = "TRIOSERVER_TEST_VIA_WORKER"
+EVENTS_WRITER_MODE = "events-writer"
 
 
 @asynccontextmanager
 async def serve_in_process(
-    data_dir: str | Path | None = None, *, via_worker: bool | None = None, **overrides: Any
+    data_dir: str | Path | None = None,
+    *,
+    via_worker: bool | None = None,
+    events_on_worker: bool | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[InProcessServer]:
     """Run a full trioserver in this trio run for the duration of the block.
 
@@ -137,14 +144,26 @@ async def serve_in_process(
         via_worker: run main and one worker instance (issue 13) and answer through the
             worker, which forwards writes to main and follows main's streams. Default: the
             ``TRIOSERVER_TEST_VIA_WORKER`` environment variable (``1``), else no.
+        events_on_worker: run main and two workers, worker1 writing events
+            (``[stream_writers] events``), and answer through worker2. Default: the same
+            variable set to ``events-writer``.
         overrides: config keys, as in the TOML file (nested tables as dicts), e.g.
             ``enable_ephemeral_messages=True`` or ``registration={"enabled": False}``.
 
     Yields:
         An `InProcessServer` with `base_url`, `server_name` and `register_user`.
     """
+    mode = os.environ.get(VIA_WORKER_ENV, "")
+    if events_on_worker is None:
+        events_on_worker = mode == EVENTS_WRITER_MODE
+    if events_on_worker:
+        async with serve_deployment_in_process(
+            data_dir, workers=2, events_writer="worker1", **overrides
+        ) as deployment:
+            yield deployment.workers[1]
+        return
     if via_worker is None:
-        via_worker = os.environ.get(VIA_WORKER_ENV, "") == "1"
+        via_worker = mode == "1"
     if via_worker:
         async with serve_deployment_in_process(data_dir, workers=1, **overrides) as deployment:
             yield deployment.workers[0]
@@ -175,10 +194,22 @@ DEPLOYMENT_SECRET = "test-replication-secret"
 
 
 def _deployment_raw(
-    raw: Mapping[str, Any], main_ports: tuple[int, int], workers: int
+    raw: Mapping[str, Any],
+    main_ports: tuple[int, int],
+    workers: int,
+    events_writer: tuple[str, int, int] | None = None,
 ) -> dict[str, Any]:
     replication_port, internal_port = main_ports
     instance_map: dict[str, Any] = {"main": {"host": "127.0.0.1", "port": internal_port}}
+    extra: dict[str, Any] = {}
+    if events_writer is not None:
+        name, writer_internal, writer_replication = events_writer
+        instance_map[name] = {
+            "host": "127.0.0.1",
+            "port": writer_internal,
+            "replication_port": writer_replication,
+        }
+        extra["stream_writers"] = {"events": name}
     names = worker_names(workers)
     return merge_config(
         raw,
@@ -190,6 +221,7 @@ def _deployment_raw(
             },
             "instance_map": instance_map,
             "workers": {name: {"port": 0} for name in names},
+            **extra,
         },
     )
 
@@ -200,6 +232,7 @@ async def serve_deployment_in_process(
     *,
     workers: int = 1,
     replication_port_for_workers: Callable[[int], int] | None = None,
+    events_writer: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[InProcessDeployment]:
     """Run main and `workers` worker instances in this trio run, sharing one data dir.
@@ -211,10 +244,20 @@ async def serve_deployment_in_process(
     Args:
         replication_port_for_workers: given main's replication port once it listens, the port
             the workers connect to instead (e.g. a test's proxy in front of main's).
+        events_writer: a worker name (``worker1``) to write events instead of main. Main and
+            that worker follow each other, so every port is picked up front and all the
+            instances start together.
     """
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
         raw = merge_config(_TEST_DEFAULTS, overrides)
+        if events_writer is not None:
+            assert replication_port_for_workers is None
+            async with _deployment_started_together(
+                raw, directory, workers, events_writer
+            ) as together:
+                yield together
+            return
         # Main first, on free ports; the workers are configured with the ports it got.
         main_config = config_from_mapping(
             _deployment_raw(raw, (0, 0), workers), base_dir=directory
@@ -242,6 +285,36 @@ async def serve_deployment_in_process(
                 )
             finally:
                 nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _deployment_started_together(
+    raw: Mapping[str, Any], directory: Path, workers: int, events_writer: str
+) -> AsyncIterator[InProcessDeployment]:
+    ports = [free_loopback_port() for _ in range(4)]
+    deployment = config_from_mapping(
+        _deployment_raw(raw, (ports[0], ports[1]), workers, (events_writer, ports[2], ports[3])),
+        base_dir=directory,
+    )
+    await ensure_data_files(deployment)
+    names = ("main", *sorted(deployment.workers))
+    running: dict[str, RunningServer] = {}
+    async with trio.open_nursery() as nursery:
+
+        async def start(name: str) -> None:
+            running[name] = await nursery.start(serve, deployment.for_instance(name))
+
+        # Each waits (up to its start timeout) for the other's replication listener.
+        async with trio.open_nursery() as starting:
+            for name in names:
+                starting.start_soon(start, name)
+        servers = {
+            name: InProcessServer(deployment.for_instance(name), running[name]) for name in names
+        }
+        try:
+            yield InProcessDeployment(servers["main"], tuple(servers[name] for name in names[1:]))
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 @attrs.frozen

@@ -66,16 +66,17 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
-from trioserver.internal.app import PresenceSync
+from trioserver.internal.app import Invalidate, PresenceSync, SubmitEvents
 from trioserver.internal.client import MainClient
 from trioserver.internal.forwarding import Forwarder
+from trioserver.internal.remote_events import SubmissionHandler
 from trioserver.listeners import host_port
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
-from trioserver.repl.caches import CacheInvalidations
-from trioserver.repl.client import ReplicationClient
-from trioserver.repl.db_streams import EventsFollower
+from trioserver.repl.caches import EVENTS, CacheInvalidations
+from trioserver.repl.client import FollowedWriters, ReplicationClient
+from trioserver.repl.db_streams import DbWriterStream, EventsFollower
 from trioserver.repl.server import ReplicationServer
 from trioserver.repl.stream_wiring import (
     announce_invalidations,
@@ -83,7 +84,7 @@ from trioserver.repl.stream_wiring import (
     follower_streams,
     writer_streams,
 )
-from trioserver.repl.streams import CACHES, FollowerStream, WriterStream
+from trioserver.repl.streams import CACHES, FollowerStream, UpdatePage, WriterStream
 from trioserver.storage.expiry import EventExpirer
 from trioserver.storage.persistence import EventPersister, EventSubmitter
 from trioserver.storage.push_evaluation import PushEvaluator
@@ -119,10 +120,13 @@ from trioserver.streams import StreamPositions
 from trioserver.supervisor import Subsystem
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from signedjson.types import SigningKey
 
     from trioserver.config import Config
     from trioserver.stores.database import Database
+    from trioserver.stores.stream_updates import EventRow
 
 Clock = Callable[[], float]
 Loader = Callable[[], Awaitable[None]]
@@ -403,13 +407,18 @@ def build_streams(
         # forwards to main.)
         accounts.accounts.add_device_listener(handlers.e2e_keys.on_devices_changed)
         accounts.accounts.add_device_listener(handlers.to_device.on_devices_changed)
-    if writer is not None:
-        # Issue 4: typing and presence time out; leaving a room stops typing, messages are
-        # activity. The events writer is main, which also writes typing and presence.
-        writer.persister.add_listener(handlers.typing.on_new_events)
-        writer.persister.add_listener(handlers.presence.on_new_events)
-        subsystems += [handlers.typing.run_timeouts, handlers.presence.run_timeouts]
-    elif not writes("presence"):
+    # Issue 4: typing and presence time out; leaving a room stops typing, messages are
+    # activity. Main writes typing and presence; when another instance writes events, main
+    # follows them instead of listening to a persister (`follow_events_on_main`).
+    if writes("typing"):
+        if writer is not None:
+            writer.persister.add_listener(handlers.typing.on_new_events)
+        subsystems.append(handlers.typing.run_timeouts)
+    if writes("presence"):
+        if writer is not None:
+            writer.persister.add_listener(handlers.presence.on_new_events)
+        subsystems.append(handlers.presence.run_timeouts)
+    else:
         # A follower tells main when its users stop syncing (see PresenceHandler).
         subsystems.append(handlers.presence.run_sync_lingering)
     loaded = (
@@ -500,12 +509,15 @@ def build_pushers(
     )
     pool = PusherPool(pusher_store, core.events, notifications, config.push, clock=clock)
     pushers = PushersHandler(pusher_store, pool, clock=clock)
-    if writer is None or not config.runs_role("pushers"):
-        # Issue 13: pushers are delivered by one instance, fed by the persister (so the
-        # events writer: config validation says so); others only read the pusher table.
+    if not config.runs_role("pushers"):
+        # Issue 13: pushers are delivered by one instance, main (where receipts and devices
+        # change: config validation says so); others only read the pusher table.
         return PushersPart(pool, pushers, subsystems=())
     # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
-    writer.persister.add_listener(pool.on_persisted)
+    # When another instance writes events, their replication wakes the pool instead
+    # (`follow_events_on_main`).
+    if writer is not None:
+        writer.persister.add_listener(pool.on_persisted)
     streams.handlers.receipts.add_receipt_listener(pool.on_receipt)
     accounts.accounts.add_device_listener(pushers.on_devices_changed)
     return PushersPart(pool, pushers, subsystems=(pool.run_pushers,))
@@ -690,34 +702,37 @@ def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart)
 class ReplicationPart:
     """How this instance talks to the other instances of its deployment (issue 13).
 
-    Main of a multi-instance deployment has the `server` (the replication listener) and
-    serves the internal endpoints (`writer_streams`, `presence_sync`); a worker has the
-    `client` (following main's streams), the `main_client` it forwards writes with and the
-    `forwarder` its client API uses. A single instance has none of them.
+    Main of a multi-instance deployment has the `server` (the replication listener of the
+    streams it writes) and serves the internal endpoints (`writer_streams`, `presence_sync`,
+    and `invalidate` when another instance writes events). An events writer that is not main
+    has a `server` for the events stream and serves `submit_events`. Every instance that
+    follows a stream written elsewhere has `followed` (one replication client per writer);
+    every instance but main has the `main_client` it forwards writes with and the `forwarder`
+    its client API uses. A single instance has none of them.
     """
 
     positions: Callable[[], dict[str, int]]
     server: ReplicationServer | None = None
     writer_streams: tuple[WriterStream, ...] = ()
     presence_sync: PresenceSync | None = None
-    client: ReplicationClient | None = None
+    invalidate: Invalidate | None = None
+    submit_events: SubmitEvents | None = None
+    followed: FollowedWriters | None = None
     main_client: MainClient | None = None
     forwarder: Forwarder | None = None
+    # Main's client to an events writer elsewhere (`RemoteEventSubmitter`).
+    writer_client: MainClient | None = None
+
+    @property
+    def internal_clients(self) -> tuple[MainClient, ...]:
+        """The internal HTTP clients to close when the instance stops."""
+        return tuple(c for c in (self.main_client, self.writer_client) if c is not None)
 
 
-def build_main_replication(
-    config: Config,
-    core: CorePart,
-    writer_streams: tuple[WriterStream, ...],
-    presence_sync: PresenceSync,
-    instance_gone: Callable[[str], None],
-    caches_position: Callable[[], int],
-) -> ReplicationPart:
-    """Main's replication listener, poked whenever a stream advances; `instance_gone` is
-    told when an instance's connection closes."""
-    positions = partial(_positions, core, caches_position)
-    if not config.is_multi_instance:
-        return ReplicationPart(positions)
+def build_replication_server(
+    config: Config, core: CorePart, writer_streams: tuple[WriterStream, ...]
+) -> ReplicationServer:
+    """The replication listener of this instance's writer streams, poked on every advance."""
     secret = config.replication.secret
     assert secret is not None  # config validation
     server = ReplicationServer(
@@ -728,57 +743,24 @@ def build_main_replication(
     )
     # Every stream advance ends in a notify (that is how /sync waiters learn of it).
     core.notifier.add_wake_listener(server.poke)
-    server.add_disconnect_listener(instance_gone)
-    return ReplicationPart(
-        positions,
-        server=server,
-        writer_streams=writer_streams,
-        presence_sync=presence_sync,
-    )
+    return server
 
 
-def build_worker_replication(
-    config: Config,
-    core: CorePart,
-    follower_streams: tuple[FollowerStream, ...],
-    main_client: MainClient,
-    caches_position: Callable[[], int],
-) -> ReplicationPart:
-    """A worker's replication client and the forwarding of its writes to main."""
+def internal_client_for(config: Config, instance: str) -> MainClient:
+    """The HTTP client this instance reaches `instance`'s internal listener with."""
     secret = config.replication.secret
     assert secret is not None  # config validation
-    main = config.instance_map[MAIN_INSTANCE]
-    client = ReplicationClient(
-        follower_streams,
-        host=main.host,
-        port=config.replication.port,
+    location = config.instance_map[instance]
+    return MainClient(
+        f"http://{host_port(location.host, location.port)}",
         secret=secret,
         instance_name=config.instance_name,
-        server_name=config.server_name,
-    )
-    forwarder = Forwarder(
-        main_client,
-        is_connected=lambda: client.connected,
-        wait_for_positions=client.wait_for_positions,
-    )
-    return ReplicationPart(
-        partial(_positions, core, caches_position),
-        client=client,
-        main_client=main_client,
-        forwarder=forwarder,
     )
 
 
 def main_client_for(config: Config) -> MainClient:
     """The HTTP client a worker reaches main's internal listener with."""
-    secret = config.replication.secret
-    assert secret is not None  # config validation
-    main = config.instance_map[MAIN_INSTANCE]
-    return MainClient(
-        f"http://{host_port(main.host, main.port)}",
-        secret=secret,
-        instance_name=config.instance_name,
-    )
+    return internal_client_for(config, MAIN_INSTANCE)
 
 
 def _positions(core: CorePart, caches_position: Callable[[], int]) -> dict[str, int]:
@@ -828,17 +810,26 @@ def build_caches(
 
 
 def build_main_streams(
-    config: Config, core: CorePart, writer: WriterPart, streams: StreamsPart, caches: CachesPart
+    config: Config,
+    core: CorePart,
+    events_position: Callable[[], int],
+    streams: StreamsPart,
+    caches: CachesPart,
+    followed: FollowedWriters | None,
+    writer_client: MainClient | None,
 ) -> ReplicationPart:
-    """Main's side of replication: its writer streams behind the replication listener."""
+    """Main's side of replication: the streams it writes behind its replication listener
+    (`events_position`: the persister's, or what main applied when another instance writes
+    events, which main then `followed` and sends its events to with `writer_client`)."""
     handlers = streams.handlers
-    persister = writer.persister
-    return build_main_replication(
-        config,
-        core,
-        writer_streams(
+    positions = partial(_positions, core, caches.caches.position)
+    if not config.is_multi_instance:
+        return ReplicationPart(positions)
+    served = tuple(
+        stream
+        for stream in writer_streams(
             caches.store,
-            events_position=lambda: persister.stream_position,
+            events_position=events_position,
             typing=handlers.typing,
             receipts=handlers.receipts,
             account_data=handlers.account_data,
@@ -846,36 +837,55 @@ def build_main_streams(
             to_device=handlers.to_device,
             e2e_keys=handlers.e2e_keys,
             caches=caches.caches,
-        ),
-        handlers.presence.remote_user_sync,
-        handlers.presence.remote_instance_gone_nowait,
-        caches.caches.position,
+        )
+        if stream.name == CACHES or config.writes(stream.name)
+    )
+    server = build_replication_server(config, core, served)
+    server.add_disconnect_listener(handlers.presence.remote_instance_gone_nowait)
+    invalidations = caches.caches
+
+    async def invalidate(cache: str, keys: list[str]) -> None:
+        await invalidations.invalidate(cache, keys)
+
+    return ReplicationPart(
+        positions,
+        server=server,
+        writer_streams=served,
+        presence_sync=handlers.presence.remote_user_sync,
+        invalidate=None if config.events_writer_is_main else invalidate,
+        followed=followed,
+        writer_client=writer_client,
     )
 
 
 @attrs.frozen
 class FollowerPart:
-    """A worker's replication (issue 13), and what must load before it serves."""
+    """What this instance follows from the writers of the streams it does not write."""
 
-    replication: ReplicationPart
+    followed: FollowedWriters
+    # The events stream's position here, when another instance writes it.
+    events: EventsFollower | None
     loaders: tuple[Loader, ...]
 
 
-def build_worker_streams(
+def build_followers(
     config: Config,
     core: CorePart,
     streams: StreamsPart,
     caches: CachesPart,
-    main_client: MainClient,
+    main_client: MainClient | None,
 ) -> FollowerPart:
-    """A worker's follower streams, applied from main's replication listener."""
+    """A replication client per writer instance of the streams this instance does not write:
+    main (every stream but events, applied from main's listener) and the events writer."""
     handlers = streams.handlers
-    events = EventsFollower(core.events.cache, core.relations, core.notifier, 0)
-    # Seed 2: no persister here; the events position is what replication has applied.
-    core.positions.register("events", events.position)
+    events = None
+    if not config.is_events_writer:
+        events = EventsFollower(core.events.cache, core.relations, core.notifier, 0)
+        # Seed 2: no persister here; the events position is what replication has applied.
+        core.positions.register("events", events.position)
     followers = follower_streams(
         caches.store,
-        fetch=main_client.stream_updates,
+        fetch=main_client.stream_updates if main_client is not None else _no_fetch,
         events=events,
         typing=handlers.typing,
         receipts=handlers.receipts,
@@ -885,20 +895,111 @@ def build_worker_streams(
         e2e_keys=handlers.e2e_keys,
         caches=caches.caches,
     )
-    replication = build_worker_replication(
-        config, core, followers, main_client, caches.caches.position
+    by_writer: dict[str, list[FollowerStream]] = {}
+    for stream in followers:
+        writer = config.stream_writers.writer_of(stream.name)
+        if writer != config.instance_name:
+            by_writer.setdefault(writer, []).append(stream)
+    clients = [_replication_client(config, writer, group) for writer, group in by_writer.items()]
+    for writer, client in zip(by_writer, clients, strict=True):
+        if writer == MAIN_INSTANCE:
+            client.add_connection_listener(partial(_main_connection_changed, handlers))
+    loaders: tuple[Loader, ...] = ()
+    if events is not None:
+        loaders = (partial(events.load, caches.store),)
+    return FollowerPart(FollowedWriters(clients), events, loaders)
+
+
+def build_worker_replication(
+    config: Config,
+    core: CorePart,
+    caches: CachesPart,
+    followers: FollowerPart,
+    main_client: MainClient,
+    writer: WriterPart | None,
+) -> ReplicationPart:
+    """A worker's replication clients and the forwarding of its writes to main; an events
+    writer that is not main also serves its events stream and ``submit_events``."""
+    followed = followers.followed
+    forwarder = Forwarder(
+        main_client,
+        is_connected=lambda: followed.connected,
+        wait_for_positions=followed.wait_for_positions,
     )
-    assert replication.client is not None
-    typing, presence = handlers.typing, handlers.presence
+    positions = partial(_positions, core, caches.caches.position)
+    if writer is None:
+        return ReplicationPart(
+            positions, followed=followed, main_client=main_client, forwarder=forwarder
+        )
+    persister = writer.persister
+    events_stream = DbWriterStream("events", caches.store, lambda: persister.stream_position)
+    return ReplicationPart(
+        positions,
+        server=build_replication_server(config, core, (events_stream,)),
+        writer_streams=(events_stream,),
+        submit_events=SubmissionHandler(
+            persister, lambda: persister.stream_position, followed.wait_for_positions
+        ),
+        followed=followed,
+        main_client=main_client,
+        forwarder=forwarder,
+    )
 
-    def connection_changed(connected: bool) -> None:
-        # Typing lives in main's memory: a worker cut off cannot tell whether main restarted
-        # (its typing stream back at 0) and went past our position again. Start over: the next
-        # connection catches up from 0, which gives every room's current typists.
-        if not connected:
-            typing.reset(0)
-            # Main ends a departed instance's presence syncs: announce them again.
-            presence.forget_announced_nowait()
 
-    replication.client.add_connection_listener(connection_changed)
-    return FollowerPart(replication, loaders=(partial(events.load, caches.store),))
+def follow_events_on_main(
+    events: EventsFollower, streams: StreamsPart, pushers: PushersPart
+) -> None:
+    """Main, when another instance writes events: what the persister's listeners do on the
+    writer (typing, presence activity, pushers) follows the replicated events instead."""
+    typing, presence, pool = streams.handlers.typing, streams.handlers.presence, pushers.pool
+
+    def on_events(token: int, rows: Sequence[EventRow]) -> None:
+        typing.on_replicated_events(rows)
+        presence.on_replicated_events(rows)
+        if pushers.subsystems:
+            pool.on_events_position(token)
+
+    events.add_listener(on_events)
+
+
+def announce_remote_expiry(expiry: ExpiryPart, main_client: MainClient) -> None:
+    """An events writer that is not main: main writes the caches stream, so the expiry of an
+    event is announced through main's internal ``invalidate``."""
+
+    async def expired(event_id: str) -> None:
+        await main_client.invalidate(EVENTS, [event_id])
+
+    expiry.expirer.add_expiry_listener(expired)
+
+
+def _replication_client(
+    config: Config, writer: str, streams: Sequence[FollowerStream]
+) -> ReplicationClient:
+    secret = config.replication.secret
+    assert secret is not None  # config validation
+    location = config.instance_map[writer]
+    port = config.replication.port if writer == MAIN_INSTANCE else location.replication_port
+    assert port is not None  # config validation
+    return ReplicationClient(
+        streams,
+        host=location.host,
+        port=port,
+        secret=secret,
+        instance_name=config.instance_name,
+        server_name=config.server_name,
+    )
+
+
+def _main_connection_changed(handlers: StreamHandlers, connected: bool) -> None:
+    # Typing lives in main's memory: an instance cut off cannot tell whether main restarted
+    # (its typing stream back at 0) and went past our position again. Start over: the next
+    # connection catches up from 0, which gives every room's current typists.
+    if not connected:
+        handlers.typing.reset(0)
+        # Main ends a departed instance's presence syncs: announce them again.
+        handlers.presence.forget_announced_nowait()
+
+
+async def _no_fetch(stream: str, from_token: int, upto_token: int) -> UpdatePage:
+    # Main fetches nothing over HTTP: it writes typing itself.
+    raise AssertionError(f"main does not fetch {stream}")

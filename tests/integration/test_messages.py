@@ -11,7 +11,6 @@ import pytest
 
 import trio
 
-from trioserver.config import MAIN_INSTANCE
 from trioserver.keys import load_key_file
 from trioserver.nursery import build_components
 from trioserver.storage.persistence import EventIntent
@@ -299,7 +298,7 @@ async def test_state_redaction_without_target_is_served(alice: Client) -> None:
 async def _persist_directly(hs: InProcessServer, room_id: str, intent: EventIntent) -> str:
     """Submit an event through the persistence controller of a stopped server's data dir."""
     # The events writer's components (hs may be a worker: TRIOSERVER_TEST_VIA_WORKER).
-    config = hs.config.for_instance(MAIN_INSTANCE)
+    config = hs.config.for_instance(hs.config.stream_writers.events)
     key = load_key_file(config.data_path(config.signing_key_path))
     async with open_database(config.data_path(config.database.path), readers=1) as db:
         components = build_components(config, db, key)

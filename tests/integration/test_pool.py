@@ -106,6 +106,17 @@ async def test_a_worker_instance_without_a_secret_is_a_config_error(tmp_path: Pa
     assert_one_error(result, "config.replication.secret: required")
 
 
+async def test_a_pool_keeps_events_on_main(tmp_path: Path) -> None:
+    data_dir = await generated_data_dir(tmp_path)
+    with (data_dir / "trioserver.toml").open("a") as config:
+        config.write(
+            '\n[stream_writers]\nevents = "worker1"\n\n[workers.worker1]\nport = 0\n'
+            '\n[instance_map.worker1]\nhost = "127.0.0.1"\nport = 1\nreplication_port = 2\n'
+        )
+    result = await run_cli("run", "--data-dir", data_dir, "--workers", "1", cwd=tmp_path)
+    assert_one_error(result, "config.stream_writers.events: 'worker1' is not possible")
+
+
 async def test_instance_main_is_the_default_server(tmp_path: Path) -> None:
     async with server_process(
         "--data-dir", tmp_path / "d", "--instance", "main", cwd=tmp_path

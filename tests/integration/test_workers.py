@@ -268,6 +268,66 @@ async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
                 )
 
 
+async def test_only_a_worker_that_writes_events_builds_the_event_writer(tmp_path: Any) -> None:
+    """Seed 2 with ``[stream_writers] events = "worker1"``: worker1 alone has the persister and
+    the expiry; main sends through it, worker2 forwards to main."""
+    from trioserver.config import config_from_mapping
+    from trioserver.internal.remote_events import RemoteEventSubmitter
+    from trioserver.keys import load_key_file
+    from trioserver.nursery import build_components
+    from trioserver.repl.streams import REPLICATED_STREAMS
+    from trioserver.setup_files import ensure_data_files
+    from trioserver.stores.database import open_database
+
+    location = {"host": "127.0.0.1", "port": 9101, "replication_port": 9102}
+    deployment = config_from_mapping(
+        {
+            "enable_ephemeral_messages": True,
+            "replication": {"secret": "s"},
+            "instance_map": {"main": {"host": "127.0.0.1", "port": 9100}, "worker1": location},
+            "workers": {"worker1": {"port": 0}, "worker2": {"port": 0}},
+            "stream_writers": {"events": "worker1"},
+        },
+        base_dir=tmp_path,
+    )
+    await ensure_data_files(deployment)
+    key = load_key_file(deployment.data_path(deployment.signing_key_path))
+    async with open_database(deployment.data_path(deployment.database.path)) as db:
+        built = {
+            name: build_components(deployment.for_instance(name), db, key)
+            for name in ("main", "worker1", "worker2")
+        }
+    assert [name for name, c in built.items() if c.persister is not None] == ["worker1"]
+    with_expiry = [
+        name
+        for name, c in built.items()
+        if "EventExpirer.run" in {getattr(s, "__qualname__", "") for s in c.subsystems}
+    ]
+    assert with_expiry == ["worker1"]
+    with_pushers = [
+        name
+        for name, c in built.items()
+        if "PusherPool.run_pushers" in {getattr(s, "__qualname__", "") for s in c.subsystems}
+    ]
+    assert with_pushers == ["main"]
+    assert isinstance(built["main"].deps.send._persister, RemoteEventSubmitter)
+    # Who follows whom: main follows worker1's events, worker1 main's other streams.
+    followed = {
+        name: [
+            s
+            for s in REPLICATED_STREAMS
+            if any(x.follows(s) for x in c.replication.followed.clients)
+        ]
+        for name, c in built.items()
+        if c.replication.followed is not None
+    }
+    assert followed["main"] == ["events"]
+    assert "events" not in followed["worker1"]
+    assert "typing" in followed["worker1"]
+    assert "events" in followed["worker2"]
+    assert "typing" in followed["worker2"]
+
+
 async def test_lazy_loaded_members_survive_a_device_moving_between_instances(
     deployment: InProcessDeployment,
 ) -> None:

@@ -43,8 +43,13 @@ _launches = count()
 _txns = count()
 
 
-def write_deployment_config(data_dir: Path, workers: tuple[str, ...]) -> dict[str, int]:
-    """One config file for main and `workers`, on free loopback ports; the client ports."""
+def write_deployment_config(
+    data_dir: Path, workers: tuple[str, ...], events_writer: str = "main"
+) -> dict[str, int]:
+    """One config file for main and `workers`, on free loopback ports; the client ports.
+
+    `events_writer`: the instance that persists events (a worker gets an instance_map entry
+    with its internal and replication ports)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_loopback_port() for name in ("main", *workers)}
     lines = [
@@ -65,6 +70,15 @@ def write_deployment_config(data_dir: Path, workers: tuple[str, ...]) -> dict[st
         'host = "127.0.0.1"',
         f"port = {free_loopback_port()}",
     ]
+    if events_writer != "main":
+        lines += [
+            f"[instance_map.{events_writer}]",
+            'host = "127.0.0.1"',
+            f"port = {free_loopback_port()}",
+            f"replication_port = {free_loopback_port()}",
+            "[stream_writers]",
+            f'events = "{events_writer}"',
+        ]
     for name in workers:
         lines += [f"[workers.{name}]", f"port = {ports[name]}"]
     (data_dir / "trioserver.toml").write_text("\n".join(lines) + "\n")
@@ -81,11 +95,17 @@ async def launch(cwd: Path, port: int, *args: str | Path) -> ServerProcess:
 class Deployment:
     """Main and workers from one config file, each a process; all killed on the way out."""
 
-    def __init__(self, tmp_path: Path, stack: AsyncExitStack, workers: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        stack: AsyncExitStack,
+        workers: tuple[str, ...],
+        events_writer: str = "main",
+    ) -> None:
         self.cwd = tmp_path
         self.data_dir = tmp_path / "data"
         self.config_path = self.data_dir / "trioserver.toml"
-        self.ports = write_deployment_config(self.data_dir, workers)
+        self.ports = write_deployment_config(self.data_dir, workers, events_writer)
         self.processes: dict[str, ServerProcess] = {}
         self._stack = stack
         self._all: list[ServerProcess] = []
@@ -118,9 +138,11 @@ class Deployment:
 
 
 @asynccontextmanager
-async def deployment(tmp_path: Path, *workers: str) -> AsyncIterator[Deployment]:
+async def deployment(
+    tmp_path: Path, *workers: str, events_writer: str = "main"
+) -> AsyncIterator[Deployment]:
     async with AsyncExitStack() as stack:
-        running = Deployment(tmp_path, stack, workers)
+        running = Deployment(tmp_path, stack, workers, events_writer)
         try:
             # Main first: it creates the data files the workers open.
             await running.start("main")
@@ -287,6 +309,82 @@ async def test_main_and_two_workers_from_one_config_file(tmp_path: Path) -> None
             )
 
         await sync_until(bob, since, presence)
+
+
+async def test_a_worker_writes_events_for_the_whole_deployment(tmp_path: Path) -> None:
+    # [stream_writers] events = "worker1": main's handlers send through worker1's persister,
+    # every instance follows worker1's events stream, main still writes the other streams.
+    async with deployment(tmp_path, "worker1", "worker2", events_writer="worker1") as running:
+        alice = await new_user(await running.http("main"), "alice")
+        bob = await new_user(await running.http("worker2"), "bob")
+        room_id = await shared_room(alice, bob)
+        alice_on = {name: await on(running, name, alice) for name in ("worker1", "worker2")}
+        syncers = {
+            name: Syncer(await on(running, name, bob), room_id, "") for name in running.ports
+        }
+        for syncer in syncers.values():
+            syncer.since = (await sync(syncer.client))["next_batch"]
+        # Sends through main (submitted to worker1), through worker2 (forwarded to main,
+        # submitted to worker1) and through worker1 itself (forwarded to main and back).
+        senders = [alice, alice_on["worker2"], alice_on["worker1"]]
+        sent = [f"message {i}" for i in range(30)]
+        async with trio.open_nursery() as nursery:
+            for syncer in syncers.values():
+                nursery.start_soon(syncer.run)
+            for i, body in enumerate(sent):
+                event_id = assert_ok(await send_text(senders[i % 3], room_id, body))["event_id"]
+                # A client reads its own write at once, on whichever instance it sent through.
+                assert_ok(await senders[i % 3].get(f"/rooms/{room_id}/event/{event_id}"))
+            for syncer in syncers.values():
+                await syncer.wait_for(sent)
+                syncer.stopping = True
+        for name, syncer in syncers.items():
+            assert syncer.received == sent, name
+        assert await room_bodies(alice_on["worker2"], room_id) == sent
+
+        # The writer's refusal crosses back unchanged: carol is not in the room.
+        carol = await new_user(await running.http("main"), "carol")
+        refused = await send_text(carol, room_id, "not a member")
+        assert_error(refused, 403, "M_FORBIDDEN")
+        # A retried transaction is the same event, whichever instance the retry reaches.
+        path = f"/rooms/{room_id}/send/m.room.message/same-txn"
+        content = {"msgtype": "m.text", "body": "once"}
+        first = assert_ok(await alice.put(path, content))["event_id"]
+        assert assert_ok(await alice.put(path, content))["event_id"] == first
+
+        # Main still writes typing and receipts, which worker1 follows like any worker.
+        typing = f"/rooms/{room_id}/typing/{alice.user_id}"
+        assert_ok(await alice_on["worker1"].put(typing, {"typing": True, "timeout": 30000}))
+        bob_on_writer = syncers["worker1"].client
+
+        def typed(response: dict[str, Any]) -> bool:
+            events = _room(response, room_id).get("ephemeral", {}).get("events", [])
+            return any(
+                e["type"] == "m.typing" and alice.user_id in e["content"]["user_ids"]
+                for e in events
+            )
+
+        await sync_until(bob_on_writer, syncers["worker1"].since, typed)
+
+
+async def test_an_events_writer_cut_off_fails_sends_fast(tmp_path: Path) -> None:
+    async with deployment(tmp_path, "worker1", events_writer="worker1") as running:
+        alice = await new_user(await running.http("main"), "alice")
+        room_id = str(
+            assert_ok(await until_not_503(lambda: alice.post("/createRoom", {})))["room_id"]
+        )
+        running.processes["worker1"].process.send_signal(signal.SIGKILL)
+        await running.processes["worker1"].process.wait()
+        with trio.fail_after(10):
+            response = await send_text(alice, room_id, "nobody persists this")
+        assert_error(response, 503, "M_UNKNOWN")
+        # Reads keep being served from the shared database.
+        assert_ok(await alice.get(f"/rooms/{room_id}/state"))
+        # Once the writer is back, sends go through again and are seen.
+        await running.start("worker1")
+        response = await until_not_503(lambda: send_text(alice, room_id, "after the restart"))
+        event_id = assert_ok(response)["event_id"]
+        assert_ok(await alice.get(f"/rooms/{room_id}/event/{event_id}"))
 
 
 async def room_bodies(client: Client, room_id: str) -> list[str]:

@@ -59,7 +59,7 @@ def test_an_unknown_instance_is_a_config_error() -> None:
         ({"replication": {"secret": None}}, r"config\.replication\.secret: required"),
         ({"instance_map": {}}, r"config\.instance_map\.main: needed"),
         ({"stream_writers": {"typing": "worker1"}}, r"stream_writers\.typing: instance"),
-        ({"roles": {"pushers": "worker1"}}, r"roles\.pushers: must be the events writer"),
+        ({"roles": {"pushers": "worker1"}}, r"roles\.pushers: must be 'main'"),
         ({"roles": {"media_expiry": "nope"}}, r"roles\.media_expiry: instance 'nope'"),
         ({"workers": {"main": {"port": 1}}}, r"config\.workers\.main: a worker name"),
         ({"workers": {"a b": {"port": 1}}}, r"config\.workers\.a b: a worker name"),
@@ -74,11 +74,60 @@ def test_inconsistent_deployments_are_refused(change: dict[str, Any], message: s
         load(raw)
 
 
-@pytest.mark.parametrize("stream", ["events", "receipts"])
-def test_only_main_writes_streams(stream: str) -> None:
+@pytest.mark.parametrize("stream", ["typing", "receipts", "device_lists"])
+def test_only_main_writes_the_streams_but_events(stream: str) -> None:
     raw = {
         **DEPLOYMENT,
         "instance_map": {**DEPLOYMENT["instance_map"], "worker1": {"host": "h", "port": 1}},
     }
     with pytest.raises(ConfigError, match=rf"stream_writers\.{stream}: only 'main' can write"):
         load({**raw, "stream_writers": {stream: "worker1"}})
+
+
+WORKER1_WRITES_EVENTS: dict[str, Any] = {
+    **DEPLOYMENT,
+    "instance_map": {
+        **DEPLOYMENT["instance_map"],
+        "worker1": {"host": "127.0.0.1", "port": 9101, "replication_port": 9094},
+    },
+    "stream_writers": {"events": "worker1"},
+}
+
+
+def test_a_worker_can_write_events() -> None:
+    deployment = load(WORKER1_WRITES_EVENTS)
+    assert not deployment.events_writer_is_main
+    assert not deployment.is_events_writer  # main
+    assert deployment.writes("typing")
+    assert deployment.runs_role("pushers")
+    writer = deployment.for_instance("worker1")
+    assert writer.is_events_writer
+    assert writer.writes("events")
+    assert not writer.writes("receipts")
+    assert writer.runs_role("expiry")
+    assert not writer.runs_role("pushers")
+    assert not deployment.for_instance("worker2").runs_role("expiry")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"instance_map": {"worker1": {"host": "h", "port": 9101}}},
+            r"instance_map\.worker1\.replication_port: needed for the events writer",
+        ),
+        ({"stream_writers": {"events": "nope"}}, r"stream_writers\.events: instance 'nope'"),
+        (
+            {"instance_map": {"worker1": {"host": "h", "port": 1, "replication_port": 70000}}},
+            r"instance_map\.worker1\.replication_port: must be between",
+        ),
+    ],
+)
+def test_an_events_writer_elsewhere_needs_its_listener(
+    change: dict[str, Any], message: str
+) -> None:
+    raw = dict(WORKER1_WRITES_EVENTS)
+    for key, value in change.items():
+        raw[key] = {**WORKER1_WRITES_EVENTS.get(key, {}), **value}
+    with pytest.raises(ConfigError, match=message):
+        load(raw)

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from trioserver.stores.database import Database
     from trioserver.stores.events import StoredEvent
     from trioserver.stores.state import StateStore
-    from trioserver.stores.stream_updates import PresenceStreamRow
+    from trioserver.stores.stream_updates import EventRow, PresenceStreamRow
     from trioserver.streams import StreamPositions
 
 JsonDict = dict[str, Any]
@@ -425,6 +425,15 @@ class PresenceHandler:
             sender = item.event.sender
             if item.event.type == "m.room.message" and sender.endswith(self._server_suffix):
                 self._pending_activity.add(sender)
+                self._wakeup.set()
+
+    def on_replicated_events(self, rows: Sequence[EventRow]) -> None:
+        """`on_new_events` for events written by an events writer elsewhere."""
+        if not self._writer:
+            return
+        for row in rows:
+            if row.type == "m.room.message" and row.sender.endswith(self._server_suffix):
+                self._pending_activity.add(row.sender)
                 self._wakeup.set()
 
     async def presence_since(self, user_id: str, since: int | None) -> list[JsonDict]:

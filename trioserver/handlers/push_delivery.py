@@ -98,6 +98,12 @@ class PusherPool:
         self._persisted_up_to = max(self._persisted_up_to, stored[-1].stream_ordering)
         self._persisted.set()
 
+    def on_events_position(self, token: int) -> None:
+        """The same as `on_persisted` from the events stream's replicated position (main,
+        when the events writer is another instance). Never blocks."""
+        self._persisted_up_to = max(self._persisted_up_to, token)
+        self._persisted.set()
+
     def on_receipt(self, user_id: str) -> None:
         """Receipt listener: the user's badge may have changed. Never blocks."""
         for worker in self._workers.get(user_id, {}).values():

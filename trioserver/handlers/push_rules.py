@@ -87,6 +87,7 @@ class PushRulesHandler:
         self._generation: dict[str, int] = {}
         self._max_cached = max_cached
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._invalidation_listeners: list[Callable[[Iterable[str] | None], None]] = []
         # Users with stored rules (read on first use), and everyone changed since start-up.
         self._stored_users: set[str] | None = None
         self._changed_users: set[str] = set()
@@ -94,6 +95,11 @@ class PushRulesHandler:
     def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Have ``await listener(user_id)`` called after each change to a user's rules."""
         self._listeners.append(listener)
+
+    def add_invalidation_listener(self, listener: Callable[[Iterable[str] | None], None]) -> None:
+        """Have ``listener(user_ids)`` called whenever cached rules are dropped (after a change
+        here, or one the caches stream announced; None: everyone's). Sync; must not raise."""
+        self._invalidation_listeners.append(listener)
 
     # -- Reading ---------------------------------------------------------------------------
 
@@ -184,10 +190,16 @@ class PushRulesHandler:
     def invalidate_nowait(self, user_ids: Iterable[str] | None) -> None:
         """Forget cached rules of `user_ids` (None: everyone's) because another instance
         changed them (the caches stream's ``push_rules`` rows, issue 13)."""
-        for user_id in self._cache.copy() if user_ids is None else user_ids:
+        users = None if user_ids is None else list(user_ids)
+        for user_id in self._cache.copy() if users is None else users:
             self._changed_users.add(user_id)
             self._generation[user_id] = self._generation.get(user_id, 0) + 1
             self._cache.pop(user_id, None)
+        if users is None:
+            # Users never cached here may have rules now too: read the stored set again.
+            self._stored_users = None
+        for listener in self._invalidation_listeners:
+            listener(users)
 
     async def _changed(self, user_id: str) -> None:
         self.invalidate_nowait([user_id])

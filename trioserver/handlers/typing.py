@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trioserver.errors import MatrixError
-from trioserver.stores.stream_updates import TypingStreamRow
+from trioserver.stores.stream_updates import EventRow, TypingStreamRow
 from trioserver.streams import NotStreamWriter
 
 if TYPE_CHECKING:
@@ -206,6 +206,13 @@ class TypingHandler:
                 and event.content.get("membership") != "join"
             ):
                 self._stop(event.room_id, event.state_key)
+
+    def on_replicated_events(self, rows: Sequence[EventRow]) -> None:
+        """`on_new_events` for events written by an events writer elsewhere (main follows
+        them when ``[stream_writers] events`` is a worker)."""
+        for row in rows:
+            if row.type == "m.room.member" and row.state_key and row.membership != "join":
+                self._stop(row.room_id, row.state_key)
 
     async def run_timeouts(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

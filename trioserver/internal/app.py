@@ -16,6 +16,12 @@ a bearer token, 403 with a wrong one; compared in constant time). Three endpoint
 - ``GET STREAM_UPDATES_PREFIX + <stream>?from_token=A&upto_token=B``: a page of a writer
   stream, for workers catching up on streams kept in memory (typing).
 - ``POST PRESENCE_SYNC_PATH``: a user started or stopped syncing on a worker.
+- ``POST INVALIDATE_PATH``: an events writer that is not main changed a cached fact (an
+  expired event): main writes the caches-stream row.
+
+An events writer that is not main serves its own internal app with one endpoint,
+``POST SUBMIT_EVENTS_PATH`` (`trioserver.internal.remote_events`). An endpoint whose part is
+not given answers 404.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from trioserver.internal.protocol import (
     CLIENT_ADDR_HEADER,
     CLIENT_PREFIX,
     FORWARDED_AUTHORIZATION,
+    INVALIDATE_PATH,
     POSITIONS_HEADER,
     PRESENCE_SYNC_PATH,
     STREAM_UPDATES_PREFIX,
+    SUBMIT_EVENTS_PATH,
 )
 from trioserver.repl.streams import PAGE_SIZE, WriterStream
 
@@ -53,31 +61,48 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# presence_sync bodies are a few fields.
+# presence_sync and invalidate bodies are a few fields.
 _MAX_BODY = 64 * 1024
+# A submission is a request's events (a room's initial state at most, or a profile change's
+# member events in every room of the user): bounded like a client request body.
+_MAX_SUBMISSION = 16 * 1024 * 1024
 
 PresenceSync = Callable[[str, str, "str | None", bool], Awaitable[None]]
+SubmitEvents = Callable[[bytes], Awaitable[JsonDict]]
+Invalidate = Callable[[str, list[str]], Awaitable[None]]
 
 
 def create_internal_app(
     *,
     secret: str,
-    client_app: ASGIFramework,
     positions: Callable[[], dict[str, int]],
-    writer_streams: Mapping[str, WriterStream],
-    presence_sync: PresenceSync,
+    client_app: ASGIFramework | None = None,
+    writer_streams: Mapping[str, WriterStream] | None = None,
+    presence_sync: PresenceSync | None = None,
+    invalidate: Invalidate | None = None,
+    submit_events: SubmitEvents | None = None,
 ) -> InternalApp:
-    """Main's internal app (see the module docstring).
+    """An instance's internal app (see the module docstring).
 
     Args:
         secret: ``replication.secret``.
+        positions: every replicated stream's current token on this instance.
         client_app: main's client-server app, which forwarded requests are dispatched into.
-        positions: every replicated stream's current token on main.
         writer_streams: main's writer streams by name (for ``stream_updates``).
         presence_sync: ``(instance, user_id, state, syncing)``: mark a user as syncing (or
             stopped) on an instance.
+        invalidate: ``(cache, keys)``: write a caches-stream invalidation (main).
+        submit_events: persist a submission (an events writer that is not main).
     """
-    return InternalApp(secret, client_app, positions, writer_streams, presence_sync)
+    return InternalApp(
+        secret,
+        positions,
+        client_app,
+        writer_streams or {},
+        presence_sync,
+        invalidate,
+        submit_events,
+    )
 
 
 class InternalApp:
@@ -86,16 +111,20 @@ class InternalApp:
     def __init__(
         self,
         secret: str,
-        client_app: ASGIFramework,
         positions: Callable[[], dict[str, int]],
+        client_app: ASGIFramework | None,
         writer_streams: Mapping[str, WriterStream],
-        presence_sync: PresenceSync,
+        presence_sync: PresenceSync | None,
+        invalidate: Invalidate | None,
+        submit_events: SubmitEvents | None,
     ) -> None:
         self._secret = secret.encode()
         self._client_app = client_app
         self._positions = positions
         self._streams = writer_streams
         self._presence_sync = presence_sync
+        self._invalidate = invalidate
+        self._submit_events = submit_events
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -107,8 +136,8 @@ class InternalApp:
             return
         try:
             self._check_secret(scope)
-            if scope["path"].startswith(CLIENT_PREFIX + "/"):
-                await self._forwarded(scope, receive, send)
+            if scope["path"].startswith(CLIENT_PREFIX + "/") and self._client_app is not None:
+                await self._forwarded(self._client_app, scope, receive, send)
                 return
             response = await self._respond(scope, receive)
         except MatrixError as err:
@@ -131,10 +160,17 @@ class InternalApp:
         path, method = scope["path"], scope["method"]
         if path.startswith(STREAM_UPDATES_PREFIX) and method == "GET":
             return Response(await self._stream_updates(scope))
-        if path == PRESENCE_SYNC_PATH and method == "POST":
+        if path == SUBMIT_EVENTS_PATH and method == "POST" and self._submit_events is not None:
+            return Response(
+                await self._submit_events(await _read_body(scope, receive, _MAX_SUBMISSION))
+            )
+        if path == INVALIDATE_PATH and method == "POST" and self._invalidate is not None:
+            await self._invalidation(self._invalidate, await _read_body(scope, receive, _MAX_BODY))
+            return Response({})
+        if path == PRESENCE_SYNC_PATH and method == "POST" and self._presence_sync is not None:
             body = await _read_body(scope, receive, _MAX_BODY)
             before = self._positions()
-            await self._presence(body)
+            await self._presence(self._presence_sync, body)
             # The worker waits for these before its /sync goes on, so the token that sync
             # answers with covers the presence change it made.
             return Response({"positions": _moved(before, self._positions())})
@@ -153,13 +189,19 @@ class InternalApp:
             "limited": page.limited,
         }
 
-    async def _presence(self, raw: bytes) -> None:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MatrixError("M_NOT_JSON", "Content not JSON.") from None
-        if not isinstance(body, dict):
-            raise MatrixError("M_BAD_JSON", "Content must be a JSON object.")
+    async def _invalidation(self, invalidate: Invalidate, raw: bytes) -> None:
+        body = _json_body(raw)
+        cache, keys = body.get("cache"), body.get("keys")
+        if not (
+            isinstance(cache, str)
+            and isinstance(keys, list)
+            and all(isinstance(key, str) for key in keys)
+        ):
+            raise MatrixError("M_BAD_JSON", "Expected cache and keys")
+        await invalidate(cache, keys)
+
+    async def _presence(self, presence_sync: PresenceSync, raw: bytes) -> None:
+        body = _json_body(raw)
         instance, user_id = body.get("instance"), body.get("user_id")
         state, syncing = body.get("state"), body.get("syncing")
         if not (
@@ -169,14 +211,18 @@ class InternalApp:
             and isinstance(syncing, bool)
         ):
             raise MatrixError("M_BAD_JSON", "Expected instance, user_id, state, syncing")
-        await self._presence_sync(instance, user_id, state, syncing)
+        await presence_sync(instance, user_id, state, syncing)
 
     async def _forwarded(
-        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        self,
+        client_app: ASGIFramework,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
     ) -> None:
         captured = _CapturedResponse()
         before = self._positions()
-        await self._client_app(_client_scope(scope), receive, captured.send)
+        await client_app(_client_scope(scope), receive, captured.send)
         # Read only now: the handler has returned, so these cover everything it wrote.
         moved = _moved(before, self._positions())
         headers = [*captured.headers, (POSITIONS_HEADER.encode(), orjson.dumps(moved))]
@@ -228,6 +274,16 @@ def _client_scope(scope: HTTPScope) -> HTTPScope:
     path = scope["path"].removeprefix(CLIENT_PREFIX)
     raw_path = scope["raw_path"].removeprefix(CLIENT_PREFIX.encode())
     return {**scope, "path": path, "raw_path": raw_path, "headers": headers, "client": client}
+
+
+def _json_body(raw: bytes) -> JsonDict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError("M_NOT_JSON", "Content not JSON.") from None
+    if not isinstance(body, dict):
+        raise MatrixError("M_BAD_JSON", "Content must be a JSON object.")
+    return body
 
 
 def _header(scope: HTTPScope, name: bytes) -> str | None:

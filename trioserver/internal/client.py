@@ -17,15 +17,18 @@ from urllib.parse import urlencode, urlsplit
 import attrs
 import orjson
 
+from trioserver.errors import MatrixError
 from trioserver.internal.errors import WriterUnavailable
 from trioserver.internal.protocol import (
     CLIENT_ADDR_HEADER,
     CLIENT_PREFIX,
     FORWARDED_AUTHORIZATION,
     FORWARDED_HEADERS,
+    INVALIDATE_PATH,
     POSITIONS_HEADER,
     PRESENCE_SYNC_PATH,
     STREAM_UPDATES_PREFIX,
+    SUBMIT_EVENTS_PATH,
 )
 from trioserver.internal.transport import InternalTransport, RawResponse, TransportError
 from trioserver.repl.streams import UpdatePage
@@ -136,6 +139,41 @@ class MainClient:
         )
         return _positions(_json_object(response, "presence_sync").get("positions", {}))
 
+    async def submit_events(self, payload: bytes) -> tuple[list[str], int]:
+        """Have the events writer persist a submission (`remote_events.submission_to_json`);
+        the written event ids and the writer's events position after them. Checkpoint: yes.
+
+        Raises:
+            MatrixError: the writer refused the events (its errcode and status).
+            WriterUnavailable: the writer could not be reached or gave a malformed answer.
+        """
+        response = await self._send(
+            "POST", SUBMIT_EVENTS_PATH, [("content-type", "application/json")], payload
+        )
+        if 400 <= response.status < 500:
+            raise _matrix_error(response)
+        body = _json_object(response, "submit_events")
+        event_ids, position = body.get("event_ids"), body.get("position")
+        if not (
+            isinstance(event_ids, list)
+            and all(isinstance(e, str) for e in event_ids)
+            and type(position) is int
+        ):
+            raise WriterUnavailable("malformed submit_events answer")
+        return event_ids, position
+
+    async def invalidate(self, cache: str, keys: Sequence[str]) -> None:
+        """Have main write a caches-stream invalidation. Checkpoint: yes.
+
+        Raises:
+            WriterUnavailable: main could not be reached or refused.
+        """
+        payload = orjson.dumps({"cache": cache, "keys": list(keys)})
+        response = await self._send(
+            "POST", INVALIDATE_PATH, [("content-type", "application/json")], payload
+        )
+        _json_object(response, "invalidate")
+
     async def aclose(self) -> None:
         """Close the pooled connections. Checkpoint: yes."""
         await self._transport.aclose()
@@ -176,6 +214,22 @@ def _positions(parsed: object) -> dict[str, int]:
     ):
         raise WriterUnavailable("malformed stream positions")
     return parsed
+
+
+def _matrix_error(response: RawResponse) -> MatrixError:
+    # The writer's own refusal, passed on as it is (a client error, not an outage).
+    try:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("errcode"), str):
+        return MatrixError(
+            "M_UNKNOWN", "The events writer refused the request", status=response.status
+        )
+    extra = {k: v for k, v in body.items() if k not in ("errcode", "error")}
+    return MatrixError(
+        body["errcode"], str(body.get("error", "")), status=response.status, extra=extra or None
+    )
 
 
 def _json_object(response: RawResponse, what: str) -> dict[str, Any]:

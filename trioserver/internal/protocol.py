@@ -21,3 +21,7 @@ CLIENT_ADDR_HEADER = "x-trioserver-client-addr"
 FORWARDED_AUTHORIZATION = "x-trioserver-forwarded-authorization"
 # The client's headers a forwarded request carries (the others are the worker's business).
 FORWARDED_HEADERS = frozenset({"authorization", "content-type", "user-agent"})
+# On an events writer that is not main: persist the events main's handlers send.
+SUBMIT_EVENTS_PATH = f"{PREFIX}/submit_events"
+# On main, from such a writer: write caches-stream invalidations (main writes that stream).
+INVALIDATE_PATH = f"{PREFIX}/invalidate"

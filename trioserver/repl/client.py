@@ -115,6 +115,10 @@ class ReplicationClient:
         """Whether a connection is up and every stream has caught up to its POSITION."""
         return self._connected
 
+    def follows(self, stream: str) -> bool:
+        """Whether this client applies `stream`."""
+        return stream in self._streams
+
     def add_connection_listener(self, callback: Callable[[bool], None]) -> None:
         """Call ``callback(True)`` once connected and caught up, ``callback(False)`` when that
         connection is lost. Sync; must not raise."""
@@ -340,3 +344,34 @@ async def _apply(stream: FollowerStream, token: int, rows: list[JsonRow]) -> Non
     # the token not moved, or the reverse); applies are local and short.
     with trio.CancelScope(shield=True):
         await stream.apply(token, rows)
+
+
+class FollowedWriters:
+    """An instance's replication clients, one per writer instance it follows, as one: main
+    for most streams, and the events writer when that is another instance (issue 13)."""
+
+    def __init__(self, clients: Sequence[ReplicationClient]) -> None:
+        self.clients = tuple(clients)
+
+    @property
+    def connected(self) -> bool:
+        """Whether every client is connected and caught up."""
+        return all(client.connected for client in self.clients)
+
+    async def wait_for_positions(self, positions: Mapping[str, int], timeout_s: float) -> bool:
+        """`ReplicationClient.wait_for_positions` over every client that follows one of the
+        named streams, within one `timeout_s`. Checkpoint: yes.
+
+        Raises:
+            ReplicationUnavailable: such a client is not connected, or its connection dropped.
+        """
+        deadline = trio.current_time() + timeout_s
+        for client in self.clients:
+            wanted = {name: token for name, token in positions.items() if client.follows(name)}
+            if not wanted:
+                continue
+            left = max(0.0, deadline - trio.current_time())
+            if not await client.wait_for_positions(wanted, left):
+                return False
+        await trio.lowlevel.checkpoint()
+        return True

@@ -114,6 +114,12 @@ class EventsFollower:
         self._relations = relations
         self._notifier = notifier
         self._position = position
+        self._listeners: list[Callable[[int, Sequence[EventRow]], None]] = []
+
+    def add_listener(self, listener: Callable[[int, Sequence[EventRow]], None]) -> None:
+        """Call ``listener(token, rows)`` after each applied batch (main, when another
+        instance writes events: typing, presence activity and the pushers follow them)."""
+        self._listeners.append(listener)
 
     async def load(self, store: StreamUpdateStore) -> None:
         """Start at the highest event committed when the worker starts (before serving);
@@ -135,6 +141,8 @@ class EventsFollower:
         self._position = max(self._position, token)
         rooms = {row.room_id for row in rows}
         users = {row.state_key for row in rows if row.type == "m.room.member" and row.state_key}
+        for listener in self._listeners:
+            listener(token, rows)
         self._notifier.notify(rooms=rooms, users=users)
         await trio.lowlevel.checkpoint()
 

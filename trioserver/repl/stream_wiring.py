@@ -78,7 +78,7 @@ def follower_streams(
     store: StreamUpdateStore,
     *,
     fetch: Fetch,
-    events: EventsFollower,
+    events: EventsFollower | None,
     typing: TypingHandler,
     receipts: ReceiptsHandler,
     account_data: AccountDataHandler,
@@ -87,7 +87,8 @@ def follower_streams(
     e2e_keys: E2eKeysHandler,
     caches: CacheInvalidations,
 ) -> tuple[FollowerStream, ...]:
-    """A worker's side of every replicated stream (`fetch`: main's ``stream_updates``)."""
+    """A follower's side of every replicated stream (`fetch`: main's ``stream_updates``);
+    without `events` (this instance writes events) the events stream is left out."""
 
     async def apply_receipts(token: int, rows: Sequence[ReceiptStreamRow]) -> None:
         receipts.on_replicated(token, rows)
@@ -103,7 +104,13 @@ def follower_streams(
         to_device.on_replicated(token, rows)
 
     streams: tuple[FollowerStream, ...] = (
-        DbFollowerStream("events", store, EventRow, events.position, events.on_replicated),
+        *(
+            ()
+            if events is None
+            else (
+                DbFollowerStream("events", store, EventRow, events.position, events.on_replicated),
+            )
+        ),
         TypingFollowerStream(typing, fetch),
         DbFollowerStream("receipts", store, ReceiptStreamRow, receipts.position, apply_receipts),
         DbFollowerStream(
@@ -118,7 +125,7 @@ def follower_streams(
         ),
         DbFollowerStream("caches", store, CacheRow, caches.position, caches.on_replicated),
     )
-    assert tuple(s.name for s in streams) == REPLICATED_STREAMS
+    assert tuple(s.name for s in streams) == REPLICATED_STREAMS[events is None :]
     return streams
 
 

@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import orjson
 
-import trio
-
 from trioserver.events.constants import POWER_LEVELS_KEY
 from trioserver.events.power_levels import get_user_power_level, parse_power_level
 from trioserver.events.relations import MAIN_THREAD, THREAD, relation_of, thread_id_of
@@ -46,7 +44,7 @@ from trioserver.push.rules import build_rule_set
 from trioserver.stores.push_actions import EventPush, PushGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Callable, Iterable
 
     from trioserver.events import Event
     from trioserver.push.evaluator import CompiledPushRules, PreparedEvent
@@ -72,8 +70,9 @@ class PushRulesSource(Protocol):
         """Whether each user's rules are exactly the server defaults (cached)."""
         ...
 
-    def add_change_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
-        """Have ``await listener(user_id)`` called after each change to a user's rules."""
+    def add_invalidation_listener(self, listener: Callable[[Iterable[str] | None], None]) -> None:
+        """Have ``listener(user_ids)`` called whenever cached rules are dropped: after a
+        change here, or one another instance announced (None: everyone's)."""
         ...
 
 
@@ -142,7 +141,8 @@ class PushEvaluator:
         # Goes up on every change of anyone's rules: a classification read across a change
         # is not kept.
         self._rules_generation = 0
-        rules.add_change_listener(self._rules_changed)
+        # Also when main changed them and this is an events writer elsewhere (issue 13).
+        rules.add_invalidation_listener(self._rules_changed)
         # room id -> (room index, ignore lists generation, members ignoring anyone).
         self._ignorers: dict[str, tuple[_RoomIndex, int, dict[str, frozenset[str]]]] = {}
 
@@ -177,10 +177,12 @@ class PushEvaluator:
             return None
         return EventPush(await self._thread_id(event, in_batch), groups)
 
-    async def _rules_changed(self, user_id: str) -> None:
+    def _rules_changed(self, user_ids: Iterable[str] | None) -> None:
         self._rules_generation += 1
-        self._on_defaults.pop(user_id, None)
-        await trio.lowlevel.checkpoint()
+        if user_ids is None:
+            self._on_defaults.clear()
+        for user_id in user_ids or ():
+            self._on_defaults.pop(user_id, None)
 
     async def _recipients(self, room_id: str, index: _RoomIndex, sender: str) -> list[str]:
         # Spec "Ignoring Users": no notifications from an ignored user (nor for the sender).

@@ -47,6 +47,8 @@ class EventRow:
         membership: for ``m.room.member`` events, the membership.
         redacts: for a redaction, the event it redacts (its cached copy is stale now).
         has_relation: whether the event relates to another (the room has relations now).
+        sender: who sent it (main counts local users' messages as presence activity when
+            the events writer is another instance).
     """
 
     event_id: str
@@ -56,6 +58,7 @@ class EventRow:
     membership: str | None
     redacts: str | None
     has_relation: bool
+    sender: str = ""
 
 
 @attrs.frozen
@@ -147,7 +150,8 @@ def _page_txn(
 _EVENTS_SQL = """
     SELECT e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, e.membership,
         (SELECT d.redacts FROM redactions d WHERE d.event_id = e.event_id),
-        EXISTS (SELECT 1 FROM event_relations r WHERE r.event_id = e.event_id)
+        EXISTS (SELECT 1 FROM event_relations r WHERE r.event_id = e.event_id),
+        e.sender
     FROM events e
     WHERE e.stream_ordering > ? AND e.stream_ordering <= ?
     ORDER BY e.stream_ordering
@@ -156,7 +160,7 @@ _EVENTS_SQL = """
 
 def _event_row(r: Row) -> EventRow:
     redacts = r[6] if isinstance(r[6], str) else None
-    return EventRow(r[1], r[2], r[3], r[4], r[5], redacts, bool(r[7]))
+    return EventRow(r[1], r[2], r[3], r[4], r[5], redacts, bool(r[7]), r[8])
 
 
 _RECEIPTS_SQL = """
