@@ -84,13 +84,9 @@ from trioserver.repl.stream_wiring import (
     writer_streams,
 )
 from trioserver.repl.streams import CACHES, FollowerStream, WriterStream
-from trioserver.storage.expiry import EventExpirer
-from trioserver.storage.persistence import EventPersister, EventSubmitter
 from trioserver.storage.push_evaluation import PushEvaluator
-from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
-from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.event_stream import EventStreamStore
@@ -100,7 +96,6 @@ from trioserver.stores.filters import FilterStore
 from trioserver.stores.media import MediaStore
 from trioserver.stores.media_thumbnails import MediaThumbnailStore
 from trioserver.stores.openid import OpenIdStore
-from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.push_actions import PushActionStore
 from trioserver.stores.push_rules import PushRuleStore
@@ -122,7 +117,15 @@ if TYPE_CHECKING:
     from signedjson.types import SigningKey
 
     from trioserver.config import Config
+
+    # Writer-only code, imported by the builders that use it: a worker never loads it
+    # (issue 13). The records name these types, but cattrs never structures the records, so
+    # their annotations are not needed at run time (TC004 assumes every attrs class is).
+    from trioserver.storage.expiry import EventExpirer  # noqa: TC004
+    from trioserver.storage.intents import EventSubmitter
+    from trioserver.storage.persistence import EventPersister  # noqa: TC004
     from trioserver.stores.database import Database
+    from trioserver.stores.persist_events import PersistEventStore
 
 Clock = Callable[[], float]
 Loader = Callable[[], Awaitable[None]]
@@ -231,7 +234,12 @@ def build_writer(
     persist_store: PersistEventStore | None,
 ) -> WriterPart:
     """The persister; registers the events stream and wakes the notifier on new events."""
-    # Seed 2: the write side of event persistence exists only on the events writer.
+    # Seed 2: the write side of event persistence exists only on the events writer. Imported
+    # here: a worker never loads the writer's code (issue 13: its idle memory).
+    from trioserver.storage.persistence import EventPersister
+    from trioserver.storage.relation_checks import RelationChecker
+    from trioserver.stores.persist_events import PersistEventStore
+
     if persist_store is None:
         persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
     persister = EventPersister(
@@ -681,6 +689,10 @@ class ExpiryPart:
 
 def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart) -> ExpiryPart:
     """Self-destructing messages are pruned by the events writer only."""
+    # Imported here: a worker never loads the writer's code (issue 13: its idle memory).
+    from trioserver.storage.expiry import EventExpirer
+    from trioserver.stores.censor_events import CensorEventsStore
+
     expirer = EventExpirer(CensorEventsStore(db), core.events.cache, wall_clock=clock)
     writer.persister.add_listener(expirer.on_persisted)
     return ExpiryPart(expirer, subsystems=(expirer.run,))
