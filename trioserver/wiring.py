@@ -40,10 +40,8 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
-from trioserver.handlers.push_delivery import PusherPool
-from trioserver.handlers.push_notification import NotificationBuilder
 from trioserver.handlers.push_rules import PushRulesHandler
-from trioserver.handlers.pushers import PushersHandler
+from trioserver.handlers.pushers import NoPusherDelivery, PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.relations import RelationsHandler
@@ -118,9 +116,10 @@ if TYPE_CHECKING:
 
     from trioserver.config import Config
 
-    # Writer-only code, imported by the builders that use it: a worker never loads it
-    # (issue 13). The records name these types, but cattrs never structures the records, so
+    # Writer- and pusher-only code, imported by the builders that use it: a worker never loads
+    # it (issue 13). The records name these types, but cattrs never structures the records, so
     # their annotations are not needed at run time (TC004 assumes every attrs class is).
+    from trioserver.handlers.push_delivery import PusherPool  # noqa: TC004
     from trioserver.storage.expiry import EventExpirer  # noqa: TC004
     from trioserver.storage.intents import EventSubmitter
     from trioserver.storage.persistence import EventPersister  # noqa: TC004
@@ -484,9 +483,9 @@ def build_sync(
 
 @attrs.frozen
 class PushersPart:
-    """Pushers and their delivery (issue 11)."""
+    """Pushers and their delivery (issue 11); the pool only on the pushers instance."""
 
-    pool: PusherPool
+    pool: PusherPool | None
     pushers: PushersHandler
     subsystems: tuple[Subsystem, ...]
 
@@ -501,17 +500,22 @@ def build_pushers(
     streams: StreamsPart,
 ) -> PushersPart:
     """Pushers and the pool that delivers to them."""
-    # Issue 11: pushers, delivered by their own subsystem (one chosen instance, later).
+    # Issue 11: pushers, delivered by their own subsystem.
     pusher_store = PusherStore(db)
+    if writer is None or not config.runs_role("pushers"):
+        # Issue 13: pushers are delivered by one instance, fed by the persister (so the
+        # events writer: config validation says so); others only read the pusher table.
+        pushers = PushersHandler(pusher_store, NoPusherDelivery(), clock=clock)
+        return PushersPart(None, pushers, subsystems=())
+    # Imported here: only the pushers instance loads delivery (and httpx, issue 13).
+    from trioserver.handlers.push_delivery import PusherPool
+    from trioserver.handlers.push_notification import NotificationBuilder
+
     notifications = NotificationBuilder(
         core.events, core.state, include_content=config.push.include_content
     )
     pool = PusherPool(pusher_store, core.events, notifications, config.push, clock=clock)
     pushers = PushersHandler(pusher_store, pool, clock=clock)
-    if writer is None or not config.runs_role("pushers"):
-        # Issue 13: pushers are delivered by one instance, fed by the persister (so the
-        # events writer: config validation says so); others only read the pusher table.
-        return PushersPart(pool, pushers, subsystems=())
     # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
     writer.persister.add_listener(pool.on_persisted)
     streams.handlers.receipts.add_receipt_listener(pool.on_receipt)
