@@ -38,7 +38,7 @@ from trioserver.internal.remote_events import RemoteEventSubmitter
 from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
 from trioserver.listeners import host_port, hypercorn_config
-from trioserver.storage.persistence import EventPersister, EventSubmitter, NoEventWriter
+from trioserver.storage.intents import EventSubmitter, NoEventWriter
 from trioserver.stores.database import Database, open_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import Subsystem, run_supervised
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
+
+    # Writer-only (`wiring.build_writer` imports it): a worker never loads it (issue 13). cattrs
+    # never structures `Components`, so its annotations are not needed at run time.
+    from trioserver.storage.persistence import EventPersister  # noqa: TC004
     from trioserver.stores.persist_events import PersistEventStore
 
 from trioserver.errors import StartupError

@@ -40,10 +40,8 @@ from trioserver.handlers.notifier import Notifier, notify_events
 from trioserver.handlers.openid import OpenIdHandler
 from trioserver.handlers.presence import PresenceHandler
 from trioserver.handlers.profile import ProfileHandler
-from trioserver.handlers.push_delivery import PusherPool
-from trioserver.handlers.push_notification import NotificationBuilder
 from trioserver.handlers.push_rules import PushRulesHandler
-from trioserver.handlers.pushers import PushersHandler
+from trioserver.handlers.pushers import NoPusherDelivery, PushersHandler
 from trioserver.handlers.ratelimit import Ratelimiters
 from trioserver.handlers.receipts import ReceiptsHandler
 from trioserver.handlers.relations import RelationsHandler
@@ -85,13 +83,9 @@ from trioserver.repl.stream_wiring import (
     writer_streams,
 )
 from trioserver.repl.streams import CACHES, FollowerStream, UpdatePage, WriterStream
-from trioserver.storage.expiry import EventExpirer
-from trioserver.storage.persistence import EventPersister, EventSubmitter
 from trioserver.storage.push_evaluation import PushEvaluator
-from trioserver.storage.relation_checks import RelationChecker
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
-from trioserver.stores.censor_events import CensorEventsStore
 from trioserver.stores.directory import DirectoryStore
 from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.event_stream import EventStreamStore
@@ -101,7 +95,6 @@ from trioserver.stores.filters import FilterStore
 from trioserver.stores.media import MediaStore
 from trioserver.stores.media_thumbnails import MediaThumbnailStore
 from trioserver.stores.openid import OpenIdStore
-from trioserver.stores.persist_events import PersistEventStore
 from trioserver.stores.profiles import ProfileStore
 from trioserver.stores.push_actions import PushActionStore
 from trioserver.stores.push_rules import PushRuleStore
@@ -125,7 +118,16 @@ if TYPE_CHECKING:
     from signedjson.types import SigningKey
 
     from trioserver.config import Config
+
+    # Writer- and pusher-only code, imported by the builders that use it: a worker never loads
+    # it (issue 13). The records name these types, but cattrs never structures the records, so
+    # their annotations are not needed at run time (TC004 assumes every attrs class is).
+    from trioserver.handlers.push_delivery import PusherPool  # noqa: TC004
+    from trioserver.storage.expiry import EventExpirer  # noqa: TC004
+    from trioserver.storage.intents import EventSubmitter
+    from trioserver.storage.persistence import EventPersister  # noqa: TC004
     from trioserver.stores.database import Database
+    from trioserver.stores.persist_events import PersistEventStore
     from trioserver.stores.stream_updates import EventRow
 
 Clock = Callable[[], float]
@@ -235,7 +237,12 @@ def build_writer(
     persist_store: PersistEventStore | None,
 ) -> WriterPart:
     """The persister; registers the events stream and wakes the notifier on new events."""
-    # Seed 2: the write side of event persistence exists only on the events writer.
+    # Seed 2: the write side of event persistence exists only on the events writer. Imported
+    # here: a worker never loads the writer's code (issue 13: its idle memory).
+    from trioserver.storage.persistence import EventPersister
+    from trioserver.storage.relation_checks import RelationChecker
+    from trioserver.stores.persist_events import PersistEventStore
+
     if persist_store is None:
         persist_store = PersistEventStore(db, server_name=config.server_name, is_writer=True)
     persister = EventPersister(
@@ -485,9 +492,9 @@ def build_sync(
 
 @attrs.frozen
 class PushersPart:
-    """Pushers and their delivery (issue 11)."""
+    """Pushers and their delivery (issue 11); the pool only on the pushers instance."""
 
-    pool: PusherPool
+    pool: PusherPool | None
     pushers: PushersHandler
     subsystems: tuple[Subsystem, ...]
 
@@ -502,17 +509,22 @@ def build_pushers(
     streams: StreamsPart,
 ) -> PushersPart:
     """Pushers and the pool that delivers to them."""
-    # Issue 11: pushers, delivered by their own subsystem (one chosen instance, later).
+    # Issue 11: pushers, delivered by their own subsystem.
     pusher_store = PusherStore(db)
+    if not config.runs_role("pushers"):
+        # Issue 13: pushers are delivered by one instance, main (where receipts and devices
+        # change: config validation says so); others only read the pusher table.
+        pushers = PushersHandler(pusher_store, NoPusherDelivery(), clock=clock)
+        return PushersPart(None, pushers, subsystems=())
+    # Imported here: only the pushers instance loads delivery (and httpx, issue 13).
+    from trioserver.handlers.push_delivery import PusherPool
+    from trioserver.handlers.push_notification import NotificationBuilder
+
     notifications = NotificationBuilder(
         core.events, core.state, include_content=config.push.include_content
     )
     pool = PusherPool(pusher_store, core.events, notifications, config.push, clock=clock)
     pushers = PushersHandler(pusher_store, pool, clock=clock)
-    if not config.runs_role("pushers"):
-        # Issue 13: pushers are delivered by one instance, main (where receipts and devices
-        # change: config validation says so); others only read the pusher table.
-        return PushersPart(pool, pushers, subsystems=())
     # Issue 11: new events and read receipts wake the pushers; deleted devices lose theirs.
     # When another instance writes events, their replication wakes the pool instead
     # (`follow_events_on_main`).
@@ -693,6 +705,10 @@ class ExpiryPart:
 
 def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart) -> ExpiryPart:
     """Self-destructing messages are pruned by the events writer only."""
+    # Imported here: a worker never loads the writer's code (issue 13: its idle memory).
+    from trioserver.storage.expiry import EventExpirer
+    from trioserver.stores.censor_events import CensorEventsStore
+
     expirer = EventExpirer(CensorEventsStore(db), core.events.cache, wall_clock=clock)
     writer.persister.add_listener(expirer.on_persisted)
     return ExpiryPart(expirer, subsystems=(expirer.run,))
@@ -956,7 +972,7 @@ def follow_events_on_main(
     def on_events(token: int, rows: Sequence[EventRow]) -> None:
         typing.on_replicated_events(rows)
         presence.on_replicated_events(rows)
-        if pushers.subsystems:
+        if pool is not None:  # main runs the pushers (config validation)
             pool.on_events_position(token)
 
     events.add_listener(on_events)

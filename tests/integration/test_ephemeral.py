@@ -15,7 +15,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_ok

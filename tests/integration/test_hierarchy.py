@@ -13,7 +13,7 @@ from trio.testing import MockClock
 
 from trioserver.errors import MatrixError
 from trioserver.handlers.hierarchy import SESSION_SECONDS, HierarchyQuery
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.testing import InProcessServer
 
 from tests.integration.client import Client, assert_error, assert_ok

@@ -13,7 +13,7 @@ import trio
 
 from trioserver.keys import load_key_file
 from trioserver.nursery import build_components
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.stores.database import open_database
 from trioserver.testing import InProcessServer, serve_in_process
 

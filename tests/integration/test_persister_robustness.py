@@ -14,7 +14,7 @@ import trio.testing
 from trioserver.config import config_from_mapping
 from trioserver.handlers.room_creation import parse_create_room
 from trioserver.nursery import build_components
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.stores.database import open_database
 from trioserver.stores.events import StoredEvent
 

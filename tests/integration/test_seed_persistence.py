@@ -12,7 +12,7 @@ import trio
 
 from trioserver.config import config_from_mapping
 from trioserver.errors import ConfigError, MatrixError
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.stores.database import open_database
 from trioserver.stores.persist_events import PersistEventStore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 
 from tests.integration.writer_env import writer_env
 

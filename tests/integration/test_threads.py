@@ -11,7 +11,7 @@ import httpx
 import trio
 from trio.testing import MockClock
 
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok

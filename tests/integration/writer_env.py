@@ -82,7 +82,7 @@ class WriterEnv:
         return room_id
 
     async def send_text(self, sender: str, room_id: str, body: str) -> StoredEvent:
-        from trioserver.storage.persistence import EventIntent
+        from trioserver.storage.intents import EventIntent
 
         intent = EventIntent("m.room.message", sender, {"msgtype": "m.text", "body": body})
         (stored,) = await self.persister.submit(room_id, [intent])

@@ -22,13 +22,13 @@ from trioserver.events import (
     is_valid_user_id,
 )
 from trioserver.handlers.guest_access import check_guest_membership
-from trioserver.storage.persistence import EventIntent
+from trioserver.storage.intents import EventIntent
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from trioserver.events import Event
-    from trioserver.storage.persistence import EventSubmitter
+    from trioserver.storage.intents import EventSubmitter
     from trioserver.stores.database import Database, Txn
     from trioserver.stores.directory import DirectoryStore
     from trioserver.stores.events import EventStore

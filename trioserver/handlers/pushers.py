@@ -8,7 +8,7 @@ pushers, as Synapse does.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from trioserver.errors import MatrixError
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from trioserver.handlers.auth import Requester
-    from trioserver.handlers.push_delivery import PusherPool
     from trioserver.handlers.push_notification import JsonDict
     from trioserver.stores.pushers import PusherRow, PusherStore
 
@@ -98,13 +97,30 @@ def _check_http_data(data: dict[str, Any]) -> None:
         raise MatrixError("M_INVALID_PARAM", "'format' must be a string")
 
 
+class PushersChanged(Protocol):
+    """What delivers pushers: told when a user's pushers were set or deleted."""
+
+    def pushers_changed_nowait(self, user_id: str) -> None: ...
+
+
+class NoPusherDelivery:
+    """`PushersChanged` of an instance that does not deliver pushers (issue 13).
+
+    Only the pushers instance (the events writer) runs a `PusherPool` to restart; a worker
+    forwards ``POST /pushers/set`` to it, so nothing here has anything to wake.
+    """
+
+    def pushers_changed_nowait(self, user_id: str) -> None:
+        pass
+
+
 class PushersHandler:
     """Setting, deleting and listing a user's pushers."""
 
     def __init__(
         self,
         store: PusherStore,
-        pool: PusherPool,
+        pool: PushersChanged,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

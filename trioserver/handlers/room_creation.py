@@ -20,11 +20,11 @@ from trioserver.events import (
     is_valid_user_id,
 )
 from trioserver.handlers.state_checks import third_party_invites_unsupported
-from trioserver.storage.persistence import EventIntent, NewRoom
+from trioserver.storage.intents import EventIntent, NewRoom
 
 if TYPE_CHECKING:
     from trioserver.handlers.membership import MembershipHandler
-    from trioserver.storage.persistence import EventSubmitter
+    from trioserver.storage.intents import EventSubmitter
     from trioserver.stores.directory import DirectoryStore
     from trioserver.stores.profiles import ProfileStore
 

@@ -62,7 +62,7 @@ from trioserver.handlers.room_upgrade_state import (
     restricted_power_levels,
     without_users,
 )
-from trioserver.storage.persistence import random_room_id
+from trioserver.storage.intents import random_room_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

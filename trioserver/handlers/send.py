@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
 from trioserver.handlers.state_checks import check_tombstone
-from trioserver.storage.persistence import EventIntent
-from trioserver.stores.persist_events import TxnKey
+from trioserver.storage.intents import EventIntent, TxnKey
 
 if TYPE_CHECKING:
     from trioserver.handlers.auth import Requester
     from trioserver.handlers.state_checks import StateContentChecker
-    from trioserver.storage.persistence import EventSubmitter
+    from trioserver.storage.intents import EventSubmitter
     from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.state import StateStore
 

@@ -31,12 +31,11 @@ import orjson
 from trioserver.errors import MatrixError
 from trioserver.events import KNOWN_ROOM_VERSIONS
 from trioserver.internal.errors import WriterUnavailable
-from trioserver.storage.persistence import EventIntent, NewRoom
-from trioserver.stores.persist_events import TxnKey
+from trioserver.storage.intents import EventIntent, NewRoom, TxnKey
 
 if TYPE_CHECKING:
     from trioserver.internal.client import MainClient
-    from trioserver.storage.persistence import EventSubmitter
+    from trioserver.storage.intents import EventSubmitter
     from trioserver.stores.events import EventStore, StoredEvent
 
 # How long the submitter waits for its replication to apply a committed write.

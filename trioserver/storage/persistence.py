@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import secrets
-import string
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,7 +36,6 @@ from trioserver.events import (
     Event,
     EventTooLargeError,
     InvalidEventError,
-    RoomVersion,
     auth_types_for_event,
     build_event,
     check_auth_rules,
@@ -47,6 +44,7 @@ from trioserver.events import (
     should_apply_redaction,
 )
 from trioserver.storage.expiry import expiry_ts_of
+from trioserver.storage.intents import EventIntent, NewRoom, TxnKey, random_room_id
 from trioserver.storage.live_room import LiveRoom, RoomView, load_room_head_txn
 from trioserver.stores.events import EventStore, StoredEvent
 from trioserver.stores.persist_events import (
@@ -56,10 +54,8 @@ from trioserver.stores.persist_events import (
     PersistEventStore,
     RoomWrite,
     StateChange,
-    TxnKey,
     state_change_for,
 )
-from trioserver.streams import NotStreamWriter
 
 if TYPE_CHECKING:
     from trioserver.storage.push_evaluation import PushEvaluator
@@ -73,31 +69,6 @@ MAX_BATCH = 100
 CREATE_KEY = ("m.room.create", "")
 
 PersistListener = Callable[[Sequence[StoredEvent]], None]
-
-
-@attrs.frozen
-class EventIntent:
-    """An event a handler wants sent; the writer fills in everything else."""
-
-    type: str
-    sender: str
-    content: dict[str, Any]
-    state_key: str | None = None
-    redacts: str | None = None
-    txn_key: TxnKey | None = None
-
-
-@attrs.frozen
-class NewRoom:
-    """A request creates this room; its first intent is the ``m.room.create`` event.
-
-    `room_id` names the room in advance (room upgrades to versions 1-11, whose tombstone names
-    the new room before it exists); None picks a fresh id. Version 12 ignores it: the id comes
-    from the create event.
-    """
-
-    room_version: RoomVersion
-    room_id: str | None = None
 
 
 @attrs.define(eq=False)
@@ -140,47 +111,8 @@ class _RoomBatch:
     created_ts: int = 0
 
 
-class EventSubmitter(Protocol):
-    """Where handlers send events: the persister on the events writer, `NoEventWriter`
-    elsewhere (a worker forwards every request that writes events to the writer)."""
-
-    async def submit(
-        self,
-        room_id: str | None,
-        intents: list[EventIntent],
-        new_room: NewRoom | None = None,
-        *,
-        on_left_room: bool = False,
-    ) -> list[StoredEvent]: ...
-
-
-class NoEventWriter:
-    """The event submitter of an instance that is not the events writer (seed 2).
-
-    Every request that writes events is forwarded to the writer before it reaches a handler
-    (`trioserver.internal.forwarding`), so this is never called; if a bug routed a write here
-    it fails loudly instead of writing with ids of its own.
-    """
-
-    async def submit(
-        self,
-        room_id: str | None,
-        intents: list[EventIntent],
-        new_room: NewRoom | None = None,
-        *,
-        on_left_room: bool = False,
-    ) -> list[StoredEvent]:
-        raise NotStreamWriter("this instance does not write the events stream")
-
-
 def _persist_failed() -> MatrixError:
     return MatrixError("M_UNKNOWN", "Failed to persist event", status=500)
-
-
-def random_room_id(server_name: str) -> str:
-    """A fresh random room id of this server (room versions before 12)."""
-    localpart = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
-    return f"!{localpart}:{server_name}"
 
 
 class EventPersister:

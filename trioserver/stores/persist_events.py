@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 import orjson
 
+from trioserver.storage.intents import TxnKey
 from trioserver.stores import relations_index, search
 from trioserver.stores.events import StoredEvent
 from trioserver.stores.push_actions import (
@@ -58,15 +59,6 @@ class NewStateGroup:
     chain_length: int
     # The whole state when prev_group is None, else only what changed.
     entries: dict[tuple[str, str], str]
-
-
-@attrs.frozen
-class TxnKey:
-    """A client's transaction id for an idempotent send."""
-
-    user_id: str
-    device_id: str
-    txn_id: str
 
 
 @attrs.frozen

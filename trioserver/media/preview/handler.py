@@ -28,16 +28,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 
 import trio
 
 from trioserver.errors import MatrixError
-from trioserver.media.preview.fetch import Fetched, PreviewFetcher
 from trioserver.media.preview.opengraph import is_html, parse_open_graph
 
 if TYPE_CHECKING:
     from trioserver.config import MediaConfig
+    from trioserver.media.preview.fetch import Fetched, PreviewFetcher
     from trioserver.stores.url_previews import UrlPreviewStore
 
 logger = logging.getLogger(__name__)
@@ -71,6 +70,10 @@ def check_preview_url(url: str) -> None:
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` unless it is an absolute http(s) URL with a host.
     """
+    # Imported on first use, like the fetcher: httpx (with http.client, urllib.request and
+    # http.cookiejar) costs a few MB of RSS on every instance, previews or not.
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
@@ -102,7 +105,8 @@ class PreviewHandler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._fetcher = PreviewFetcher(config)
+        self._config = config
+        self._fetcher: PreviewFetcher | None = None
         self._store_image = store_image
         self._clock = clock
         self._flights: dict[str, _Flight] = {}
@@ -149,7 +153,7 @@ class PreviewHandler:
         if cached is not None and cached.expires_ts > ts:
             return cached.og
         fetched_ts = self._now_ms()
-        page = await self._fetcher.fetch(url, accept=_previewable)
+        page = await self._fetch().fetch(url, accept=_previewable)
         if is_image(page.content_type):
             og = await self._image_fields(page)
             if page.filename:
@@ -170,7 +174,7 @@ class PreviewHandler:
         if not isinstance(image_url, str) or self._store_image is None:
             return
         try:
-            image = await self._fetcher.fetch(image_url, accept=is_image)
+            image = await self._fetch().fetch(image_url, accept=is_image)
             og.update(await self._image_fields(image))
         except MatrixError as err:
             # The page's preview is still worth having without its image (as Synapse).
@@ -206,8 +210,18 @@ class PreviewHandler:
                 await trio.sleep(EXPIRY_INTERVAL)
         finally:
             # Shielded: the final close of pooled connections, bounded by a short deadline.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
-                await self._fetcher.aclose()
+            if self._fetcher is not None:
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+                    await self._fetcher.aclose()
+
+    def _fetch(self) -> PreviewFetcher:
+        if self._fetcher is None:
+            # Imported when the first page is fetched: the fetcher's guarded transport and
+            # httpx are not worth their memory on an instance that never fetches one.
+            from trioserver.media.preview.fetch import PreviewFetcher
+
+            self._fetcher = PreviewFetcher(self._config)
+        return self._fetcher
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
