@@ -32,10 +32,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from trioserver import wiring
 from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
-from trioserver.internal.app import create_internal_app
 from trioserver.internal.forwarding import PresenceForwarder
-from trioserver.internal.remote_events import RemoteEventSubmitter
-from trioserver.internal.serve import run_internal_http
 from trioserver.keys import key_id, load_key_file
 from trioserver.listeners import host_port, hypercorn_config
 from trioserver.storage.intents import EventSubmitter, NoEventWriter
@@ -223,6 +220,8 @@ def build_components(
         submitter = writer.persister
     elif config.is_main:
         # Main's handlers send events through the events writer instance (issue 13).
+        from trioserver.internal.remote_events import RemoteEventSubmitter
+
         writer_client = wiring.internal_client_for(config, config.stream_writers.events)
         remote_events = RemoteEventSubmitter(writer_client, core.events)
         submitter = remote_events
@@ -413,6 +412,10 @@ async def _start_replication_listeners(
     deployment, and an events writer that is not main); their bound ports."""
     if replication.server is None:
         return {}
+    # Imported here: an instance without these listeners (a worker) never loads them.
+    from trioserver.internal.app import create_internal_app
+    from trioserver.internal.serve import run_internal_http
+
     assert config.replication.secret is not None
     server = replication.server
     location = config.instance_map[config.instance_name]

@@ -64,10 +64,8 @@ from trioserver.handlers.typing import TypingHandler
 from trioserver.handlers.uia import InteractiveAuth
 from trioserver.handlers.user_directory import UserDirectoryHandler
 from trioserver.handlers.voip import VoipHandler
-from trioserver.internal.app import Invalidate, PresenceSync, SubmitEvents
 from trioserver.internal.client import MainClient
 from trioserver.internal.forwarding import Forwarder
-from trioserver.internal.remote_events import SubmissionHandler
 from trioserver.listeners import host_port
 from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
@@ -75,7 +73,6 @@ from trioserver.media.thumbnails import ThumbnailService
 from trioserver.repl.caches import EVENTS, CacheInvalidations
 from trioserver.repl.client import FollowedWriters, ReplicationClient
 from trioserver.repl.db_streams import DbWriterStream, EventsFollower
-from trioserver.repl.server import ReplicationServer
 from trioserver.repl.stream_wiring import (
     announce_invalidations,
     apply_invalidations,
@@ -123,6 +120,8 @@ if TYPE_CHECKING:
     # it (issue 13). The records name these types, but cattrs never structures the records, so
     # their annotations are not needed at run time (TC004 assumes every attrs class is).
     from trioserver.handlers.push_delivery import PusherPool  # noqa: TC004
+    from trioserver.internal.app import Invalidate, PresenceSync, SubmitEvents  # noqa: TC004
+    from trioserver.repl.server import ReplicationServer  # noqa: TC004
     from trioserver.storage.expiry import EventExpirer  # noqa: TC004
     from trioserver.storage.intents import EventSubmitter
     from trioserver.storage.persistence import EventPersister  # noqa: TC004
@@ -749,6 +748,8 @@ def build_replication_server(
     config: Config, core: CorePart, writer_streams: tuple[WriterStream, ...]
 ) -> ReplicationServer:
     """The replication listener of this instance's writer streams, poked on every advance."""
+    from trioserver.repl.server import ReplicationServer  # main and an events writer only
+
     secret = config.replication.secret
     assert secret is not None  # config validation
     server = ReplicationServer(
@@ -947,6 +948,8 @@ def build_worker_replication(
         return ReplicationPart(
             positions, followed=followed, main_client=main_client, forwarder=forwarder
         )
+    from trioserver.internal.remote_events import SubmissionHandler  # the events writer only
+
     persister = writer.persister
     events_stream = DbWriterStream("events", caches.store, lambda: persister.stream_position)
     return ReplicationPart(

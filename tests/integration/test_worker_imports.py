@@ -18,9 +18,10 @@ import trio
 
 from tests.integration.test_workers_processes import ROOT, write_deployment_config
 
-# Only the events writer (persister, its store, expiry) and the pushers instance (delivery
-# over guarded httpx) use these.
+# Only the events writer (persister, its store, expiry), the pushers instance (delivery over
+# guarded httpx) and the instances with a replication listener use these.
 WRITER_AND_PUSHER_MODULES = (
+    "trioserver.repl.server",
     "trioserver.storage.persistence",
     "trioserver.stores.persist_events",
     "trioserver.storage.expiry",
@@ -29,6 +30,10 @@ WRITER_AND_PUSHER_MODULES = (
     "trioserver.guarded_http",
     "httpx",
 )
+
+# Loaded on first use only (password checks, a URL preview's HTML): an instance
+# that never does these does not pay their memory.
+FIRST_USE_MODULES = ("bcrypt", "html.parser")
 
 # Builds instance argv[2] of config argv[1] as `trioserver run --instance` does; prints
 # sorted(sys.modules) as JSON.
@@ -101,3 +106,4 @@ async def test_a_worker_loads_no_writer_or_pusher_module(tmp_path: Path) -> None
     # Control: main runs the writer and the pushers, so the check sees their modules there.
     main = await loaded_modules(config_path, "main")
     assert sorted(m for m in WRITER_AND_PUSHER_MODULES if m not in main) == []
+    assert sorted(m for m in FIRST_USE_MODULES if m in worker | main) == []

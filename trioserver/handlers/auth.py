@@ -12,7 +12,6 @@ import collections
 from typing import TYPE_CHECKING
 
 import attrs
-import bcrypt
 
 import trio
 
@@ -116,6 +115,8 @@ class AuthHandler:
 
     async def hash_password(self, password: str) -> str:
         """A bcrypt hash of `password`, computed in a worker thread. Checkpoint: yes."""
+        import bcrypt  # see `check_password`
+
         secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
         salt = bcrypt.gensalt(self._bcrypt_rounds)
         hashed = await trio.to_thread.run_sync(bcrypt.hashpw, secret, salt)
@@ -126,6 +127,10 @@ class AuthHandler:
         user = await self._accounts.get_user(user_id)
         if user is None or user.password_hash is None or user.deactivated:
             return False
+        # Imported on first use: a worker forwards every request that checks or sets a
+        # password to main, so it never loads bcrypt (issue 13, worker memory).
+        import bcrypt
+
         secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
         stored = user.password_hash.encode("ascii")
         return await trio.to_thread.run_sync(bcrypt.checkpw, secret, stored)

@@ -41,9 +41,9 @@ from trioserver.repl.commands import (
     ReplicateCommand,
     ReplProtocolError,
     ServerCommand,
+    wall_clock_ms,
 )
 from trioserver.repl.connection import CLOSED, NEED_DATA, ReplConnection
-from trioserver.repl.server import wall_clock_ms
 from trioserver.repl.streams import PAGE_SIZE
 
 if TYPE_CHECKING:

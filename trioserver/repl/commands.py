@@ -36,6 +36,7 @@ Every class validates its fields when constructed, so ``to_line()`` always gives
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import attrs
@@ -380,3 +381,8 @@ def parse_line(line: str) -> Command:
         # An AUTH line is the secret: never quote it back to the peer or into a log.
         quoted = verb if cls is AuthCommand else line[:100]
         raise ReplProtocolError(f"bad {verb} line ({e}): {quoted!r}") from e
+
+
+def wall_clock_ms() -> int:
+    """Wall-clock milliseconds, what PING carries."""
+    return int(time.time() * 1000)

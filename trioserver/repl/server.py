@@ -27,7 +27,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import time
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -46,6 +45,7 @@ from trioserver.repl.commands import (
     ReplicateCommand,
     ReplProtocolError,
     ServerCommand,
+    wall_clock_ms,
 )
 from trioserver.repl.connection import CLOSED, NEED_DATA, ReplConnection
 from trioserver.repl.streams import PAGE_SIZE
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from trioserver.repl.streams import UpdatePage, WriterStream
 
-__all__ = ["ReplicationServer", "ReplicationServerStatistics", "wall_clock_ms"]
+__all__ = ["ReplicationServer", "ReplicationServerStatistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,6 @@ _CLOSE_GRACE_S = 5.0
 _SAFETY_POKE_S = 1.0
 # After a failed read of a stream, the streamer tries again this much later.
 _RETRY_S = 1.0
-
-
-def wall_clock_ms() -> int:
-    """Wall-clock milliseconds, what PING carries."""
-    return int(time.time() * 1000)
 
 
 @attrs.frozen

@@ -32,7 +32,6 @@ import attrs
 import trio
 
 from trioserver.errors import MatrixError
-from trioserver.media.preview.opengraph import is_html, parse_open_graph
 
 if TYPE_CHECKING:
     from trioserver.config import MediaConfig
@@ -57,6 +56,8 @@ def is_image(content_type: str) -> bool:
 
 def _previewable(content_type: str) -> bool:
     # Synapse reads HTML, images and JSON (for oEmbed); anything else is refused unread.
+    from trioserver.media.preview.opengraph import is_html  # see `_preview`
+
     return is_html(content_type) or is_image(content_type) or _is_json(content_type)
 
 
@@ -152,6 +153,10 @@ class PreviewHandler:
         cached = await self._store.preview_at(url, ts)
         if cached is not None and cached.expires_ts > ts:
             return cached.og
+        # Imported on the first preview, like the fetcher: the HTML parser (and its tables of
+        # entities) is memory an instance that never previews does not need (issue 13).
+        from trioserver.media.preview.opengraph import is_html, parse_open_graph
+
         fetched_ts = self._now_ms()
         page = await self._fetch().fetch(url, accept=_previewable)
         if is_image(page.content_type):
