@@ -508,7 +508,13 @@ async def test_a_hanging_gateway_slows_neither_sends_nor_other_pushers(
 
 async def test_a_timeout_counts_as_a_failure(tmp_path: Path, gateway: PushGateway) -> None:
     async with (
-        serve_in_process(tmp_path, push={**FAST_PUSH, "timeout": 0.2}) as server,
+        # The gateway stamps a request once it has read it, later than the pusher's timeout
+        # started (tens of ms on a loaded machine, more with three instances in one trio
+        # run): a backoff as long as the timeout leaves that delay room, so the gap below is
+        # at least the timeout whenever the timeout was honoured.
+        serve_in_process(
+            tmp_path, push={**FAST_PUSH, "timeout": 0.2, "initial_backoff": 0.2}
+        ) as server,
         httpx.AsyncClient(base_url=server.base_url) as http,
     ):
         carol, dan = await register(server, http, "carol", "dan")
