@@ -68,7 +68,7 @@ _MAX_BODY = 64 * 1024
 _MAX_SUBMISSION = 16 * 1024 * 1024
 
 PresenceSync = Callable[[str, str, "str | None", bool], Awaitable[None]]
-SubmitEvents = Callable[[bytes], Awaitable[JsonDict]]
+SubmitEvents = Callable[[JsonDict], Awaitable[JsonDict]]
 Invalidate = Callable[[str, list[str]], Awaitable[None]]
 
 
@@ -161,9 +161,8 @@ class InternalApp:
         if path.startswith(STREAM_UPDATES_PREFIX) and method == "GET":
             return Response(await self._stream_updates(scope))
         if path == SUBMIT_EVENTS_PATH and method == "POST" and self._submit_events is not None:
-            return Response(
-                await self._submit_events(await _read_body(scope, receive, _MAX_SUBMISSION))
-            )
+            raw = await _read_body(scope, receive, _MAX_SUBMISSION)
+            return Response(await self._submit_events(_json_body(raw)))
         if path == INVALIDATE_PATH and method == "POST" and self._invalidate is not None:
             await self._invalidation(self._invalidate, await _read_body(scope, receive, _MAX_BODY))
             return Response({})

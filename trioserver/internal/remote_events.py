@@ -209,16 +209,12 @@ class SubmissionHandler:
         self._position = position
         self._wait_for_positions = wait_for_positions
 
-    async def __call__(self, raw: bytes) -> dict[str, Any]:
-        """Persist the submission in `raw` (JSON). Checkpoint: yes.
+    async def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Persist the submission `body` (a JSON object). Checkpoint: yes.
 
         Raises:
             MatrixError: a malformed submission, or the persister's refusal.
         """
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MatrixError("M_NOT_JSON", "Content not JSON.") from None
         room_id, intents, new_room, on_left_room, positions = submission_from_json(body)
         # Raises ReplicationUnavailable (503) when this instance is cut off from main.
         if not await self._wait_for_positions(positions, APPLY_TIMEOUT_S):
