@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -117,12 +118,51 @@ def worker_names(count: int) -> tuple[str, ...]:
     return tuple(f"worker{i}" for i in range(1, count + 1))
 
 
+# How many ports below the ephemeral range `free_loopback_port` picks from.
+_FIXED_RANGE_SIZE = 16384
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Ports this process handed out lately, so that two listeners planned together never get one.
+_recently_picked: set[int] = set()
+
+
 def free_loopback_port() -> int:
-    """A TCP port that was free on loopback a moment ago (bind-to-0 probe)."""
+    """A TCP port that was free on loopback a moment ago, for a listener bound later (by this
+    process or another one).
+
+    Picked below the kernel's ephemeral range when there is room for it: the kernel takes
+    ports from that range for every outgoing connection, this process's own clients included,
+    and one of them taking a probed port before its listener bound it was seen in CI
+    (EADDRINUSE). Outside Linux, or with no room below the range, a bind-to-0 probe.
+    """
+    low = _ephemeral_range_start()
+    if low is not None and low - _FIXED_RANGE_SIZE >= 1024:
+        if len(_recently_picked) > _FIXED_RANGE_SIZE // 2:
+            _recently_picked.clear()
+        for _ in range(100):
+            port = random.randrange(low - _FIXED_RANGE_SIZE, low)
+            if port not in _recently_picked and _can_bind_loopback(port):
+                _recently_picked.add(port)
+                return port
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-    return port
+        picked: int = probe.getsockname()[1]
+    return picked
+
+
+def _ephemeral_range_start() -> int | None:
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _can_bind_loopback(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
 
 
 def plan_pool(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from trioserver.pool import (
     MAX_BACKOFF_S,
     RESET_BACKOFF_AFTER_S,
     PoolChild,
+    _can_bind_loopback,
+    free_loopback_port,
     next_restart_delay,
     plan_pool,
     worker_names,
@@ -100,3 +103,24 @@ def test_restart_delay_doubles_to_30_s_and_resets_after_a_minute_up() -> None:
     assert delays == [1, 2, 4, 8, 16, 30, 30]
     healthy = next_restart_delay(MAX_BACKOFF_S, up_for_s=RESET_BACKOFF_AFTER_S)
     assert healthy == INITIAL_BACKOFF_S
+
+
+def test_picked_ports_are_below_the_ephemeral_range_bindable_and_distinct() -> None:
+    # Outgoing connections take their local ports from the ephemeral range; a port planned
+    # for a listener there can be taken before the listener binds it (seen in CI).
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    picked = [free_loopback_port() for _ in range(200)]
+    assert len(set(picked)) == len(picked)
+    assert all(1024 <= port < low for port in picked)
+    for port in picked[:20]:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+
+
+def test_a_port_in_use_is_not_picked() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        assert not _can_bind_loopback(busy)
