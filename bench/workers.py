@@ -144,9 +144,10 @@ class Deployment:
         self.base_url = self.main.base_url
         self.sync_url = self._processes[-1].base_url
         self.worker_url = self.sync_url if mode == "split" else self.base_url
+        # A pool's main accepts no client connection (its workers do), so it answers none.
         self.expected_instances = {"main"}
         if mode.startswith("workers"):
-            self.expected_instances |= {f"worker{i}" for i in range(1, int(mode[-1]) + 1)}
+            self.expected_instances = {f"worker{i}" for i in range(1, int(mode[-1]) + 1)}
         elif mode == "split":
             self.expected_instances.add(WORKER)
 
@@ -333,6 +334,7 @@ class Mixed:
     sends: int = 0
     send_errors: int = 0
     delivered: int = 0
+    responses: int = 0
     limited: int = 0
     sync_errors: int = 0
     syncers_on: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -349,6 +351,11 @@ class Mixed:
     def sends_per_s(self) -> float:
         """Sends answered 200 per second."""
         return self.sends / self.duration_s
+
+    @property
+    def responses_per_s(self) -> float:
+        """``/sync`` answers (200) per second."""
+        return self.responses / self.duration_s
 
 
 async def mixed(deployment: Deployment, args: argparse.Namespace) -> Mixed:
@@ -380,6 +387,7 @@ async def mixed(deployment: Deployment, args: argparse.Namespace) -> Mixed:
                 answer = orjson.loads(body)
                 since = answer["next_batch"]
                 if outcome.counting:
+                    outcome.responses += 1
                     _count_delivered(answer, phase, outcome)
         finally:
             await connection.aclose()
@@ -573,6 +581,7 @@ def _mixed_rows(runs: list[ModeRun]) -> list[list[str]]:
                 run.mode,
                 f"{outcome.delivered_per_s:.0f}",
                 f"{outcome.sends_per_s:.0f}",
+                f"{outcome.responses_per_s:.0f}",
                 f"{outcome.limited}/{outcome.sync_errors}/{outcome.send_errors}",
                 _counter_text(outcome.syncers_on),
                 _counter_text(outcome.senders_on),
@@ -586,6 +595,7 @@ MIXED_HEADERS = [
     "mode",
     "delivered/s",
     "sends/s",
+    "sync answers/s",
     "limited/sync err/send err",
     "syncers on",
     "senders on",

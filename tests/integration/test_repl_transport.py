@@ -476,6 +476,51 @@ async def test_client_handshake_batch_and_reset(nursery: trio.Nursery) -> None:
     await server.accept()  # it reconnects
 
 
+async def test_rows_arriving_together_are_applied_as_one_batch(nursery: trio.Nursery) -> None:
+    # Each event has its own token; applying (and waking /sync) per token made a worker
+    # answer a burst of events with one response per event.
+    server, port = await line_server(nursery)
+    events = ListWriter("events")
+    follower = ListFollower(events, token=10)
+    client = make_client([follower], port)
+    nursery.start_soon(client.run)
+    peer = await server.accept()
+    await peer.lines(4)
+    await peer.send("POSITION events main 10 10")
+    await until(lambda: client.connected)
+    await peer.send(
+        'RDATA events main 10 {"i":0}',  # at our token already: dropped
+        'RDATA events main 11 {"i":1}',
+        'RDATA events main 12 {"i":2}',
+        'RDATA events main batch {"i":3}',
+        'RDATA events main 13 {"i":4}',
+        'RDATA events main batch {"i":5}',  # its token has not arrived: kept back
+    )
+    await until(lambda: follower.token == 13)
+    await trio.sleep(0.02)
+    assert follower.applied == [(13, [{"i": 1}, {"i": 2}, {"i": 3}, {"i": 4}])]
+    await peer.send('RDATA events main 14 {"i":6}')
+    await until(lambda: follower.token == 14)
+    assert follower.applied[1:] == [(14, [{"i": 5}, {"i": 6}])]
+
+
+async def test_a_long_burst_is_applied_in_pages(nursery: trio.Nursery) -> None:
+    server, port = await line_server(nursery)
+    events = ListWriter("events")
+    follower = ListFollower(events)
+    client = make_client([follower], port)
+    nursery.start_soon(client.run)
+    peer = await server.accept()
+    await peer.lines(4)
+    await peer.send("POSITION events main 0 0")
+    await until(lambda: client.connected)
+    await peer.send(*(f'RDATA events main {i} {{"i":{i}}}' for i in range(1, 251)))
+    await until(lambda: follower.token == 250)
+    assert [row["i"] for row in follower.rows()] == list(range(1, 251))
+    assert all(len(rows) <= 100 for _, rows in follower.applied)
+    assert len(follower.applied) < 250
+
+
 async def test_client_refuses_a_server_with_another_name(nursery: trio.Nursery) -> None:
     server, port = await line_server(nursery)
     client = make_client([ListFollower(ListWriter("caches"))], port, backoff_min_s=0.01)

@@ -27,6 +27,8 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
+import attrs
+
 import trio
 
 from trioserver.errors import MatrixError
@@ -44,12 +46,12 @@ from trioserver.repl.commands import (
     wall_clock_ms,
 )
 from trioserver.repl.connection import CLOSED, NEED_DATA, ReplConnection
-from trioserver.repl.streams import PAGE_SIZE
+from trioserver.repl.streams import PAGE_SIZE, JsonRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from trioserver.repl.streams import FollowerStream, JsonRow
+    from trioserver.repl.streams import FollowerStream
 
 __all__ = ["ReplicationClient", "ReplicationUnavailable"]
 
@@ -295,27 +297,49 @@ class _Connection:
             await self.send(PingCommand(self.client._clock_ms()))
 
     async def _follow(self, name: str) -> None:
-        """Handle one stream's POSITION and RDATA in order. Checkpoint: yes."""
+        """Handle one stream's POSITION and RDATA in order. Checkpoint: yes.
+
+        RDATA that arrived together is applied as one batch, up to the last complete token:
+        every event has its own token, and applying (and waking the ``/sync`` waiters) per
+        token made a worker answer a burst of N events with N responses of one event each.
+        """
         stream = self.client._streams[name]
-        batch: list[JsonRow] = []
-        async for command in self._outbox[name]:
-            match command:
-                case PositionCommand():
-                    await self._catch_up(stream, command)
-                    self._waiting_position.discard(name)
-                    if not self._waiting_position:
-                        self.client._set_connected(True)
-                case RdataCommand(token=None, row=row):
-                    batch.append(row)
-                case RdataCommand(token=int(token), row=row):
-                    rows, batch = [*batch, row], []
-                    if name in self._waiting_position or token <= stream.current_token():
-                        # Before POSITION the catch-up will cover it; at or before our token
-                        # the catch-up already did.
-                        logger.debug("replication: dropping %s rows at %s", name, token)
-                        continue
-                    await _apply(stream, token, rows)
-                    self.client._notify_changed()
+        outbox = self._outbox[name]
+        partial: list[JsonRow] = []  # rows of a token whose last row has not arrived
+        ready = _ReadyRows()
+        async for command in outbox:
+            while True:
+                match command:
+                    case PositionCommand():
+                        await self._apply_ready(stream, ready)
+                        await self._catch_up(stream, command)
+                        self._waiting_position.discard(name)
+                        if not self._waiting_position:
+                            self.client._set_connected(True)
+                    case RdataCommand(token=None, row=row):
+                        partial.append(row)
+                    case RdataCommand(token=int(token), row=row):
+                        rows, partial = [*partial, row], []
+                        applied = stream.current_token() if ready.token is None else ready.token
+                        if name in self._waiting_position or token <= applied:
+                            # Before POSITION the catch-up will cover it; at or before our
+                            # token the catch-up already did.
+                            logger.debug("replication: dropping %s rows at %s", name, token)
+                        else:
+                            ready.add(token, rows)
+                if len(ready.rows) >= PAGE_SIZE:
+                    break
+                try:
+                    command = outbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await self._apply_ready(stream, ready)
+
+    async def _apply_ready(self, stream: FollowerStream, ready: _ReadyRows) -> None:
+        if ready.token is not None:
+            token, rows = ready.take()
+            await _apply(stream, token, rows)
+            self.client._notify_changed()
 
     async def _catch_up(self, stream: FollowerStream, position: PositionCommand) -> None:
         own, new = stream.current_token(), position.new_token
@@ -337,6 +361,24 @@ class _Connection:
                 break
             own = page.upto_token
         self.client._notify_changed()
+
+
+@attrs.define
+class _ReadyRows:
+    """Rows of complete tokens received but not applied yet, and the last such token."""
+
+    token: int | None = None
+    rows: list[JsonRow] = attrs.Factory(list)
+
+    def add(self, token: int, rows: list[JsonRow]) -> None:
+        self.token = token
+        self.rows.extend(rows)
+
+    def take(self) -> tuple[int, list[JsonRow]]:
+        assert self.token is not None
+        taken = self.token, self.rows
+        self.token, self.rows = None, []
+        return taken
 
 
 async def _apply(stream: FollowerStream, token: int, rows: list[JsonRow]) -> None:
