@@ -447,9 +447,17 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_event(tmp_path: Path) ->
         assert (await room_bodies(alice_again, room_id))[-1] == "after restart"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-async def test_workers_ride_out_a_restart_of_main(tmp_path: Path, signum: int) -> None:
-    async with deployment(tmp_path, "worker1", "worker2") as running:
+@pytest.mark.parametrize(
+    ("signum", "events_writer"),
+    [(signal.SIGKILL, "main"), (signal.SIGTERM, "main"), (signal.SIGKILL, "worker1")],
+    ids=["kill-9", "sigterm", "kill-9-worker1-writes-events"],
+)
+async def test_workers_ride_out_a_restart_of_main(
+    tmp_path: Path, signum: int, events_writer: str
+) -> None:
+    # With worker1 writing events, main is still the writer of the other streams and the
+    # handler of every forwarded write; restarted, it follows worker1's events stream again.
+    async with deployment(tmp_path, "worker1", "worker2", events_writer=events_writer) as running:
         alice_on_w1 = await new_user(await running.http("worker1"), "alice")
         bob = await new_user(await running.http("worker2"), "bob")
         room_id = await shared_room(alice_on_w1, bob)
