@@ -209,7 +209,16 @@ async def test_bad_parameters(previews: InProcessServer, token: str, site: Site)
     async with httpx.AsyncClient(base_url=previews.base_url) as http:
         response = await http.get(V1, headers=bearer(token))
     assert_error(response, 400, "M_MISSING_PARAM")
-    for url in ("ftp://127.0.0.1/", "file:///etc/passwd", "not a url", "http://", "javascript:1"):
+    bad_urls = (
+        "ftp://127.0.0.1/",
+        "file:///etc/passwd",
+        "not a url",
+        "http://",
+        "javascript:1",
+        "http://xn--.com/",  # not an IDNA label: the URL parser raises a UnicodeError
+        "http://xn--a.com/",
+    )
+    for url in bad_urls:
         assert_error(await preview(previews, token, url), 400, "M_INVALID_PARAM")
     for ts in ("soon", "-5", "1.5", ""):
         response = await preview(previews, token, site.url("/page"), ts=ts)
@@ -273,6 +282,9 @@ async def test_redirects_are_followed_to_the_limit(
     assert site.hits["/loop"] == 4
     site.pages["/ftp"] = Page(status=302, headers=[("location", "ftp://127.0.0.1/x")])
     assert_error(await preview(previews, token, site.url("/ftp")), 502, "M_UNKNOWN")
+    # A host that is not IDNA (the URL parser raises a UnicodeError): a bad gateway, not a 500.
+    site.pages["/idna"] = Page(status=302, headers=[("location", "http://xn--.com/x")])
+    assert_error(await preview(previews, token, site.url("/idna")), 502, "M_UNKNOWN")
 
 
 async def test_size_cap(previews: InProcessServer, token: str, site: Site) -> None:

@@ -121,7 +121,8 @@ class PreviewFetcher:
                     "M_UNKNOWN", "IP address blocked by IP blocklist entry", status=403
                 ) from None
             raise _bad_gateway("DNS resolution failure during URL preview generation") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, UnicodeError) as exc:
+            # UnicodeError: idna's, for a host (of a redirect, too) that is not IDNA.
             logger.info("URL preview of %s failed: %r", url, exc)
             raise _bad_gateway(f"Failed to download content: {type(exc).__name__}") from None
 
@@ -180,9 +181,10 @@ class PreviewFetcher:
 def _redirect_target(current: httpx.URL, location: str) -> httpx.URL:
     try:
         target = current.join(location)
-    except httpx.InvalidURL:
+        host = target.host  # decoded here: an ``xn--`` label that is not IDNA raises
+    except (httpx.InvalidURL, UnicodeError):  # idna's errors are UnicodeErrors
         raise _bad_gateway("Invalid redirect") from None
-    if target.scheme not in ("http", "https") or not target.host:
+    if target.scheme not in ("http", "https") or not host:
         raise _bad_gateway("Redirect to a URL that cannot be previewed")
     return target
 

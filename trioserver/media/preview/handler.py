@@ -77,11 +77,12 @@ def check_preview_url(url: str) -> None:
 
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL:
+        host = parsed.host  # decoded here: an ``xn--`` label that is not IDNA raises
+    except (httpx.InvalidURL, UnicodeError):  # idna's errors are UnicodeErrors
         raise MatrixError("M_INVALID_PARAM", "Invalid URL") from None
     if parsed.scheme not in ("http", "https"):
         raise MatrixError("M_INVALID_PARAM", "Only http and https URLs can be previewed")
-    if not parsed.host:
+    if not host:
         raise MatrixError("M_INVALID_PARAM", "Invalid URL: no host")
 
 
