@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 import attrs
 
 import trio
-from hypercorn.trio import serve as hypercorn_serve
 
 from trioserver import wiring
 from trioserver.api.app import create_app
 from trioserver.api.deps import ApiDeps
+from trioserver.http_edge import EdgeLimits, open_listeners, serve_http
 from trioserver.internal.forwarding import PresenceForwarder
 from trioserver.keys import key_id, load_key_file
 from trioserver.listeners import host_port, hypercorn_config
@@ -142,6 +142,12 @@ async def run_http_api(
     Calls ``task_status.started(RunningServer)`` once listening.
     """
 
+    if http.tls_certificate_path is None:
+        await _serve_plain_http(app, http, shutdown_trigger, listen_fds, task_status)
+        return
+    # TLS: hypercorn (the plain-HTTP edge has no TLS), imported only here.
+    from hypercorn.trio import serve as hypercorn_serve
+
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         await hypercorn_serve(
             app,
@@ -159,6 +165,25 @@ async def run_http_api(
             # (the TLS files are checked earlier, by `setup_files.ensure_data_files`).
             raise _listen_error(http, group) from None
         task_status.started(RunningServer(tuple(binds)))
+
+
+async def _serve_plain_http(
+    app: MatrixApp[Any],
+    http: HttpConfig,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    listen_fds: Sequence[int],
+    task_status: trio.TaskStatus[RunningServer],
+) -> None:
+    try:
+        listeners = await open_listeners(http.bind_addresses, http.port, listen_fds)
+    except OSError as exc:
+        raise listen_error(http, exc) from None
+    limits = EdgeLimits(graceful_timeout_s=http.graceful_shutdown_seconds)
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            partial(serve_http, app, listeners, limits=limits, shutdown_trigger=shutdown_trigger)
+        )
+        task_status.started(RunningServer(tuple(urls)))
 
 
 @attrs.frozen

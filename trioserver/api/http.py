@@ -9,8 +9,9 @@ A handler returns a JSON-able dict (200) or a `Response`.
 Media routes (``body="stream"``) are the exception in both directions: their request body is
 not read here but handed over as `Request.body_stream`, chunk by chunk as it arrives, and a
 `Response` may carry a `stream` that is sent chunk by chunk, so that memory does not grow with
-a file's size. hypercorn queues at most a few chunks of 64 KiB per request, so a client
-sending faster than the handler writes is held back by TCP, not buffered here.
+a file's size. The HTTP server queues little per request (`trioserver.http_edge`: 256 KiB;
+hypercorn, on TLS listeners: a few 64 KiB chunks), so a client sending faster than the handler
+writes is held back by TCP, not buffered here.
 
 Failures are rendered here, once: `MatrixError` becomes its errcode/status,
 `InteractiveAuthRequired` a 401 UIA body, anything else a logged 500 ``M_UNKNOWN`` (a 500 is

@@ -1,14 +1,13 @@
-"""The internal HTTP listener (``instance_map.<instance>``), served with hypercorn."""
+"""The internal HTTP listener (``instance_map.<instance>``), on the plain-HTTP edge."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import trio
-from hypercorn.trio import serve as hypercorn_serve
 
-from trioserver.listeners import host_port, hypercorn_config
+from trioserver.http_edge import open_listeners, serve_http
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -33,13 +32,8 @@ async def run_internal_http(
     Raises:
         OSError: the address cannot be bound.
     """
-    config = hypercorn_config([host_port(host, port)])
-
-    async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        await hypercorn_serve(app, config, task_status=task_status, mode="asgi")
-
+    listeners = await open_listeners([host], port)
+    bound: int = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve)
-        bound = urlsplit(binds[0]).port
-        assert bound is not None
+        await nursery.start(partial(serve_http, app, listeners))
         task_status.started(bound)
