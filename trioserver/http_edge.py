@@ -78,29 +78,50 @@ class EdgeLimits:
     graceful_timeout_s: float = 5.0
 
 
+LISTEN_BACKLOG = 1024
+
+
+def bind_sockets(bind_addresses: Sequence[str], port: int) -> list[socket.socket]:
+    """Bind and listen on every address of `bind_addresses` at `port` (0: any free one).
+
+    An IPv6 address is one with a colon; ``::`` is left dual-stack where the system makes it
+    so (as hypercorn left it; trio's own listeners would set IPV6_V6ONLY). The sockets are not
+    inheritable (`run --workers` passes them on explicitly).
+
+    Raises:
+        OSError: an address cannot be bound (the sockets bound so far are closed).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for address in bind_addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 async def open_listeners(
     bind_addresses: Sequence[str], port: int, listen_fds: Sequence[int] = ()
 ) -> list[trio.SocketListener]:
     """Listening sockets: adopted from `listen_fds` (this call owns them) when given, else
-    bound on every address of `bind_addresses` at `port` (0: any free one).
+    bound on every address of `bind_addresses` at `port` (`bind_sockets`).
 
     Raises:
         OSError: an address cannot be bound.
     """
+    await trio.lowlevel.checkpoint()
     if listen_fds:
-        return [
-            trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
-            for fd in listen_fds
-        ]
-    listeners: list[trio.SocketListener] = []
-    try:
-        for address in bind_addresses:
-            listeners += await trio.open_tcp_listeners(port, host=address)
-    except OSError:
-        for listener in listeners:
-            await listener.aclose()
-        raise
-    return listeners
+        sockets = [socket.socket(fileno=fd) for fd in listen_fds]
+    else:
+        sockets = bind_sockets(bind_addresses, port)
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
 
 
 def bound_urls(listeners: Sequence[trio.SocketListener]) -> list[str]:

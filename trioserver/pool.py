@@ -65,7 +65,6 @@ MAX_BACKOFF_S = 30.0
 RESET_BACKOFF_AFTER_S = 60.0
 # Time past http.graceful_shutdown_seconds a worker gets to exit after SIGTERM.
 STOP_MARGIN_S = 5.0
-LISTEN_BACKLOG = 1024
 
 
 @attrs.frozen
@@ -210,22 +209,15 @@ def bind_client_sockets(http: HttpConfig) -> list[socket.socket]:
     Raises:
         StartupError: an address cannot be bound (names the config key).
     """
-    sockets: list[socket.socket] = []
-    try:
-        for address in http.bind_addresses:
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, http.port))
-            sock.listen(LISTEN_BACKLOG)
-    except OSError as exc:
-        from trioserver.nursery import listen_error  # the server's modules load only to run
+    # The server's modules load only to run (this module is imported by the CLI too).
+    from trioserver.http_edge import bind_sockets
 
-        for sock in sockets:
-            sock.close()
+    try:
+        return bind_sockets(http.bind_addresses, http.port)
+    except OSError as exc:
+        from trioserver.nursery import listen_error
+
         raise listen_error(http, exc) from None
-    return sockets
 
 
 async def wait_parent_gone(parent_fd: int) -> None:

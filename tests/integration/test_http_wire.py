@@ -6,7 +6,9 @@ that framing, keep-alive, pipelining, timeouts and shutdown can be checked exact
 
 from __future__ import annotations
 
+import socket
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -376,3 +378,24 @@ async def test_pipelined_requests_are_bounded(nursery: trio.Nursery) -> None:
     for target in (b"/wait", b"/a", b"/a"):
         wire.expect(target=target)
         assert (await wire.response())[0].status_code == 200
+
+
+_BINDV6ONLY = Path("/proc/sys/net/ipv6/bindv6only")
+_DUAL_STACK = socket.has_ipv6 and _BINDV6ONLY.exists() and _BINDV6ONLY.read_text().strip() == "0"
+
+
+async def test_an_ipv6_wildcard_listener_is_dual_stack_where_the_system_says_so(
+    nursery: trio.Nursery,
+) -> None:
+    # `bind_addresses = ["::"]` kept answering IPv4 clients as it did on hypercorn (trio's own
+    # listeners would have set IPV6_V6ONLY).
+    if not _DUAL_STACK:
+        pytest.skip("no dual-stack IPv6 on this machine")
+    app = App()
+    listeners = await open_listeners(["::"], 0)
+    port = listeners[0].socket.getsockname()[1]
+    await nursery.start(partial(serve_http, app, listeners))
+    wire = await connect(port)  # 127.0.0.1
+    await wire.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    wire.expect(target=b"/a")
+    assert (await wire.response())[0].status_code == 200
