@@ -476,18 +476,23 @@ async def test_client_handshake_batch_and_reset(nursery: trio.Nursery) -> None:
     await server.accept()  # it reconnects
 
 
-async def test_rows_arriving_together_are_applied_as_one_batch(nursery: trio.Nursery) -> None:
-    # Each event has its own token; applying (and waking /sync) per token made a worker
-    # answer a burst of events with one response per event.
+async def following_events_from(nursery: trio.Nursery, token: int) -> tuple[Lines, ListFollower]:
+    """A client following the events stream of a raw line server, connected at `token`."""
     server, port = await line_server(nursery)
-    events = ListWriter("events")
-    follower = ListFollower(events, token=10)
+    follower = ListFollower(ListWriter("events"), token=token)
     client = make_client([follower], port)
     nursery.start_soon(client.run)
     peer = await server.accept()
     await peer.lines(4)
-    await peer.send("POSITION events main 10 10")
+    await peer.send(f"POSITION events main {token} {token}")
     await until(lambda: client.connected)
+    return peer, follower
+
+
+async def test_rows_arriving_together_are_applied_as_one_batch(nursery: trio.Nursery) -> None:
+    # Each event has its own token; applying (and waking /sync) per token made a worker
+    # answer a burst of events with one response per event.
+    peer, follower = await following_events_from(nursery, 10)
     await peer.send(
         'RDATA events main 10 {"i":0}',  # at our token already: dropped
         'RDATA events main 11 {"i":1}',
@@ -505,15 +510,7 @@ async def test_rows_arriving_together_are_applied_as_one_batch(nursery: trio.Nur
 
 
 async def test_a_long_burst_is_applied_in_pages(nursery: trio.Nursery) -> None:
-    server, port = await line_server(nursery)
-    events = ListWriter("events")
-    follower = ListFollower(events)
-    client = make_client([follower], port)
-    nursery.start_soon(client.run)
-    peer = await server.accept()
-    await peer.lines(4)
-    await peer.send("POSITION events main 0 0")
-    await until(lambda: client.connected)
+    peer, follower = await following_events_from(nursery, 0)
     await peer.send(*(f'RDATA events main {i} {{"i":{i}}}' for i in range(1, 251)))
     await until(lambda: follower.token == 250)
     assert [row["i"] for row in follower.rows()] == list(range(1, 251))
