@@ -7,6 +7,7 @@ subprocesses import the trioserver of this checkout (PYTHONPATH).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -400,6 +401,12 @@ async def room_bodies(client: Client, room_id: str) -> list[str]:
     raise AssertionError("pagination did not end")
 
 
+# The send cut off by the kill leaves httpx's request-body generator unfinished, and trio warns
+# when it is garbage-collected (seen once in CI): the client library's, not the server's.
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx._content.ByteStream.__aiter__' was garbage collected"
+    ":ResourceWarning"
+)
 async def test_kill_9_of_a_worker_loses_no_acknowledged_event(tmp_path: Path) -> None:
     async with deployment(tmp_path, "worker1") as running:
         alice = await new_user(await running.http("worker1"), "alice")
@@ -445,6 +452,7 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_event(tmp_path: Path) ->
         response = await until_not_503(lambda: send_text(alice_again, room_id, "after restart"))
         assert_ok(response)
         assert (await room_bodies(alice_again, room_id))[-1] == "after restart"
+    gc.collect()  # finalize the cut-off body generator here, under this test's filter
 
 
 @pytest.mark.parametrize(
