@@ -350,15 +350,7 @@ class _Connection:
         # Only when nothing is in hand or queued can we answer; otherwise just stop.
         self._closing = True
         if self._active is None and not self._pending:
-            body = orjson.dumps({"errcode": "M_UNKNOWN", "error": message})
-            head = _status_line("1.1", status) + _header_block(
-                [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ]
-            )
-            await self._write(head + body)
+            await self._write(_closing_error("1.1", status, message, head_only=False))
 
     # httptools callbacks (synchronous, during feed_data) ----------------------------------
 
@@ -469,12 +461,8 @@ class _Connection:
             if not response.started:
                 await self._write_error_500(request)
             return False  # a response cut short: the client cannot find the next one
-        return (
-            request.keep_alive
-            and request.complete
-            and not response.close
-            and not (self._disconnected.is_set())
-        )
+        # `response.close` covers a request that did not ask to keep the connection.
+        return request.complete and not response.close and not self._disconnected.is_set()
 
     async def _app_receive(self, request: _Request, response: _Response) -> ASGIReceiveEvent:
         if request.expect_continue and not request.complete and not response.started:
@@ -522,15 +510,10 @@ class _Connection:
             await self._write(data)
 
     async def _write_error_500(self, request: _Request) -> None:
-        body = orjson.dumps({"errcode": "M_UNKNOWN", "error": "Internal server error"})
-        head = _status_line(request.scope["http_version"], 500) + _header_block(
-            [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
+        version = request.scope["http_version"]
+        await self._write(
+            _closing_error(version, 500, "Internal server error", head_only=request.head)
         )
-        await self._write(head + (b"" if request.head else body))
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -602,6 +585,19 @@ class _Response:
         if self._chunked:
             return head + (_chunk(body, last=not more) if body or not more else b"")
         return head + body
+
+
+def _closing_error(version: str, status: int, message: str, *, head_only: bool) -> bytes:
+    """A whole Matrix error response (``M_UNKNOWN``) that closes the connection."""
+    body = orjson.dumps({"errcode": "M_UNKNOWN", "error": message})
+    head = _status_line(version, status) + _header_block(
+        [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+    )
+    return head if head_only else head + body
 
 
 def _chunk(body: bytes, *, last: bool) -> bytes:

@@ -181,10 +181,10 @@ class PreviewFetcher:
 def _redirect_target(current: httpx.URL, location: str) -> httpx.URL:
     try:
         target = current.join(location)
-        host = target.host  # decoded here: an ``xn--`` label that is not IDNA raises
-    except (httpx.InvalidURL, UnicodeError):  # idna's errors are UnicodeErrors
+    except httpx.InvalidURL:
         raise _bad_gateway("Invalid redirect") from None
-    if target.scheme not in ("http", "https") or not host:
+    # A host that is not IDNA raises a UnicodeError here; `fetch` answers it as for any hop.
+    if target.scheme not in ("http", "https") or not target.host:
         raise _bad_gateway("Redirect to a URL that cannot be previewed")
     return target
 
