@@ -317,17 +317,29 @@ async def load_filter(store: FilterStore, user_id: str, param: str) -> FilterDef
     Checkpoint: when the filter is stored.
     """
     if param.lstrip().startswith("{"):
-        # An inline filter meets the same schema as an uploaded one (as in Synapse); stored
-        # filters were checked when uploaded.
-        inline = parse_json_param(param)
-        validate_filter(inline)
-        return parse_filter_definition(inline)
+        return _inline_filter(param)
     if not param.isdigit():
         raise MatrixError("M_INVALID_PARAM", "Invalid filter id")
-    stored = await store.get_filter(user_id, int(param))
+    stored = await store.get_filter_text(user_id, int(param))
     if stored is None:
         raise MatrixError("M_INVALID_PARAM", "No such filter")
-    return parse_filter_definition(stored)
+    return _stored_filter(stored)
+
+
+# A client sends the same filter with every /sync; a definition is immutable, so each text is
+# parsed once. Errors are not cached (lru_cache keeps only returned values).
+@functools.lru_cache(maxsize=512)
+def _inline_filter(param: str) -> FilterDefinition:
+    # An inline filter meets the same schema as an uploaded one (as in Synapse); stored
+    # filters were checked when uploaded.
+    inline = parse_json_param(param)
+    validate_filter(inline)
+    return parse_filter_definition(inline)
+
+
+@functools.lru_cache(maxsize=512)
+def _stored_filter(text: str) -> FilterDefinition:
+    return parse_filter_definition(orjson.loads(text))
 
 
 def split_field_path(field: str) -> list[str]:

@@ -119,6 +119,17 @@ def _members_ever_txn(txn: Txn, room_ids: Iterable[str], upto: int) -> set[str]:
     return users
 
 
+def _membership_changed_txn(txn: Txn, user_id: str, since: int, upto: int) -> bool:
+    # One probe of room_memberships_by_room_stream per room the user has ever been in.
+    row = txn.execute(
+        "SELECT 1 FROM room_memberships"
+        " WHERE event_stream_ordering > ? AND event_stream_ordering <= ? AND room_id IN"
+        " (SELECT room_id FROM local_current_membership WHERE user_id = ?) LIMIT 1",
+        (since, upto, user_id),
+    ).fetchone()
+    return row is not None
+
+
 def _sharing_changes_txn(txn: Txn, user_id: str, since: int, upto: int) -> SharingChanges:
     # Memberships that changed in (since, upto] in rooms the user has ever been in.
     rows = txn.execute(
@@ -180,6 +191,13 @@ class DeviceListStore:
         """Whom a local user started or stopped sharing a joined room with between two
         events-stream positions. Checkpoint: yes."""
         if upto <= since:
+            return SharingChanges(frozenset(), frozenset())
+        # Nearly every sync's range holds messages, not memberships: a bounded inline probe
+        # answers those without the thread hop the full computation below takes.
+        changed = await self._db.run_read_inline(
+            "device_lists_membership_changed", _membership_changed_txn, user_id, since, upto
+        )
+        if not changed:
             return SharingChanges(frozenset(), frozenset())
         return await self._db.run_read(
             "device_lists_sharing_changes", _sharing_changes_txn, user_id, since, upto
