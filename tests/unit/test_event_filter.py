@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -164,8 +165,9 @@ class _FakeFilterStore:
     def __init__(self, filters: dict[tuple[str, int], dict[str, Any]]) -> None:
         self.filters = filters
 
-    async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
-        return self.filters.get((user_id, filter_id))
+    async def get_filter_text(self, user_id: str, filter_id: int) -> str | None:
+        found = self.filters.get((user_id, filter_id))
+        return None if found is None else json.dumps(found)
 
 
 async def test_load_filter_inline_or_stored() -> None:

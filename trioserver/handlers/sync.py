@@ -7,7 +7,10 @@ start of the computation (``now``), which become ``next_batch``. An incremental 
 ``timeout`` whose response would be empty waits instead (`Notifier.wait_for_change`, under the
 user and their joined rooms: a write committed while it computed is never slipped past) until
 woken or until the timeout. A wake-up recomputes from the same ``since``; a
-request woken for something it then filters out simply waits again.
+request woken for something it then filters out simply waits again. Incremental computations
+take one of a few slots per instance (`CONCURRENT_INCREMENTAL_SYNCS`), so that one event
+waking many long-polls neither holds every answer until the last is computed nor queues the
+other requests of the event loop behind all of them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ MEMBER = "m.room.member"
 _ARRIVALS = ("join", "invite", "knock")
 # Spec: servers may cap the long-poll; Synapse does not, but an hour keeps sockets honest.
 MAX_TIMEOUT_MS = 3_600_000
+# Incremental /sync computations an instance runs at once (see `_compute_incremental`).
+CONCURRENT_INCREMENTAL_SYNCS = 4
 
 
 @attrs.frozen
@@ -80,6 +85,7 @@ class SyncHandler:
         self._streams = streams
         self._presence = presence
         self._sync = sync_store
+        self._incremental_slots = trio.CapacityLimiter(CONCURRENT_INCREMENTAL_SYNCS)
 
     async def sync(self, request: SyncRequest) -> JsonDict:
         """Answer a sync request, waiting up to its timeout when there is nothing new."""
@@ -95,15 +101,17 @@ class SyncHandler:
         return (await self._compute(request, self._notifier.current_token())).body
 
     async def _sync_now_or_later(self, request: SyncRequest) -> SyncResult:
+        if request.since is None or request.full_state:
+            return await self._compute(request, self._notifier.current_token())
+        if request.timeout_ms <= 0:
+            return (await self._compute_incremental(request))[0]
         now = self._notifier.current_token()
-        if request.since is None or request.full_state or request.timeout_ms <= 0:
-            return await self._compute(request, now)
         deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         while True:
             # A client that re-polls with the token it was just given has, by definition,
             # nothing new: every stream is where its token says. Skip straight to waiting.
             if request.since != now:
-                result = await self._compute(request, now)
+                result, now = await self._compute_incremental(request)
                 if not result.empty:
                     return result
             joined = await self._joined_room_ids(request.user_id)
@@ -111,7 +119,22 @@ class SyncHandler:
                 request.user_id, joined, now, deadline
             )
             if not changed:
-                return await self._compute(request, now)
+                return (await self._compute_incremental(request))[0]
+
+    async def _compute_incremental(self, request: SyncRequest) -> tuple[SyncResult, StreamToken]:
+        """An incremental response, computed once one of the instance's slots is free; the
+        positions it covers are read then, so it carries all that committed while it waited.
+
+        One event can wake hundreds of long-polls at once. Computed all together, they
+        interleave at every read and all finish at about the time the last one does, while
+        a send or any other request waits behind all of them in the event loop. Admitted a
+        few at a time (no sleep: a slot is free as soon as a computation ends), the first
+        answers leave early and other requests keep moving. Measured in BENCHMARKS.md §12.
+        Initial and ``full_state`` syncs, the long ones, are not held to the slots.
+        """
+        async with self._incremental_slots:
+            now = self._notifier.current_token()
+            return await self._compute(request, now), now
 
     async def _joined_room_ids(self, user_id: str) -> list[str]:
         rows = await self._sync.memberships(user_id)
