@@ -22,7 +22,9 @@ returns when it reads end-of-file, which the kernel delivers when main's last co
 write end closes, however main died (even SIGKILL). ``prctl(PR_SET_PDEATHSIG)`` was not used:
 trio starts children from a worker thread, and the signal fires when that *thread* exits.
 
-`run_pool` starts the workers once main is listening, restarts one that exits (backoff 1 s,
+Workers run `WORKER_NICENESS` steps nicer than main, so that the one writer is never kept
+waiting for the CPU by the readers it serves. `run_pool` starts the workers once main is
+listening, restarts one that exits (backoff 1 s,
 doubling to 30 s, back to 1 s after a minute up), and when `stopping` is set sends each
 SIGTERM, gives it ``http.graceful_shutdown_seconds`` + 5 s, then SIGKILL. Workers run in
 their own process group, so a Ctrl-C at the terminal reaches main only and main alone
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POOL_ENV = "TRIOSERVER_POOL"
+# How much nicer than main a worker runs (`_yield_cpu_to_main`); measured in BENCHMARKS.md §12.
+WORKER_NICENESS = 5
+MAX_NICENESS = 19
 LOOPBACK = "127.0.0.1"
 INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -337,6 +342,7 @@ async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
         process_group=0,
     )
     logger.info("started %s (pid %d)", child.instance, process.pid)
+    _yield_cpu_to_main(process.pid)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_when_set, process, child.instance, stopping, pool)
@@ -349,6 +355,22 @@ async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
             with trio.CancelScope(shield=True):  # reaping the killed child is quick
                 await process.wait()
     return status
+
+
+def _yield_cpu_to_main(pid: int) -> None:
+    """Run a worker `WORKER_NICENESS` steps nicer than main.
+
+    Main is the pool's one writer: every write any worker takes in is forwarded to it, and
+    every worker waits on its replication stream. When the machine has fewer cores than busy
+    processes, a worker computing /sync answers would otherwise hold the CPU while main, with
+    a forwarded send in hand, waits for a time slice; with main first, a send goes through
+    main's part at once. With a core to spare for each process, niceness changes nothing.
+    """
+    try:
+        niceness = min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except OSError as e:  # the worker runs, only not behind main
+        logger.warning("could not lower the priority of worker pid %d: %s", pid, e)
 
 
 async def _stop_when_set(

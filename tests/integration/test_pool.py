@@ -12,7 +12,7 @@ import pytest
 
 import trio
 
-from trioserver.pool import wait_parent_gone
+from trioserver.pool import MAX_NICENESS, WORKER_NICENESS, wait_parent_gone
 
 from tests.integration.test_cli import EXIT_TIMEOUT_S, ServerProcess, run_cli, server_process
 from tests.integration.test_cli_startup import assert_one_error, generated_data_dir
@@ -153,6 +153,10 @@ async def test_every_process_of_the_pool_answers_on_the_one_port(tmp_path: Path)
             # The config overlay (with the replication secret) is handed over in the
             # environment, never on the command line, where `ps` would show it.
             assert command_line(pid)[-3:] == ["run", "--config", str(config_path)]
+            # Main, the one writer, goes first for the CPU when the machine is busy.
+            main_niceness = os.getpriority(os.PRIO_PROCESS, server.process.pid)
+            expected = min(MAX_NICENESS, main_niceness + WORKER_NICENESS)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == expected
         # The kernel hands each new connection to one of the processes accepting on the
         # shared socket; over many connections more than one of them answers.
         seen = await instances_answering(server.base_url, 100)
