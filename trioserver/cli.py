@@ -264,14 +264,14 @@ def _run_command(args: argparse.Namespace) -> None:
             config_path.resolve(),
             overlay,
             worker_names(args.workers),
-            bind_client_sockets(config.http),
+            bind_client_sockets(config.http, args.workers),
             stop_timeout=config.http.graceful_shutdown_seconds + STOP_MARGIN_S,
         )
     try:
         trio.run(partial(_run, config, hint, pool=pool, child=child))
     finally:
-        for sock in pool.sockets if pool is not None else ():
-            sock.close()
+        if pool is not None:
+            pool.close()
 
 
 def _configure_logging(config: Config) -> None:

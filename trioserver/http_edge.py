@@ -81,12 +81,16 @@ class EdgeLimits:
 LISTEN_BACKLOG = 1024
 
 
-def bind_sockets(bind_addresses: Sequence[str], port: int) -> list[socket.socket]:
+def bind_sockets(
+    bind_addresses: Sequence[str], port: int, *, reuse_port: bool = False
+) -> list[socket.socket]:
     """Bind and listen on every address of `bind_addresses` at `port` (0: any free one).
 
     An IPv6 address is one with a colon; ``::`` is left dual-stack where the system makes it
     so (as hypercorn left it; trio's own listeners would set IPV6_V6ONLY). The sockets are not
-    inheritable (`run --workers` passes them on explicitly).
+    inheritable (`run --workers` passes them on explicitly). With `reuse_port`, other sockets
+    of this user with the option may bind the same address and port, and the kernel spreads
+    new connections over them (``SO_REUSEPORT``).
 
     Raises:
         OSError: an address cannot be bound (the sockets bound so far are closed).
@@ -98,6 +102,8 @@ def bind_sockets(bind_addresses: Sequence[str], port: int) -> list[socket.socket
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((address, port))
             sock.listen(LISTEN_BACKLOG)
     except OSError:

@@ -3,12 +3,18 @@
 Theory of operation
 -------------------
 Main binds the client listening sockets itself (`bind_client_sockets`) before anything else
-runs and hands them to every worker, so the kernel spreads connections over the workers
-that accept on them (no SO_REUSEPORT, no proxy). Main itself accepts none (it is the one
-writer; `serve(serve_clients=False)`). The file's config says nothing about the pool;
-`plan_pool` completes it in memory with an overlay: ``[workers.workerK]`` sections,
-loopback ports for ``[replication]`` and the ``instance_map`` entries the file lacks, and a
-random ``replication.secret`` unless the file has one. Main validates that overlay like any
+runs: one set per worker, all bound to the same addresses and port with ``SO_REUSEPORT``, and
+hands each worker its set, so the kernel spreads new connections evenly over the workers (no
+proxy). One socket shared by all workers spread them badly: the worker that woke first took
+every connection of a burst, often all the senders of a benchmark (BENCHMARKS.md §12). While a
+worker is down its set is closed, so that the live workers get every new connection, and a
+new set is bound for its restart; a lone worker keeps its set, so connections queue for it.
+Main itself accepts none (it is the one writer; `serve(serve_clients=False)`).
+
+The file's config says nothing about the pool; `plan_pool` completes it in memory with an
+overlay: ``[workers.workerK]`` sections, loopback ports for ``[replication]`` and the
+``instance_map`` entries the file lacks, and a random ``replication.secret`` unless the file
+has one. Main validates that overlay like any
 config (`config.load_config(overlay=...)`).
 
 A worker is ``sys.executable -m trioserver run --config F`` with the environment variable
@@ -206,8 +212,9 @@ def plan_pool(
     return {"replication": replication, "instance_map": instance_map, "workers": pool_workers}
 
 
-def bind_client_sockets(http: HttpConfig) -> list[socket.socket]:
-    """Bind and listen on every ``http.bind_addresses`` x ``http.port`` (for the whole pool).
+def bind_client_sockets(http: HttpConfig, workers: int) -> list[list[socket.socket]]:
+    """One set of client listening sockets per worker, each on every ``http.bind_addresses``
+    x ``http.port``, all bound with ``SO_REUSEPORT`` (see the module docstring).
 
     The sockets are non-inheritable; children get them only through ``pass_fds``.
 
@@ -217,12 +224,43 @@ def bind_client_sockets(http: HttpConfig) -> list[socket.socket]:
     # The server's modules load only to run (this module is imported by the CLI too).
     from trioserver.http_edge import bind_sockets
 
+    groups: list[list[socket.socket]] = []
     try:
-        return bind_sockets(http.bind_addresses, http.port)
+        groups.append(bind_sockets(http.bind_addresses, http.port, reuse_port=True))
+        addresses = bound_addresses(groups[0])
+        groups.extend(bind_group(addresses) for _ in range(workers - 1))
     except OSError as exc:
         from trioserver.nursery import listen_error
 
+        for group in groups:
+            for sock in group:
+                sock.close()
         raise listen_error(http, exc) from None
+    return groups
+
+
+def bound_addresses(group: Sequence[socket.socket]) -> list[tuple[str, int]]:
+    """The address and port each socket of `group` is bound to (what `bind_group` binds)."""
+    return [(_address_text(sock), sock.getsockname()[1]) for sock in group]
+
+
+def bind_group(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
+    """Another set of sockets on `addresses`, joining their ``SO_REUSEPORT`` groups.
+
+    Raises:
+        OSError: an address cannot be bound (the sockets bound so far are closed).
+    """
+    from trioserver.http_edge import bind_sockets
+
+    group: list[socket.socket] = []
+    try:
+        for address, port in addresses:
+            group.extend(bind_sockets([address], port, reuse_port=True))
+    except OSError:
+        for sock in group:
+            sock.close()
+        raise
+    return group
 
 
 async def wait_parent_gone(parent_fd: int) -> None:
@@ -244,24 +282,44 @@ class Pool:
         config_path: the config file the workers read.
         overlay: `plan_pool`'s overlay.
         names: the workers' instance names.
-        sockets: the client listening sockets (from `bind_client_sockets`).
+        socket_groups: each worker's client listening sockets (from `bind_client_sockets`),
+            in the order of `names`; a dead worker's group is replaced (`_keep_running`).
         stop_timeout: seconds a worker gets between SIGTERM and SIGKILL.
     """
 
     config_path: Path
     overlay: Mapping[str, Any]
     names: tuple[str, ...]
-    sockets: Sequence[socket.socket]
+    socket_groups: list[list[socket.socket]]
     stop_timeout: float
+    # What a replacement group binds: every address of the first group, at its port.
+    addresses: list[tuple[str, int]] = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda pool: bound_addresses(pool.socket_groups[0]), takes_self=True
+        ),
+    )
 
     def client_url(self, scheme: str) -> str:
         """The URL of the first client socket (what main announces; workers accept on it)."""
-        host, port = self.sockets[0].getsockname()[:2]
+        host, port = self.socket_groups[0][0].getsockname()[:2]
         return f"{scheme}://{host_port(host, port)}"
 
     def command(self) -> list[str]:
         """A worker's command line (no secret on it: that is in `POOL_ENV`)."""
         return [sys.executable, "-m", "trioserver", "run", "--config", str(self.config_path)]
+
+    def close(self) -> None:
+        """Close every worker's sockets (main's copies)."""
+        for group in self.socket_groups:
+            for sock in group:
+                sock.close()
+
+
+def _address_text(sock: socket.socket) -> str:
+    host = str(sock.getsockname()[0])
+    scope = sock.getsockname()[3] if sock.family == socket.AF_INET6 else 0
+    return f"{host}%{scope}" if scope else host
 
 
 async def run_pool(
@@ -286,14 +344,8 @@ async def run_pool(
     read_end, write_end = os.pipe()
     try:
         async with trio.open_nursery() as nursery:
-            for name in pool.names:
-                child = PoolChild(
-                    name,
-                    pool.overlay,
-                    tuple(sock.fileno() for sock in pool.sockets),
-                    parent_fd=read_end,
-                )
-                nursery.start_soon(_keep_running, pool, child, stopping)
+            for index in range(len(pool.names)):
+                nursery.start_soon(_keep_running, pool, index, read_end, stopping)
             task_status.started()
     finally:
         # Closed only after every worker is gone: closing it signals "main is gone".
@@ -316,20 +368,39 @@ def next_restart_delay(previous: float | None, *, up_for_s: float) -> float:
     )
 
 
-async def _keep_running(pool: Pool, child: PoolChild, stopping: trio.Event) -> None:
+async def _keep_running(pool: Pool, index: int, parent_fd: int, stopping: trio.Event) -> None:
+    name = pool.names[index]
     delay: float | None = None
     while not stopping.is_set():
         started = trio.current_time()
-        status = await _run_once(pool, child, stopping)
+        fds = tuple(sock.fileno() for sock in pool.socket_groups[index])
+        status = await _run_once(pool, PoolChild(name, pool.overlay, fds, parent_fd), stopping)
         if stopping.is_set():
-            logger.info("%s stopped (exit status %d)", child.instance, status)
+            logger.info("%s stopped (exit status %d)", name, status)
             return
+        if len(pool.names) > 1:
+            _close_group(pool, index)
         delay = next_restart_delay(delay, up_for_s=trio.current_time() - started)
-        logger.warning(
-            "%s exited with status %d; restarting it in %.0f s", child.instance, status, delay
-        )
+        logger.warning("%s exited with status %d; restarting it in %.0f s", name, status, delay)
         with trio.move_on_after(delay):
             await stopping.wait()
+        while not pool.socket_groups[index] and not stopping.is_set():
+            try:
+                pool.socket_groups[index] = bind_group(pool.addresses)
+            except OSError as e:
+                logger.error("cannot bind the client port again for %s: %s", name, e)
+                with trio.move_on_after(MAX_BACKOFF_S):
+                    await stopping.wait()
+
+
+def _close_group(pool: Pool, index: int) -> None:
+    # The kernel would go on handing a share of new connections to the dead worker's sockets,
+    # where they would wait for its restart: closing them leaves every new connection to the
+    # live workers. (With one worker the sockets stay open: connections then queue for the
+    # restart instead of being refused.) Connections already queued there are reset.
+    group, pool.socket_groups[index] = pool.socket_groups[index], []
+    for sock in group:
+        sock.close()
 
 
 async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
