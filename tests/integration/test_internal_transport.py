@@ -117,3 +117,73 @@ async def test_a_silent_server_times_out(autojump_clock: trio.abc.Clock) -> None
         with pytest.raises(TransportError, match="no answer within 3 s"):
             await transport.request("GET", "/", [], b"")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("reply", "body"),
+    [
+        # A chunked answer, read whole.
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"abcde",
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+    ],
+)
+async def test_answers_are_read_whole(reply: bytes, body: bytes) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(reply)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        transport = InternalTransport("127.0.0.1", port, timeout_s=3, connect_timeout_s=1)
+        response = await transport.request("POST", "/", [], b"x")
+        assert response.body == body
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",  # then the connection closes
+    ],
+)
+async def test_a_malformed_or_cut_answer_is_a_transport_error(reply: bytes) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(reply)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        transport = InternalTransport("127.0.0.1", port, timeout_s=3, connect_timeout_s=1)
+        with pytest.raises(TransportError):
+            await transport.request("POST", "/", [], b"x")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/a", [("x-a", "b\r\nx-injected: 1")]),
+        ("/a b", []),
+        ("/a", [("x-a\n", "b")]),
+    ],
+)
+async def test_a_line_break_in_a_header_is_refused_before_sending(
+    target: str, headers: list[tuple[str, str]]
+) -> None:
+    async with http_server(echo) as (port, _connections):
+        transport = InternalTransport("127.0.0.1", port, timeout_s=5, connect_timeout_s=1)
+        with pytest.raises(TransportError, match="line break or a space"):
+            await transport.request("POST", target, headers, b"")
+        # Nothing of it went out: the server reads the next request as the first.
+        assert (await transport.request("GET", "/ok", [], b"")).body == b"GET /ok "
+        await transport.aclose()

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-One `InternalTransport` per worker (plain HTTP/1.1 over h11, `transport.py`) keeps a pool of
+One `InternalTransport` per worker (plain HTTP/1.1 on httptools, `transport.py`) keeps a pool of
 keep-alive connections to main, so a forwarded write costs no TCP handshake. Every request carries
 ``Authorization: Bearer <replication.secret>``. Anything that keeps an answer from arriving
 (refused, reset, timed out, a malformed answer) raises `WriterUnavailable`, which the client

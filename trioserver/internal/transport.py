@@ -1,11 +1,14 @@
-"""A small HTTP/1.1 client for main's internal listener: keep-alive connections over h11.
+"""A small HTTP/1.1 client for main's internal listener: keep-alive connections, httptools.
 
 Theory of operation
 -------------------
-Every write a worker forwards costs one request to main, so this path is kept lean: plain h11
-(the HTTP/1.1 state machine hypercorn uses too) over trio TCP streams, no TLS, no redirects,
-no cookies, bodies read whole. It costs a fraction of a general client's CPU per request (the
-forwarding overhead measured in BENCHMARKS.md section 11) and loads no TLS stack into a worker.
+Every write a worker forwards costs one request to main, so this path is kept lean: a request
+written as bytes directly, the answer parsed by httptools (llhttp, the C parser the edge uses
+too), over trio TCP streams; no TLS, no redirects, no cookies, bodies read whole. It costs a
+fraction of a general client's CPU per request, and half of h11's (BENCHMARKS.md §11 and §12),
+and loads no TLS stack into a worker. Only our own main answers it, but its answer is parsed
+as strictly as any (a malformed one is a `TransportError`), and a header with a line break is
+refused before anything is sent.
 
 A connection is returned to the idle pool only when both sides finished the exchange cleanly;
 any error, timeout or cancellation closes it. Nothing is ever sent twice (a forwarded write
@@ -16,7 +19,7 @@ must not be doubled), so an idle connection is not reused once it has been idle 
 from __future__ import annotations
 
 import attrs
-import h11
+import httptools
 
 import trio
 
@@ -27,6 +30,7 @@ MAX_IDLE = 32
 # Idle connections older than this are closed rather than reused (see the module docstring).
 MAX_IDLE_S = 30.0
 _READ_SIZE = 65536
+_FORBIDDEN_IN_HEAD = ("\r", "\n", "\0")
 
 
 class TransportError(Exception):
@@ -49,11 +53,48 @@ class RawResponse:
         return None
 
 
+class _Answer:
+    """httptools callbacks collecting one response."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.complete = False
+        self.keep_alive = False
+        self.messages = 0
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.messages += 1
+
+    def on_headers_complete(self) -> None:
+        # llhttp answers this from the head; once the message is complete it has reset.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
 class _Connection:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = trio.current_time()
+
+
+def _request_head(
+    method: str, target: str, authority: str, headers: list[tuple[str, str]], length: int
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"host: {authority}", f"content-length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if any(char in line for line in lines for char in _FORBIDDEN_IN_HEAD) or " " in target:
+        raise TransportError("a request header or target holds a line break or a space")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class InternalTransport:
@@ -78,13 +119,12 @@ class InternalTransport:
             TransportError: no answer came.
         """
         conn = self._take_idle() or await self._connect()
-        done = False
+        reusable = False
         try:
-            response = await self._exchange(conn, method, target, headers, body)
-            done = True
+            response, reusable = await self._exchange(conn, method, target, headers, body)
             return response
         finally:
-            self._release(conn, reusable=done)
+            self._release(conn, reusable=reusable)
 
     async def aclose(self) -> None:
         """Close the idle connections. Checkpoint: yes."""
@@ -108,44 +148,29 @@ class InternalTransport:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes,
-    ) -> RawResponse:
+    ) -> tuple[RawResponse, bool]:
+        """The answer, and whether the connection may carry another request."""
+        # Checked before anything is sent; the head is two lines' worth of latin-1 text.
+        try:
+            head = _request_head(method, target, self._authority, headers, len(body))
+        except UnicodeEncodeError:
+            raise TransportError("a request header is not latin-1") from None
+        answer = _Answer()
         try:
             with trio.fail_after(self._timeout_s):
-                request = h11.Request(
-                    method=method,
-                    target=target,
-                    headers=[
-                        ("host", self._authority),
-                        ("content-length", str(len(body))),
-                        *headers,
-                    ],
-                )
-                data = conn.h11.send(request) + conn.h11.send(h11.Data(data=body))
-                data += conn.h11.send(h11.EndOfMessage())
-                await conn.stream.send_all(data)
-                status = 0
-                response_headers: tuple[tuple[str, str], ...] = ()
-                chunks: list[bytes] = []
-                while True:
-                    event = conn.h11.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.h11.receive_data(await conn.stream.receive_some(_READ_SIZE))
-                        continue
-                    if isinstance(event, h11.Response):
-                        status = event.status_code
-                        response_headers = tuple(
-                            (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers
-                        )
-                    elif isinstance(event, h11.Data):
-                        chunks.append(bytes(event.data))
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
+                await conn.stream.send_all(head + body)
+                while not answer.complete:
+                    data = await conn.stream.receive_some(_READ_SIZE)
+                    if not data:
                         raise TransportError("connection closed before the answer ended")
-            return RawResponse(status, response_headers, b"".join(chunks))
+                    answer.parser.feed_data(data)
+            status = answer.parser.get_status_code()
+            response = RawResponse(status, tuple(answer.headers), b"".join(answer.chunks))
+            # Bytes past the answer (never sent by our main) leave the connection unusable.
+            return response, answer.keep_alive and answer.messages == 1
         except trio.TooSlowError:
             raise TransportError(f"no answer within {self._timeout_s:.0f} s") from None
-        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+        except (OSError, trio.BrokenResourceError, httptools.HttpParserError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
 
     async def _connect(self) -> _Connection:
@@ -160,9 +185,8 @@ class InternalTransport:
             raise TransportError(f"cannot connect to {self._authority}: {exc}") from None
 
     def _release(self, conn: _Connection, *, reusable: bool) -> None:
-        states = (conn.h11.our_state, conn.h11.their_state)
-        if reusable and states == (h11.DONE, h11.DONE) and len(self._idle) < MAX_IDLE:
-            conn.h11.start_next_cycle()
+        # `reusable`: the answer ended cleanly and keeps the connection open.
+        if reusable and len(self._idle) < MAX_IDLE:
             conn.idle_since = trio.current_time()
             self._idle.append(conn)
             return
