@@ -262,6 +262,26 @@ async def test_offline_30_seconds_after_the_last_sync_ends(
         assert states(await presence.presence_since(bob, position)) == {alice: "offline"}
 
 
+async def test_others_activity_does_not_postpone_a_timeout(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    # Every message wakes the timeout task, which then looks only at the users that moved:
+    # a deadline planned before must still fall due on time.
+    async with writer_env(tmp_path) as env:
+        alice, bob, _, room_id = await _users(env)
+        presence = handler(env)
+        async with presence.user_syncing(alice, None):
+            await settle()
+        async with presence.user_syncing(bob, None):
+            for n in range(8):
+                mock_clock.jump(4)
+                await env.send_text(bob, room_id, f"message {n}")
+                await settle()
+                expected = "online" if 4 * (n + 1) < 30 else "offline"
+                assert (await presence.get_presence(alice, alice))["presence"] == expected
+            assert (await presence.get_presence(bob, bob))["presence"] == "online"
+
+
 async def test_a_lone_set_presence_from_sync_counts_as_a_short_sync(
     tmp_path: Path, mock_clock: MockClock
 ) -> None:

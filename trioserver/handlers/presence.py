@@ -158,6 +158,10 @@ class PresenceHandler:
         self._wakeup = trio.Event()
         # When the timeout task next wakes by itself (ms); -inf while it is not asleep.
         self._sleeping_until = -math.inf
+        # The earliest deadline the timeout task knows of (ms), and the users whose deadline
+        # may have come sooner since: a wake-up for a sent message looks at those alone.
+        self._planned = -math.inf
+        self._moved: set[str] = set()
 
     async def load(self) -> None:
         """Read stored presence and the stream position; register it. Checkpoint: yes."""
@@ -475,13 +479,24 @@ class PresenceHandler:
             while self._pending_activity:
                 await self.bump_active(self._pending_activity.pop())
             now = self._now_ms()
-            for user_id in [u for u in self._states if self._deadline(u) <= now]:
-                await self._change(user_id, lambda old: old)
-            deadline = min((self._deadline(u) for u in self._states), default=math.inf)
-            self._sleeping_until = deadline
+            if now >= self._planned:
+                # Something is due (or a planned deadline moved later): a pass over everyone.
+                for user_id in [u for u in self._states if self._deadline(u) <= now]:
+                    await self._change(user_id, lambda old: old)
+                self._moved.clear()
+                planned = min((self._deadline(u) for u in self._states), default=math.inf)
+            else:
+                # Woken for activity or a sooner deadline: only the users that moved. Every
+                # message wakes this task; a pass over every online user each time cost main
+                # a share of its CPU that grew with the number of users.
+                moved, self._moved = self._moved, set()
+                planned = min(
+                    [self._planned, *(self._deadline(u) for u in moved if u in self._states)]
+                )
+            self._planned = self._sleeping_until = planned
             # Clamped: the clock was read again after the awaits above, so a deadline may
             # have passed meanwhile (or the wall clock stepped); then just go round again.
-            with trio.move_on_after(max(0.0, (deadline - self._now_ms()) / 1000)):
+            with trio.move_on_after(max(0.0, (planned - self._now_ms()) / 1000)):
                 await self._wakeup.wait()
             self._sleeping_until = -math.inf  # awake: every change is seen on the next pass
 
@@ -547,5 +562,6 @@ class PresenceHandler:
         """Wake the timeout task if this user's next deadline comes before the one it sleeps
         until (a wake-up costs it a pass over every user, and every /sync changes presence
         state)."""
+        self._moved.add(user_id)
         if user_id in self._states and self._deadline(user_id) < self._sleeping_until:
             self._wakeup.set()
