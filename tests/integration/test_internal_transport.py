@@ -119,6 +119,28 @@ async def test_a_silent_server_times_out(autojump_clock: trio.abc.Clock) -> None
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def replying(reply: bytes, *, then_close: bool) -> AsyncIterator[InternalTransport]:
+    """A transport to a server that answers the first request with the bytes `reply`, then
+    closes the connection or keeps it open."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(reply)
+        if then_close:
+            await stream.aclose()
+        else:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        transport = InternalTransport("127.0.0.1", port, timeout_s=3, connect_timeout_s=1)
+        yield transport
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize(
     ("reply", "body"),
     [
@@ -132,19 +154,8 @@ async def test_a_silent_server_times_out(autojump_clock: trio.abc.Clock) -> None
     ],
 )
 async def test_answers_are_read_whole(reply: bytes, body: bytes) -> None:
-    async def answer(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(reply)
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        transport = InternalTransport("127.0.0.1", port, timeout_s=3, connect_timeout_s=1)
-        response = await transport.request("POST", "/", [], b"x")
-        assert response.body == body
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+    async with replying(reply, then_close=False) as transport:
+        assert (await transport.request("POST", "/", [], b"x")).body == body
 
 
 @pytest.mark.parametrize(
@@ -155,18 +166,9 @@ async def test_answers_are_read_whole(reply: bytes, body: bytes) -> None:
     ],
 )
 async def test_a_malformed_or_cut_answer_is_a_transport_error(reply: bytes) -> None:
-    async def answer(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(reply)
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        transport = InternalTransport("127.0.0.1", port, timeout_s=3, connect_timeout_s=1)
+    async with replying(reply, then_close=True) as transport:
         with pytest.raises(TransportError):
             await transport.request("POST", "/", [], b"x")
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
