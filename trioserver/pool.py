@@ -9,13 +9,14 @@ proxy). One socket shared by all workers spread them badly: the worker that woke
 every connection of a burst, often all the senders of a benchmark (BENCHMARKS.md §12). While a
 worker is down its set is closed, so that the live workers get every new connection, and a
 new set is bound for its restart; a lone worker keeps its set, so connections queue for it.
-Main itself accepts none (it is the one writer; `serve(serve_clients=False)`).
+Where the kernel does not spread ``SO_REUSEPORT`` connections (not Linux), every worker
+accepts on one shared set. Main itself accepts none (it is the one writer;
+`serve(serve_clients=False)`).
 
 The file's config says nothing about the pool; `plan_pool` completes it in memory with an
 overlay: ``[workers.workerK]`` sections, loopback ports for ``[replication]`` and the
 ``instance_map`` entries the file lacks, and a random ``replication.secret`` unless the file
-has one. Main validates that overlay like any
-config (`config.load_config(overlay=...)`).
+has one. Main validates that overlay like any config (`config.load_config(overlay=...)`).
 
 A worker is ``sys.executable -m trioserver run --config F`` with the environment variable
 `POOL_ENV` holding a `PoolChild` as JSON (its instance name, the overlay, the socket fds and
@@ -30,11 +31,11 @@ trio starts children from a worker thread, and the signal fires when that *threa
 
 Workers run `WORKER_NICENESS` steps nicer than main, so that the one writer is never kept
 waiting for the CPU by the readers it serves. `run_pool` starts the workers once main is
-listening, restarts one that exits (backoff 1 s,
-doubling to 30 s, back to 1 s after a minute up), and when `stopping` is set sends each
-SIGTERM, gives it ``http.graceful_shutdown_seconds`` + 5 s, then SIGKILL. Workers run in
-their own process group, so a Ctrl-C at the terminal reaches main only and main alone
-decides when they stop (they would otherwise exit on SIGINT and be restarted).
+listening, restarts one that exits (backoff 1 s, doubling to 30 s, back to 1 s after a minute
+up), and when `stopping` is set sends each SIGTERM, gives it
+``http.graceful_shutdown_seconds`` + 5 s, then SIGKILL. Workers run in their own process
+group, so a Ctrl-C at the terminal reaches main only and main alone decides when they stop
+(they would otherwise exit on SIGINT and be restarted).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ POOL_ENV = "TRIOSERVER_POOL"
 # How much nicer than main a worker runs (`_yield_cpu_to_main`); measured in BENCHMARKS.md §12.
 WORKER_NICENESS = 5
 MAX_NICENESS = 19
+# Linux spreads the connections of one port over its SO_REUSEPORT listeners; BSD and macOS
+# give each to one of them, so there the workers share one set of sockets instead.
+SOCKETS_PER_WORKER = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 LOOPBACK = "127.0.0.1"
 INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -226,7 +230,9 @@ def bind_client_sockets(http: HttpConfig, workers: int) -> list[list[socket.sock
 
     groups: list[list[socket.socket]] = []
     try:
-        groups.append(bind_sockets(http.bind_addresses, http.port, reuse_port=True))
+        groups.append(bind_sockets(http.bind_addresses, http.port, reuse_port=SOCKETS_PER_WORKER))
+        if not SOCKETS_PER_WORKER:
+            return groups * workers  # every worker accepts on the same sockets
         addresses = bound_addresses(groups[0])
         groups.extend(bind_group(addresses) for _ in range(workers - 1))
     except OSError as exc:
@@ -378,7 +384,7 @@ async def _keep_running(pool: Pool, index: int, parent_fd: int, stopping: trio.E
         if stopping.is_set():
             logger.info("%s stopped (exit status %d)", name, status)
             return
-        if len(pool.names) > 1:
+        if len(pool.names) > 1 and SOCKETS_PER_WORKER:
             _close_group(pool, index)
         delay = next_restart_delay(delay, up_for_s=trio.current_time() - started)
         logger.warning("%s exited with status %d; restarting it in %.0f s", name, status, delay)

@@ -1,4 +1,5 @@
-"""`run --workers N` completes the config in memory (trioserver.pool.plan_pool): pure code."""
+"""`run --workers N` completes the config in memory (trioserver.pool.plan_pool) and binds each
+worker its client sockets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from trioserver.config import config_from_mapping, merge_config
+from trioserver import pool
+from trioserver.config import HttpConfig, config_from_mapping, merge_config
 from trioserver.errors import ConfigError
 from trioserver.pool import (
     INITIAL_BACKOFF_S,
@@ -17,6 +19,7 @@ from trioserver.pool import (
     RESET_BACKOFF_AFTER_S,
     PoolChild,
     _can_bind_loopback,
+    bind_client_sockets,
     free_loopback_port,
     next_restart_delay,
     plan_pool,
@@ -124,3 +127,29 @@ def test_a_port_in_use_is_not_picked() -> None:
         taken.listen()
         busy = taken.getsockname()[1]
         assert not _can_bind_loopback(busy)
+
+
+def test_each_worker_gets_its_own_sockets_on_the_one_port() -> None:
+    groups = bind_client_sockets(HttpConfig(bind_addresses=("127.0.0.1",), port=0), 3)
+    try:
+        sockets = [group[0] for group in groups]
+        assert len({sock.fileno() for sock in sockets}) == 3
+        assert len({sock.getsockname() for sock in sockets}) == 1
+        assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for sock in sockets)
+    finally:
+        for group in groups:
+            for sock in group:
+                sock.close()
+
+
+def test_where_the_kernel_does_not_spread_connections_workers_share_one_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pool, "SOCKETS_PER_WORKER", False)
+    groups = bind_client_sockets(HttpConfig(bind_addresses=("127.0.0.1",), port=0), 3)
+    try:
+        assert all(group is groups[0] for group in groups)
+        assert not groups[0][0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    finally:
+        for sock in groups[0]:
+            sock.close()
