@@ -15,9 +15,10 @@ over the phase's wall time; percentiles are taken as the harness takes them (the
 index floor(n * p) of the sorted latencies). Each client keeps one keep-alive connection (the
 harness's fetch keeps connections alive too). trioserver runs with the benchmark config
 (`benchlib.write_config`: open registration, bcrypt cost 4, no rate limits, SQLite
-``synchronous = full``); Synapse on SQLite as `bench/synapse.py` sets it up (installed from
-PyPI on first use). Synapse on PostgreSQL is not set up here yet (issue 14's
-``compare.py --backend postgres``); the harness's published figures for it are printed beside.
+``synchronous = full``); Synapse as `bench/synapse.py` sets it up (installed from PyPI on first
+use), on SQLite and on the machine's PostgreSQL (``synapse-postgres``: a fresh database per
+run, ``psql -h 127.0.0.1 -U postgres`` with trust auth, dropped afterwards; psycopg2-binary is
+installed into Synapse's venv). The harness's published figures are printed beside.
 
 Run (about a minute, plus Synapse's install on the first run)::
 
@@ -52,7 +53,13 @@ from benchlib import (
     write_config,
 )
 from loadgen import H11Client
-from synapse import SynapseProcess, ensure_synapse
+from synapse import (
+    SynapseProcess,
+    create_postgres_database,
+    drop_postgres_database,
+    ensure_postgres_driver,
+    ensure_synapse,
+)
 
 PASSWORD = "benchmarkpassword123"
 # The harness's published figures on a 2-CPU box: (sequential, concurrent) msg/s.
@@ -161,10 +168,17 @@ async def _concurrent(
             await connection.aclose()
 
 
-def _server(name: str, root: Path) -> ServerProcess:
+SERVERS = ("trioserver", "synapse", "synapse-postgres")
+
+
+def _server(name: str, root: Path, database: str) -> ServerProcess:
     data_dir = root / name
     if name == "synapse":
         return SynapseProcess(ensure_synapse(), data_dir)
+    if name == "synapse-postgres":
+        install = ensure_synapse()
+        ensure_postgres_driver(install)
+        return SynapseProcess(install, data_dir, postgres_database=database)
     write_config(data_dir)
     return ServerProcess(data_dir, env=bytecode_cache_env(root / "pycache"))
 
@@ -183,7 +197,7 @@ def _row(name: str, phases: list[Phase]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--servers", nargs="*", default=["trioserver", "synapse"])
+    parser.add_argument("--servers", nargs="*", choices=SERVERS, default=list(SERVERS))
     parser.add_argument("--messages", type=int, default=500, help="sends per phase")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--runs", type=int, default=1, help="runs per server (fresh each)")
@@ -194,12 +208,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trioserver-bench-public-send-") as tmp:
         for name in args.servers:
             for run in range(args.runs):
-                server = _server(name, Path(tmp) / f"run{run}")
-                server.start()
+                database = f"trioserver_bench_synapse_{uuid.uuid4().hex[:8]}"
+                if name == "synapse-postgres":
+                    create_postgres_database(database)
+                server = _server(name, Path(tmp) / f"run{run}", database)
                 try:
+                    server.start()
                     phases = trio.run(run_workload, server, args.messages, args.concurrency)
                 finally:
                     server.stop()
+                    if name == "synapse-postgres":
+                        drop_postgres_database(database)
                 results.setdefault(name, []).append(phases)
     headers = ["server", "sequential msg/s", "p50 / p95 / p99 ms", "server CPU ms/msg"]
     headers += [
@@ -225,14 +244,17 @@ def _best(runs: list[list[Phase]], phase: int) -> float:
 
 
 def _print_ratios(results: dict[str, list[list[Phase]]]) -> None:
-    if "trioserver" not in results or "synapse" not in results:
-        return
-    ours, theirs = results["trioserver"], results["synapse"]
-    seq = _best(ours, 0) / _best(theirs, 0)
-    conc = _best(ours, 1) / _best(theirs, 1)
-    print(
-        f"trioserver / Synapse (SQLite), best runs: sequential {seq:.1f}x, concurrent {conc:.1f}x"
-    )
+    ours = results.get("trioserver")
+    for name, label in (("synapse", "SQLite"), ("synapse-postgres", "PostgreSQL")):
+        theirs = results.get(name)
+        if ours is None or theirs is None:
+            continue
+        seq = _best(ours, 0) / _best(theirs, 0)
+        conc = _best(ours, 1) / _best(theirs, 1)
+        print(
+            f"trioserver / Synapse ({label}), best runs: sequential {seq:.1f}x,"
+            f" concurrent {conc:.1f}x"
+        )
 
 
 def _published_rows(ours: list[list[Phase]] | None) -> list[list[str]]:

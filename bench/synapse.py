@@ -38,6 +38,9 @@ VENV_ENV = "TRIOSERVER_BENCH_SYNAPSE_VENV"
 CACHE_ENV = "TRIOSERVER_BENCH_CACHE"
 PACKAGE = "matrix-synapse"
 READY_TIMEOUT_S = 120.0
+# The machine's PostgreSQL (trust auth on loopback), for Synapse's psycopg2 database.
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_USER = "postgres"
 # Far above anything a benchmark does: Synapse has no switch that turns rate limiting off.
 UNLIMITED = {"per_second": 1_000_000.0, "burst_count": 1_000_000}
 RATE_LIMITS = {
@@ -149,6 +152,34 @@ def _installed_version(python: Path) -> str:
     return done.stdout.strip()
 
 
+def ensure_postgres_driver(install: SynapseInstall) -> None:
+    """Install psycopg2 into Synapse's venv unless it is there (Synapse's PostgreSQL
+    driver; the binary wheel, so no libpq headers are needed)."""
+    probe = [str(install.python), "-c", "import psycopg2"]
+    if subprocess.run(
+        probe, capture_output=True, check=False, cwd=tempfile.gettempdir()
+    ).returncode:
+        cmd = [str(install.python), "-m", "pip", "install", "-q", "psycopg2-binary"]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+
+def create_postgres_database(name: str) -> None:
+    """An empty database for Synapse on the local PostgreSQL (trust auth), with the C
+    collation Synapse requires."""
+    sql = f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    _psql(sql)
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop a database `create_postgres_database` made."""
+    _psql(f"DROP DATABASE IF EXISTS {name}")
+
+
+def _psql(sql: str) -> None:
+    cmd = ["psql", "-h", POSTGRES_HOST, "-U", POSTGRES_USER, "-d", "postgres", "-c", sql]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
 def log_config(log_path: Path) -> dict[str, object]:
     """Python logging config: WARNING and above to `log_path`, nothing else."""
     return {
@@ -166,8 +197,12 @@ def log_config(log_path: Path) -> dict[str, object]:
     }
 
 
-def overlay_config(data_dir: Path, port: int, log_config_path: Path) -> dict[str, object]:
-    """The settings laid over the generated config (see the module docstring)."""
+def overlay_config(
+    data_dir: Path, port: int, log_config_path: Path, postgres_database: str | None = None
+) -> dict[str, object]:
+    """The settings laid over the generated config (see the module docstring); with
+    `postgres_database`, Synapse's psycopg2 database on the local PostgreSQL instead of
+    SQLite."""
     listener = {
         "port": port,
         "bind_addresses": ["127.0.0.1"],
@@ -176,7 +211,13 @@ def overlay_config(data_dir: Path, port: int, log_config_path: Path) -> dict[str
         "x_forwarded": False,
         "resources": [{"names": ["client"], "compress": False}],
     }
-    database = {"name": "sqlite3", "args": {"database": str(data_dir / "homeserver.db")}}
+    database: dict[str, object] = {
+        "name": "sqlite3",
+        "args": {"database": str(data_dir / "homeserver.db")},
+    }
+    if postgres_database is not None:
+        args = {"user": POSTGRES_USER, "host": POSTGRES_HOST, "database": postgres_database}
+        database = {"name": "psycopg2", "args": {**args, "cp_min": 5, "cp_max": 10}}
     return {
         "listeners": [listener],
         "database": database,
@@ -201,9 +242,14 @@ def overlay_config(data_dir: Path, port: int, log_config_path: Path) -> dict[str
 class SynapseProcess(ServerProcess):
     """``python -m synapse.app.homeserver`` (the monolith, one process) on a free port."""
 
-    def __init__(self, install: SynapseInstall, data_dir: Path) -> None:
+    def __init__(
+        self, install: SynapseInstall, data_dir: Path, *, postgres_database: str | None = None
+    ) -> None:
+        """`postgres_database`: an empty database made by `create_postgres_database` to use
+        instead of SQLite."""
         super().__init__(data_dir)
         self.install = install
+        self.postgres_database = postgres_database
         self.config_dir = data_dir / "config"
         self.warnings_path = data_dir / "homeserver-warnings.log"
 
@@ -222,7 +268,7 @@ class SynapseProcess(ServerProcess):
         subprocess.run(cmd, cwd=self.data_dir, check=True, capture_output=True)
         logging_path = self.config_dir / "log.json"
         logging_path.write_text(json.dumps(log_config(self.warnings_path), indent=1))
-        overlay = overlay_config(self.data_dir, self.port, logging_path)
+        overlay = overlay_config(self.data_dir, self.port, logging_path, self.postgres_database)
         (self.config_dir / "zz-bench.yaml").write_text(json.dumps(overlay, indent=1))
 
     def spawn(self) -> None:
