@@ -238,9 +238,7 @@ def bind_client_sockets(http: HttpConfig, workers: int) -> list[list[socket.sock
     except OSError as exc:
         from trioserver.nursery import listen_error
 
-        for group in groups:
-            for sock in group:
-                sock.close()
+        _close_sockets(groups)
         raise listen_error(http, exc) from None
     return groups
 
@@ -263,10 +261,16 @@ def bind_group(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
         for address, port in addresses:
             group.extend(bind_sockets([address], port, reuse_port=True))
     except OSError:
-        for sock in group:
-            sock.close()
+        _close_sockets([group])
         raise
     return group
+
+
+def _close_sockets(groups: Sequence[Sequence[socket.socket]]) -> None:
+    # Closing a socket twice is harmless: groups may be one shared set (not Linux).
+    for group in groups:
+        for sock in group:
+            sock.close()
 
 
 async def wait_parent_gone(parent_fd: int) -> None:
@@ -317,15 +321,13 @@ class Pool:
 
     def close(self) -> None:
         """Close every worker's sockets (main's copies)."""
-        for group in self.socket_groups:
-            for sock in group:
-                sock.close()
+        _close_sockets(self.socket_groups)
 
 
 def _address_text(sock: socket.socket) -> str:
-    host = str(sock.getsockname()[0])
-    scope = sock.getsockname()[3] if sock.family == socket.AF_INET6 else 0
-    return f"{host}%{scope}" if scope else host
+    bound = sock.getsockname()
+    scope = bound[3] if sock.family == socket.AF_INET6 else 0
+    return f"{bound[0]}%{scope}" if scope else str(bound[0])
 
 
 async def run_pool(
@@ -405,8 +407,7 @@ def _close_group(pool: Pool, index: int) -> None:
     # live workers. (With one worker the sockets stay open: connections then queue for the
     # restart instead of being refused.) Connections already queued there are reset.
     group, pool.socket_groups[index] = pool.socket_groups[index], []
-    for sock in group:
-        sock.close()
+    _close_sockets([group])
 
 
 async def _run_once(pool: Pool, child: PoolChild, stopping: trio.Event) -> int:
