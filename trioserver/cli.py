@@ -197,7 +197,7 @@ def _register_user(args: argparse.Namespace) -> None:
     from trioserver.handlers.accounts import AccountsHandler
     from trioserver.handlers.auth import AuthHandler
     from trioserver.stores.accounts import AccountStore
-    from trioserver.stores.database import open_database
+    from trioserver.stores.database import open_configured_database
     from trioserver.stores.erasure import ErasureStore
 
     config = load_config(args.config)
@@ -210,7 +210,7 @@ def _register_user(args: argparse.Namespace) -> None:
         raise SystemExit("The password may not be empty")
 
     async def register() -> str:
-        async with open_database(config.data_path(config.database.path), readers=1) as db:
+        async with open_configured_database(config, readers=1) as db:
             store = AccountStore(db)
             auth = AuthHandler(store, bcrypt_rounds=config.registration.bcrypt_rounds)
             handler = AccountsHandler(

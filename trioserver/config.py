@@ -78,12 +78,21 @@ class HttpConfig:
 class DatabaseConfig:
     """Where and how the database is kept."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    # SQLite: the database file (relative to the data dir).
     path: str = "homeserver.db"
     # SQLite `synchronous` for the writer connection. FULL survives power loss; NORMAL only
     # survives a process crash (see BENCHMARKS.md for what each costs).
     synchronous: Literal["full", "normal"] = "full"
     reader_connections: int = 4
+    # PostgreSQL: a libpq connection string or URL (postgresql://user@host:5432/dbname), and
+    # the size of each instance's pool of reader connections (one more connection writes).
+    dsn: str | None = None
+    min_connections: int = 1
+    max_connections: int = 10
+    # How long a request waits for a connection (or a new one to open) before it fails
+    # with 503 M_UNKNOWN: a database that is down must not hang requests.
+    connect_timeout_seconds: float = 10.0
 
 
 @attrs.frozen
@@ -587,6 +596,17 @@ def _check_consistency(config: Config) -> None:
         problems.append("config.registration.bcrypt_rounds: must be between 4 and 31")
     if config.database.reader_connections < 1:
         problems.append("config.database.reader_connections: must be at least 1")
+    if config.database.backend == "postgres":
+        if not config.database.dsn:
+            problems.append('config.database.dsn: required when backend = "postgres"')
+        if config.database.min_connections < 0:
+            problems.append("config.database.min_connections: must be at least 0")
+        if config.database.max_connections < max(1, config.database.min_connections):
+            problems.append(
+                "config.database.max_connections: must be at least 1 and min_connections"
+            )
+        if config.database.connect_timeout_seconds <= 0:
+            problems.append("config.database.connect_timeout_seconds: must be positive")
     problems += _voip_problems(config.voip)
     for key in ("timeout", "initial_backoff", "max_backoff"):
         if getattr(config.push, key) <= 0:

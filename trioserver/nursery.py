@@ -36,7 +36,7 @@ from trioserver.internal.forwarding import PresenceForwarder
 from trioserver.keys import key_id, load_key_file
 from trioserver.listeners import host_port, hypercorn_config
 from trioserver.storage.intents import EventSubmitter, NoEventWriter
-from trioserver.stores.database import Database, open_database
+from trioserver.stores.database import Database, open_configured_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import Subsystem, run_supervised
 
@@ -361,11 +361,7 @@ async def serve(
         shutdown = trio.Event()
     signing_key = load_key_file(config.data_path(config.signing_key_path))
     logger.info("server %s, signing key %s", config.server_name, key_id(signing_key))
-    async with open_database(
-        config.data_path(config.database.path),
-        synchronous=config.database.synchronous,
-        readers=config.database.reader_connections,
-    ) as db:
+    async with open_configured_database(config) as db:
         await check_server_name(db, config.server_name)
         components = build_components(config, db, signing_key)
         for load in components.loaders:

@@ -14,7 +14,7 @@ from trioserver.config import Config, load_config
 from trioserver.errors import ConfigError, StartupError
 from trioserver.keys import generate_key_file
 from trioserver.stores.accounts import AccountStore
-from trioserver.stores.database import open_database
+from trioserver.stores.database import open_configured_database
 from trioserver.stores.meta import check_server_name
 
 CONFIG_FILE_NAME = "trioserver.toml"
@@ -168,9 +168,12 @@ async def ensure_data_files(config: Config) -> None:
     """
     await trio.to_thread.run_sync(_ensure_dir_and_key, config)
     await trio.to_thread.run_sync(_check_tls_files, config)
+    if config.database.backend == "postgres":
+        await _check_postgres(config)
+        return
     path = config.data_path(config.database.path)
     try:
-        async with open_database(path, readers=1) as db:
+        async with open_configured_database(config, readers=1) as db:
             await check_server_name(db, config.server_name)
     except sqlite3.Error as exc:
         raise StartupError(
@@ -178,9 +181,26 @@ async def ensure_data_files(config: Config) -> None:
         ) from None
 
 
+async def _check_postgres(config: Config) -> None:
+    try:
+        import psycopg
+    except ImportError:
+        raise StartupError(
+            'database.backend = "postgres" needs psycopg: pip install "trioserver[postgres]"'
+        ) from None
+    try:
+        async with open_configured_database(config, readers=1) as db:
+            await check_server_name(db, config.server_name)
+    except (psycopg.Error, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(
+            f"cannot open the PostgreSQL database (database.dsn): {first_line}"
+        ) from None
+
+
 async def has_users(config: Config) -> bool:
     """Whether any account exists yet (the first start prints how to create one)."""
-    async with open_database(config.data_path(config.database.path), readers=1) as db:
+    async with open_configured_database(config, readers=1) as db:
         return await AccountStore(db).count_users() > 0
 
 

@@ -14,9 +14,11 @@ server, run by its own ``trio.run`` in a background thread.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
+import secrets
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -126,6 +128,54 @@ def _register_user(
 # worker2 (its writes go to main, which sends events through worker1).
 VIA_WORKER_ENV = "TRIOSERVER_TEST_VIA_WORKER"
 EVENTS_WRITER_MODE = "events-writer"
+# Set to a PostgreSQL DSN (postgresql://postgres@127.0.0.1:5432/postgres: a database to
+# connect to for CREATE DATABASE) to run every test server on PostgreSQL: each data dir gets a
+# fresh database, reused when a test starts a server on the same dir again, and dropped when
+# the test process exits.
+POSTGRES_ENV = "TRIOSERVER_TEST_POSTGRES"
+_POSTGRES_DB_FILE = "test-postgres-database"
+_POSTGRES_PREFIX = "trioserver_test_"
+_created_test_databases: list[str] = []
+
+
+def _drop_test_databases(admin_dsn: str) -> None:
+    from trioserver.stores.postgres_admin import drop_database
+
+    for name in _created_test_databases:
+        with suppress(Exception):
+            drop_database(admin_dsn, name)
+
+
+def _postgres_test_database(directory: Path) -> str:
+    """The DSN of the test database for `directory` (created on first use)."""
+    from trioserver.stores.postgres_admin import (
+        create_database,
+        dsn_for_database,
+        ensure_schema_template,
+    )
+
+    admin_dsn = os.environ[POSTGRES_ENV]
+    marker = directory / _POSTGRES_DB_FILE
+    if marker.is_file():
+        return dsn_for_database(admin_dsn, marker.read_text().strip())
+    template = ensure_schema_template(admin_dsn, f"{_POSTGRES_PREFIX}template_")
+    name = f"{_POSTGRES_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+    if not _created_test_databases:
+        atexit.register(_drop_test_databases, admin_dsn)
+    _created_test_databases.append(name)
+    dsn = create_database(admin_dsn, name, template=template)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(name)
+    return dsn
+
+
+async def _with_test_backend(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """`raw` with the database of `POSTGRES_ENV` when that is set and the test did not name
+    a backend itself."""
+    if not os.environ.get(POSTGRES_ENV) or "backend" in raw.get("database", {}):
+        return raw
+    dsn = await trio.to_thread.run_sync(_postgres_test_database, directory)
+    return merge_config(raw, {"database": {"backend": "postgres", "dsn": dsn}})
 
 
 @asynccontextmanager
@@ -170,7 +220,7 @@ async def serve_in_process(
         return
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
-        raw = merge_config(_TEST_DEFAULTS, overrides)
+        raw = await _with_test_backend(merge_config(_TEST_DEFAULTS, overrides), directory)
         config = config_from_mapping(raw, base_dir=directory)
         await ensure_data_files(config)
         async with trio.open_nursery() as nursery:
@@ -250,7 +300,7 @@ async def serve_deployment_in_process(
     """
     with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
-        raw = merge_config(_TEST_DEFAULTS, overrides)
+        raw = await _with_test_backend(merge_config(_TEST_DEFAULTS, overrides), directory)
         if events_writer is not None:
             assert replication_port_for_workers is None
             async with _deployment_started_together(

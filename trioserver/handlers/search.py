@@ -31,7 +31,7 @@ import attrs
 
 from trioserver.handlers.event_filter import RoomEventFilter
 from trioserver.handlers.room_reads import page_token
-from trioserver.handlers.search_query import parse_search_term
+from trioserver.handlers.search_query import ParsedTerm, parse_search_term
 from trioserver.handlers.search_request import (
     BatchToken,
     EventContext,
@@ -118,7 +118,7 @@ class SearchHandler:
         self, requester: Requester, request: RoomEventsSearch, token: BatchToken | None
     ) -> JsonDict:
         term = parse_search_term(request.search_term)
-        query = await self._query(requester.user_id, request, term.match, token)
+        query = await self._query(requester.user_id, request, term, token)
         if query is None:
             return {"results": [], "count": 0, "highlights": list(term.words)}
         viewers: dict[str, Viewer] = {}
@@ -154,9 +154,10 @@ class SearchHandler:
         self,
         user_id: str,
         request: RoomEventsSearch,
-        match: str | None,
+        term: ParsedTerm,
         token: BatchToken | None,
     ) -> SearchQuery | None:
+        match = term.match
         event_filter = request.event_filter
         joined = await self._room_reads.joined_rooms(user_id)
         rooms = [r for r in joined if event_filter.matches_room(r)]
@@ -176,6 +177,7 @@ class SearchHandler:
             match,
             tuple(sorted(rooms)),
             tuple(types),
+            tsquery=term.tsquery or "",
             senders=senders if senders is None or len(senders) <= MAX_SQL_SENDERS else None,
             not_senders=not_senders if len(not_senders) <= MAX_SQL_SENDERS else (),
         )

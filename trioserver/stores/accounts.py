@@ -271,9 +271,12 @@ def _count_users_txn(txn: Txn) -> int:
 def _next_numeric_localpart_txn(txn: Txn, server_name: str) -> int:
     # Generated localparts are numbers, like Synapse's; find the largest used so far.
     suffix = f":{server_name}"
+    # SQLite's CAST reads the leading digits of any text; PostgreSQL's refuses non-numbers, so
+    # there only all-digit localparts (of at most 18 digits: a BIGINT) are looked at.
+    numeric = "user_id GLOB '@[0-9]*'" if txn.dialect == "sqlite" else "user_id ~ '^@[0-9]{1,18}:'"
     row = txn.execute(
-        "SELECT MAX(CAST(substr(user_id, 2, length(user_id) - ?) AS INTEGER)) FROM users"
-        " WHERE user_id GLOB '@[0-9]*' AND user_id LIKE ?",
+        "SELECT MAX(CAST(substr(user_id, 2, length(user_id) - ?) AS BIGINT)) FROM users"
+        f" WHERE {numeric} AND user_id LIKE ?",
         (len(suffix) + 1, "%" + suffix),
     ).fetchone()
     return int(row[0] or 0) + 1 if row is not None else 1

@@ -26,7 +26,9 @@ Thread hops are not cancellable (`abandon_on_cancel=False`): once a transaction 
 commits or rolls back before cancellation is delivered, so a shutdown never leaves a write half
 done and an acknowledged write is always committed.
 
-SQL uses ``?`` placeholders; a PostgreSQL backend will convert them (DESIGN.md).
+SQL uses ``?`` placeholders. The PostgreSQL backend (``stores/postgres.py``) runs the same
+transaction functions and converts them; `Database` is the interface both backends give, and
+`Txn.dialect` tells the few statements that differ which one they run on.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ import logging
 import sqlite3
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import trio
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
     from pathlib import Path
+
+    from trioserver.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Row = tuple[Any, ...]
+Dialect = Literal["sqlite", "postgres"]
 
 
 class Txn:
@@ -63,8 +68,10 @@ class Txn:
     """
 
     __slots__ = ("_cur",)
+    # Which SQL the statements run as; a store branches on it only where the dialects differ.
+    dialect: Dialect = "sqlite"
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: Any) -> None:
         self._cur = cur
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Txn:
@@ -83,12 +90,14 @@ class Txn:
 
     def fetchall(self) -> list[Row]:
         """All remaining result rows."""
-        return self._cur.fetchall()
+        rows: list[Row] = self._cur.fetchall()
+        return rows
 
     @property
     def rowcount(self) -> int:
         """Rows changed by the last INSERT/UPDATE/DELETE."""
-        return self._cur.rowcount
+        count: int = self._cur.rowcount
+        return count
 
 
 def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
@@ -107,8 +116,58 @@ def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connec
     return conn
 
 
-class Database:
+class Database(Protocol):
+    """What the stores use of a database, on either backend (`SqliteDatabase`,
+    `trioserver.stores.postgres.PostgresDatabase`)."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The backend's SQL dialect."""
+        ...
+
+    async def run_txn(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run `fn(txn, *args)` as one write transaction, committed before this returns."""
+        ...
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after every write transaction has finished."""
+        ...
+
+    async def run_read(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run `fn(txn, *args)` as one consistent read-only snapshot."""
+        ...
+
+    async def run_read_inline(
+        self,
+        name: str,
+        fn: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run a small read bounded by an index and a limit, as cheaply as the backend can."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection."""
+        ...
+
+
+class SqliteDatabase:
     """One SQLite database: a writer connection and a pool of reader connections."""
+
+    dialect: Dialect = "sqlite"
 
     def __init__(
         self,
@@ -238,9 +297,40 @@ def _run_in_transaction(
 
 
 @asynccontextmanager
+async def open_configured_database(
+    config: Config, *, readers: int | None = None
+) -> AsyncIterator[Database]:
+    """Open the database `config` names (``[database]``), on its backend.
+
+    Args:
+        readers: how many reader connections at most (default: the config's).
+    """
+    settings = config.database
+    if settings.backend == "postgres":
+        from trioserver.stores.postgres import open_postgres_database
+
+        assert settings.dsn is not None  # the config's validation requires it
+        max_connections = settings.max_connections if readers is None else readers
+        async with open_postgres_database(
+            settings.dsn,
+            min_connections=min(settings.min_connections, max_connections),
+            max_connections=max_connections,
+            connect_timeout_s=settings.connect_timeout_seconds,
+        ) as pg:
+            yield pg
+        return
+    async with open_database(
+        config.data_path(settings.path),
+        synchronous=settings.synchronous,
+        readers=settings.reader_connections if readers is None else readers,
+    ) as db:
+        yield db
+
+
+@asynccontextmanager
 async def open_database(
     path: Path, *, synchronous: str = "full", readers: int = 4
-) -> AsyncIterator[Database]:
+) -> AsyncIterator[SqliteDatabase]:
     """Open (creating if needed) the SQLite database at `path` and apply the schema.
 
     Args:
@@ -253,14 +343,14 @@ async def open_database(
     """
     from trioserver.stores.schema import apply_schema
 
-    def open_all() -> Database:
+    def open_all() -> SqliteDatabase:
         writer = _connect(path, read_only=False, synchronous=synchronous)
         apply_schema(writer)
         reader_conns = [
             _connect(path, read_only=True, synchronous=synchronous) for _ in range(readers)
         ]
         inline_reader = _connect(path, read_only=True, synchronous=synchronous)
-        return Database(writer, reader_conns, inline_reader)
+        return SqliteDatabase(writer, reader_conns, inline_reader)
 
     db = await trio.to_thread.run_sync(open_all)
     try:

@@ -62,7 +62,8 @@ _EVENT_COLUMNS = (
     " e.redacted_by, e.rejected, r.room_version, j.json, j.unsigned"
 )
 _EVENT_FROM = (
-    " FROM events AS e JOIN event_json AS j USING (event_id) JOIN rooms AS r USING (room_id)"
+    " FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id"
+    " JOIN rooms AS r ON r.room_id = e.room_id"
 )
 
 

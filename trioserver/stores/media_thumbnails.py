@@ -67,8 +67,12 @@ def _thumbnail_row(row: Row) -> ThumbnailRow:
 def _add_thumbnail_txn(txn: Txn, row: ThumbnailRow) -> None:
     # A regenerated thumbnail (its file was lost) replaces the old row.
     txn.execute(
-        f"INSERT OR REPLACE INTO local_media_thumbnails ({_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO local_media_thumbnails ({_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (media_id, req_width, req_height, method, animated) DO UPDATE SET"
+        " width = excluded.width, height = excluded.height,"
+        " content_type = excluded.content_type, length = excluded.length,"
+        " file_name = excluded.file_name, created_ts = excluded.created_ts",
         (
             row.media_id,
             row.req_width,

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
+from trioserver.stores.dialect import json_array_rows
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -127,7 +129,7 @@ def insert_push_actions_txn(txn: Txn, writes: Sequence[PushActionWrite]) -> None
     )
     txn.executemany(
         "INSERT INTO event_push_users (stream_ordering, user_id, actions, notif, highlight)"
-        " SELECT ?1, j.value, ?2, ?3, ?4 FROM json_each(?5) AS j",
+        f" SELECT ?1, j.value, ?2, ?3, ?4 FROM {json_array_rows(txn, '?5')}",
         users,
     )
     for (room_id, thread_id), (stream, by_counts) in _count_totals(writes).items():
@@ -192,7 +194,8 @@ def _add_counts_txn(
     updated = txn.execute(
         "UPDATE event_push_summary SET notif_count = notif_count + ?,"
         " highlight_count = highlight_count + ?, stream_ordering = ?"
-        " WHERE room_id = ? AND thread_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        " WHERE room_id = ? AND thread_id = ? AND user_id IN"
+        f" (SELECT j.value FROM {json_array_rows(txn, '?')})",
         (notify, highlight, stream, room_id, thread_id, ids),
     ).rowcount
     if updated == count:
@@ -201,7 +204,7 @@ def _add_counts_txn(
     txn.execute(
         "INSERT INTO event_push_summary (room_id, user_id, thread_id, notif_count,"
         " highlight_count, stream_ordering)"
-        " SELECT ?1, j.value, ?2, ?3, ?4, ?5 FROM json_each(?6) AS j WHERE true"
+        f" SELECT ?1, j.value, ?2, ?3, ?4, ?5 FROM {json_array_rows(txn, '?6')} WHERE true"
         " ON CONFLICT (room_id, user_id, thread_id) DO NOTHING",
         (room_id, thread_id, notify, highlight, stream, ids),
     )

@@ -18,6 +18,11 @@ visibility rules and pages on with the cursor of the last row it examined.
 
 The match expression is built by `handlers.search_query` from quoted tokens only; nothing a
 user types reaches FTS5 as query syntax.
+
+On PostgreSQL (sql/14_search.postgres.sql) the table keeps the text and its ``tsvector``
+(the ``english`` configuration: stemmed, like FTS5's porter) under a GIN index; the same
+statements are built with ``@@ to_tsquery``, ``ts_rank`` (negated, so lower is still better)
+and ``ts_headline`` in place of ``MATCH``, ``bm25`` and ``highlight``.
 """
 
 from __future__ import annotations
@@ -74,7 +79,13 @@ def index_events_txn(txn: Txn, stored: Iterable[StoredEvent], redacted_ids: Sequ
         for s in stored
         if s.rejected is None and (text := searchable_text(s)) is not None
     ]
-    if rows:
+    if rows and txn.dialect == "postgres":
+        txn.executemany(
+            "INSERT INTO event_search (stream_ordering, value, vector)"
+            " VALUES (?1, ?2, to_tsvector('english', ?2))",
+            rows,
+        )
+    elif rows:
         txn.executemany("INSERT INTO event_search (rowid, value) VALUES (?, ?)", rows)
     if redacted_ids:
         unindex_events_txn(txn, redacted_ids)
@@ -82,8 +93,9 @@ def index_events_txn(txn: Txn, stored: Iterable[StoredEvent], redacted_ids: Sequ
 
 def unindex_events_txn(txn: Txn, event_ids: Sequence[str]) -> None:
     """Remove events from the index (redacted or expired); unknown ids are ignored."""
+    key = _KEY[txn.dialect]
     txn.executemany(
-        "DELETE FROM event_search WHERE rowid ="
+        f"DELETE FROM event_search WHERE {key} ="
         " (SELECT stream_ordering FROM events WHERE event_id = ?)",
         [(event_id,) for event_id in event_ids],
     )
@@ -106,6 +118,8 @@ class SearchQuery:
     types: tuple[str, ...]
     senders: tuple[str, ...] | None = None
     not_senders: tuple[str, ...] = ()
+    tsquery: str = ""
+    """The same match for PostgreSQL's ``to_tsquery`` (`ParsedTerm.tsquery`)."""
 
 
 @attrs.frozen
@@ -142,15 +156,34 @@ def _in_list(column: str, values: Sequence[str], *, negate: bool = False) -> str
     return f"{column} {'NOT IN' if negate else 'IN'} ({','.join('?' * len(values))})"
 
 
-def _where(query: SearchQuery) -> tuple[list[str], list[object]]:
+# Per dialect: the index's key column, the match, the score (lower is better) and the
+# highlighted text (its two parameters are the marks).
+_KEY = {"sqlite": "event_search.rowid", "postgres": "event_search.stream_ordering"}
+_MATCH = {
+    "sqlite": "event_search MATCH ?",
+    "postgres": "event_search.vector @@ to_tsquery('english', ?)",
+}
+_SCORE = {
+    "sqlite": "bm25(event_search)",
+    "postgres": "-ts_rank(event_search.vector, to_tsquery('english', ?))",
+}
+_HIGHLIGHT = {
+    "sqlite": "highlight(event_search, 0, ?, ?)",
+    "postgres": "ts_headline('english', event_search.value, to_tsquery('english', ?),"
+    " 'StartSel=' || ? || ', StopSel=' || ? || ', HighlightAll=true')",
+}
+
+
+def _where(txn: Txn, query: SearchQuery) -> tuple[list[str], list[object]]:
+    pg = txn.dialect == "postgres"
     clauses = [
-        "event_search MATCH ?",
+        _MATCH[txn.dialect],
         _in_list("e.room_id", query.room_ids),
         _in_list("e.type", query.types),
         # Belt and braces: such events are never indexed (or leave the index) in the first place.
         "e.redacted_by IS NULL AND e.rejected IS NULL AND e.outlier = 0",
     ]
-    args: list[object] = [query.match, *query.room_ids, *query.types]
+    args: list[object] = [query.tsquery if pg else query.match, *query.room_ids, *query.types]
     if query.senders is not None:
         clauses.append(_in_list("e.sender", query.senders))
         args.extend(query.senders)
@@ -162,7 +195,10 @@ def _where(query: SearchQuery) -> tuple[list[str], list[object]]:
 
 # CROSS JOIN keeps the full-text index as the outer loop: SQLite can only MATCH through it,
 # and each match then costs one primary-key lookup in `events`.
-_FROM = " FROM event_search CROSS JOIN events AS e ON e.stream_ordering = event_search.rowid"
+_FROM = {
+    dialect: f" FROM event_search CROSS JOIN events AS e ON e.stream_ordering = {key}"
+    for dialect, key in _KEY.items()
+}
 
 
 def _search_txn(
@@ -172,37 +208,42 @@ def _search_txn(
     after: SearchCursor | None,
     limit: int,
 ) -> list[SearchHit]:
-    clauses, args = _where(query)
+    clauses, args = _where(txn, query)
+    key, score = _KEY[txn.dialect], _SCORE[txn.dialect]
+    # The score's own parameter (the tsquery, on PostgreSQL), each time it appears.
+    score_args: list[object] = [query.tsquery] if txn.dialect == "postgres" else []
     if order == "recent":
         # Newest first: FTS5 walks rowids (stream orderings) backwards without sorting.
-        order_sql = " ORDER BY event_search.rowid DESC"
+        order_sql = f" ORDER BY {key} DESC"
+        order_args: list[object] = []
         if after is not None:
-            clauses.append("event_search.rowid < ?")
+            clauses.append(f"{key} < ?")
             args.append(after.stream_ordering)
     else:
         # Best match first; ties oldest first (as Synapse on SQLite returns them).
-        order_sql = " ORDER BY bm25(event_search), event_search.rowid"
+        order_sql = f" ORDER BY {score}, {key}"
+        order_args = list(score_args)
         if after is not None:
-            clauses.append(
-                "(bm25(event_search) > ? OR (bm25(event_search) = ? AND event_search.rowid > ?))"
-            )
-            args.extend([after.score, after.score, after.stream_ordering])
+            clauses.append(f"({score} > ? OR ({score} = ? AND {key} > ?))")
+            args.extend([*score_args, after.score, *score_args, after.score])
+            args.append(after.stream_ordering)
     rows = txn.execute(
-        "SELECT event_search.rowid, e.event_id, e.room_id, bm25(event_search),"
-        " highlight(event_search, 0, ?, ?)"
-        + _FROM
+        f"SELECT {key}, e.event_id, e.room_id, {score}, {_HIGHLIGHT[txn.dialect]}"
+        + _FROM[txn.dialect]
         + " WHERE "
         + " AND ".join(clauses)
         + order_sql
         + " LIMIT ?",
-        (HIGHLIGHT_START, HIGHLIGHT_END, *args, limit),
+        (*score_args, *score_args, HIGHLIGHT_START, HIGHLIGHT_END, *args, *order_args, limit),
     ).fetchall()
     return [SearchHit(int(s), str(e), str(r), float(b), str(h)) for s, e, r, b, h in rows]
 
 
 def _count_txn(txn: Txn, query: SearchQuery) -> int:
-    clauses, args = _where(query)
-    row = txn.execute("SELECT COUNT(*)" + _FROM + " WHERE " + " AND ".join(clauses), args)
+    clauses, args = _where(txn, query)
+    row = txn.execute(
+        "SELECT COUNT(*)" + _FROM[txn.dialect] + " WHERE " + " AND ".join(clauses), args
+    )
     found = row.fetchone()
     return 0 if found is None else int(found[0])
 

@@ -52,8 +52,9 @@ def _preview_at_txn(txn: Txn, url: str, ts: int) -> CachedPreview | None:
 
 def _store_preview_txn(txn: Txn, url: str, download_ts: int, expires_ts: int, og: bytes) -> None:
     txn.execute(
-        "INSERT OR REPLACE INTO url_previews (url, download_ts, expires_ts, og)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT INTO url_previews (url, download_ts, expires_ts, og) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (url, download_ts) DO UPDATE SET expires_ts = excluded.expires_ts,"
+        " og = excluded.og",
         (url, download_ts, expires_ts, og.decode()),
     )
 

@@ -6,7 +6,7 @@ default ``search_all_users: false``) when they are joined to a room whose join r
 requester. The requester finds themselves only through public rooms, as in Synapse.
 Deactivated accounts are never listed. Display names and avatars are the global profile.
 
-The room-state conditions read the event JSON with SQLite's ``json_extract``.
+The room-state conditions read the event JSON (``stores.dialect.json_text``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from trioserver.stores.dialect import json_text, like_any_case
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from trioserver.stores.database import Database, Txn
+    from trioserver.stores.database import Database, Dialect, Txn
 
 
 @attrs.frozen
@@ -30,32 +32,39 @@ class DirectoryUser:
     avatar_url: str | None
 
 
-_PUBLIC_ROOMS = (
-    "SELECT c.room_id FROM current_state_events AS c"
-    " JOIN event_json AS j ON j.event_id = c.event_id"
-    " WHERE c.state_key = '' AND ("
-    "  (c.type = 'm.room.join_rules'"
-    "   AND json_extract(j.json, '$.content.join_rule') = 'public')"
-    "  OR (c.type = 'm.room.history_visibility'"
-    "   AND json_extract(j.json, '$.content.history_visibility') = 'world_readable'))"
-)
+def _public_rooms(dialect: Dialect) -> str:
+    return (
+        "SELECT c.room_id FROM current_state_events AS c"
+        " JOIN event_json AS j ON j.event_id = c.event_id"
+        " WHERE c.state_key = '' AND ("
+        "  (c.type = 'm.room.join_rules'"
+        f"   AND {json_text(dialect, 'j.json', 'content', 'join_rule')} = 'public')"
+        "  OR (c.type = 'm.room.history_visibility'"
+        f"   AND {json_text(dialect, 'j.json', 'content', 'history_visibility')}"
+        " = 'world_readable'))"
+    )
 
-_VISIBLE_USERS = (
-    "WITH visible(user_id) AS ("
-    " SELECT c.state_key FROM current_state_events AS c"
-    " WHERE c.type = 'm.room.member' AND c.membership = 'join'"
-    f" AND c.room_id IN ({_PUBLIC_ROOMS})"
-    " UNION"
-    " SELECT c.state_key FROM local_current_membership AS l"
-    " JOIN current_state_events AS c ON c.room_id = l.room_id"
-    "  AND c.type = 'm.room.member' AND c.membership = 'join'"
-    " WHERE l.user_id = ? AND l.membership = 'join' AND c.state_key != ?"
-    ")"
-    " SELECT v.user_id, p.displayname, p.avatar_url FROM visible AS v"
-    " LEFT JOIN profiles AS p ON p.user_id = v.user_id"
-    " LEFT JOIN users AS u ON u.user_id = v.user_id"
-    " WHERE COALESCE(u.deactivated, 0) = 0"
-)
+
+def _visible_users(dialect: Dialect) -> str:
+    return (
+        "WITH visible(user_id) AS ("
+        " SELECT c.state_key FROM current_state_events AS c"
+        " WHERE c.type = 'm.room.member' AND c.membership = 'join'"
+        f" AND c.room_id IN ({_public_rooms(dialect)})"
+        " UNION"
+        " SELECT c.state_key FROM local_current_membership AS l"
+        " JOIN current_state_events AS c ON c.room_id = l.room_id"
+        "  AND c.type = 'm.room.member' AND c.membership = 'join'"
+        " WHERE l.user_id = ? AND l.membership = 'join' AND c.state_key != ?"
+        ")"
+        " SELECT v.user_id, p.displayname, p.avatar_url FROM visible AS v"
+        " LEFT JOIN profiles AS p ON p.user_id = v.user_id"
+        " LEFT JOIN users AS u ON u.user_id = v.user_id"
+        " WHERE COALESCE(u.deactivated, 0) = 0"
+    )
+
+
+_VISIBLE_USERS: dict[Dialect, str] = {d: _visible_users(d) for d in ("sqlite", "postgres")}
 
 
 def _like_pattern(word: str) -> str:
@@ -66,12 +75,13 @@ def _like_pattern(word: str) -> str:
 def _search_txn(
     txn: Txn, requester: str, words: Sequence[str], max_rows: int
 ) -> list[DirectoryUser]:
-    sql = _VISIBLE_USERS
+    sql = _VISIBLE_USERS[txn.dialect]
+    like = like_any_case(txn.dialect)
     params: list[object] = [requester, requester]
     for word in words:
         # LIKE is case-insensitive for ASCII only, so only ASCII words narrow the query here;
         # the caller matches every word exactly.
-        sql += " AND (v.user_id LIKE ? ESCAPE '\\' OR p.displayname LIKE ? ESCAPE '\\')"
+        sql += f" AND (v.user_id {like} ? ESCAPE '\\' OR p.displayname {like} ? ESCAPE '\\')"
         params += [_like_pattern(word), _like_pattern(word)]
     sql += " ORDER BY v.user_id LIMIT ?"
     params.append(max_rows)
