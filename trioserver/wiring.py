@@ -71,7 +71,7 @@ from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
 from trioserver.repl.caches import EVENTS, CacheInvalidations
-from trioserver.repl.client import FollowedWriters, ReplicationClient
+from trioserver.repl.client import FollowedWriters, ReplicationClient, TcpLink
 from trioserver.repl.db_streams import DbWriterStream, EventsFollower
 from trioserver.repl.stream_wiring import (
     announce_invalidations,
@@ -999,14 +999,14 @@ def _replication_client(
     location = config.instance_map[writer]
     port = config.replication.port if writer == MAIN_INSTANCE else location.replication_port
     assert port is not None  # config validation
-    return ReplicationClient(
-        streams,
+    link = TcpLink(
         host=location.host,
         port=port,
         secret=secret,
         instance_name=config.instance_name,
         server_name=config.server_name,
     )
+    return ReplicationClient(streams, link)
 
 
 def _main_connection_changed(handlers: StreamHandlers, connected: bool) -> None:

@@ -19,7 +19,7 @@ import trio
 import trio.lowlevel
 
 from trioserver.errors import MatrixError
-from trioserver.repl.client import ReplicationClient, ReplicationUnavailable
+from trioserver.repl.client import ReplicationClient, ReplicationUnavailable, TcpLink
 from trioserver.repl.server import ReplicationServer
 from trioserver.repl.streams import UpdatePage
 
@@ -112,17 +112,18 @@ def make_server(writers: Sequence[ListWriter], **kwargs: Any) -> ReplicationServ
 
 
 def make_client(followers: Sequence[ListFollower], port: int, **kwargs: Any) -> ReplicationClient:
-    kwargs.setdefault("start_timeout_s", 5.0)
-    return ReplicationClient(
-        followers,
+    link_keys = ("ping_interval_s", "ping_timeout_s")
+    link = TcpLink(
         host="127.0.0.1",
         port=port,
         secret=kwargs.pop("secret", SECRET),
         instance_name="w1",
         server_name=kwargs.pop("server_name", "blue"),
         clock_ms=lambda: CLOCK_MS,
-        **kwargs,
+        **{key: kwargs.pop(key) for key in link_keys if key in kwargs},
     )
+    kwargs.setdefault("start_timeout_s", 5.0)
+    return ReplicationClient(followers, link, **kwargs)
 
 
 _OPEN: list[Lines] = []
