@@ -304,6 +304,9 @@ async def open_configured_database(
 
     Args:
         readers: how many reader connections at most (default: the config's).
+
+    Raises:
+        StartupError: the SQLite database is locked by ``trioserver port-db``.
     """
     settings = config.database
     if settings.backend == "postgres":
@@ -319,12 +322,18 @@ async def open_configured_database(
         ) as pg:
             yield pg
         return
-    async with open_database(
-        config.data_path(settings.path),
-        synchronous=settings.synchronous,
-        readers=settings.reader_connections if readers is None else readers,
-    ) as db:
-        yield db
+    from trioserver.stores.sqlite_lock import shared_database_lock
+
+    path = config.data_path(settings.path)
+    # Shared with every other server on this file, held while it is open: `trioserver
+    # port-db` takes it exclusively (stores.sqlite_lock).
+    with shared_database_lock(path):
+        async with open_database(
+            path,
+            synchronous=settings.synchronous,
+            readers=settings.reader_connections if readers is None else readers,
+        ) as db:
+            yield db
 
 
 @asynccontextmanager
