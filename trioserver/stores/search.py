@@ -194,9 +194,11 @@ def _where(txn: Txn, query: SearchQuery) -> tuple[list[str], list[object]]:
 
 
 # CROSS JOIN keeps the full-text index as the outer loop: SQLite can only MATCH through it,
-# and each match then costs one primary-key lookup in `events`.
+# and each match then costs one primary-key lookup in `events`. PostgreSQL has no CROSS JOIN
+# with ON (its planner orders the join itself).
+_JOIN = {"sqlite": "CROSS JOIN", "postgres": "JOIN"}
 _FROM = {
-    dialect: f" FROM event_search CROSS JOIN events AS e ON e.stream_ordering = {key}"
+    dialect: f" FROM event_search {_JOIN[dialect]} events AS e ON e.stream_ordering = {key}"
     for dialect, key in _KEY.items()
 }
 
