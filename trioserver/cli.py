@@ -1,10 +1,11 @@
-"""The `trioserver` command: run | generate-config | register-user."""
+"""The `trioserver` command: run | generate-config | register-user | port-db."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import importlib.metadata
+import json
 import logging
 import os
 import signal
@@ -81,10 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("--user", required=True, help="the localpart, e.g. alice")
     reg.add_argument("--password", help="prompted for when not given")
     reg.add_argument("--admin", action="store_true")
+
+    port = commands.add_parser(
+        "port-db", help="copy the SQLite database to an empty PostgreSQL database"
+    )
+    port.add_argument("--config", type=Path, default=Path(DEFAULT_DATA_DIR) / CONFIG_FILE_NAME)
+    port.add_argument(
+        "--to", required=True, metavar="DSN", help="the target, e.g. postgresql://user@host/db"
+    )
+    port.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="rows per transaction"
+    )
+    port.add_argument(
+        "--replace-nul",
+        action="store_true",
+        help="replace NUL characters in text (PostgreSQL cannot store them) with spaces",
+    )
     return parser
 
 
 def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "port-db" and args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: must be at least 1")
     if args.command != "run" or args.workers is None:
         return
     if args.workers < 1:
@@ -232,6 +251,47 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"Config: {config_path}\nServer name: {config.server_name}")
     elif args.command == "register-user":
         _register_user(args)
+    elif args.command == "port-db":
+        _port_db(args)
+
+
+def _port_db(args: argparse.Namespace) -> None:
+    from trioserver.port_db import DEFAULT_BATCH_SIZE, port_database
+    from trioserver.port_db.progress import Progress
+
+    config = load_config(args.config)
+    progress = Progress(sys.stderr)
+    try:
+        result = port_database(
+            config,
+            args.to,
+            progress=progress,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+            replace_nul=args.replace_nul,
+        )
+    except KeyboardInterrupt:
+        progress.interrupted()
+        # Every batch committed so far is recorded with its progress: nothing is lost.
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    for table, count in result.replaced_nul.items():
+        print(f"{table}: replaced NUL characters in {count} values")
+    positions = ", ".join(f"{name} {pos}" for name, pos in result.positions.items())
+    print(
+        f"{'Finished' if result.resumed else 'Copied'} {result.tables} tables"
+        f" ({result.rows} rows with the search index) in {result.seconds:.1f} s."
+        f"\nVerified: every table has as many rows on PostgreSQL as on SQLite, and the"
+        f" stream positions are equal ({positions})."
+        f"\n\nTo run the server on PostgreSQL, change the [database] table of {args.config}"
+        f' to:\n\n[database]\nbackend = "postgres"\ndsn = {_toml_string(args.to)}\n'
+        f"\nThe SQLite database {result.source} is left untouched: keep it as a backup until"
+        " the server runs well on PostgreSQL."
+    )
+
+
+def _toml_string(text: str) -> str:
+    # A JSON string is a TOML basic string (the same escapes), whatever the DSN holds.
+    return json.dumps(text)
 
 
 def _run_command(args: argparse.Namespace) -> None:
