@@ -16,6 +16,7 @@ The client side (the h11 load generator, registration) is in `loadgen`.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -37,7 +38,7 @@ import httpx
 from trioserver.setup_files import CONFIG_FILE_NAME, render_config
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VERSIONS_PATH = "/_matrix/client/versions"
@@ -52,7 +53,13 @@ def free_port() -> int:
         return port
 
 
-def write_config(data_dir: Path, *, synchronous: str = "full", bench: bool = True) -> Path:
+def write_config(
+    data_dir: Path,
+    *,
+    synchronous: str = "full",
+    bench: bool = True,
+    postgres_dsn: str | None = None,
+) -> Path:
     """Write the config a first start would write, adjusted for benchmarking.
 
     Args:
@@ -60,12 +67,18 @@ def write_config(data_dir: Path, *, synchronous: str = "full", bench: bool = Tru
         synchronous: the writer's SQLite ``synchronous`` setting, "full" or "normal".
         bench: open registration with bcrypt at cost 4 and no rate limiting; when False the
             generated config is kept as it is (apart from ``synchronous``).
+        postgres_dsn: ``[database] backend = "postgres"`` with this ``dsn`` instead of SQLite
+            (the pool sizes stay at their defaults).
 
     Returns:
         The path of the config file.
     """
     text = render_config("localhost")
     text = _replace(text, r'^synchronous = "full"$', f'synchronous = "{synchronous}"')
+    if postgres_dsn is not None:
+        # A JSON string of ASCII text is a TOML basic string.
+        dsn = json.dumps(postgres_dsn, ensure_ascii=True)
+        text = _replace(text, r'^backend = "sqlite"$', f'backend = "postgres"\ndsn = {dsn}')
     if bench:
         # The generated file has one `enabled` line per table; change the ones of the
         # [registration] and [ratelimit] tables only.
@@ -182,6 +195,9 @@ class ServerProcess:
         self.log_path = data_dir / log_name
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
+        # The CPU seconds of the server's database processes so far, when they are others
+        # than the server's own (PostgreSQL backends: `pglib.BackendCpu`).
+        self.database_cpu: Callable[[], float] | None = None
 
     @property
     def pid(self) -> int:
@@ -241,6 +257,10 @@ class ServerProcess:
     def cpu_s(self) -> float:
         """The server's CPU seconds so far (the `workload.BenchServer` protocol)."""
         return proc_cpu_s(self.pid)
+
+    def database_cpu_s(self) -> float | None:
+        """The CPU seconds of its database's own processes so far; None with SQLite."""
+        return self.database_cpu() if self.database_cpu is not None else None
 
     def memory_kib(self) -> dict[str, int]:
         """The server's VmRSS and VmHWM in KiB."""

@@ -27,11 +27,22 @@ in all), so that one can see it was not the bottleneck.
 Synapse (PyPI ``matrix-synapse``, the newest release unless ``--synapse-version``) is
 installed on first use into a venv under ``~/.cache/trioserver-bench`` (see `synapse`).
 
+``--backend postgres`` runs both servers on the machine's PostgreSQL instead of SQLite
+(`pglib`: 127.0.0.1:5432, trust auth for ``postgres``, or ``$TRIOSERVER_BENCH_POSTGRES``):
+trioserver with ``[database] backend = "postgres"``, Synapse with its psycopg2 database
+(psycopg2-binary is installed into its venv), each server (the throwaway one of the warm-up
+too) on a fresh C-collated database of its own, dropped when it stops. The database rows
+are then ``pg_database_size`` (every relation file, dead row versions not yet vacuumed
+included), and a column adds the CPU of the PostgreSQL backends serving each server's
+database (`pglib.BackendCpu`) per operation: the server's own CPU no longer includes the
+database's work.
+
 Run::
 
     .venv/bin/python bench/compare.py --quick          # smoke run, ~3 min
     .venv/bin/python bench/compare.py                  # full run, ~10-15 min
     .venv/bin/python bench/compare.py --server synapse --only send10 messages
+    .venv/bin/python bench/compare.py --backend postgres
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ import httpx
 import trio
 
 import trioserver
+from pglib import BackendCpu, admin_dsn, database_size_bytes, new_database_name, server_version
+from trioserver.stores import postgres_admin
 
 from basic_workloads import (
     back_pagination,
@@ -80,7 +93,7 @@ from media_workloads import (
     roundtrips,
     series,
 )
-from synapse import SynapseInstall, SynapseProcess, ensure_synapse
+from synapse import SynapseInstall, SynapseProcess, ensure_postgres_driver, ensure_synapse
 from sync_workloads import delivery_latency, fanout, initial_sync
 from workload import PhaseResult, TimedPhase
 
@@ -88,6 +101,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 SERVERS = ("trioserver", "synapse")
+BACKENDS = ("sqlite", "postgres")
 DB_SETTLE_S = 1.0
 SETTLE_WINDOW_S = 0.5
 SETTLE_CPU_SHARE = 0.05
@@ -232,9 +246,54 @@ def database_used_bytes(db_path: Path) -> int:
     return int((pages - free) * size)
 
 
-def database_path(server: ServerProcess) -> Path:
-    """Both servers keep their SQLite database as ``homeserver.db`` in the data dir."""
-    return server.data_dir / "homeserver.db"
+@dataclass
+class Storage:
+    """Where one server keeps its data: its SQLite file, or a PostgreSQL database of its own.
+
+    A PostgreSQL database is created with the `Storage` and dropped by `close`; `cpu` then
+    reads the CPU of the backends serving it.
+    """
+
+    sqlite_path: Path | None = None
+    postgres_name: str | None = None
+    cpu: BackendCpu | None = None
+
+    @classmethod
+    def sqlite(cls, data_dir: Path) -> Storage:
+        """Both servers keep their SQLite database as ``homeserver.db`` in the data dir."""
+        return cls(sqlite_path=data_dir / "homeserver.db")
+
+    @classmethod
+    def postgres(cls) -> tuple[Storage, str]:
+        """A fresh C-collated database on the machine's PostgreSQL, and its DSN."""
+        name = new_database_name("trioserver_bench_compare")
+        dsn = postgres_admin.create_database(admin_dsn(), name)
+        return cls(postgres_name=name, cpu=BackendCpu(admin_dsn(), name)), dsn
+
+    def used_bytes(self) -> int:
+        """SQLite: pages in use; PostgreSQL: ``pg_database_size``."""
+        if self.postgres_name is not None:
+            return database_size_bytes(admin_dsn(), self.postgres_name)
+        assert self.sqlite_path is not None
+        return database_used_bytes(self.sqlite_path)
+
+    def files_bytes(self) -> int:
+        """SQLite: main file + ``-wal`` + ``-shm``; PostgreSQL: ``pg_database_size``."""
+        if self.postgres_name is not None:
+            return database_size_bytes(admin_dsn(), self.postgres_name)
+        assert self.sqlite_path is not None
+        return database_files_bytes(self.sqlite_path)
+
+    def close(self) -> None:
+        """Drop the PostgreSQL database (its server must have stopped)."""
+        if self.cpu is not None:
+            self.cpu.close()
+        if self.postgres_name is not None:
+            postgres_admin.drop_database(admin_dsn(), self.postgres_name)
+
+
+# Each running server's storage, by base URL (`_history` gets only the server).
+_storages: dict[str, Storage] = {}
 
 
 # Database growth per message, by server base URL: the `messages` workload measures it in
@@ -244,11 +303,11 @@ _storage: dict[str, float] = {}
 
 async def _history(server: ServerProcess, sizes: Sizes) -> PhaseResult:
     """Fill a 10-member room (measuring the database's growth per message), then page it."""
-    db_path = database_path(server)
-    before = database_used_bytes(db_path)
+    storage = _storages[server.base_url]
+    before = storage.used_bytes()
     room = await fill_room(server, messages=sizes.history)
     await trio.sleep(DB_SETTLE_S)  # let background writers (push summaries, stats) catch up
-    _storage[server.base_url] = (database_used_bytes(db_path) - before) / room.messages
+    _storage[server.base_url] = (storage.used_bytes() - before) / room.messages
     return await back_pagination(server, room=room, walks=sizes.walks)
 
 
@@ -285,19 +344,34 @@ async def idle_rss_kib(server: ServerProcess, idle_s: float) -> int:
     return server.memory_kib()["VmRSS"]
 
 
-def make_server(name: str, root: Path, install: SynapseInstall | None) -> ServerProcess:
-    """A not yet started server of kind `name` on a fresh data dir under `root`."""
+def make_server(
+    name: str, root: Path, install: SynapseInstall | None, backend: str = "sqlite"
+) -> tuple[ServerProcess, Storage]:
+    """A not yet started server of kind `name` on a fresh data dir under `root`, with its
+    storage (with PostgreSQL: a fresh database, which `Storage.close` drops)."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
-    if name == "synapse":
-        assert install is not None
-        synapse = SynapseProcess(install, data_dir)
-        synapse.configure()
-        return synapse
-    configure_trioserver_media(write_config(data_dir))
-    return ServerProcess(data_dir, env=bytecode_cache_env(root / "pycache"))
+    storage, dsn = Storage.sqlite(data_dir), None
+    if backend == "postgres":
+        storage, dsn = Storage.postgres()
+    server: ServerProcess
+    try:
+        if name == "synapse":
+            assert install is not None
+            synapse = SynapseProcess(install, data_dir, postgres_database=storage.postgres_name)
+            synapse.configure()
+            server = synapse
+        else:
+            configure_trioserver_media(write_config(data_dir, postgres_dsn=dsn))
+            server = ServerProcess(data_dir, env=bytecode_cache_env(root / "pycache"))
+    except BaseException:
+        storage.close()
+        raise
+    if storage.cpu is not None:
+        server.database_cpu = storage.cpu.cpu_s
+    return server, storage
 
 
-def warm_up(name: str, root: Path, install: SynapseInstall | None) -> float:
+def warm_up(name: str, root: Path, install: SynapseInstall | None, backend: str) -> float:
     """Start a throwaway server twice before the measured one; the second start's seconds.
 
     The first, untimed, start fills trioserver's bytecode cache (an installed package has
@@ -305,36 +379,47 @@ def warm_up(name: str, root: Path, install: SynapseInstall | None) -> float:
     page cache, so that neither start-up pays for being the first on the machine. The second
     start reuses the data dir (signing key and schema exist): a restart.
     """
-    server = make_server(name, root, install)
-    server.start()
-    server.stop()
+    server, storage = make_server(name, root, install, backend)
     try:
-        return server.start()
-    finally:
+        server.start()
         server.stop()
+        try:
+            return server.start()
+        finally:
+            server.stop()
+    finally:
+        storage.close()
 
 
 def run_server(
-    name: str, root: Path, install: SynapseInstall | None, specs: list[Spec], sizes: Sizes
+    name: str,
+    root: Path,
+    install: SynapseInstall | None,
+    specs: list[Spec],
+    sizes: Sizes,
+    backend: str,
 ) -> ServerRun:
     """Start a fresh server, measure it, run `specs` on it, stop it."""
     run = ServerRun(name, install.version if install else "")
-    run.restart_s = warm_up(name, root, install)
-    server = make_server(name, root, install)
-    run.startup_s = server.start()
-    print(f"{name}: ready in {run.startup_s:.2f} s at {server.base_url}", flush=True)
+    run.restart_s = warm_up(name, root, install, backend)
+    server, storage = make_server(name, root, install, backend)
     try:
+        run.startup_s = server.start()
+        print(f"{name}: ready in {run.startup_s:.2f} s at {server.base_url}", flush=True)
+        _storages[server.base_url] = storage
         run.idle_rss_kib = trio.run(idle_rss_kib, server, sizes.idle_s)
         for spec in specs:
             _run_spec(server, spec, sizes, run)
         run.peak_rss_kib = server.memory_kib()["VmHWM"]
-        run.db_bytes = database_files_bytes(database_path(server))
+        run.db_bytes = storage.files_bytes()
         run.db_bytes_per_message = _storage.pop(server.base_url, math.nan)
         run.media_big = _media_big.pop(server.base_url, None)
     finally:
         status = server.stop()
         if status not in (0, -15):
             print(f"{name}: exited with status {status}:\n{server.log_tail()}")
+        _storages.pop(server.base_url, None)
+        storage.close()
     return run
 
 
@@ -346,11 +431,15 @@ def settle(server: ServerProcess) -> float:
     Idle is under `SETTLE_CPU_SHARE` of a core over `SETTLE_WINDOW_S`, at most
     `SETTLE_MAX_S`.
     """
+
+    def busy_s() -> float:  # with PostgreSQL, its backends' work for the server counts too
+        return server.cpu_s() + (server.database_cpu_s() or 0.0)
+
     started = time.perf_counter()
     while time.perf_counter() - started < SETTLE_MAX_S:
-        before = server.cpu_s()
+        before = busy_s()
         time.sleep(SETTLE_WINDOW_S)
-        if server.cpu_s() - before < SETTLE_CPU_SHARE * SETTLE_WINDOW_S:
+        if busy_s() - before < SETTLE_CPU_SHARE * SETTLE_WINDOW_S:
             break
     return time.perf_counter() - started
 
@@ -422,8 +511,9 @@ def _pair(runs: dict[str, ServerRun], value: Callable[[ServerRun], str]) -> str:
     return " / ".join(value(runs[n]) if n in runs else "-" for n in SERVERS)
 
 
-def workload_row(spec: Spec, runs: dict[str, ServerRun]) -> list[str]:
-    """One row: headline of each server, ratio, target, p50, CPU per op, load-gen CPU."""
+def workload_row(spec: Spec, runs: dict[str, ServerRun], backend: str = "sqlite") -> list[str]:
+    """One row: headline of each server, ratio, target, p50, CPU per op (with PostgreSQL:
+    and its backends' CPU per op), load-gen CPU."""
     results = {n: r.results.get(spec.name) for n, r in runs.items()}
 
     def figure(name: str) -> str:
@@ -445,6 +535,9 @@ def workload_row(spec: Spec, runs: dict[str, ServerRun]) -> list[str]:
         return lambda run: fmt(run.results[spec.name]) if spec.name in run.results else "-"
 
     unit = "p50 ms" if spec.latency else "ops/s"
+    database_cpu = []
+    if backend == "postgres":
+        database_cpu = [_pair(runs, per(lambda r: f"{r.database_cpu_ms_per_op:.2f}"))]
     return [
         f"{spec.label}, {unit}",
         figure("trioserver"),
@@ -454,6 +547,7 @@ def workload_row(spec: Spec, runs: dict[str, ServerRun]) -> list[str]:
         _pair(runs, per(lambda r: f"{r.latency_ms(0.5):.1f}")),
         _pair(runs, per(lambda r: f"{r.latency_ms(0.99):.1f}")),
         _pair(runs, per(lambda r: f"{r.server_cpu_ms_per_op:.2f}")),
+        *database_cpu,
         _pair(runs, per(lambda r: f"{r.client_cpu_share * 100:.0f}%")),
         _pair(runs, per(lambda r: f"{r.ops}")),
         _pair(runs, per(lambda r: f"{r.errors}")),
@@ -502,13 +596,22 @@ def _format(fmt: str, value: float) -> str:
     return "-" if math.isnan(value) else fmt.format(value)
 
 
-def resource_rows(runs: dict[str, ServerRun]) -> list[list[str]]:
+POSTGRES_LABELS = {
+    "database at the end (db + wal + shm), MB": "database at the end (pg_database_size), MB",
+    "database growth per message, bytes": "database growth per message (pg_database_size), bytes",
+}
+
+
+def resource_rows(runs: dict[str, ServerRun], backend: str = "sqlite") -> list[list[str]]:
     """Rows for start-up, memory and storage (lower is better for all)."""
     rows = []
     resources = RESOURCES
     if any(run.media_big for run in runs.values()):
         resources = RESOURCES + MEDIA_RESOURCES
+    blanks = len(headers(backend)) - 5
     for label, value, fmt, target in resources:
+        if backend == "postgres":
+            label = POSTGRES_LABELS.get(label, label)
         figures = [_format(fmt, value(runs[n])) if n in runs else "-" for n in SERVERS]
         ratio, factor = "-", math.nan
         if all(n in runs for n in SERVERS):
@@ -516,7 +619,7 @@ def resource_rows(runs: dict[str, ServerRun]) -> list[list[str]]:
             if "RSS growth" in label:
                 ratio = rss_growth_ratio_text(*(value(runs[n]) for n in SERVERS))
         target_words = target_text(target, factor, True)
-        rows.append([label, *figures, ratio, target_words, *["" for _ in range(6)]])
+        rows.append([label, *figures, ratio, target_words, *["" for _ in range(blanks)]])
     return rows
 
 
@@ -533,13 +636,51 @@ HEADERS = [
     "ops (t / S)",
     "errors (t / S)",
 ]
+DATABASE_CPU_HEADER = "PostgreSQL CPU ms/op (t / S)"
 
 
-def print_report(runs: dict[str, ServerRun], specs: list[Spec]) -> None:
-    """The comparison table, then any failures."""
+def headers(backend: str) -> list[str]:
+    """The table's columns; with PostgreSQL, its backends' CPU after the server's."""
+    if backend != "postgres":
+        return HEADERS
+    at = HEADERS.index("server CPU ms/op (t / S)") + 1
+    return [*HEADERS[:at], DATABASE_CPU_HEADER, *HEADERS[at:]]
+
+
+def target_lines(runs: dict[str, ServerRun], specs: list[Spec]) -> list[str]:
+    """The issue's ratio targets, each beside the figures it was measured from."""
+    lines = []
+    for spec in specs:
+        if spec.target is None or not all(n in runs for n in SERVERS):
+            continue
+        ours, theirs = (runs[n].results.get(spec.name) for n in SERVERS)
+        if ours is None or theirs is None:
+            lines.append(f"  {spec.label}: not measured")
+            continue
+        a, b = _headline(spec, ours), _headline(spec, theirs)
+        if spec.latency:
+            factor = b / a if a > 0 else math.nan
+            wanted = f"p50 ≤ 1/{spec.target:g} of Synapse's"
+            measured = f"1/{factor:.1f} ({a:.1f} ms against {b:.1f} ms)"
+        else:
+            factor = a / b if b > 0 else math.nan
+            wanted = f"≥ {spec.target:g}x Synapse's rate"
+            measured = f"{factor:.1f}x ({a:.1f} against {b:.1f} ops/s)"
+        verdict = "met" if factor >= spec.target else "NOT MET"
+        lines.append(f"  {spec.label}: target {wanted}; measured {measured}: {verdict}")
+    return lines
+
+
+def print_report(runs: dict[str, ServerRun], specs: list[Spec], backend: str = "sqlite") -> None:
+    """The comparison table, the issue's targets, then any failures."""
     print()
-    rows = [workload_row(spec, runs) for spec in specs] + resource_rows(runs)
-    print_table(HEADERS, rows)
+    rows = [workload_row(spec, runs, backend) for spec in specs] + resource_rows(runs, backend)
+    print_table(headers(backend), rows)
+    targets = target_lines(runs, specs)
+    if targets:
+        print()
+        print(f"The issue's targets (both servers on {backend}):")
+        print("\n".join(targets))
     for run in runs.values():
         for name, reason in run.failures.items():
             print(f"{run.name} {name} failed: {reason}")
@@ -573,6 +714,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--synapse-venv", type=Path, help="venv to use or create instead of the cache"
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="both servers' database: SQLite files, or fresh databases on the machine's "
+        "PostgreSQL (see the module docstring) [sqlite]",
+    )
     return parser.parse_args(argv)
 
 
@@ -587,18 +735,22 @@ def main(argv: list[str] | None = None) -> None:
     install = None
     if "synapse" in names:
         install = ensure_synapse(args.synapse_version, args.synapse_venv)
+        if args.backend == "postgres":
+            ensure_postgres_driver(install)
     print(f"machine: {machine_summary()}")
     print(f"trioserver: {trioserver_revision()}")
     if install is not None:
         print(f"Synapse: {install.version} ({install.python})")
+    if args.backend == "postgres":
+        print(f"database: {server_version(admin_dsn())}, a fresh database per server")
     print(f"sizes: {'quick' if args.quick else 'full'} {sizes}")
     background = BackgroundLoad()
     started = time.perf_counter()
     runs: dict[str, ServerRun] = {}
     with tempfile.TemporaryDirectory(prefix="trioserver-compare-") as tmp:
         for name in names:
-            runs[name] = run_server(name, Path(tmp), install, specs, sizes)
-    print_report(runs, specs)
+            runs[name] = run_server(name, Path(tmp), install, specs, sizes, args.backend)
+    print_report(runs, specs, args.backend)
     print(f"total {time.perf_counter() - started:.0f} s")
     print(background.report())
 

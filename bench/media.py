@@ -139,7 +139,7 @@ def run_server(
 ) -> MediaRun:
     """Start a fresh server, measure it, stop it."""
     run = MediaRun(name, install.version if install and name == "synapse" else "")
-    server = make_server(name, root, install)
+    server, _ = make_server(name, root, install)  # SQLite: nothing to drop afterwards
     startup = server.start()
     print(f"{name}: ready in {startup:.2f} s at {server.base_url}", flush=True)
     try:

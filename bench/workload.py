@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from benchlib import median, percentile, self_cpu_s
 
@@ -29,6 +29,15 @@ class BenchServer(Protocol):
         ...
 
 
+@runtime_checkable
+class SeparateDatabase(Protocol):
+    """A server whose database runs in processes of its own (PostgreSQL)."""
+
+    def database_cpu_s(self) -> float | None:
+        """Those processes' CPU seconds so far (None: the server has no such database)."""
+        ...
+
+
 @dataclass
 class PhaseResult:
     """One timed phase: how many operations, how long each took, and what they cost.
@@ -43,6 +52,8 @@ class PhaseResult:
     latencies_s: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    # The database's own processes (PostgreSQL backends), when the server has them.
+    database_cpu_s: float | None = None
     errors: int = 0
 
     @property
@@ -54,6 +65,13 @@ class PhaseResult:
     def server_cpu_ms_per_op(self) -> float:
         """Server CPU milliseconds per operation."""
         return self.server_cpu_s / self.ops * 1e3 if self.ops else float("nan")
+
+    @property
+    def database_cpu_ms_per_op(self) -> float:
+        """Database-process CPU milliseconds per operation (NaN without such processes)."""
+        if self.database_cpu_s is None or not self.ops:
+            return float("nan")
+        return self.database_cpu_s / self.ops * 1e3
 
     @property
     def client_cpu_share(self) -> float:
@@ -68,14 +86,22 @@ class PhaseResult:
 
 
 class TimedPhase:
-    """Measure wall time and server and client CPU around a ``with`` block into `result`."""
+    """Measure wall time and server and client CPU around a ``with`` block into `result`
+    (and the CPU of the server's database processes, when it has them)."""
 
     def __init__(self, server: BenchServer, result: PhaseResult) -> None:
         self._server = server
         self._result = result
         self._wall = self._server_cpu = self._client_cpu = 0.0
+        self._database_cpu: float | None = None
+
+    def _database_cpu_s(self) -> float | None:
+        if isinstance(self._server, SeparateDatabase):
+            return self._server.database_cpu_s()
+        return None
 
     def __enter__(self) -> PhaseResult:
+        self._database_cpu = self._database_cpu_s()
         self._server_cpu = self._server.cpu_s()
         self._client_cpu = self_cpu_s()
         self._wall = time.perf_counter()
@@ -85,3 +111,7 @@ class TimedPhase:
         self._result.wall_s += time.perf_counter() - self._wall
         self._result.server_cpu_s += self._server.cpu_s() - self._server_cpu
         self._result.client_cpu_s += self_cpu_s() - self._client_cpu
+        database_cpu = self._database_cpu_s()
+        if database_cpu is not None and self._database_cpu is not None:
+            spent = database_cpu - self._database_cpu
+            self._result.database_cpu_s = (self._result.database_cpu_s or 0.0) + spent
