@@ -14,7 +14,6 @@ server, run by its own ``trio.run`` in a background thread.
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import json
 import os
@@ -31,6 +30,7 @@ import attrs
 
 import trio
 
+from trioserver import testing_postgres
 from trioserver.config import Config, config_from_mapping, merge_config
 from trioserver.handlers.shared_secret import registration_mac
 from trioserver.nursery import RunningServer, serve
@@ -128,45 +128,10 @@ def _register_user(
 # worker2 (its writes go to main, which sends events through worker1).
 VIA_WORKER_ENV = "TRIOSERVER_TEST_VIA_WORKER"
 EVENTS_WRITER_MODE = "events-writer"
-# Set to a PostgreSQL DSN (postgresql://postgres@127.0.0.1:5432/postgres: a database to
-# connect to for CREATE DATABASE) to run every test server on PostgreSQL: each data dir gets a
-# fresh database, reused when a test starts a server on the same dir again, and dropped when
-# the test process exits.
-POSTGRES_ENV = "TRIOSERVER_TEST_POSTGRES"
-_POSTGRES_DB_FILE = "test-postgres-database"
-_POSTGRES_PREFIX = "trioserver_test_"
-_created_test_databases: list[str] = []
-
-
-def _drop_test_databases(admin_dsn: str) -> None:
-    from trioserver.stores.postgres_admin import drop_database
-
-    for name in _created_test_databases:
-        with suppress(Exception):
-            drop_database(admin_dsn, name)
-
-
-def _postgres_test_database(directory: Path) -> str:
-    """The DSN of the test database for `directory` (created on first use)."""
-    from trioserver.stores.postgres_admin import (
-        create_database,
-        dsn_for_database,
-        ensure_schema_template,
-    )
-
-    admin_dsn = os.environ[POSTGRES_ENV]
-    marker = directory / _POSTGRES_DB_FILE
-    if marker.is_file():
-        return dsn_for_database(admin_dsn, marker.read_text().strip())
-    template = ensure_schema_template(admin_dsn, f"{_POSTGRES_PREFIX}template_")
-    name = f"{_POSTGRES_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-    if not _created_test_databases:
-        atexit.register(_drop_test_databases, admin_dsn)
-    _created_test_databases.append(name)
-    dsn = create_database(admin_dsn, name, template=template)
-    directory.mkdir(parents=True, exist_ok=True)
-    marker.write_text(name)
-    return dsn
+# TRIOSERVER_TEST_POSTGRES set to a PostgreSQL DSN (postgresql://postgres@127.0.0.1:5432/
+# postgres: where to CREATE DATABASE) runs every test server on PostgreSQL, each data dir on a
+# fresh database of its own (trioserver.testing_postgres).
+POSTGRES_ENV = testing_postgres.POSTGRES_ENV
 
 
 async def _with_test_backend(raw: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -174,8 +139,19 @@ async def _with_test_backend(raw: dict[str, Any], directory: Path) -> dict[str, 
     a backend itself."""
     if not os.environ.get(POSTGRES_ENV) or "backend" in raw.get("database", {}):
         return raw
-    dsn = await trio.to_thread.run_sync(_postgres_test_database, directory)
+    dsn = await trio.to_thread.run_sync(testing_postgres.database_dsn_for, directory)
     return merge_config(raw, {"database": {"backend": "postgres", "dsn": dsn}})
+
+
+@contextmanager
+def _temporary_data_dir() -> Iterator[str]:
+    """A temporary dir for a test server's data; its test database, if any, is recycled
+    when the block ends (the server has stopped by then)."""
+    with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
+        try:
+            yield tmp
+        finally:
+            testing_postgres.release_test_database(Path(tmp))
 
 
 @asynccontextmanager
@@ -218,7 +194,7 @@ async def serve_in_process(
         async with serve_deployment_in_process(data_dir, workers=1, **overrides) as deployment:
             yield deployment.workers[0]
         return
-    with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
+    with _temporary_data_dir() as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
         raw = await _with_test_backend(merge_config(_TEST_DEFAULTS, overrides), directory)
         config = config_from_mapping(raw, base_dir=directory)
@@ -241,6 +217,30 @@ class InProcessDeployment:
 
 
 DEPLOYMENT_SECRET = "test-replication-secret"
+# Set to "redis" to carry the replication of every deployment `serve_deployment_in_process`
+# runs (and so of TRIOSERVER_TEST_VIA_WORKER) over Redis pub/sub at TRIOSERVER_TEST_REDIS
+# (default redis://127.0.0.1:6379/0), each deployment on channels of its own; "tcp" (the
+# default) uses main's replication listener.
+REPLICATION_ENV = "TRIOSERVER_TEST_REPLICATION"
+TEST_REDIS_ENV = "TRIOSERVER_TEST_REDIS"
+
+
+def redis_url_for_tests() -> str:
+    """The Redis that tests use (``TRIOSERVER_TEST_REDIS``)."""
+    return os.environ.get(TEST_REDIS_ENV, "redis://127.0.0.1:6379/0")
+
+
+def _with_test_replication(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with Redis replication when `REPLICATION_ENV` asks for it and the test did not
+    choose a transport itself (the test's keys win)."""
+    mode = os.environ.get(REPLICATION_ENV, "tcp")
+    if mode not in ("tcp", "redis"):
+        raise ValueError(f'{REPLICATION_ENV} must be "tcp" or "redis", not {mode!r}')
+    if mode == "tcp":
+        return dict(raw)
+    prefix = f"trioserver-test-{secrets.token_hex(6)}"
+    redis = {"redis": redis_url_for_tests(), "redis_channel_prefix": prefix}
+    return merge_config({"replication": redis}, raw)
 
 
 def _deployment_raw(
@@ -283,6 +283,7 @@ async def serve_deployment_in_process(
     workers: int = 1,
     replication_port_for_workers: Callable[[int], int] | None = None,
     events_writer: str | None = None,
+    worker_overrides: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[InProcessDeployment]:
     """Run main and `workers` worker instances in this trio run, sharing one data dir.
@@ -297,12 +298,20 @@ async def serve_deployment_in_process(
         events_writer: a worker name (``worker1``) to write events instead of main. Main and
             that worker follow each other, so every port is picked up front and all the
             instances start together.
+        worker_overrides: config keys laid over the workers' config only (e.g. a
+            ``replication.redis`` URL through a test's proxy).
+
+    With ``TRIOSERVER_TEST_REPLICATION=redis`` the instances replicate over Redis, unless
+    the test routes replication through a proxy of its own (`replication_port_for_workers`).
     """
-    with tempfile.TemporaryDirectory(prefix="trioserver-test-") as tmp:
+    with _temporary_data_dir() as tmp:
         directory = Path(data_dir) if data_dir is not None else Path(tmp)
         raw = await _with_test_backend(merge_config(_TEST_DEFAULTS, overrides), directory)
+        if replication_port_for_workers is None:
+            raw = _with_test_replication(raw)
         if events_writer is not None:
             assert replication_port_for_workers is None
+            assert worker_overrides is None
             async with _deployment_started_together(
                 raw, directory, workers, events_writer
             ) as together:
@@ -315,15 +324,16 @@ async def serve_deployment_in_process(
         await ensure_data_files(main_config)
         async with trio.open_nursery() as nursery:
             main_running: RunningServer = await nursery.start(serve, main_config)
-            assert main_running.replication_port is not None
             assert main_running.internal_port is not None
-            replication_port = main_running.replication_port
+            # None over Redis: there is no replication listener then.
+            replication_port = main_running.replication_port or 0
             if replication_port_for_workers is not None:
                 replication_port = replication_port_for_workers(replication_port)
             ports = (replication_port, main_running.internal_port)
-            deployment = config_from_mapping(
-                _deployment_raw(raw, ports, workers), base_dir=directory
-            )
+            workers_raw = _deployment_raw(raw, ports, workers)
+            if worker_overrides is not None:
+                workers_raw = merge_config(workers_raw, worker_overrides)
+            deployment = config_from_mapping(workers_raw, base_dir=directory)
             started = []
             for name in sorted(deployment.workers):
                 config = deployment.for_instance(name)

@@ -140,7 +140,7 @@ async def test_missing_tls_certificate(tmp_path: Path) -> None:
         (
             'backend = "sqlite"',
             'backend = "x"',
-            'config.database.backend: must be one of "sqlite", got "x"',
+            'config.database.backend: must be one of "sqlite", "postgres", got "x"',
         ),
         (
             '# log_level = "INFO"',

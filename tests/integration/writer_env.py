@@ -6,7 +6,6 @@ what `trioserver.nursery.serve` builds (same function) and runs the events write
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,9 +20,12 @@ from trioserver.config import Config, config_from_mapping
 from trioserver.handlers.auth import Requester
 from trioserver.nursery import Components, build_components
 from trioserver.storage.persistence import EventPersister
-from trioserver.stores.database import Database, open_database
+from trioserver.stores.database import Database, open_configured_database
 from trioserver.stores.events import StoredEvent
 from trioserver.stores.persist_events import EventWrite, PersistEventStore, RoomWrite
+from trioserver.testing_postgres import database_dsn_for
+
+from tests.integration.server_db import server_db
 
 
 class RecordingPersistStore(PersistEventStore):
@@ -60,12 +62,10 @@ class WriterEnv:
         return self.components.persister
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the database file directly (a separate connection, as an operator would)."""
-        conn = sqlite3.connect(self.db_path)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        """Run SQL on the database directly (a separate connection, as an operator would)."""
+        with server_db(self.config) as db:
+            cursor = db.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
     def requester(self, localpart: str) -> Requester:
         return Requester(f"@{localpart}:{self.config.server_name}", "DEVICE", "token")
@@ -102,12 +102,20 @@ def trio_wall_clock() -> float:
 async def writer_env(
     tmp_path: Path, *, clock: Callable[[], float] = trio_wall_clock, **overrides: Any
 ) -> AsyncIterator[WriterEnv]:
-    """Build the components on a SQLite file in `tmp_path`; run the writer and subsystems."""
-    raw: dict[str, Any] = {"server_name": "blue", "registration": {"bcrypt_rounds": 4}}
+    """Build the components on a SQLite file in `tmp_path` (or the PostgreSQL test database of
+    that dir, with TRIOSERVER_TEST_POSTGRES); run the writer and subsystems."""
+    raw: dict[str, Any] = {
+        "server_name": "blue",
+        "registration": {"bcrypt_rounds": 4},
+        "database": {"synchronous": "normal"},
+    }
+    dsn = await trio.to_thread.run_sync(database_dsn_for, tmp_path)
+    if dsn is not None:
+        raw["database"] = {"backend": "postgres", "dsn": dsn}
     raw.update(overrides)
     config = config_from_mapping(raw, base_dir=tmp_path)
     db_path = tmp_path / "homeserver.db"
-    async with open_database(db_path, synchronous="normal") as db:
+    async with open_configured_database(config) as db:
         store = RecordingPersistStore(db, server_name=config.server_name)
         components = build_components(
             config, db, generate_signing_key("a_test"), persist_store=store, clock=clock

@@ -15,6 +15,8 @@ import re
 
 import attrs
 
+from trioserver.stores.search import fold_accents
+
 # A phrase in double quotes (the closing one optional), or a run of non-space characters.
 _CHUNK = re.compile(r'"(?P<phrase>[^"]*)"?|(?P<bare>[^\s"]+)')
 _WORD = re.compile(r"[^\W_]+")
@@ -42,7 +44,8 @@ def _quoted(words: list[str]) -> str:
 
 
 def _lexemes(words: list[str], *, prefix: bool) -> str:
-    quoted = ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in words]
+    folded = [fold_accents(w) for w in words]
+    quoted = ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in folded]
     if prefix:
         quoted[-1] += ":*"
     return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"

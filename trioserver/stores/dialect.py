@@ -28,6 +28,11 @@ def json_text(dialect: Dialect, column: str, *keys: str) -> str:
     return f"json_extract({column}, '$.{'.'.join(keys)}')"
 
 
+def greatest(txn: Txn) -> str:
+    """The function giving the largest of its arguments (SQLite's many-argument MAX)."""
+    return "GREATEST" if txn.dialect == "postgres" else "MAX"
+
+
 def like_any_case(dialect: Dialect) -> str:
     """The LIKE operator that ignores case (SQLite's LIKE does, for ASCII letters)."""
     return "ILIKE" if dialect == "postgres" else "LIKE"

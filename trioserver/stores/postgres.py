@@ -71,7 +71,12 @@ class DatabaseUnavailable(MatrixError):
         super().__init__("M_UNKNOWN", "The database is unavailable; try again", status=503)
 
 
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?(\d+)?|%|--[^\n]*")
+_TOKEN = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\bIS\s+(?:NOT\s+)?)?\?(\d+)?|%|--[^\n]*",
+    re.IGNORECASE,
+)
+# SQLite's null-safe comparisons with a parameter, spelled as PostgreSQL spells them.
+_NULL_SAFE = {"IS": "IS NOT DISTINCT FROM", "IS NOT": "IS DISTINCT FROM"}
 
 
 @functools.lru_cache(maxsize=8192)
@@ -79,7 +84,8 @@ def convert_placeholders(sql: str) -> tuple[str, bool]:
     """SQLite parameter style (``?`` and ``?N``) to psycopg's (``%s`` and ``%(pN)s``).
 
     String literals, quoted identifiers and comments are left alone; a literal ``%`` is
-    doubled, as psycopg requires.
+    doubled, as psycopg requires. SQLite's null-safe ``IS ?`` / ``IS NOT ?`` become
+    ``IS [NOT] DISTINCT FROM``.
 
     Returns:
         The converted statement, and whether it uses numbered parameters (then its params
@@ -89,13 +95,17 @@ def convert_placeholders(sql: str) -> tuple[str, bool]:
 
     def replace(match: re.Match[str]) -> str:
         text = match.group(0)
-        if text[0] != "?":
+        if "?" not in text or text[0] in "'\"-":
             return text.replace("%", "%%")
-        if match.group(1) is not None:
+        comparison = match.group(1)
+        prefix = ""
+        if comparison is not None:
+            prefix = _NULL_SAFE[" ".join(comparison.upper().split())] + " "
+        if match.group(2) is not None:
             styles.add("numbered")
-            return f"%(p{match.group(1)})s"
+            return f"{prefix}%(p{match.group(2)})s"
         styles.add("positional")
-        return "%s"
+        return prefix + "%s"
 
     converted = _TOKEN.sub(replace, sql)
     if len(styles) > 1:

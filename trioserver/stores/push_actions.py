@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
-from trioserver.stores.dialect import json_array_rows
+from trioserver.stores.dialect import greatest, json_array_rows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -229,8 +229,8 @@ def redact_push_actions_txn(txn: Txn, event_id: str) -> None:
         (stream,),
     ).fetchall()
     txn.executemany(
-        "UPDATE event_push_summary SET notif_count = MAX(0, notif_count - ?),"
-        " highlight_count = MAX(0, highlight_count - ?)"
+        f"UPDATE event_push_summary SET notif_count = {greatest(txn)}(0, notif_count - ?),"
+        f" highlight_count = {greatest(txn)}(0, highlight_count - ?)"
         " WHERE room_id = ? AND user_id = ? AND thread_id = ? AND read_upto < ?",
         [(n, h, room_id, user, thread_id, stream) for user, n, h in users],
     )

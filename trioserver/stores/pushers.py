@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
+from trioserver.stores.dialect import greatest
+
 if TYPE_CHECKING:
     from trioserver.stores.database import Database, Row, Txn
 
@@ -184,7 +186,7 @@ def _advance_pusher_txn(
 ) -> None:
     # Only forwards: a concurrent /pushers/set reset the position to the stream's end.
     txn.execute(
-        "UPDATE pushers SET last_stream_ordering = MAX(last_stream_ordering, ?),"
+        f"UPDATE pushers SET last_stream_ordering = {greatest(txn)}(last_stream_ordering, ?),"
         " last_success_ts = COALESCE(?, last_success_ts) WHERE id = ?",
         (stream_ordering, success_ms, pusher_id),
     )

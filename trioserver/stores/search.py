@@ -20,13 +20,15 @@ The match expression is built by `handlers.search_query` from quoted tokens only
 user types reaches FTS5 as query syntax.
 
 On PostgreSQL (sql/14_search.postgres.sql) the table keeps the text and its ``tsvector``
-(the ``english`` configuration: stemmed, like FTS5's porter) under a GIN index; the same
+(`PG_SEARCH_CONFIG`: stemmed like FTS5's porter, no stop words, accents folded in Python by
+`fold_accents` for both the text and the query) under a GIN index; the same
 statements are built with ``@@ to_tsquery``, ``ts_rank`` (negated, so lower is still better)
 and ``ts_headline`` in place of ``MATCH``, ``bm25`` and ``highlight``.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -49,6 +51,17 @@ HIGHLIGHT_START = "\x02"
 HIGHLIGHT_END = "\x03"
 
 SearchOrder = Literal["rank", "recent"]
+
+# PostgreSQL's text search configuration (sql/14_search.postgres.sql): English stemming and
+# no stop words, as FTS5's porter tokenizer has none.
+PG_SEARCH_CONFIG = "trioserver_search"
+
+
+def fold_accents(text: str) -> str:
+    """`text` without combining marks ("crème" -> "creme"), as FTS5's ``remove_diacritics``
+    indexes it; PostgreSQL's vectors and queries are built from folded text."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def searchable_text(stored: StoredEvent) -> str | None:
@@ -82,8 +95,8 @@ def index_events_txn(txn: Txn, stored: Iterable[StoredEvent], redacted_ids: Sequ
     if rows and txn.dialect == "postgres":
         txn.executemany(
             "INSERT INTO event_search (stream_ordering, value, vector)"
-            " VALUES (?1, ?2, to_tsvector('english', ?2))",
-            rows,
+            f" VALUES (?1, ?2, to_tsvector('{PG_SEARCH_CONFIG}', ?3))",
+            [(stream, text, fold_accents(text)) for stream, text in rows],
         )
     elif rows:
         txn.executemany("INSERT INTO event_search (rowid, value) VALUES (?, ?)", rows)
@@ -161,15 +174,19 @@ def _in_list(column: str, values: Sequence[str], *, negate: bool = False) -> str
 _KEY = {"sqlite": "event_search.rowid", "postgres": "event_search.stream_ordering"}
 _MATCH = {
     "sqlite": "event_search MATCH ?",
-    "postgres": "event_search.vector @@ to_tsquery('english', ?)",
+    "postgres": f"event_search.vector @@ to_tsquery('{PG_SEARCH_CONFIG}', ?)",
 }
 _SCORE = {
     "sqlite": "bm25(event_search)",
-    "postgres": "-ts_rank(event_search.vector, to_tsquery('english', ?))",
+    # ts_rank is a float4: widened to float8 so that the score a cursor carries (a Python
+    # float) compares equal to the one it came from.
+    "postgres": f"-CAST(ts_rank(event_search.vector, to_tsquery('{PG_SEARCH_CONFIG}', ?))"
+    " AS DOUBLE PRECISION)",
 }
 _HIGHLIGHT = {
     "sqlite": "highlight(event_search, 0, ?, ?)",
-    "postgres": "ts_headline('english', event_search.value, to_tsquery('english', ?),"
+    "postgres": f"ts_headline('{PG_SEARCH_CONFIG}', event_search.value,"
+    f" to_tsquery('{PG_SEARCH_CONFIG}', ?),"
     " 'StartSel=' || ? || ', StopSel=' || ? || ', HighlightAll=true')",
 }
 

@@ -1,0 +1,67 @@
+"""Direct SQL on a test server's database, whichever backend it runs on.
+
+Tests reach past the API only where an operator would (setting a flag, looking at rows) or to
+break something on purpose. `server_db` opens a separate connection, as an operator's tool
+would, on SQLite or on the PostgreSQL database of ``TRIOSERVER_TEST_POSTGRES``; statements
+are written in SQLite's style (``?`` placeholders) and each one commits on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from trioserver.testing_postgres import POSTGRES_ENV
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from trioserver.config import Config
+
+ON_POSTGRES = bool(os.environ.get(POSTGRES_ENV))
+# For a test of what only the SQLite backend has (its file, an upgrade from an older schema:
+# a PostgreSQL database always starts at the current schema).
+sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="tests the SQLite backend itself")
+
+
+class ServerDb:
+    """A connection that runs SQLite-style statements, each committed at once."""
+
+    def __init__(self, conn: Any, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns a cursor (``fetchone``/``fetchall``/``rowcount``)."""
+        if self._postgres:
+            from trioserver.stores.postgres import convert_placeholders
+
+            converted, numbered = convert_placeholders(sql)
+            args: Any = {f"p{i}": v for i, v in enumerate(params, 1)} if numbered else params
+            return self._conn.execute(converted, args or None)
+        return self._conn.execute(sql, params)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """All rows of one query."""
+        return [tuple(row) for row in self.execute(sql, params).fetchall()]
+
+
+@contextmanager
+def server_db(config: Config) -> Iterator[ServerDb]:
+    """A direct connection to the database of the server configured by `config`."""
+    if config.database.backend == "postgres":
+        import psycopg
+
+        assert config.database.dsn is not None
+        with psycopg.connect(config.database.dsn, autocommit=True) as conn:
+            yield ServerDb(conn, postgres=True)
+        return
+    lite = sqlite3.connect(config.data_path(config.database.path), isolation_level=None)
+    try:
+        yield ServerDb(lite, postgres=False)
+    finally:
+        lite.close()
