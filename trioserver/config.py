@@ -185,7 +185,8 @@ class InstanceLocation:
     """Where an instance's internal HTTP listener (``/_trioserver/replication/...``) is.
 
     `replication_port`: the replication listener of an events writer that is not main (its
-    events stream; main's streams are on ``[replication] port``), on the same host.
+    events stream; main's streams are on ``[replication] port``), on the same host; not used
+    with ``[replication] redis``.
     """
 
     host: str
@@ -199,11 +200,18 @@ class ReplicationConfig:
 
     `secret` authenticates the replication connection and the internal HTTP endpoints; an
     instance refuses to run in a multi-instance deployment without it.
+
+    `redis` (``redis://[[user]:password@]host[:port][/db]``, issue 14): every instance
+    replicates over that Redis's pub/sub instead, on channels under `redis_channel_prefix`
+    (`trioserver.repl.redis_channels`), and no replication listener runs (`bind`, `port` and
+    ``instance_map.NAME.replication_port`` are not used).
     """
 
     bind: str = "127.0.0.1"
     port: int = 9093
     secret: str | None = None
+    redis: str | None = None
+    redis_channel_prefix: str = "trioserver"
 
 
 @attrs.frozen
@@ -656,7 +664,11 @@ def _instance_problems(config: Config) -> list[str]:
                 f"config.stream_writers.events: {events_writer!r} is neither main nor in"
                 " config.workers"
             )
-        elif location is not None and location.replication_port is None:
+        elif (
+            location is not None
+            and location.replication_port is None
+            and config.replication.redis is None
+        ):
             problems.append(
                 f"config.instance_map.{events_writer}.replication_port: needed for the events"
                 " writer (the other instances follow its events stream there)"
@@ -674,6 +686,7 @@ def _instance_problems(config: Config) -> list[str]:
             )
     if not 0 <= config.replication.port <= 65535:
         problems.append("config.replication.port: must be between 0 and 65535")
+    problems += _redis_problems(config.replication)
     for name, location in config.instance_map.items():
         if not 0 <= location.port <= 65535:
             problems.append(f"config.instance_map.{name}.port: must be between 0 and 65535")
@@ -687,6 +700,25 @@ def _instance_problems(config: Config) -> list[str]:
                 f"config.workers.{name}: a worker name is letters, digits, '-' and '_',"
                 f" and not {MAIN_INSTANCE!r}"
             )
+    return problems
+
+
+def _redis_problems(replication: ReplicationConfig) -> list[str]:
+    problems = []
+    if replication.redis is not None:
+        from trioserver.repl.resp import parse_redis_url  # only then: it loads hiredis
+
+        try:
+            parse_redis_url(replication.redis)
+        except ValueError as e:
+            # The message never quotes the URL: it may hold a password.
+            problems.append(f"config.replication.redis: {e}")
+    prefix = replication.redis_channel_prefix
+    if not prefix or not all(c.isprintable() and not c.isspace() for c in prefix):
+        problems.append(
+            "config.replication.redis_channel_prefix: must be non-empty, without spaces or"
+            " control characters"
+        )
     return problems
 
 

@@ -430,18 +430,17 @@ async def _start_replication_listeners(
     client_app: MatrixApp[Any],
 ) -> dict[str, int]:
     """This instance's replication and internal listeners (main of a multi-instance
-    deployment, and an events writer that is not main); their bound ports."""
-    if replication.server is None:
+    deployment, and an events writer that is not main); their bound ports (no replication
+    port over Redis: the publisher takes its place)."""
+    if replication.run_server is None:
         return {}
     # Imported here: an instance without these listeners (a worker) never loads them.
     from trioserver.internal.app import create_internal_app
     from trioserver.internal.serve import run_internal_http
 
     assert config.replication.secret is not None
-    server = replication.server
     location = config.instance_map[config.instance_name]
     if config.is_main:
-        port = config.replication.port
         internal_app = create_internal_app(
             secret=config.replication.secret,
             positions=replication.positions,
@@ -452,19 +451,13 @@ async def _start_replication_listeners(
         )
     else:
         # The events writer's listener (issue 13): its events stream, and main's submissions.
-        assert location.replication_port is not None  # config validation
-        port = location.replication_port
         internal_app = create_internal_app(
             secret=config.replication.secret,
             positions=replication.positions,
             submit_events=replication.submit_events,
         )
-    replication_port: int = await nursery.start(
-        partial(
-            run_supervised,
-            partial(server.run, config.replication.bind, port),
-            name="replication listener",
-        )
+    replication_port: int | None = await nursery.start(
+        partial(run_supervised, replication.run_server, name="replication listener")
     )
     internal_port: int = await nursery.start(
         partial(
@@ -473,4 +466,7 @@ async def _start_replication_listeners(
             name="internal listener",
         )
     )
-    return {"replication_port": replication_port, "internal_port": internal_port}
+    ports = {"internal_port": internal_port}
+    if replication_port is not None:
+        ports["replication_port"] = replication_port
+    return ports

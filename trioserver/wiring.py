@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
@@ -71,7 +71,7 @@ from trioserver.media.filestore import MediaFileStore
 from trioserver.media.preview.handler import PreviewHandler
 from trioserver.media.thumbnails import ThumbnailService
 from trioserver.repl.caches import EVENTS, CacheInvalidations
-from trioserver.repl.client import FollowedWriters, ReplicationClient, TcpLink
+from trioserver.repl.client import FollowedWriters, ReplicationClient, ReplicationLink, TcpLink
 from trioserver.repl.db_streams import DbWriterStream, EventsFollower
 from trioserver.repl.stream_wiring import (
     announce_invalidations,
@@ -121,7 +121,6 @@ if TYPE_CHECKING:
     # their annotations are not needed at run time (TC004 assumes every attrs class is).
     from trioserver.handlers.push_delivery import PusherPool  # noqa: TC004
     from trioserver.internal.app import Invalidate, PresenceSync, SubmitEvents  # noqa: TC004
-    from trioserver.repl.server import ReplicationServer  # noqa: TC004
     from trioserver.storage.expiry import EventExpirer  # noqa: TC004
     from trioserver.storage.intents import EventSubmitter
     from trioserver.storage.persistence import EventPersister  # noqa: TC004
@@ -713,6 +712,15 @@ def build_expiry(db: Database, clock: Clock, core: CorePart, writer: WriterPart)
     return ExpiryPart(expirer, subsystems=(expirer.run,))
 
 
+class StreamPublisher(Protocol):
+    """What serves an instance's writer streams to the others: the TCP replication listener
+    (`trioserver.repl.server`) or the Redis publisher (`trioserver.repl.redis_server`)."""
+
+    def poke(self) -> None: ...
+
+    def add_disconnect_listener(self, callback: Callable[[str], None]) -> None: ...
+
+
 @attrs.frozen
 class ReplicationPart:
     """How this instance talks to the other instances of its deployment (issue 13).
@@ -727,7 +735,9 @@ class ReplicationPart:
     """
 
     positions: Callable[[], dict[str, int]]
-    server: ReplicationServer | None = None
+    server: StreamPublisher | None = None
+    # Runs `server` (``task_status.started(port)``: the TCP listener's, None over Redis).
+    run_server: Subsystem | None = None
     writer_streams: tuple[WriterStream, ...] = ()
     presence_sync: PresenceSync | None = None
     invalidate: Invalidate | None = None
@@ -746,21 +756,50 @@ class ReplicationPart:
 
 def build_replication_server(
     config: Config, core: CorePart, writer_streams: tuple[WriterStream, ...]
-) -> ReplicationServer:
-    """The replication listener of this instance's writer streams, poked on every advance."""
-    from trioserver.repl.server import ReplicationServer  # main and an events writer only
+) -> tuple[StreamPublisher, Subsystem]:
+    """What serves this instance's writer streams, poked on every advance, and the subsystem
+    that runs it: main's replication listener (an events writer elsewhere: the one of its
+    ``instance_map`` ``replication_port``), or with ``[replication] redis`` the publisher on
+    this instance's Redis channels (issue 14)."""
+    replication = config.replication
+    server: StreamPublisher
+    if replication.redis is not None:
+        # Imported here: an instance on TCP replication never loads the Redis client.
+        from trioserver.repl.redis_channels import writer_channels
+        from trioserver.repl.redis_server import RedisReplicationServer  # writers only
+        from trioserver.repl.resp import parse_redis_url
 
-    secret = config.replication.secret
-    assert secret is not None  # config validation
-    server = ReplicationServer(
-        writer_streams,
-        server_name=config.server_name,
-        instance_name=config.instance_name,
-        secret=secret,
-    )
+        redis = RedisReplicationServer(
+            writer_streams,
+            address=parse_redis_url(replication.redis),
+            channels=writer_channels(
+                replication.redis_channel_prefix, config.server_name, config.instance_name
+            ),
+            server_name=config.server_name,
+            instance_name=config.instance_name,
+            channel_prefix=replication.redis_channel_prefix,
+        )
+        server, run = redis, redis.run
+    else:
+        from trioserver.repl.server import ReplicationServer  # writers only
+
+        secret = replication.secret
+        assert secret is not None  # config validation
+        port = replication.port
+        if not config.is_main:
+            writer_port = config.instance_map[config.instance_name].replication_port
+            assert writer_port is not None  # config validation
+            port = writer_port
+        tcp = ReplicationServer(
+            writer_streams,
+            server_name=config.server_name,
+            instance_name=config.instance_name,
+            secret=secret,
+        )
+        server, run = tcp, partial(tcp.run, replication.bind, port)
     # Every stream advance ends in a notify (that is how /sync waiters learn of it).
     core.notifier.add_wake_listener(server.poke)
-    return server
+    return server, run
 
 
 def internal_client_for(config: Config, instance: str) -> MainClient:
@@ -857,7 +896,7 @@ def build_main_streams(
         )
         if stream.name == CACHES or config.writes(stream.name)
     )
-    server = build_replication_server(config, core, served)
+    server, run_server = build_replication_server(config, core, served)
     server.add_disconnect_listener(handlers.presence.remote_instance_gone_nowait)
     invalidations = caches.caches
 
@@ -867,6 +906,7 @@ def build_main_streams(
     return ReplicationPart(
         positions,
         server=server,
+        run_server=run_server,
         writer_streams=served,
         presence_sync=handlers.presence.remote_user_sync,
         invalidate=None if config.events_writer_is_main else invalidate,
@@ -952,9 +992,11 @@ def build_worker_replication(
 
     persister = writer.persister
     events_stream = DbWriterStream("events", caches.store, lambda: persister.stream_position)
+    server, run_server = build_replication_server(config, core, (events_stream,))
     return ReplicationPart(
         positions,
-        server=build_replication_server(config, core, (events_stream,)),
+        server=server,
+        run_server=run_server,
         writer_streams=(events_stream,),
         submit_events=SubmissionHandler(
             persister, lambda: persister.stream_position, followed.wait_for_positions
@@ -994,10 +1036,26 @@ def announce_remote_expiry(expiry: ExpiryPart, main_client: MainClient) -> None:
 def _replication_client(
     config: Config, writer: str, streams: Sequence[FollowerStream]
 ) -> ReplicationClient:
-    secret = config.replication.secret
+    replication = config.replication
+    link: ReplicationLink
+    if replication.redis is not None:
+        from trioserver.repl.redis_channels import writer_channels
+        from trioserver.repl.redis_link import RedisLink
+        from trioserver.repl.resp import parse_redis_url
+
+        prefix = replication.redis_channel_prefix
+        link = RedisLink(
+            address=parse_redis_url(replication.redis),
+            channels=writer_channels(prefix, config.server_name, writer),
+            instance_name=config.instance_name,
+            server_name=config.server_name,
+            channel_prefix=prefix,
+        )
+        return ReplicationClient(streams, link)
+    secret = replication.secret
     assert secret is not None  # config validation
     location = config.instance_map[writer]
-    port = config.replication.port if writer == MAIN_INSTANCE else location.replication_port
+    port = replication.port if writer == MAIN_INSTANCE else location.replication_port
     assert port is not None  # config validation
     link = TcpLink(
         host=location.host,

@@ -7,7 +7,6 @@ database of a Redis server, so each test keeps to channels under its own `unique
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 
@@ -15,9 +14,9 @@ import pytest
 
 from trioserver.repl.redis_client import RedisConnection, open_redis
 from trioserver.repl.resp import parse_redis_url
+from trioserver.testing import TEST_REDIS_ENV, redis_url_for_tests
 
-TEST_REDIS_ENV = "TRIOSERVER_TEST_REDIS"
-REDIS_URL = os.environ.get(TEST_REDIS_ENV, "redis://127.0.0.1:6379/0")
+REDIS_URL = redis_url_for_tests()
 REDIS = parse_redis_url(REDIS_URL)
 
 

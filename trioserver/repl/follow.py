@@ -67,6 +67,7 @@ class FollowSession:
         self._on_caught_up = on_caught_up
         self._on_applied = on_applied
         self._waiting_position = set(streams)
+        self._unpositioned = set(streams)
         self.positions_received = 0
         """How many ``POSITION`` lines this session was given."""
         channels = {
@@ -75,6 +76,11 @@ class FollowSession:
         }
         self._inbox = {name: send for name, (send, _) in channels.items()}
         self._outbox = {name: receive for name, (_, receive) in channels.items()}
+
+    @property
+    def all_positioned(self) -> bool:
+        """Whether every stream has been given a POSITION (caught up or not)."""
+        return not self._unpositioned
 
     @property
     def caught_up(self) -> bool:
@@ -94,6 +100,7 @@ class FollowSession:
             return
         if isinstance(command, PositionCommand):
             self.positions_received += 1
+            self._unpositioned.discard(command.stream_name)
         inbox.send_nowait(command)
 
     async def _follow(self, name: str) -> None:
