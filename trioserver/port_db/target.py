@@ -22,8 +22,8 @@ recognised (`seeded_rows`: the same files applied to an in-memory SQLite databas
 deleted when the port begins, in the transaction that creates the progress tables.
 
 The full-text table is rebuilt, not copied: each batch of (stream_ordering, text) from the
-FTS5 table goes into a temporary table by COPY and on into ``event_search`` with its
-``to_tsvector('english', value)``, as the server writes it.
+FTS5 table goes into a temporary table by COPY and on into ``event_search`` with its vector
+built as the server builds it (``stores.search``: accents folded, `PG_SEARCH_CONFIG`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import attrs
 
 from trioserver.errors import StartupError
 from trioserver.port_db.source import SEARCH_TABLE
+from trioserver.stores.search import PG_SEARCH_CONFIG, fold_accents
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -269,14 +270,15 @@ class PostgresTarget:
             if rows:
                 cur.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {_SEARCH_STAGING}"
-                    " (stream_ordering BIGINT, value TEXT) ON COMMIT DELETE ROWS"
+                    " (stream_ordering BIGINT, value TEXT, folded TEXT) ON COMMIT DELETE ROWS"
                 )
                 with cur.copy(f"COPY {_SEARCH_STAGING} FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                    for stream_ordering, value in rows:
+                        copy.write_row((stream_ordering, value, fold_accents(value)))
+                # The vector as the events writer builds it (stores.search.index_events_txn).
                 cur.execute(
                     f"INSERT INTO {SEARCH_TABLE} (stream_ordering, value, vector)"
-                    " SELECT stream_ordering, value, to_tsvector('english', value)"
+                    f" SELECT stream_ordering, value, to_tsvector('{PG_SEARCH_CONFIG}', folded)"
                     f" FROM {_SEARCH_STAGING}"
                 )
             self._record(cur, SEARCH_TABLE, len(rows), last_key)
