@@ -4,7 +4,6 @@ in real time over HTTP."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from trioserver.storage.intents import EventIntent
 from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_ok
+from tests.integration.server_db import server_db
 from tests.integration.writer_env import WriterEnv, trio_wall_clock, writer_env
 
 FIELD = "org.matrix.self_destruct_after"
@@ -149,10 +149,8 @@ async def test_a_row_for_a_missing_event_is_dropped_with_a_warning(
 ) -> None:
     async with writer_env(tmp_path, **EPHEMERAL) as env:
         alice, room_id = await _room(env)
-        conn = sqlite3.connect(env.db_path)
-        conn.execute("INSERT INTO event_expiry VALUES ('$gone', 0)")
-        conn.commit()
-        conn.close()
+        with server_db(env.config) as db:
+            db.execute("INSERT INTO event_expiry VALUES ('$gone', 0)")
     caplog.set_level(logging.WARNING)
     async with writer_env(tmp_path, **EPHEMERAL) as env:
         event_id = await send(env, alice, room_id, **{FIELD: now_ms() + 1_000})
@@ -169,17 +167,13 @@ async def test_a_failing_expiry_is_retried_with_backoff(
         alice, room_id = await _room(env)
         event_id = await send(env, alice, room_id, **{FIELD: now_ms() + 100})
         # Make the prune fail: the room's version is unknown, so parsing the event fails.
-        conn = sqlite3.connect(env.db_path)
-        conn.execute("UPDATE rooms SET room_version = 'nope' WHERE room_id = ?", (room_id,))
-        conn.commit()
-        conn.close()
+        with server_db(env.config) as db:
+            db.execute("UPDATE rooms SET room_version = 'nope' WHERE room_id = ?", (room_id,))
         await trio.sleep(10)
         # Retried (1 s, 2 s, 4 s, ...), not spun: the row is still there, not thousands of tries.
         assert [row[0] for row in expiry_rows(env)] == [event_id]
-        conn = sqlite3.connect(env.db_path)
-        conn.execute("UPDATE rooms SET room_version = '12' WHERE room_id = ?", (room_id,))
-        conn.commit()
-        conn.close()
+        with server_db(env.config) as db:
+            db.execute("UPDATE rooms SET room_version = '12' WHERE room_id = ?", (room_id,))
         await trio.sleep(20)
         assert expiry_rows(env) == []
 
