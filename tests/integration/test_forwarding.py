@@ -9,7 +9,6 @@ as a worker shares main's database; what is under test is the path of a forwarde
 from __future__ import annotations
 
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,12 +32,14 @@ from trioserver.keys import load_key_file
 from trioserver.nursery import Components, RunningServer, build_components, run_http_api
 from trioserver.repl.streams import CACHES, UpdatePage
 from trioserver.setup_files import ensure_data_files
-from trioserver.stores.database import open_database
+from trioserver.stores.database import open_configured_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import run_supervised
 from trioserver.testing import InProcessServer, RegisteredUser
+from trioserver.testing_postgres import database_dsn_for
 
 from tests.integration.client import assert_error, assert_ok, bearer
+from tests.integration.server_db import server_db
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -96,11 +97,8 @@ class Pair:
     http: httpx.AsyncClient
 
     def db_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.config.data_path(self.config.database.path))
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        with server_db(self.config) as db:
+            return db.rows(sql, params)
 
     async def user(self, localpart: str, *, admin: bool = False) -> RegisteredUser:
         server = InProcessServer(self.config, _running(self.main_url))
@@ -111,14 +109,16 @@ def _running(url: str) -> RunningServer:
     return RunningServer((url,))
 
 
-def _config(tmp_path: Path, max_body: int) -> Config:
-    raw = {
+def _config(tmp_path: Path, max_body: int, dsn: str | None) -> Config:
+    raw: dict[str, Any] = {
         "server_name": "localhost",
         "http": {"bind_addresses": ["127.0.0.1"], "port": 0, "max_request_body_size": max_body},
         "registration": {"enabled": True, "bcrypt_rounds": 4, "shared_secret": "test-secret"},
         "ratelimit": {"enabled": False},
         "database": {"synchronous": "normal"},
     }
+    if dsn is not None:  # TRIOSERVER_TEST_POSTGRES: this dir's PostgreSQL test database
+        raw["database"] = {"backend": "postgres", "dsn": dsn}
     return config_from_mapping(raw, base_dir=tmp_path)
 
 
@@ -134,10 +134,10 @@ async def forwarding_pair(
     tmp_path: Path, *, main_base_url: str | None = None, max_body: int = 1024 * 1024
 ) -> AsyncIterator[Pair]:
     """Main with its internal listener, and a worker app forwarding to it (or elsewhere)."""
-    config = _config(tmp_path, max_body)
+    config = _config(tmp_path, max_body, await trio.to_thread.run_sync(database_dsn_for, tmp_path))
     await ensure_data_files(config)
     key = load_key_file(config.data_path(config.signing_key_path))
-    async with open_database(config.data_path(config.database.path), synchronous="normal") as db:
+    async with open_configured_database(config) as db:
         await check_server_name(db, config.server_name)
         components = build_components(config, db, key)
         for load in components.loaders:
