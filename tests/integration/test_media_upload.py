@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.integration.media_helpers import (
     thumbnail_path,
     upload,
 )
+from tests.integration.server_db import server_db
 
 MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{24,}")
 
@@ -220,7 +220,7 @@ async def test_quarantined_media_is_not_found(hs: InProcessServer, alice: Client
     uri = await upload(alice, b"bad", "image/png")
     _, media_id = split_mxc(uri)
     # No admin API yet: an operator sets the flag in the database.
-    with sqlite3.connect(Path(hs.config.data_dir) / "homeserver.db") as db:
+    with server_db(hs.config) as db:
         db.execute("UPDATE local_media SET quarantined = 1 WHERE media_id = ?", (media_id,))
     assert_error(await call(alice, "GET", download_path(uri)), 404, "M_NOT_FOUND")
     response = await call(
