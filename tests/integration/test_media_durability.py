@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 
 import trio
 
+from trioserver.config import load_config
 from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
@@ -30,6 +30,7 @@ from tests.integration.media_helpers import (
     put_path,
     upload,
 )
+from tests.integration.server_db import server_db
 from tests.integration.test_cli import admin_register_body, server_process, shared_secret
 
 
@@ -132,8 +133,9 @@ async def test_kill_9_mid_upload_leaves_only_a_temporary_file(tmp_path: Path) ->
     (partial,) = _temp_files(data_dir)
     content = data_dir / "media" / "content"
     assert [p for p in content.rglob("*") if p.is_file()] == []
-    with sqlite3.connect(data_dir / "homeserver.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM local_media").fetchone() == (0,)
+    # The database the child process ran on (its generated config names it).
+    with server_db(load_config(data_dir / "trioserver.toml")) as db:
+        assert db.rows("SELECT COUNT(*) FROM local_media") == [(0,)]
     # A temporary file an hour old belongs to no upload in progress: removed at start. A
     # young one may be another process's upload in progress: kept.
     young = partial.with_name("young.part")
@@ -174,5 +176,5 @@ async def test_a_client_that_goes_away_mid_upload_leaves_nothing(tmp_path: Path)
                 if not _temp_files(tmp_path):
                     break
                 await trio.sleep(0.05)
-        with sqlite3.connect(tmp_path / "homeserver.db") as db:
-            assert db.execute("SELECT COUNT(*) FROM local_media").fetchone() == (0,)
+        with server_db(hs.config) as db:
+            assert db.rows("SELECT COUNT(*) FROM local_media") == [(0,)]
