@@ -14,7 +14,7 @@ import trio
 from trioserver.keys import load_key_file
 from trioserver.nursery import build_components
 from trioserver.storage.intents import EventIntent
-from trioserver.stores.database import open_database
+from trioserver.stores.database import open_configured_database
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
@@ -300,7 +300,7 @@ async def _persist_directly(hs: InProcessServer, room_id: str, intent: EventInte
     # The events writer's components (hs may be a worker: TRIOSERVER_TEST_VIA_WORKER).
     config = hs.config.for_instance(hs.config.stream_writers.events)
     key = load_key_file(config.data_path(config.signing_key_path))
-    async with open_database(config.data_path(config.database.path), readers=1) as db:
+    async with open_configured_database(config, readers=1) as db:
         components = build_components(config, db, key)
         assert components.persister is not None
         async with trio.open_nursery() as nursery:
