@@ -1,9 +1,10 @@
 """Seed 3: a worker cut off from main's replication catches up when the link heals (issue 13).
 
 Main and one worker run in this trio run (`serve_deployment_in_process`), but the worker's
-replication connection goes through `CuttableProxy`, a byte-forwarding TCP proxy in this file
-that can drop every connection and refuse new ones until healed. The worker's HTTP path to main
-(forwarded writes) does not go through the proxy: only replication is cut.
+replication connection goes through `CuttableProxy` (tests/integration/tcp_proxy.py), a
+byte-forwarding TCP proxy that can drop every connection and refuse new ones until healed. The
+worker's HTTP path to main (forwarded writes) does not go through the proxy: only replication
+is cut.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import attrs
 import httpx
 
 import trio
@@ -22,75 +22,11 @@ from trioserver.testing import InProcessDeployment, serve_deployment_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, invite, join, send_text
+from tests.integration.tcp_proxy import CuttableProxy
 
 EVENTS_DURING_CUT = 150  # more than one replication page (PAGE_SIZE = 100)
 # Every event of the catch-up fits one sync response: a gap would hide lost or repeated rows.
 SYNC_FILTER = json.dumps({"room": {"timeline": {"limit": 500}}})
-
-
-@attrs.define
-class CuttableProxy:
-    """A loopback TCP proxy to `target_port` that can be cut and healed.
-
-    While cut, every connection through it is closed and new ones are accepted and closed at
-    once (as a network partition looks to a reconnecting client).
-    """
-
-    listener: trio.SocketListener
-    target_port: int | None = None
-    refusing: bool = False
-    connections: set[trio.CancelScope] = attrs.field(factory=set)
-    accepted: int = 0
-
-    @property
-    def port(self) -> int:
-        port: int = self.listener.socket.getsockname()[1]
-        return port
-
-    def route_to(self, target_port: int) -> int:
-        """Forward to `target_port`; the proxy's own port (for the workers' config)."""
-        self.target_port = target_port
-        return self.port
-
-    def cut(self) -> None:
-        self.refusing = True
-        for scope in list(self.connections):
-            scope.cancel()
-
-    def heal(self) -> None:
-        self.refusing = False
-
-    async def serve(self, nursery: trio.Nursery) -> None:
-        while True:
-            stream = await self.listener.accept()
-            if self.refusing or self.target_port is None:
-                await stream.aclose()
-                continue
-            self.accepted += 1
-            nursery.start_soon(self._forward, stream)
-
-    async def _forward(self, downstream: trio.SocketStream) -> None:
-        assert self.target_port is not None
-        with trio.CancelScope() as scope:
-            self.connections.add(scope)
-            try:
-                async with downstream:
-                    upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
-                    async with upstream, trio.open_nursery() as pipes:
-                        pipes.start_soon(_copy, downstream, upstream, pipes.cancel_scope)
-                        pipes.start_soon(_copy, upstream, downstream, pipes.cancel_scope)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass  # one side went away: the connection is over
-            finally:
-                self.connections.discard(scope)
-
-
-async def _copy(
-    source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
-) -> None:
-    while data := await source.receive_some(65536):
-        await sink.send_all(data)
-    both.cancel()  # end-of-file one way ends the connection both ways
 
 
 @asynccontextmanager

@@ -249,12 +249,18 @@ class EventPersister:
         room_writes = [self._room_write(rb) for rb in rooms.values()]
         try:
             await self._store.persist_batch(writes, room_writes)
-        except Exception:  # boundary: the batch's waiters get the error, the loop goes on
-            logger.exception("persisting a batch of %d events failed", len(writes))
+        except Exception as exc:  # boundary: the batch's waiters get the error, the loop goes on
+            # A database that is unreachable (stores.postgres.DatabaseUnavailable, 503) is
+            # said as such; anything else is a bug, answered 500.
+            failure = exc if isinstance(exc, MatrixError) else _persist_failed()
+            if isinstance(exc, MatrixError):
+                logger.error("persisting a batch of %d events failed: %s", len(writes), exc)
+            else:
+                logger.exception("persisting a batch of %d events failed", len(writes))
             for room_id in rooms:
                 self._rooms.pop(room_id, None)  # reload from the database next time
             for request in accepted:
-                request.finish(_persist_failed())
+                request.finish(failure)
             return
         self._after_commit(writes, accepted)
 
