@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from trioserver.testing_postgres import POSTGRES_ENV
+import trio
+
+from trioserver.testing_postgres import POSTGRES_ENV, database_dsn_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
     from trioserver.config import Config
 
@@ -65,3 +68,12 @@ def server_db(config: Config) -> Iterator[ServerDb]:
         yield ServerDb(lite, postgres=False)
     finally:
         lite.close()
+
+
+async def database_section(directory: Path, **sqlite: Any) -> dict[str, Any]:
+    """The ``[database]`` of a test server whose data dir is `directory`: the dir's PostgreSQL
+    test database with TRIOSERVER_TEST_POSTGRES, else SQLite with the `sqlite` settings."""
+    dsn = await trio.to_thread.run_sync(database_dsn_for, directory)
+    if dsn is not None:
+        return {"backend": "postgres", "dsn": dsn}
+    return dict(sqlite)

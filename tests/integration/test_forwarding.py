@@ -36,10 +36,9 @@ from trioserver.stores.database import open_configured_database
 from trioserver.stores.meta import check_server_name
 from trioserver.supervisor import run_supervised
 from trioserver.testing import InProcessServer, RegisteredUser
-from trioserver.testing_postgres import database_dsn_for
 
 from tests.integration.client import assert_error, assert_ok, bearer
-from tests.integration.server_db import server_db
+from tests.integration.server_db import database_section, server_db
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -109,16 +108,14 @@ def _running(url: str) -> RunningServer:
     return RunningServer((url,))
 
 
-def _config(tmp_path: Path, max_body: int, dsn: str | None) -> Config:
-    raw: dict[str, Any] = {
+def _config(tmp_path: Path, max_body: int, database: dict[str, Any]) -> Config:
+    raw = {
         "server_name": "localhost",
         "http": {"bind_addresses": ["127.0.0.1"], "port": 0, "max_request_body_size": max_body},
         "registration": {"enabled": True, "bcrypt_rounds": 4, "shared_secret": "test-secret"},
         "ratelimit": {"enabled": False},
-        "database": {"synchronous": "normal"},
+        "database": database,
     }
-    if dsn is not None:  # TRIOSERVER_TEST_POSTGRES: this dir's PostgreSQL test database
-        raw["database"] = {"backend": "postgres", "dsn": dsn}
     return config_from_mapping(raw, base_dir=tmp_path)
 
 
@@ -134,7 +131,7 @@ async def forwarding_pair(
     tmp_path: Path, *, main_base_url: str | None = None, max_body: int = 1024 * 1024
 ) -> AsyncIterator[Pair]:
     """Main with its internal listener, and a worker app forwarding to it (or elsewhere)."""
-    config = _config(tmp_path, max_body, await trio.to_thread.run_sync(database_dsn_for, tmp_path))
+    config = _config(tmp_path, max_body, await database_section(tmp_path, synchronous="normal"))
     await ensure_data_files(config)
     key = load_key_file(config.data_path(config.signing_key_path))
     async with open_configured_database(config) as db:
