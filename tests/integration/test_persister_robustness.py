@@ -15,9 +15,10 @@ from trioserver.config import config_from_mapping
 from trioserver.handlers.room_creation import parse_create_room
 from trioserver.nursery import build_components
 from trioserver.storage.intents import EventIntent
-from trioserver.stores.database import open_database
+from trioserver.stores.database import open_configured_database
 from trioserver.stores.events import StoredEvent
 
+from tests.integration.server_db import database_section
 from tests.integration.writer_env import writer_env
 
 
@@ -47,10 +48,13 @@ async def test_a_failing_listener_neither_fails_the_write_nor_silences_the_other
 
 
 async def test_a_restarted_writer_continues_from_what_is_committed(tmp_path: Path) -> None:
-    config = config_from_mapping(
-        {"server_name": "blue", "registration": {"bcrypt_rounds": 4}}, base_dir=tmp_path
-    )
-    async with open_database(tmp_path / "homeserver.db", synchronous="normal") as db:
+    raw = {
+        "server_name": "blue",
+        "registration": {"bcrypt_rounds": 4},
+        "database": await database_section(tmp_path, synchronous="normal"),
+    }
+    config = config_from_mapping(raw, base_dir=tmp_path)
+    async with open_configured_database(config) as db:
         components = build_components(config, db, generate_signing_key("k"))
         persister = components.persister
         assert persister is not None
