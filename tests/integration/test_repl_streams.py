@@ -1,8 +1,8 @@
 """The replicated streams (issue 13): main's writer streams, and a worker's follower handlers
-over the same SQLite file applying them, answer the same reads as main.
+over the same database applying them, answer the same reads as main.
 
 Main is the real component set (`writer_env`); the follower set is built here the way a worker
-builds it (``writer=False``), on a second `open_database` of the same file.
+builds it (``writer=False``), on a second `open_configured_database` of the same database.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from trioserver.repl.stream_wiring import (
 from trioserver.repl.streams import REPLICATED_STREAMS, FollowerStream, UpdatePage, WriterStream
 from trioserver.stores.account_data import AccountDataStore
 from trioserver.stores.accounts import AccountStore
-from trioserver.stores.database import Database, open_database
+from trioserver.stores.database import Database, open_configured_database
 from trioserver.stores.erasure import ErasureStore
 from trioserver.stores.events import EventCache, EventStore
 from trioserver.stores.push_rules import PushRuleStore
@@ -207,7 +207,7 @@ async def main_and_worker(tmp_path: Path) -> AsyncIterator[Pair]:
             # What Helper C's MainClient.stream_updates returns: main's writer page.
             return await by_name[stream].get_updates(from_token, upto_token, 100)
 
-        async with open_database(env.db_path, synchronous="normal") as fdb:
+        async with open_configured_database(env.config) as fdb:
             yield Pair(env, by_name, caches, await _build_follower(fdb, fetch))
 
 
