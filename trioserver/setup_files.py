@@ -53,6 +53,13 @@ backend = "sqlite"
 path = "homeserver.db"
 # "full" survives power loss; "normal" is faster but only survives a crash of the process.
 synchronous = "full"
+# PostgreSQL instead (pip install "trioserver[postgres]"; a C-collated database; move an
+# existing server's data with `trioserver port-db`, see the README):
+# backend = "postgres"
+# dsn = "postgresql://trioserver@127.0.0.1:5432/trioserver"
+# min_connections = 1
+# max_connections = 10
+# connect_timeout_seconds = 10.0
 
 [registration]
 # Open registration through POST /_matrix/client/v3/register (m.login.dummy).

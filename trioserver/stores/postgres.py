@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 import trio
 
-from trioserver.errors import MatrixError
+from trioserver.errors import MatrixError, StartupError
 from trioserver.stores.database import SLOW_TXN_WARN_MS, Row, Txn
 
 if TYPE_CHECKING:
@@ -331,6 +331,7 @@ async def open_postgres_database(
 
     Raises:
         psycopg.OperationalError: the database cannot be reached.
+        StartupError: the database does not use the C collation.
 
     Yields:
         The `PostgresDatabase`; both pools are closed on exit.
@@ -338,12 +339,18 @@ async def open_postgres_database(
     import psycopg
     import psycopg_pool
 
+    from trioserver.stores.postgres_admin import check_collation
     from trioserver.stores.schema import apply_postgres_schema
 
     def open_all() -> PostgresDatabase:
         # Autocommit connections: each transaction's BEGIN and COMMIT are ours, as on SQLite.
         kwargs = {"autocommit": True, "connect_timeout": max(1, round(connect_timeout_s))}
         with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
+            # Text must sort by code point, as on SQLite, or pages of rooms, users and
+            # directory entries would come out in another order (stores.postgres_admin).
+            problem = check_collation(conn)
+            if problem is not None:
+                raise StartupError(f"database.dsn: {problem}")
             apply_postgres_schema(conn)
         writer: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             dsn, min_size=1, max_size=1, kwargs=kwargs, configure=_configure, open=False,
