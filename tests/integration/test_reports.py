@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from typing import Any
 
 import httpx
@@ -12,18 +10,18 @@ from trioserver.testing import InProcessServer
 
 from tests.integration.client import V3, Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, join, send_text
+from tests.integration.server_db import server_db
 
 
 def stored(hs: InProcessServer, table: str) -> list[tuple[Any, ...]]:
     """The rows of a report table, read straight from the server's database."""
-    path = hs.config.data_path(hs.config.database.path)
     columns = {
         "event_reports": "room_id, event_id, user_id, reason, content",
         "room_reports": "room_id, user_id, reason",
         "user_reports": "target_user_id, user_id, reason",
     }[table]
-    with closing(sqlite3.connect(path)) as conn:
-        return conn.execute(f"SELECT {columns} FROM {table} ORDER BY id").fetchall()
+    with server_db(hs.config) as db:
+        return db.rows(f"SELECT {columns} FROM {table} ORDER BY id")
 
 
 async def test_report_an_event(hs: InProcessServer, alice: Client, bob: Client) -> None:
