@@ -26,8 +26,8 @@ from trioserver.repl.redis_server import RedisReplicationServer
 from trioserver.repl.resp import RedisAddress
 
 from tests.integration.redis_helpers import REDIS, kill_clients, requires_redis, unique_prefix
+from tests.integration.tcp_proxy import CuttableProxy
 from tests.integration.test_repl_transport import CLOCK_MS, ListFollower, ListWriter, until
-from tests.integration.test_seed3_catchup import CuttableProxy
 
 pytestmark = requires_redis
 
