@@ -6,7 +6,6 @@ docstring) and adds the bad input, authorization and merge-rule cases.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -18,6 +17,7 @@ from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.guest_helpers import GUEST_REGISTRATION, register_guest
+from tests.integration.server_db import server_db
 
 if TYPE_CHECKING:
     from trioserver.testing import InProcessServer
@@ -498,11 +498,8 @@ async def test_deactivation_deletes_the_backups(
         version = await create(client)
         assert_ok(await put_key(client, version, key()))
     assert_ok(await dora.with_password_uia("POST", "/account/deactivate", {}, "dorapw"))
-    conn = sqlite3.connect(hs.config.data_path(hs.config.database.path))
-    try:
+    with server_db(hs.config) as db:
         for table in ("room_key_versions", "room_keys"):
-            rows = conn.execute(f"SELECT user_id FROM {table}").fetchall()
+            rows = db.rows(f"SELECT user_id FROM {table}")
             assert rows == [(eve.user_id,)], table
-    finally:
-        conn.close()
     assert (await version_info(eve))["count"] == 1
