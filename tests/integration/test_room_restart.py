@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from trioserver.config import Config
 from trioserver.testing import serve_in_process
+
+from tests.integration.server_db import server_db
 
 V3 = "/_matrix/client/v3"
 
@@ -16,17 +19,14 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _room_events(db_path: Path, room_id: str) -> list[tuple[str, int, str]]:
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute(
+def _room_events(config: Config, room_id: str) -> list[tuple[Any, ...]]:
+    with server_db(config) as db:
+        return db.rows(
             "SELECT e.event_id, e.topological_ordering, j.json FROM events AS e"
             " JOIN event_json AS j USING (event_id) WHERE e.room_id = ?"
             " ORDER BY e.stream_ordering",
             (room_id,),
-        ).fetchall()
-    finally:
-        conn.close()
+        )
 
 
 async def test_room_survives_restart_and_new_events_continue_the_graph(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ async def test_room_survives_restart_and_new_events_continue_the_graph(tmp_path:
                     headers=_auth(alice.access_token),
                 )
                 assert sent.status_code == 200
-    before = _room_events(tmp_path / "homeserver.db", room_id)
+    before = _room_events(hs.config, room_id)
 
     async with (
         serve_in_process(data_dir=tmp_path) as hs,
@@ -76,7 +76,7 @@ async def test_room_survives_restart_and_new_events_continue_the_graph(tmp_path:
             headers=_auth(bob.access_token),
         )
         assert renamed.status_code == 403
-    after = _room_events(tmp_path / "homeserver.db", room_id)
+    after = _room_events(hs.config, room_id)
     assert after[: len(before)] == before
     new_id, new_depth, new_json = after[-1]
     assert new_id == sent.json()["event_id"]
