@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +33,7 @@ from tests.integration.redis_helpers import (
     unique_prefix,
 )
 from tests.integration.room_helpers import create_room, invite, join, send_text
-from tests.integration.test_seed3_catchup import CuttableProxy
+from tests.integration.tcp_proxy import CuttableProxy
 
 pytestmark = requires_redis
 
@@ -291,3 +293,80 @@ async def test_a_worker_without_redis_reports_not_connected_then_catches_up(cut:
                 {"msgtype": "m.text", "body": "back"},
             )
         )
+
+
+# Real processes: one config file, `trioserver run --instance NAME` ---------------------------
+
+
+@pytest.mark.parametrize("events_writer", ["main", "worker1"])
+async def test_worker_processes_over_redis_ride_out_a_kill_9_of_main(
+    tmp_path: Path, events_writer: str
+) -> None:
+    """Main, worker1 and worker2 as processes replicating over Redis; main is killed and
+    started again: its new session's SERVER makes the workers start over, and every message
+    sent before and after reaches bob's /sync on worker2 once, in order. With worker1
+    writing events, main and worker1 follow each other over Redis too."""
+    from tests.integration.test_workers_processes import (
+        Syncer,
+        deployment,
+        new_user,
+        on,
+        send_text,
+        shared_room,
+        sync,
+        until_not_503,
+    )
+
+    prefix = unique_prefix()
+    redis = (REDIS_URL, prefix)
+    async with deployment(
+        tmp_path, "worker1", "worker2", events_writer=events_writer, redis=redis
+    ) as running:
+        alice_on_w1 = await new_user(await running.http("worker1"), "alice")
+        bob = await new_user(await running.http("worker2"), "bob")
+        room_id = await shared_room(alice_on_w1, bob)
+        alice_on_main = await on(running, "main", alice_on_w1)
+        assert f"{prefix}.worker2.follows-{events_writer}.sub" in await _client_names(prefix)
+        syncer = Syncer(bob, room_id, (await sync(bob))["next_batch"])
+        sent: list[str] = []
+
+        async def send_round(name: str) -> None:
+            for client, via in ((alice_on_main, "main"), (alice_on_w1, "worker1")):
+                for i in range(10):
+                    body = f"{name} via {via} {i}"
+                    assert_ok(await until_not_503(partial(send_text, client, room_id, body)))
+                    sent.append(body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(syncer.run)
+            await send_round("before")
+            await syncer.wait_for(sent)
+            main = running.processes["main"]
+            main.process.kill()
+            with trio.fail_after(10):
+                await main.process.wait()
+            # Main is down: a write through a worker is refused fast; reads still answer.
+            with trio.fail_after(2):
+                response = await send_text(alice_on_w1, room_id, "while main is down")
+            assert_error(response, 503, "M_UNKNOWN")
+            await running.start("main")
+            await send_round("after")
+            await syncer.wait_for(sent, within_s=20)
+            syncer.stopping = True
+        assert syncer.received == sent
+
+
+async def test_a_wrong_redis_password_stops_main_with_one_error_line(tmp_path: Path) -> None:
+    from tests.integration.test_cli import run_cli
+    from tests.integration.test_workers_processes import write_deployment_config
+
+    data_dir = tmp_path / "data"
+    address = f"redis://:not-the-password@{REDIS.host}:{REDIS.port}/0"
+    write_deployment_config(data_dir, ("worker1",), redis=(address, unique_prefix()))
+    result = await run_cli("run", "--config", data_dir / "trioserver.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr.decode()
+    assert errors[0].startswith("error: config.replication.redis: redis://")
+    assert "AUTH refused" in errors[0]
+    assert "not-the-password" not in result.stderr.decode()

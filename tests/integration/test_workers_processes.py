@@ -45,12 +45,16 @@ _txns = count()
 
 
 def write_deployment_config(
-    data_dir: Path, workers: tuple[str, ...], events_writer: str = "main"
+    data_dir: Path,
+    workers: tuple[str, ...],
+    events_writer: str = "main",
+    redis: tuple[str, str] | None = None,
 ) -> dict[str, int]:
     """One config file for main and `workers`, on free loopback ports; the client ports.
 
     `events_writer`: the instance that persists events (a worker gets an instance_map entry
-    with its internal and replication ports)."""
+    with its internal and replication ports). `redis`: replicate over that Redis URL, on
+    channels under that prefix (issue 14)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_loopback_port() for name in ("main", *workers)}
     lines = [
@@ -67,6 +71,7 @@ def write_deployment_config(
         'bind = "127.0.0.1"',
         f"port = {free_loopback_port()}",
         f'secret = "{SECRET}"',
+        *([f'redis = "{redis[0]}"', f'redis_channel_prefix = "{redis[1]}"'] if redis else []),
         "[instance_map.main]",
         'host = "127.0.0.1"',
         f"port = {free_loopback_port()}",
@@ -102,11 +107,12 @@ class Deployment:
         stack: AsyncExitStack,
         workers: tuple[str, ...],
         events_writer: str = "main",
+        redis: tuple[str, str] | None = None,
     ) -> None:
         self.cwd = tmp_path
         self.data_dir = tmp_path / "data"
         self.config_path = self.data_dir / "trioserver.toml"
-        self.ports = write_deployment_config(self.data_dir, workers, events_writer)
+        self.ports = write_deployment_config(self.data_dir, workers, events_writer, redis)
         self.processes: dict[str, ServerProcess] = {}
         self._stack = stack
         self._all: list[ServerProcess] = []
@@ -140,10 +146,13 @@ class Deployment:
 
 @asynccontextmanager
 async def deployment(
-    tmp_path: Path, *workers: str, events_writer: str = "main"
+    tmp_path: Path,
+    *workers: str,
+    events_writer: str = "main",
+    redis: tuple[str, str] | None = None,
 ) -> AsyncIterator[Deployment]:
     async with AsyncExitStack() as stack:
-        running = Deployment(tmp_path, stack, workers, events_writer)
+        running = Deployment(tmp_path, stack, workers, events_writer, redis)
         try:
             # Main first: it creates the data files the workers open.
             await running.start("main")
