@@ -7,9 +7,13 @@ stream's current position (``POSITION``, never a backlog of old rows: SEED-SPEC 
 up from the shared database and then applies the live rows (``RDATA``) main sends. The
 protocol layer has no I/O and no trio (STYLE S7): `commands` (one frozen class per wire verb,
 `parse_line`) and `connection` (`ReplConnection`: framing, line limit, direction rules).
-`streams` has the protocols each stream implements on both sides; the trio loops are
-`server.ReplicationServer` (main) and `client.ReplicationClient` (workers), imported from their
-modules so that this package stays free of trio.
+`streams` has the protocols each stream implements on both sides. What does not depend on the
+transport is shared: `streamer` (the writer's rows to lines) and `follow` (a follower's
+catch-up and live rows). The trio loops are `server.ReplicationServer` (the TCP listener) and
+`client.ReplicationClient` (a follower, through a `client.TcpLink`), or over Redis pub/sub
+(issue 14) `redis_server.RedisReplicationServer` and `redis_link.RedisLink`, with
+`redis_channels` (channels, messages) on the small Redis client of `resp` and
+`redis_client`. They are imported from their modules so that this package stays free of trio.
 """
 
 from trioserver.repl.commands import (
