@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.server_db import server_db
 from tests.integration.writer_env import WriterEnv, writer_env
 
 MEMBER = "m.room.member"
@@ -126,28 +127,57 @@ async def test_remote_members_get_no_local_membership_row(tmp_path: Path) -> Non
         assert users == {alice}
 
 
+def _not_null_columns(env: WriterEnv, table: str) -> set[str]:
+    if env.config.database.backend == "postgres":
+        rows = env.query(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? AND is_nullable = 'NO'",
+            (table,),
+        )
+        return {name for (name,) in rows}
+    return {
+        name for _, name, _, notnull, _, _ in env.query(f"PRAGMA table_info({table})") if notnull
+    }
+
+
+def _indexes(env: WriterEnv, table: str) -> dict[str, bool]:
+    """The table's indexes by name, each with whether it is unique."""
+    if env.config.database.backend == "postgres":
+        rows = env.query(
+            "SELECT i.relname, x.indisunique FROM pg_index AS x"
+            " JOIN pg_class AS i ON i.oid = x.indexrelid"
+            " JOIN pg_class AS t ON t.oid = x.indrelid"
+            " WHERE t.relname = ? AND t.relnamespace = current_schema()::regnamespace",
+            (table,),
+        )
+        return {name: bool(unique) for name, unique in rows}
+    return {row[1]: bool(row[2]) for row in env.query(f"PRAGMA index_list({table})")}
+
+
+def _integrity_error(env: WriterEnv) -> type[Exception]:
+    if env.config.database.backend == "postgres":
+        import psycopg
+
+        return psycopg.IntegrityError
+    return sqlite3.IntegrityError
+
+
 async def test_local_membership_table_shape(tmp_path: Path) -> None:
     async with writer_env(tmp_path) as env:
-        columns = env.query("PRAGMA table_info(local_current_membership)")
-        not_null = {name for _, name, _, notnull, _, _ in columns if notnull}
+        not_null = _not_null_columns(env, "local_current_membership")
         assert {"room_id", "user_id", "event_id", "membership"} <= not_null
-        indexes = {
-            row[1]: row[2] for row in env.query("PRAGMA index_list(local_current_membership)")
-        }
-        assert indexes["local_current_membership_idx"] == 1  # unique
+        indexes = _indexes(env, "local_current_membership")
+        assert indexes["local_current_membership_idx"] is True  # unique
         assert "local_current_membership_room_idx" in indexes
-        conn = sqlite3.connect(env.db_path)
-        try:
+        with server_db(env.config) as db:
             insert = (
                 "INSERT INTO local_current_membership"
                 " (room_id, user_id, event_id, membership, event_stream_ordering)"
                 " VALUES ('!r:blue', '@a:blue', ?, 'join', 1)"
             )
-            conn.execute(insert, ("$1",))
-            with pytest.raises(sqlite3.IntegrityError):
-                conn.execute(insert, ("$2",))
-        finally:
-            conn.close()
+            db.execute(insert, ("$1",))
+            with pytest.raises(_integrity_error(env)):
+                db.execute(insert, ("$2",))
 
 
 async def test_local_only_queries_refuse_remote_users(tmp_path: Path) -> None:
