@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,10 +20,11 @@ import trio
 from trioserver.testing_postgres import POSTGRES_ENV, database_dsn_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
     from pathlib import Path
 
     from trioserver.config import Config
+    from trioserver.stores.database import Database, Txn
 
 ON_POSTGRES = bool(os.environ.get(POSTGRES_ENV))
 # For a test of what only the SQLite backend has (its file, an upgrade from an older schema:
@@ -77,3 +78,31 @@ async def database_section(directory: Path, **sqlite: Any) -> dict[str, Any]:
     if dsn is not None:
         return {"backend": "postgres", "dsn": dsn}
     return dict(sqlite)
+
+
+@asynccontextmanager
+async def store_database(
+    directory: Path, *, scratch_tables: Sequence[str] = (), **sqlite: Any
+) -> AsyncIterator[Database]:
+    """The database of the data dir `directory`, schema applied, for tests of the stores
+    without a server: a SQLite file there (with the `sqlite` settings), or the dir's PostgreSQL
+    test database with TRIOSERVER_TEST_POSTGRES.
+
+    `scratch_tables`: tables the test creates itself, dropped on the way out (a PostgreSQL test
+    database is emptied for the next test table by table, knowing only the schema's tables).
+    """
+    from trioserver.config import config_from_mapping
+    from trioserver.stores.database import open_configured_database
+
+    raw = {"database": await database_section(directory, **sqlite)}
+    async with open_configured_database(config_from_mapping(raw, base_dir=directory)) as db:
+        try:
+            yield db
+        finally:
+            for table in scratch_tables:
+                with trio.CancelScope(shield=True):
+                    await db.run_txn("drop scratch table", _drop_table, table)
+
+
+def _drop_table(txn: Txn, table: str) -> None:
+    txn.execute(f"DROP TABLE IF EXISTS {table}")
