@@ -14,12 +14,14 @@ import pytest
 
 import trio
 
-from trioserver.stores.database import Txn, open_database
+from trioserver.stores.database import Txn
 from trioserver.streams import StreamIdGenerator
+
+from tests.integration.server_db import store_database
 
 
 async def test_the_position_moves_when_the_transaction_has_finished(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "db.sqlite") as db:
+    async with store_database(tmp_path, scratch_tables=["t"]) as db:
         await db.run_txn("make", lambda txn: txn.execute("CREATE TABLE t (id INTEGER)"))
         ids = StreamIdGenerator(0)
         db.add_commit_hook(ids.mark_committed)
@@ -42,7 +44,7 @@ async def test_the_position_moves_when_the_transaction_has_finished(tmp_path: Pa
 
 
 async def test_a_rolled_back_id_is_a_hole_readers_pass(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "db.sqlite") as db:
+    async with store_database(tmp_path) as db:
         ids = StreamIdGenerator(5)
         db.add_commit_hook(ids.mark_committed)
 
