@@ -25,11 +25,11 @@ import trio
 
 from trioserver.config import MediaConfig
 from trioserver.media.preview.handler import PreviewHandler
-from trioserver.stores.database import open_database
 from trioserver.stores.url_previews import UrlPreviewStore
 from trioserver.testing import InProcessServer, serve_in_process
 
 from tests.integration.client import assert_error, assert_ok, bearer
+from tests.integration.server_db import store_database
 
 V1 = "/_matrix/client/v1/media/preview_url"
 LEGACY = "/_matrix/media/v3/preview_url"
@@ -406,7 +406,7 @@ async def test_page_image_is_kept_as_local_media(tmp_path: Path, site: Site) -> 
         return f"mxc://test/{len(stored)}"
 
     config = MediaConfig(url_preview_ip_range_allowlist=("127.0.0.1/32",))
-    async with open_database(tmp_path / "db.sqlite") as db:
+    async with store_database(tmp_path) as db:
         handler = PreviewHandler(UrlPreviewStore(db), config, store_image=store_image)
         og = await handler.preview(site.url("/page"))
         assert og == {
@@ -431,7 +431,7 @@ async def test_a_cancelled_fetch_does_not_fail_the_requests_sharing_it(
     url = site.url("/slowish")
     config = MediaConfig(url_preview_ip_range_allowlist=("127.0.0.1/32",))
     results: list[dict[str, Any]] = []
-    async with open_database(tmp_path / "db.sqlite") as db:
+    async with store_database(tmp_path) as db:
         handler = PreviewHandler(UrlPreviewStore(db), config, store_image=None)
         leader = trio.CancelScope()
 
@@ -456,7 +456,7 @@ async def test_a_cancelled_fetch_does_not_fail_the_requests_sharing_it(
 async def test_store_picks_the_preview_nearest_a_time_and_drops_expired_ones(
     tmp_path: Path,
 ) -> None:
-    async with open_database(tmp_path / "db.sqlite") as db:
+    async with store_database(tmp_path) as db:
         store = UrlPreviewStore(db)
         url = "https://example.org/"
         await store.store_preview(url, 1_000, 5_000, {"og:title": "first"})
