@@ -1,4 +1,5 @@
-"""The thumbnail service on a real SQLite database and real files: what it makes and serves."""
+"""The thumbnail service on a real database (SQLite, or PostgreSQL) and real files: what it
+makes and serves."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import trio
 
 from trioserver.config import MediaConfig, ThumbnailSize
 from trioserver.media.thumbnails import MAX_DYNAMIC_PER_MEDIA, StoredThumbnail, ThumbnailService
-from trioserver.stores.database import open_database
 from trioserver.stores.media_thumbnails import MediaThumbnailStore
+
+from tests.integration.server_db import store_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,7 +37,7 @@ class Env:
 
 @asynccontextmanager
 async def _env(tmp_path: Path, media: MediaConfig | None = None) -> AsyncIterator[Env]:
-    async with open_database(tmp_path / "homeserver.db") as db:
+    async with store_database(tmp_path) as db:
         store = MediaThumbnailStore(db)
         root = tmp_path / "media"
         sources = tmp_path / "sources"
