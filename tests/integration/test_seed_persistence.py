@@ -13,16 +13,14 @@ import trio
 from trioserver.config import config_from_mapping
 from trioserver.errors import ConfigError, MatrixError
 from trioserver.storage.intents import EventIntent
-from trioserver.stores.database import open_configured_database
 from trioserver.stores.persist_events import PersistEventStore
 
-from tests.integration.server_db import database_section
+from tests.integration.server_db import store_database
 from tests.integration.writer_env import writer_env
 
 
 async def test_only_the_configured_writer_constructs_the_persist_store(tmp_path: Path) -> None:
-    raw = {"server_name": "blue", "database": await database_section(tmp_path)}
-    async with open_configured_database(config_from_mapping(raw, base_dir=tmp_path)) as db:
+    async with store_database(tmp_path) as db:
         with pytest.raises(RuntimeError, match="events writer"):
             PersistEventStore(db, server_name="blue", is_writer=False)
 
