@@ -2,17 +2,18 @@
 goes on serving (issue 10).
 
 The failure is injected from outside, as a broken database would cause it: the presence table
-is renamed away behind the server's back (a second SQLite connection, as an operator's tool
-would make), so the presence timeout task fails when it next writes a presence change.
+is renamed away behind the server's back (a second connection to its database, as an
+operator's tool would make), so the presence timeout task fails when it next writes a presence
+change.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,17 +24,24 @@ from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_ok
 from tests.integration.room_helpers import create_room, send_text
+from tests.integration.server_db import server_db
+
+if TYPE_CHECKING:
+    from trioserver.config import Config
 
 PRESENCE_TASK = "PresenceHandler.run_timeouts"
 
 
-def rename_table(db_path: Path, old: str, new: str) -> None:
-    conn = sqlite3.connect(db_path)
-    try:
-        conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
-        conn.commit()
-    finally:
-        conn.close()
+def rename_table(config: Config, old: str, new: str) -> None:
+    with server_db(config) as db:
+        db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+def missing_table_error(config: Config, table: str) -> str:
+    """How the server's backend reports a missing table."""
+    if config.database.backend == "postgres":
+        return f'relation "{table}" does not exist'
+    return f"no such table: {table}"
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -67,10 +75,11 @@ async def test_a_failing_subsystem_is_restarted_while_the_api_keeps_serving(
         # Unavailable, so that the next message (activity) is a change the task must store.
         assert_ok(await alice.put(status, {"presence": "unavailable"}))
 
-        rename_table(tmp_path / "homeserver.db", "presence", "presence_hidden")
+        rename_table(hs.config, "presence", "presence_hidden")
         await send_text(alice, room_id, "activity: the presence task writes, and fails")
         await wait_for_log(caplog, f"subsystem {PRESENCE_TASK} failed; restarting in 1 s")
-        assert "no such table: presence" in caplog.text  # logged with its traceback
+        # Logged with its traceback.
+        assert missing_table_error(hs.config, "presence") in caplog.text
 
         # The server is still up: the API answers and messages are still sent and read.
         assert (await http.get("/_matrix/client/versions")).status_code == 200
@@ -79,7 +88,7 @@ async def test_a_failing_subsystem_is_restarted_while_the_api_keeps_serving(
         assert got["content"]["body"] == "sent while presence is down"
 
         # The table comes back; the restarted task applies activity again.
-        rename_table(tmp_path / "homeserver.db", "presence_hidden", "presence")
+        rename_table(hs.config, "presence_hidden", "presence")
         await wait_for_log(caplog, f"restarting subsystem {PRESENCE_TASK}")
         assert_ok(await alice.put(status, {"presence": "unavailable"}))
         await send_text(alice, room_id, "back")
