@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import httpx
 import pytest
 
@@ -24,6 +22,7 @@ from tests.integration.room_helpers import (
     set_state,
     set_visibility,
 )
+from tests.integration.server_db import server_db
 
 
 @pytest.fixture
@@ -193,12 +192,11 @@ async def test_rejoined_user_sees_shared_gap_but_not_joined_gap(
 
 
 def _current_state_rows(hs: InProcessServer, room_id: str) -> int:
-    path = hs.config.data_path(hs.config.database.path)
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        row = conn.execute(
+    with server_db(hs.config) as db:
+        ((count,),) = db.rows(
             "SELECT COUNT(*) FROM current_state_events WHERE room_id = ?", (room_id,)
-        ).fetchone()
-    return int(row[0])
+        )
+    return int(count)
 
 
 async def test_seed4_last_local_user_leaves_and_still_reads(
