@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from tests.integration.server_db import database_section
 from tests.integration.test_workers_processes import ROOT, write_deployment_config
 
 # Only the events writer (persister, its store, expiry), the pushers instance (delivery over
@@ -44,7 +45,7 @@ from trioserver import cli
 from trioserver.keys import load_key_file
 from trioserver.nursery import build_components
 from trioserver.setup_files import ensure_data_files
-from trioserver.stores.database import open_database
+from trioserver.stores.database import open_configured_database
 from trioserver.stores.meta import check_server_name
 
 async def build(config_path, instance):
@@ -52,11 +53,7 @@ async def build(config_path, instance):
     config = cli._config_for_run(args, cli._config_path(args))
     await ensure_data_files(config)
     key = load_key_file(config.data_path(config.signing_key_path))
-    async with open_database(
-        config.data_path(config.database.path),
-        synchronous=config.database.synchronous,
-        readers=config.database.reader_connections,
-    ) as db:
+    async with open_configured_database(config) as db:
         await check_server_name(db, config.server_name)
         build_components(config, db, key)
     print(json.dumps(sorted(sys.modules)))
@@ -86,19 +83,24 @@ async def loaded_modules(config_path: Path, instance: str) -> set[str]:
     return set(modules)
 
 
-def write_config(data_dir: Path) -> Path:
+async def write_config(data_dir: Path) -> Path:
     """A deployment of main and worker1 with every feature whose code a worker could load:
-    URL previews (built on every instance) and self-destructing messages (the writer's)."""
+    URL previews (built on every instance) and self-destructing messages (the writer's); on the
+    data dir's PostgreSQL test database with TRIOSERVER_TEST_POSTGRES."""
     write_deployment_config(data_dir, ("worker1",))
     config_path = data_dir / "trioserver.toml"
     # A top-level key goes before the first table.
     text = "enable_ephemeral_messages = true\n" + config_path.read_text()
-    config_path.write_text(text + "[media]\nurl_preview_enabled = true\n")
+    text += "[media]\nurl_preview_enabled = true\n"
+    database = await database_section(data_dir)
+    if database:
+        text += "[database]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in database.items())
+    config_path.write_text(text)
     return config_path
 
 
 async def test_a_worker_loads_no_writer_or_pusher_module(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path / "data")
+    config_path = await write_config(tmp_path / "data")
 
     worker = await loaded_modules(config_path, "worker1")
     assert sorted(m for m in WRITER_AND_PUSHER_MODULES if m in worker) == []
