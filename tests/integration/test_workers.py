@@ -20,6 +20,7 @@ from trioserver.testing import InProcessDeployment, RegisteredUser, serve_deploy
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.room_helpers import create_room, invite, join, messages, send_text
+from tests.integration.server_db import database_section
 
 _clients: AsyncExitStack | None = None
 
@@ -240,7 +241,7 @@ async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
     from trioserver.handlers.auth import Requester
     from trioserver.keys import load_key_file
     from trioserver.nursery import build_components
-    from trioserver.stores.database import open_database
+    from trioserver.stores.database import open_configured_database
     from trioserver.streams import NotStreamWriter
 
     async with serve_deployment_in_process(
@@ -248,7 +249,7 @@ async def test_a_worker_builds_no_event_writer(tmp_path: Any) -> None:
     ) as running:
         config = running.workers[0].config
         key = load_key_file(config.data_path(config.signing_key_path))
-        async with open_database(config.data_path(config.database.path)) as db:
+        async with open_configured_database(config) as db:
             components = build_components(config, db, key)
             main_components = build_components(running.main.config, db, key)
             assert components.persister is None
@@ -277,7 +278,7 @@ async def test_only_a_worker_that_writes_events_builds_the_event_writer(tmp_path
     from trioserver.nursery import build_components
     from trioserver.repl.streams import REPLICATED_STREAMS
     from trioserver.setup_files import ensure_data_files
-    from trioserver.stores.database import open_database
+    from trioserver.stores.database import open_configured_database
 
     location = {"host": "127.0.0.1", "port": 9101, "replication_port": 9102}
     deployment = config_from_mapping(
@@ -287,12 +288,13 @@ async def test_only_a_worker_that_writes_events_builds_the_event_writer(tmp_path
             "instance_map": {"main": {"host": "127.0.0.1", "port": 9100}, "worker1": location},
             "workers": {"worker1": {"port": 0}, "worker2": {"port": 0}},
             "stream_writers": {"events": "worker1"},
+            "database": await database_section(tmp_path),
         },
         base_dir=tmp_path,
     )
     await ensure_data_files(deployment)
     key = load_key_file(deployment.data_path(deployment.signing_key_path))
-    async with open_database(deployment.data_path(deployment.database.path)) as db:
+    async with open_configured_database(deployment) as db:
         built = {
             name: build_components(deployment.for_instance(name), db, key)
             for name in ("main", "worker1", "worker2")
