@@ -49,12 +49,14 @@ def write_deployment_config(
     workers: tuple[str, ...],
     events_writer: str = "main",
     redis: tuple[str, str] | None = None,
+    postgres_dsn: str | None = None,
 ) -> dict[str, int]:
     """One config file for main and `workers`, on free loopback ports; the client ports.
 
     `events_writer`: the instance that persists events (a worker gets an instance_map entry
     with its internal and replication ports). `redis`: replicate over that Redis URL, on
-    channels under that prefix (issue 14)."""
+    channels under that prefix (issue 14). `postgres_dsn`: keep the data in that PostgreSQL
+    database instead of the data dir's SQLite file (issue 14)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_loopback_port() for name in ("main", *workers)}
     lines = [
@@ -76,6 +78,8 @@ def write_deployment_config(
         'host = "127.0.0.1"',
         f"port = {free_loopback_port()}",
     ]
+    if postgres_dsn is not None:
+        lines += ["[database]", 'backend = "postgres"', f'dsn = "{postgres_dsn}"']
     if events_writer != "main":
         lines += [
             f"[instance_map.{events_writer}]",
@@ -108,11 +112,14 @@ class Deployment:
         workers: tuple[str, ...],
         events_writer: str = "main",
         redis: tuple[str, str] | None = None,
+        postgres_dsn: str | None = None,
     ) -> None:
         self.cwd = tmp_path
         self.data_dir = tmp_path / "data"
         self.config_path = self.data_dir / "trioserver.toml"
-        self.ports = write_deployment_config(self.data_dir, workers, events_writer, redis)
+        self.ports = write_deployment_config(
+            self.data_dir, workers, events_writer, redis, postgres_dsn
+        )
         self.processes: dict[str, ServerProcess] = {}
         self._stack = stack
         self._all: list[ServerProcess] = []
@@ -150,9 +157,10 @@ async def deployment(
     *workers: str,
     events_writer: str = "main",
     redis: tuple[str, str] | None = None,
+    postgres_dsn: str | None = None,
 ) -> AsyncIterator[Deployment]:
     async with AsyncExitStack() as stack:
-        running = Deployment(tmp_path, stack, workers, events_writer, redis)
+        running = Deployment(tmp_path, stack, workers, events_writer, redis, postgres_dsn)
         try:
             # Main first: it creates the data files the workers open.
             await running.start("main")
