@@ -1,4 +1,5 @@
-"""The server's components on a real SQLite file, without HTTP, for tests of the write path.
+"""The server's components on a real database (a SQLite file, or PostgreSQL), without HTTP,
+for tests of the write path.
 
 Seed scenarios look at tables and at the persistence controller directly; this builds exactly
 what `trioserver.nursery.serve` builds (same function) and runs the events writer task.
@@ -54,7 +55,6 @@ class WriterEnv:
     db: Database
     components: Components
     store: RecordingPersistStore
-    db_path: Path
 
     @property
     def persister(self) -> EventPersister:
@@ -114,7 +114,6 @@ async def writer_env(
         raw["database"] = {"backend": "postgres", "dsn": dsn}
     raw.update(overrides)
     config = config_from_mapping(raw, base_dir=tmp_path)
-    db_path = tmp_path / "homeserver.db"
     async with open_configured_database(config) as db:
         store = RecordingPersistStore(db, server_name=config.server_name)
         components = build_components(
@@ -128,6 +127,6 @@ async def writer_env(
             for subsystem in components.subsystems:
                 await nursery.start(subsystem)
             try:
-                yield WriterEnv(config, db, components, store, db_path)
+                yield WriterEnv(config, db, components, store)
             finally:
                 nursery.cancel_scope.cancel()
