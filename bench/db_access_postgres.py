@@ -31,6 +31,9 @@ Access paths:
   transaction one coroutine on the asyncio side, so it crosses from Trio to asyncio once.
   This is the best an asyncpg design could do; it was not asked for, but without it B would
   be beaten by its boundary crossings alone.
+* **D psycopg 3, 1 thread hop/txn, pipeline** (reference): A's pools, lock and hop, with the
+  transaction's statements sent in psycopg's pipeline mode (one network round trip for
+  BEGIN ... COMMIT instead of one per statement): what trioserver's path could gain.
 
 Each row: ``--warmup`` untimed transactions, then ``--count`` timed ones, repeated
 ``--repeat`` times; the median run's figures are shown (rate, latency quantiles, CPU).
@@ -41,7 +44,7 @@ A the rest is psycopg in worker threads) and the database backends' (``/proc`` o
 ``pg_stat_activity`` shows for the database). Then the cost of one round trip in isolation.
 
 Needs asyncpg and trio-asyncio (the ``bench`` extra: ``pip install -e '.[bench]'``); without
-them only A runs. Run (default: 2,000 transactions per row, 3 repeats; ~2 minutes)::
+them only A and D run. Run (default: 2,000 transactions per row, 3 repeats; ~2 minutes)::
 
     .venv/bin/python bench/db_access_postgres.py
     .venv/bin/python bench/db_access_postgres.py --count 200 --repeat 1     # smoke run
@@ -142,7 +145,9 @@ PATH_NAMES = {
     "A": "A psycopg 3, 1 thread hop/txn",
     "B": "B asyncpg+trio-asyncio, 1 await/stmt",
     "C": "C asyncpg+trio-asyncio, 1 await/txn",
+    "D": "D psycopg 3, 1 hop/txn, pipeline",
 }
+VARIANTS = tuple(PATH_NAMES)
 # One unit of work of a measurement: a write's statements, or the event id a read looks up.
 Work = Any
 Op = Callable[[Work], Awaitable[None]]
@@ -227,6 +232,53 @@ class PsycopgPath:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _pipelined(
+    conn: psycopg.Connection[Any], begin: str, statements: Sequence[Statement]
+) -> list[Any]:
+    """BEGIN, `statements` and COMMIT in one pipeline: one round trip; the last result."""
+    results = []
+    with conn.pipeline():
+        control = conn.cursor()
+        control.execute(begin)
+        cursors = []
+        for sql, params in statements:
+            cur = conn.cursor()
+            cur.execute(sql.replace("?", "%s"), params)
+            cursors.append(cur)
+        control.execute("COMMIT")
+    for cur in cursors:
+        results.append(cur.fetchall() if cur.description else None)
+        cur.close()
+    control.close()
+    return results
+
+
+class PipelinePath:
+    """Path D: A's pools, write lock, reader slots and thread hop; the statements pipelined."""
+
+    def __init__(self, dsn: str, workload: str, concurrency: int) -> None:
+        self.workload = workload
+        readers = concurrency if workload == "read" else 1
+        self._pool = open_pool(dsn, readers, workload)
+        self._lock = trio.Lock() if workload == "persist" else trio.Semaphore(readers)
+
+    def _run(self, begin: str, statements: Sequence[Statement]) -> list[Any]:
+        with self._pool.connection() as conn:
+            return _pipelined(conn, begin, statements)
+
+    async def op(self, work: Work) -> None:
+        async with self._lock:
+            if self.workload == "persist":
+                await trio.to_thread.run_sync(self._run, BEGIN_WRITE, work)
+                return
+            results = await trio.to_thread.run_sync(self._run, BEGIN_READ, [(READ_JSON, (work,))])
+        if not results[0]:
+            raise RuntimeError(f"no event {work}")
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,8 +511,10 @@ async def run_path(
 ) -> Run:  # fmt: skip
     """One timed run of `variant` (its connections opened first, closed after)."""
     warm, timed = work[: cfg.warmup], work[cfg.warmup :]
-    if variant == "A":
-        path = await trio.to_thread.run_sync(PsycopgPath, dsn, workload, concurrency)
+    if variant in ("A", "D"):
+        kind = PsycopgPath if variant == "A" else PipelinePath
+        path: PsycopgPath | PipelinePath
+        path = await trio.to_thread.run_sync(kind, dsn, workload, concurrency)
         try:
             return await timed_run(path.op, concurrency, warm, timed, backends)
         finally:
@@ -686,7 +740,7 @@ def print_report(cfg: Config, rows: list[Row], hops: list[Hop], pg: str) -> None
     for workload in cfg.workloads:
         for conc in cfg.concurrencies:
             a = by_key.get((workload, "A", conc))
-            for other in ("B", "C"):
+            for other in ("B", "C", "D"):
                 b = by_key.get((workload, other, conc))
                 if a and b:
                     lines.append(
@@ -713,7 +767,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="untimed ones before each run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median shown")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 10], help="tasks [1 10]")
-    parser.add_argument("--variant", nargs="+", choices=["A", "B", "C"], default=["A", "B", "C"])
+    parser.add_argument("--variant", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
         "--workload", nargs="+", choices=["persist", "read"], default=["persist", "read"]
     )
@@ -737,11 +791,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = list(dict.fromkeys(args.variant))
     if not HAVE_ASYNC_DEPS and {"B", "C"} & set(variants):
         print(
-            f"B and C skipped: {MISSING_DEPS_REASON}; they need {INSTALL_HINT}. Running A only.",
+            f"B and C skipped: {MISSING_DEPS_REASON}; they need {INSTALL_HINT}.",
             file=sys.stderr,
             flush=True,
         )
-        variants = [v for v in variants if v == "A"]
+        variants = [v for v in variants if v in ("A", "D")]
     cfg = Config(
         admin=args.admin_dsn or admin_dsn(),
         workloads=list(dict.fromkeys(args.workload)),
