@@ -143,7 +143,7 @@ def _page_txn(
     last = int(found[limit - 1][0])
     # Complete the last token's rows (they may go past the limit); nothing after it.
     rows = [r for r in found if int(r[0]) < last]
-    rows += txn.execute(sql + " LIMIT -1", (last - 1, last)).fetchall()
+    rows += txn.execute(sql, (last - 1, last)).fetchall()
     return RowPage([(int(r[0]), make(r)) for r in rows], last, True)
 
 
