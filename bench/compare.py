@@ -287,6 +287,7 @@ class Storage:
     def close(self) -> None:
         """Drop the PostgreSQL database (its server must have stopped)."""
         if self.cpu is not None:
+            _backend_cpu_s.append(self.cpu.cpu_s())
             self.cpu.close()
         if self.postgres_name is not None:
             postgres_admin.drop_database(admin_dsn(), self.postgres_name)
@@ -294,6 +295,9 @@ class Storage:
 
 # Each running server's storage, by base URL (`_history` gets only the server).
 _storages: dict[str, Storage] = {}
+# The CPU seconds of each closed storage's PostgreSQL backends: `BackgroundLoad` counts them
+# as other processes' load, which they are not.
+_backend_cpu_s: list[float] = []
 
 
 # Database growth per message, by server base URL: the `messages` workload measures it in
@@ -415,6 +419,7 @@ def run_server(
         run.db_bytes_per_message = _storage.pop(server.base_url, math.nan)
         run.media_big = _media_big.pop(server.base_url, None)
     finally:
+        server.database_cpu_s()  # a last reading of its backends while they are connected
         status = server.stop()
         if status not in (0, -15):
             print(f"{name}: exited with status {status}:\n{server.log_tail()}")
@@ -751,8 +756,15 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             runs[name] = run_server(name, Path(tmp), install, specs, sizes, args.backend)
     print_report(runs, specs, args.backend)
-    print(f"total {time.perf_counter() - started:.0f} s")
+    elapsed = time.perf_counter() - started
+    print(f"total {elapsed:.0f} s")
     print(background.report())
+    if _backend_cpu_s:
+        share = sum(_backend_cpu_s) / elapsed
+        print(
+            f"  of which the PostgreSQL backends serving this run's databases: {share * 100:.0f}%"
+            " of one core (PostgreSQL's own background processes are not told apart)"
+        )
 
 
 if __name__ == "__main__":
