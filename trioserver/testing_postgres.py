@@ -8,7 +8,8 @@ is cheap: ``CREATE DATABASE ... TEMPLATE`` copies a template that already holds 
 the 2-core machine. Dropping one is not (0.6-1.7 s: PostgreSQL checkpoints), and a test run
 starts over a thousand servers. So a database whose data dir was a temporary one of the test
 helpers is *recycled* once that server has stopped: a background thread empties it
-(``TRUNCATE`` of every table, identities restarted: what a new copy of the template holds) and
+(``TRUNCATE`` of every table, identities restarted, and the rows the schema files insert put
+back, such as the to-device stream's position row: what a new copy of the template holds) and
 puts it back in the pool that the next server takes from. Databases of a data dir that a test
 passed in itself (to restart a server on it) are recycled when the test ends
 (`release_all`, called by the test suite's conftest after each test); when the process
@@ -49,6 +50,8 @@ class _TestDatabases:
         self._dirty: queue.Queue[str | None] = queue.Queue()
         self._template: str | None = None
         self._tables: list[str] = []
+        # The rows the schema files insert (table -> rows), restored after each TRUNCATE.
+        self._seed_rows: dict[str, list[tuple[object, ...]]] = {}
         self._cleaner = threading.Thread(target=self._clean_loop, name="test-db-cleaner")
         self._cleaner.daemon = True
         self._cleaner.start()
@@ -116,7 +119,11 @@ class _TestDatabases:
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
                     " AND tablename != 'schema_files'"
                 ).fetchall()
-            self._tables = sorted(row[0] for row in rows)
+                self._tables = sorted(row[0] for row in rows)
+                for table in self._tables:
+                    seeded = conn.execute(f"SELECT * FROM {table}").fetchall()
+                    if seeded:
+                        self._seed_rows[table] = seeded
             self._template = template
             return template
 
@@ -127,10 +134,16 @@ class _TestDatabases:
 
         while (name := self._dirty.get()) is not None:
             try:
-                with psycopg.connect(
-                    dsn_for_database(self._admin_dsn, name), autocommit=True
-                ) as conn:
+                with (
+                    psycopg.connect(
+                        dsn_for_database(self._admin_dsn, name), autocommit=True
+                    ) as conn,
+                    conn.transaction(),
+                ):
                     conn.execute(f"TRUNCATE {', '.join(self._tables)} RESTART IDENTITY")
+                    for table, seeded in self._seed_rows.items():
+                        marks = ", ".join(["%s"] * len(seeded[0]))
+                        conn.cursor().executemany(f"INSERT INTO {table} VALUES ({marks})", seeded)
             except Exception:
                 logger.exception("could not empty the test database %s; leaving it", name)
                 continue

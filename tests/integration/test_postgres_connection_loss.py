@@ -57,6 +57,19 @@ async def _client(hs: InProcessServer, http: httpx.AsyncClient) -> Client:
     return Client(http, user.user_id, user.access_token, user.device_id)
 
 
+async def _send_once_back(client: Client, room: str, txn: str, body: str) -> str:
+    """Send with transaction id `txn`, again while the server answers 503; the event id."""
+    with trio.fail_after(30):
+        while True:
+            sent = await client.put(
+                f"/rooms/{room}/send/m.room.message/{txn}", {"msgtype": "m.text", "body": body}
+            )
+            if sent.status_code == 200:
+                return str(sent.json()["event_id"])
+            assert sent.status_code == 503, sent.text
+            await trio.sleep(0.2)
+
+
 async def test_a_lost_database_fails_requests_with_503_then_the_server_serves_again(
     tmp_path: Path,
 ) -> None:
@@ -82,17 +95,7 @@ async def test_a_lost_database_fails_requests_with_503_then_the_server_serves_ag
 
         proxy.heal()
         # The same server serves again without a restart, new writes included.
-        with trio.fail_after(30):
-            while True:
-                retried = await alice.put(
-                    f"/rooms/{room}/send/m.room.message/during",
-                    {"msgtype": "m.text", "body": "during the outage"},
-                )
-                if retried.status_code == 200:
-                    break
-                assert retried.status_code == 503, retried.text
-                await trio.sleep(0.2)
-        acknowledged.append(assert_ok(retried)["event_id"])
+        acknowledged.append(await _send_once_back(alice, room, "during", "during the outage"))
         acknowledged += [await send_text(alice, room, f"after {i}") for i in range(5)]
 
         page = await messages(alice, room, dir="b", limit=100)
@@ -119,16 +122,7 @@ async def test_a_long_poll_during_an_outage_is_answered_and_sync_recovers(
         # database it says so with a 503.
         assert during.status_code in (200, 503), during.text
         proxy.heal()
-        with trio.fail_after(30):
-            while True:
-                sent = await alice.put(
-                    f"/rooms/{room}/send/m.room.message/after",
-                    {"msgtype": "m.text", "body": "after"},
-                )
-                if sent.status_code == 200:
-                    break
-                await trio.sleep(0.2)
-        event_id = assert_ok(sent)["event_id"]
+        event_id = await _send_once_back(alice, room, "after", "after")
         synced = assert_ok(await alice.get("/sync", params={"since": since, "timeout": 5000}))
         timeline = synced["rooms"]["join"][room]["timeline"]["events"]
         assert event_id in [e["event_id"] for e in timeline]
