@@ -103,4 +103,12 @@ def ensure_schema_template(admin_dsn: str, prefix: str) -> str:
         apply_postgres_schema(conn)
     with _admin_connect(admin_dsn) as conn:
         conn.execute(f"ALTER DATABASE {_checked(building)} RENAME TO {_checked(name)}")
+        # Templates of older schemas are no use any more.
+        stale = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname != %s",
+            (prefix, name),
+        ).fetchall()
+    for (old,) in stale:
+        if _NAME.match(old) and not old.endswith("_building"):
+            drop_database(admin_dsn, old)
     return name
