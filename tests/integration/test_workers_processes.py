@@ -1,7 +1,8 @@
 """Main and workers as real processes: one config file, kill -9, restarts, a pool (issue 13).
 
 Every instance here is its own `trioserver run` process with its own listeners; they share the
-data dir's SQLite file and talk over main's replication and internal listeners on loopback. The
+data dir's SQLite file (with TRIOSERVER_TEST_POSTGRES, a fresh PostgreSQL database) and talk
+over main's replication and internal listeners on loopback. The
 subprocesses import the trioserver of this checkout (PYTHONPATH).
 """
 
@@ -24,6 +25,7 @@ import pytest
 import trio
 
 from trioserver.pool import free_loopback_port
+from trioserver.testing_postgres import database_dsn_for
 
 from tests.integration.client import Client, assert_error, assert_ok, register
 from tests.integration.test_cli import (
@@ -117,6 +119,9 @@ class Deployment:
         self.cwd = tmp_path
         self.data_dir = tmp_path / "data"
         self.config_path = self.data_dir / "trioserver.toml"
+        if postgres_dsn is None:
+            # With TRIOSERVER_TEST_POSTGRES the processes share a fresh PostgreSQL database.
+            postgres_dsn = database_dsn_for(self.data_dir)
         self.ports = write_deployment_config(
             self.data_dir, workers, events_writer, redis, postgres_dsn
         )
