@@ -121,3 +121,22 @@ async def test_a_read_is_one_snapshot() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write)
             assert await first.run_read("read_twice", read_twice) == (0, 0)
+
+
+async def test_text_with_a_nul_is_a_400_and_writes_nothing() -> None:
+    from trioserver.errors import MatrixError
+
+    async with two_instances() as (db, _):
+        with pytest.raises(MatrixError) as raised:
+            await db.run_txn(
+                "nul",
+                lambda txn: txn.execute("UPDATE counter SET value = 1").execute(
+                    "INSERT INTO counter VALUES (?, 2)", ("a\x00b",)
+                ),
+            )
+        assert (raised.value.status, raised.value.errcode) == (400, "M_INVALID_PARAM")
+
+        def read(txn: Txn) -> list[tuple[object, ...]]:
+            return txn.execute("SELECT id, value FROM counter").fetchall()
+
+        assert await db.run_read("read", read) == [("c", 0)]

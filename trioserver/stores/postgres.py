@@ -269,6 +269,14 @@ class PostgresDatabase:
             try:
                 with pool.connection(timeout=self._connect_timeout_s) as conn:
                     result = _run_on(conn, begin, fn, args, kwargs)
+            except psycopg.DataError as exc:
+                # PostgreSQL's text cannot hold NUL, which SQLite stores: the request's text
+                # is refused (nothing was written) instead of failing with a 500.
+                if "NUL" in str(exc):
+                    raise MatrixError(
+                        "M_INVALID_PARAM", "Text may not contain NUL characters", status=400
+                    ) from exc
+                raise
             except psycopg.errors.Error as exc:
                 if exc.sqlstate in _RETRY_SQLSTATES and attempt < MAX_ATTEMPTS:
                     logger.warning(
