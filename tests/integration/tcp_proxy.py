@@ -71,9 +71,15 @@ class CuttableProxy:
 async def _copy(
     source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
 ) -> None:
-    while data := await source.receive_some(65536):
-        await sink.send_all(data)
-    both.cancel()  # end-of-file one way ends the connection both ways
+    # Either side's end (end-of-file, a reset, a close) ends the connection both ways. The
+    # error is swallowed here, in the pipe, because the pipes' nursery would wrap it in an
+    # ExceptionGroup that `_forward`'s except clause does not match.
+    try:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    both.cancel()
 
 
 @asynccontextmanager
