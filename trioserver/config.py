@@ -236,6 +236,8 @@ class RolesConfig:
 
     pushers: str = MAIN_INSTANCE
     media_expiry: str = MAIN_INSTANCE
+    # Sends events and EDUs to other servers (issue 15).
+    federation_sender: str = MAIN_INSTANCE
 
 
 @attrs.frozen
@@ -322,6 +324,37 @@ class MediaConfig:
 
 
 @attrs.frozen
+class FederationConfig:
+    """The Server-Server API (issue 15): talking to other homeservers.
+
+    The federation endpoints are served on the client listener (one TLS port serving both
+    APIs, as SyTest runs servers); other servers reach it by discovery: the server name's
+    ``/.well-known/matrix/server``, then SRV records, then port 8448.
+    """
+
+    enabled: bool = True
+    # Serve /.well-known/matrix/server, delegating to `public_baseurl`'s host and port (the
+    # TLS listener other servers should use), when this server is reached under another name.
+    serve_well_known: bool = False
+    public_baseurl: str | None = None
+    # Only these servers may federate with this one (None: any server).
+    domain_whitelist: tuple[str, ...] | None = None
+    # Addresses outbound federation may never connect to, checked after DNS (a room's members
+    # choose which servers this one talks to), and exceptions (tests on loopback).
+    ip_range_blocklist: tuple[str, ...] = DEFAULT_PUSH_BLOCKLIST
+    ip_range_allowlist: tuple[str, ...] = ()
+    # Notary servers asked for a server's keys when it does not answer itself (none by
+    # default: nothing leaves the machine unless configured).
+    trusted_key_servers: tuple[str, ...] = ()
+    # Extra CA certificates (PEM) trusted for outbound federation, besides the system's
+    # (a test CA); verify_tls off only for tests against self-signed servers.
+    ca_file: str | None = None
+    verify_tls: bool = True
+    # Seconds one outbound request may take.
+    request_timeout: float = 60.0
+
+
+@attrs.frozen
 class Config:
     """The whole configuration of one server instance."""
 
@@ -345,6 +378,7 @@ class Config:
     roles: RolesConfig = RolesConfig()
     push: PushConfig = PushConfig()
     media: MediaConfig = MediaConfig()
+    federation: FederationConfig = FederationConfig()
 
     def data_path(self, relative: str) -> Path:
         """A path from the config, resolved against `data_dir`."""
@@ -656,6 +690,9 @@ def _instance_problems(config: Config) -> list[str]:
     if config.roles.pushers != MAIN_INSTANCE:
         # Receipts and device changes wake the pushers too, and main writes those.
         problems.append(f"config.roles.pushers: must be {MAIN_INSTANCE!r} for now")
+    if config.roles.federation_sender != MAIN_INSTANCE:
+        # It follows the events stream from main's in-memory notifications for now.
+        problems.append(f"config.roles.federation_sender: must be {MAIN_INSTANCE!r} for now")
     events_writer = config.stream_writers.events
     if events_writer != MAIN_INSTANCE:
         location = config.instance_map.get(events_writer)

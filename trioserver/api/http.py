@@ -58,7 +58,9 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("trioserver.access")
 
 JsonDict = dict[str, Any]
-AuthMode = Literal["required", "optional", "none"]
+# "federation": a Server-Server API route, authenticated by an X-Matrix signature; the
+# verified server name is `Request.origin`.
+AuthMode = Literal["required", "optional", "none", "federation"]
 # "whole": the edge reads the body (bounded by http.max_request_body_size); "stream": the handler
 # reads `Request.body_stream` and enforces its own limit.
 BodyMode = Literal["whole", "stream"]
@@ -100,6 +102,8 @@ class Request:
     # The body's chunks as they arrive, on ``body="stream"`` routes (then `body` is empty).
     # It raises `ClientDisconnected` when the client goes away before the end.
     body_stream: AsyncIterator[bytes] | None = None
+    # The requesting server, on ``auth="federation"`` routes (verified X-Matrix origin).
+    origin_or_none: str | None = None
     _json: Any = None
 
     @property
@@ -107,6 +111,12 @@ class Request:
         """The authenticated user; only for routes with ``auth="required"``."""
         assert self.requester_or_none is not None, "route was not declared auth='required'"
         return self.requester_or_none
+
+    @property
+    def origin(self) -> str:
+        """The authenticated requesting server; only for routes with ``auth="federation"``."""
+        assert self.origin_or_none is not None, "route was not declared auth='federation'"
+        return self.origin_or_none
 
     def json(self) -> JsonDict:
         """The body as a JSON object.
@@ -306,6 +316,9 @@ class RouteTable(Generic[D]):
 Authenticator = Callable[[str], Awaitable["Requester"]]
 # Told of every authenticated request (must not block: it runs on every request).
 SeenHook = Callable[["Requester", Request], None]
+# Verifies a Server-Server request's X-Matrix signature; the origin server's name (401
+# M_UNAUTHORIZED when it does not verify, 403 when federation with it is not allowed).
+ServerAuthenticator = Callable[[Request], Awaitable[str]]
 
 
 def extract_access_token(request: Request) -> str | None:
@@ -337,8 +350,10 @@ class MatrixApp(Generic[D]):
         on_authenticated: SeenHook | None = None,
         forwarder: Forwarder | None = None,
         instance_name: str | None = None,
+        authenticate_server: ServerAuthenticator | None = None,
     ) -> None:
         self._deps = deps
+        self._authenticate_server = authenticate_server
         # On a worker (issue 13): where non-local writes go; None on main.
         self._forwarder = forwarder
         # Which process of a pool answered (`run --workers` shares one client port): for
@@ -431,7 +446,10 @@ class MatrixApp(Generic[D]):
                 path_params={k: unquote(v) for k, v in match.groupdict().items()},
                 body_stream=body_stream,
             )
-            request.requester_or_none = await self._requester(request, target.auth)
+            if target.auth == "federation":
+                request.origin_or_none = await self._origin(request)
+            else:
+                request.requester_or_none = await self._requester(request, target.auth)
             if request.requester_or_none is not None and request.requester_or_none.is_guest:
                 _check_guest_allowed(target)
             result = await target.handler(self._deps, request)
@@ -451,6 +469,11 @@ class MatrixApp(Generic[D]):
                 # An answer before the whole body was read (413, 403, ...): read and drop
                 # the rest (bounded), or the client may see a reset instead of the answer.
                 await body_stream.drain()
+
+    async def _origin(self, request: Request) -> str:
+        if self._authenticate_server is None:
+            raise MatrixError("M_UNRECOGNIZED", "Federation is disabled", status=404)
+        return await self._authenticate_server(request)
 
     async def _requester(self, request: Request, mode: AuthMode) -> Requester | None:
         if mode == "none":
