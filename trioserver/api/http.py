@@ -104,6 +104,8 @@ class Request:
     body_stream: AsyncIterator[bytes] | None = None
     # The requesting server, on ``auth="federation"`` routes (verified X-Matrix origin).
     origin_or_none: str | None = None
+    # The query string as sent (still percent-encoded): X-Matrix signatures cover it.
+    raw_query: str = ""
     _json: Any = None
 
     @property
@@ -435,16 +437,18 @@ class MatrixApp(Generic[D]):
                 body = b""
             else:
                 body = await _read_body(scope, receive, self._max_body_size)
+            raw_query = scope["query_string"].decode("latin-1")
             request = Request(
                 method=method,
                 path=raw_path,
-                query=parse_query(scope["query_string"].decode("latin-1")),
+                query=parse_query(raw_query),
                 headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
                 body=body,
                 client_ip=scope["client"][0] if scope["client"] is not None else None,
                 scheme=scope["scheme"],
                 path_params={k: unquote(v) for k, v in match.groupdict().items()},
                 body_stream=body_stream,
+                raw_query=raw_query,
             )
             if target.auth == "federation":
                 request.origin_or_none = await self._origin(request)
