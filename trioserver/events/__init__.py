@@ -11,6 +11,7 @@ to create events that federate correctly and to judge events it receives:
 * :mod:`.auth`, :mod:`.auth_membership`, :mod:`.auth_power_levels`,
   :mod:`.auth_redaction`, :mod:`.power_levels` - the authorisation rules.
 * :mod:`.validation`, :mod:`.identifiers` - event format, limits and identifier grammar.
+* :mod:`.state_res` - :func:`resolve_state_groups`, state resolution v1, v2 and v2.1.
 """
 
 from trioserver.events.auth import (
@@ -76,6 +77,7 @@ from trioserver.events.signing import (
     required_signature_servers,
     verify_event_signature,
 )
+from trioserver.events.state_res import resolve_state_groups
 from trioserver.events.validation import (
     check_canonical_json_values,
     validate_pdu_limits,
@@ -134,6 +136,7 @@ __all__ = [
     "parse_user_id",
     "prune_event_dict",
     "required_signature_servers",
+    "resolve_state_groups",
     "room_id_from_create_event_id",
     "should_apply_redaction",
     "validate_pdu_limits",
