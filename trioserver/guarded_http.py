@@ -1,4 +1,5 @@
-"""Outbound HTTP only to addresses the configuration allows (pushers, URL previews).
+"""Outbound HTTP only to addresses the configuration allows (pushers, URL previews; federation
+reuses the policy and the resolver in `trioserver.federation.connections`).
 
 A pusher's URL, or a URL to preview, is chosen by any user, so the server must not become a
 way into its own network: like Synapse's ``ip_range_blacklist``, requests to loopback,
@@ -68,7 +69,15 @@ class AddressPolicy:
         return not any(address in net for net in self._blocked)
 
 
-async def _resolve(host: str, port: int) -> list[IpAddress]:
+async def resolve_addresses(host: str, port: int) -> list[IpAddress]:
+    """The addresses `host` (a name or an IP literal) resolves to, without duplicates, in the
+    resolver's order.
+
+    Raises:
+        OSError: the host does not resolve (``socket.gaierror``).
+
+    Checkpoint: yes (a name is resolved in a thread).
+    """
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
@@ -82,7 +91,8 @@ async def _resolve(host: str, port: int) -> list[IpAddress]:
     return found
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (without brackets), not a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -124,7 +134,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         url = request.url
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            addresses = await _resolve(url.host, port)
+            addresses = await resolve_addresses(url.host, port)
         except OSError as exc:  # socket.gaierror: no such host
             raise httpx.ConnectError(
                 f"cannot resolve {url.host}: {exc}", request=request
@@ -132,7 +142,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         permitted = [a for a in addresses if self._policy.permits(a)]
         if not permitted:
             raise AddressBlocked(
-                f"{url.host} {self._refusal}", request=request, literal=_is_ip_literal(url.host)
+                f"{url.host} {self._refusal}", request=request, literal=is_ip_literal(url.host)
             )
         if url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": url.host}

@@ -1,0 +1,212 @@
+"""Outbound federation connections: checked addresses, verified TLS, pooled per server.
+
+Theory of operation
+-------------------
+Which servers this one talks to is chosen by other people (a room's members), so, as in
+`trioserver.guarded_http`, every host is resolved once, its addresses checked against
+``federation.ip_range_blocklist`` / ``federation.ip_range_allowlist``, and the connection made
+to a checked address: a DNS answer that changes between the check and the connection cannot
+slip past it. The permitted addresses are tried in the resolver's order while connecting
+fails (a host without IPv6 routes still reaches a dual-stack server over IPv4); nothing has
+been sent when a connection fails, so this never repeats a request.
+
+The certificate is verified for the request's ``sni_hostname`` extension, the TLS server name
+discovery chose (the server name's hostname, or the delegated one; none is sent for an IP
+address, whose certificate must name the IP), defaulting to the URL's host. The SSL context
+trusts the system's CAs plus ``federation.ca_file``.
+
+Connections are pooled (keep-alive) per route, ``(TLS server name, host, port)``: one httpx
+pool, sharing the one SSL context, for each. A pool keyed by address alone would reuse a
+connection verified for one server name for another name served from the same address (a
+hosting provider's SRV targets), which is exactly what the certificate check must prevent.
+At most `max_routes` pools are kept; past that, the least recently used idle pools (no
+response open) are closed.
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+from typing import TYPE_CHECKING
+
+import attrs
+import httpx
+
+from trioserver.guarded_http import (
+    AddressBlocked,
+    AddressPolicy,
+    is_ip_literal,
+    parse_networks,
+    resolve_addresses,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from trioserver.config import FederationConfig
+
+BLOCKLIST_KEY = "federation.ip_range_blocklist"
+ALLOWLIST_KEY = "federation.ip_range_allowlist"
+MAX_ROUTES = 256
+# Per route: a few idle connections kept for a minute (a sender's transactions come every
+# few seconds while a room is busy). Idle connections past their expiry are closed when the
+# pool is next used, or when the pool is evicted.
+ROUTE_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=2, keepalive_expiry=60)
+
+
+def federation_ssl_context(config: FederationConfig) -> ssl.SSLContext:
+    """The client TLS context: the system's CAs plus ``config.ca_file``, TLS 1.2 or later;
+    no verification at all when ``config.verify_tls`` is off (tests only).
+
+    Raises:
+        OSError: ``ca_file`` cannot be read.
+        ssl.SSLError: ``ca_file`` holds no valid PEM certificate.
+    """
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.ca_file is not None:
+        context.load_verify_locations(cafile=config.ca_file)
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def federation_http_client(config: FederationConfig, *, user_agent: str) -> httpx.AsyncClient:
+    """An httpx client over a `FederationTransport` built from `config`: the address policy,
+    the SSL context, ``federation.request_timeout``; no redirects, no environment proxy, no
+    compression (a compressed body could outgrow a size cap before it is checked).
+
+    Raises:
+        OSError, ssl.SSLError: ``ca_file`` cannot be loaded.
+    """
+    policy = AddressPolicy(
+        parse_networks(config.ip_range_blocklist), parse_networks(config.ip_range_allowlist)
+    )
+    return httpx.AsyncClient(
+        transport=FederationTransport(policy, federation_ssl_context(config)),
+        timeout=httpx.Timeout(config.request_timeout),
+        trust_env=False,
+        follow_redirects=False,
+        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+    )
+
+
+@attrs.define(eq=False)
+class _Route:
+    transport: httpx.AsyncHTTPTransport
+    open_responses: int = 0
+
+
+class FederationTransport(httpx.AsyncBaseTransport):
+    """An httpx transport for outbound federation (see the module docstring).
+
+    Args:
+        policy: the addresses connections may go to.
+        ssl_context: verifies every server's certificate.
+        max_routes: how many per-route pools to keep.
+    """
+
+    def __init__(
+        self, policy: AddressPolicy, ssl_context: ssl.SSLContext, *, max_routes: int = MAX_ROUTES
+    ) -> None:
+        self._policy = policy
+        self._ssl_context = ssl_context
+        self._max_routes = max_routes
+        self._routes: collections.OrderedDict[tuple[str, str, int], _Route] = (
+            collections.OrderedDict()
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Resolve, check, and send `request` over the route's pool.
+
+        Raises:
+            AddressBlocked: the host resolves only to refused addresses.
+            httpx.ConnectError: the host does not resolve, or no permitted address connects.
+            httpx.UnsupportedProtocol: not an https URL.
+
+        Checkpoint: yes.
+        """
+        url = request.url
+        if url.scheme != "https":
+            raise httpx.UnsupportedProtocol("federation is HTTPS only", request=request)
+        port = url.port or 443
+        server_name = request.extensions.get("sni_hostname") or url.host
+        permitted = await self._permitted(request, url.host, port)
+        route = await self._route((server_name, url.host, port))
+        request.extensions = {**request.extensions, "sni_hostname": server_name}
+        for index, address in enumerate(permitted):
+            request.url = url.copy_with(host=str(address))
+            try:
+                response = await route.transport.handle_async_request(request)
+            except httpx.ConnectError:
+                if index == len(permitted) - 1:
+                    raise
+                continue
+            route.open_responses += 1
+            response.stream = _Tracked(response.stream, route)
+            return response
+        raise AssertionError("unreachable: permitted is never empty")
+
+    async def _permitted(self, request: httpx.Request, host: str, port: int) -> list[str]:
+        try:
+            addresses = await resolve_addresses(host, port)
+        except (OSError, UnicodeError) as exc:  # socket.gaierror; idna's, for a bad name
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
+        permitted = [str(a) for a in addresses if self._policy.permits(a)]
+        if not permitted:
+            raise AddressBlocked(
+                f"{host} is in {BLOCKLIST_KEY} (allow it with {ALLOWLIST_KEY})",
+                request=request,
+                literal=is_ip_literal(host),
+            )
+        return permitted
+
+    async def _route(self, key: tuple[str, str, int]) -> _Route:
+        route = self._routes.get(key)
+        if route is not None:
+            self._routes.move_to_end(key)
+            return route
+        route = _Route(
+            httpx.AsyncHTTPTransport(
+                verify=self._ssl_context, trust_env=False, limits=ROUTE_LIMITS
+            )
+        )
+        self._routes[key] = route
+        await self._evict_idle(keep=key)
+        return route
+
+    async def _evict_idle(self, *, keep: tuple[str, str, int]) -> None:
+        excess = len(self._routes) - self._max_routes
+        if excess <= 0:
+            return
+        idle = [k for k, r in self._routes.items() if r.open_responses == 0 and k != keep]
+        for key in idle[:excess]:
+            await self._routes.pop(key).transport.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        routes, self._routes = list(self._routes.values()), collections.OrderedDict()
+        for route in routes:
+            await route.transport.aclose()
+
+
+class _Tracked(httpx.AsyncByteStream):
+    """A response body that counts as open on its route until closed (eviction skips it)."""
+
+    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, route: _Route) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)  # an async transport's response
+        self._inner = inner
+        self._route: _Route | None = route
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._route is not None:
+                self._route.open_responses -= 1
+                self._route = None
