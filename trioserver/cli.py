@@ -1,4 +1,5 @@
-"""The `trioserver` command: run | generate-config | register-user | port-db."""
+"""The `trioserver` command: run | generate-config | register-user | port-db |
+rotate-signing-key."""
 
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace NUL characters in text (PostgreSQL cannot store them) with spaces",
     )
+    rotate = commands.add_parser(
+        "rotate-signing-key", help="replace the signing key (the old one stays published)"
+    )
+    rotate.add_argument("--config", type=Path, default=Path(DEFAULT_DATA_DIR) / CONFIG_FILE_NAME)
     return parser
 
 
@@ -253,6 +258,27 @@ def _dispatch(args: argparse.Namespace) -> None:
         _register_user(args)
     elif args.command == "port-db":
         _port_db(args)
+    elif args.command == "rotate-signing-key":
+        _rotate_signing_key(args)
+
+
+def _rotate_signing_key(args: argparse.Namespace) -> None:
+    import time
+
+    from trioserver.federation.own_keys import rotate_signing_key
+
+    config = load_config(args.config)
+    key_path = config.data_path(config.signing_key_path)
+    try:
+        rotation = rotate_signing_key(key_path, now_ms=int(time.time() * 1000))
+    except OSError as exc:
+        raise ConfigError(f"cannot rotate the signing key {key_path}: {exc}") from None
+    print(
+        f"New signing key {rotation.new_key_id} in {key_path}; {rotation.old_key_id} is kept"
+        f" in {rotation.old_keys_path} as an old key, expired now.\nRestart the server (every"
+        " instance) to sign with the new key: until then it signs with the old one, whose"
+        " signatures on new events other servers may refuse."
+    )
 
 
 def _port_db(args: argparse.Namespace) -> None:

@@ -59,7 +59,6 @@ from trioserver.stores.server_keys import StoredServerKey
 if TYPE_CHECKING:
     from trioserver.events.room_versions import RoomVersion
     from trioserver.federation.own_keys import OwnKeys
-    from trioserver.stores.server_keys import ServerKeyStore
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +92,18 @@ class KeyFetch(Protocol):
         timeout: float | None = ...,  # noqa: ASYNC109 -- the transport's interface
     ) -> Any:
         """POST `content` to `path` of `destination`; the parsed JSON body."""
+        ...
+
+
+class KeyStore(Protocol):
+    """Where fetched keys are kept (`trioserver.stores.server_keys.ServerKeyStore`)."""
+
+    async def get_server_keys(self, server_name: str) -> list[StoredServerKey]:
+        """Every key stored for `server_name`."""
+        ...
+
+    async def store_server_keys(self, keys: Sequence[StoredServerKey]) -> None:
+        """Store keys; a stored key is replaced only by one valid at least as long."""
         ...
 
 
@@ -134,7 +145,7 @@ class KeyRing:
     def __init__(
         self,
         own_keys: OwnKeys,
-        store: ServerKeyStore,
+        store: KeyStore,
         fetch: KeyFetch,
         *,
         notaries: Sequence[Notary] = (),
@@ -156,6 +167,19 @@ class KeyRing:
         self._cache: OrderedDict[str, dict[str, ServerKey]] = OrderedDict()
         self._attempts: OrderedDict[str, _Attempt] = OrderedDict()
         self._flights: dict[tuple[str, bool], _Flight] = {}
+
+    @property
+    def server_name(self) -> str:
+        """This server's name."""
+        return self._own.server_name
+
+    def own_server_keys(self) -> dict[str, Any]:
+        """This server's signed ``GET /_matrix/key/v2/server`` response, now."""
+        return self._own.server_keys(self.now_ms())
+
+    def now_ms(self) -> int:
+        """The wall-clock time the key ring goes by, in ms."""
+        return int(self._clock() * 1000)
 
     async def verify_key(
         self, server_name: str, key_id: str, *, at_ts: int, allow_old: bool = True
@@ -247,7 +271,7 @@ class KeyRing:
 
         Checkpoint: yes.
         """
-        min_ts = self._now_ms() if default_min_ts is None else default_min_ts
+        min_ts = self.now_ms() if default_min_ts is None else default_min_ts
         answers: dict[str, list[dict[str, Any]]] = {}
         limiter = trio.CapacityLimiter(_NOTARY_FETCHES)
 
@@ -314,7 +338,7 @@ class KeyRing:
 
     def _recent_attempt(self, server_name: str) -> _Attempt | None:
         attempt = self._attempts.get(server_name)
-        if attempt is None or self._now_ms() >= attempt.retry_at_ms:
+        if attempt is None or self.now_ms() >= attempt.retry_at_ms:
             return None
         return attempt
 
@@ -413,13 +437,13 @@ class KeyRing:
 
     def _attempted(self, server_name: str, *, answered: bool, reason: str) -> None:
         wait_ms = self._min_refetch_ms if answered else self._retry_after_failure_ms
-        self._attempts[server_name] = _Attempt(self._now_ms() + wait_ms, reason)
+        self._attempts[server_name] = _Attempt(self.now_ms() + wait_ms, reason)
         self._attempts.move_to_end(server_name)
         while len(self._attempts) > self._max_cached:
             self._attempts.popitem(last=False)
 
     async def _from_server(self, server_name: str) -> KeyResponse:
-        fetched_ts = self._now_ms()
+        fetched_ts = self.now_ms()
         raw = await self._ask(
             server_name,
             self._fetch_client.get_json,
@@ -437,7 +461,7 @@ class KeyRing:
     async def _from_notary(
         self, notary: Notary, server_name: str, wanted: Mapping[str, int]
     ) -> list[KeyResponse]:
-        fetched_ts = self._now_ms()
+        fetched_ts = self.now_ms()
         criteria = {
             key_id: {"minimum_valid_until_ts": max(ts, 0)} for key_id, ts in wanted.items()
         }
@@ -487,7 +511,7 @@ class KeyRing:
         for key_id in key_ids:
             try:
                 key = await self._find(
-                    notary.server_name, key_id, self._now_ms(), allow_old=False, direct_only=True
+                    notary.server_name, key_id, self.now_ms(), allow_old=False, direct_only=True
                 )
             except KeyLookupError as exc:
                 failures.append(str(exc))
@@ -513,7 +537,7 @@ class KeyRing:
         return raw
 
     async def _remember(self, responses: Sequence[KeyResponse], from_server: str) -> None:
-        fetched_ts = self._now_ms()
+        fetched_ts = self.now_ms()
         rows: list[StoredServerKey] = []
         for response in responses:
             key_json = canonical_json(response.json).decode()
@@ -539,16 +563,13 @@ class KeyRing:
         self, server_name: str, wanted: Mapping[str, int], min_ts: int
     ) -> list[dict[str, Any]]:
         if server_name == self._own.server_name:
-            return [self._own.server_keys(self._now_ms())]
+            return [self.own_server_keys()]
         stored = await self._store.get_server_keys(server_name)
         if _notary_should_fetch(stored, wanted, min_ts):
             await self._refresh(server_name, wanted, direct_only=True)
             stored = await self._store.get_server_keys(server_name)
         texts = dict.fromkeys(row.key_json for row in stored if not wanted or row.key_id in wanted)
         return [self._own.sign(orjson.loads(text)) for text in texts]
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
 
 
 def _notary_should_fetch(
