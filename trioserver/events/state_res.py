@@ -21,7 +21,8 @@ Theory of operation:
     the algorithm may look at - the events named by the state sets and their
     auth chains - in ``event_map``.  Input is not trusted: an event missing
     from ``event_map`` is treated as absent (a conflicted state event that is
-    missing is skipped, a missing auth event is not used), a state map entry
+    missing is skipped, a missing auth event is not used), so are events of
+    another room than the state sets' create event, a state map entry
     naming an event of another type or state key is skipped like a missing
     one, and cyclic auth "chains" (possible with the sender-chosen event IDs
     of room versions 1 and 2) terminate.  Unconflicted entries are returned as
@@ -33,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from trioserver.events.room_versions import StateResolutionAlgorithm
-from trioserver.events.state_res_common import AuthChains
+from trioserver.events.state_res_common import AuthChains, room_events
 from trioserver.events.state_res_v1 import resolve_v1
 from trioserver.events.state_res_v2 import resolve_v2
 
@@ -81,7 +82,8 @@ def resolve_state_groups(
         The resolved state, ``(type, state_key) -> event_id``; empty for no
         state sets, a copy of the one state set for one.
     """
+    events = room_events(state_sets, event_map)
     if room_version.state_resolution is StateResolutionAlgorithm.V1:
-        return resolve_v1(room_version, state_sets, event_map)
-    chains = AuthChains(room_version, event_map, auth_chain)
-    return resolve_v2(room_version, state_sets, event_map, chains, rejected_event_ids)
+        return resolve_v1(room_version, state_sets, events)
+    chains = AuthChains(room_version, events, auth_chain)
+    return resolve_v2(room_version, state_sets, events, chains, rejected_event_ids)

@@ -33,9 +33,10 @@ Theory of operation:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
+from trioserver.events.constants import CREATE_KEY
 from trioserver.events.hashing import create_event_id_from_room_id
 from trioserver.events.jsonutil import StateKey
 
@@ -47,6 +48,46 @@ if TYPE_CHECKING:
 StateMap = Mapping[StateKey, str]
 #: The full auth chain of an event ID, *excluding* the event itself.
 AuthChainFn = Callable[[str], Set[str]]
+
+
+class RoomEvents(Mapping[str, "Event"]):
+    """``event_map`` without the events of other rooms.
+
+    An event citing an auth event of another room fails "Checks performed on
+    receipt of a PDU", so honest state never needs one; a hostile one must
+    not steer the orderings either.
+    """
+
+    def __init__(self, event_map: Mapping[str, Event], room_id: str) -> None:
+        self._event_map = event_map
+        self._room_id = room_id
+
+    def __getitem__(self, event_id: str) -> Event:
+        event = self._event_map[event_id]
+        if event.room_id != self._room_id:
+            raise KeyError(event_id)
+        return event
+
+    def __iter__(self) -> Iterator[str]:
+        return (e for e, event in self._event_map.items() if event.room_id == self._room_id)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def room_events(
+    state_sets: Sequence[StateMap], event_map: Mapping[str, Event]
+) -> Mapping[str, Event]:
+    """``event_map`` restricted to the room of the state sets' create event.
+
+    Returns ``event_map`` itself when the state sets do not name exactly one
+    known create event (the room cannot be told then).
+    """
+    creates = {s[CREATE_KEY] for s in state_sets if CREATE_KEY in s}
+    known = [c for c in creates if state_event(event_map, c, CREATE_KEY) is not None]
+    if len(creates) != 1 or not known:
+        return event_map
+    return RoomEvents(event_map, event_map[known[0]].room_id)
 
 
 def state_event(
