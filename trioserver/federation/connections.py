@@ -92,6 +92,34 @@ def federation_http_client(config: FederationConfig, *, user_agent: str) -> http
     )
 
 
+async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The raw (undecoded) body of `response`, or None when it is over `limit` bytes: a larger
+    ``Content-Length`` is not read at all, a longer body is cut off as soon as it passes.
+
+    Checkpoint: yes.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                # Stop reading: close the connection, then let the iteration fail on the
+                # closed stream. That ends each of httpx's nested async generators; leaving
+                # the loop instead would leave them suspended, to be finalised (with a
+                # ResourceWarning) by the garbage collector.
+                await response.aclose()
+            else:
+                chunks.append(chunk)
+    except (httpx.HTTPError, httpx.StreamError):  # ReadError or StreamClosed, once closed
+        if size <= limit:
+            raise
+    return None if size > limit else b"".join(chunks)
+
+
 @attrs.define(eq=False)
 class _Route:
     transport: httpx.AsyncHTTPTransport

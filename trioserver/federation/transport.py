@@ -37,7 +37,7 @@ import orjson
 
 import trio
 
-from trioserver.federation.connections import federation_http_client
+from trioserver.federation.connections import federation_http_client, read_capped
 from trioserver.federation.discovery import (
     DiscoveryError,
     InvalidServerName,
@@ -361,17 +361,10 @@ async def _read_body(response: httpx.Response, limit: int) -> bytes:
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise DestinationUnreachable(f"{host}: response is compressed ({encoding})")
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise DestinationUnreachable(f"{host}: response of {declared} bytes is over {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        size += len(chunk)
-        if size > limit:
-            raise DestinationUnreachable(f"{host}: response is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_capped(response, limit)
+    if body is None:
+        raise DestinationUnreachable(f"{host}: response is over {limit} bytes")
+    return body
 
 
 def _remote_error(status: int, body: bytes) -> RemoteError:

@@ -24,6 +24,7 @@ import orjson
 import trio
 
 from trioserver.events.identifiers import is_valid_server_name
+from trioserver.federation.connections import read_capped
 
 WELL_KNOWN_PATH = "/.well-known/matrix/server"
 MAX_BODY_BYTES = 50 * 1024
@@ -182,14 +183,7 @@ class HttpWellKnownFetcher:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise WellKnownUnavailable(f"body is compressed ({encoding})")
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise WellKnownUnavailable(f"body of {declared} bytes is over {self._max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise WellKnownUnavailable(f"body is over {self._max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await read_capped(response, self._max_bytes)
+        if body is None:
+            raise WellKnownUnavailable(f"body is over {self._max_bytes} bytes")
+        return body
