@@ -176,7 +176,8 @@ class EventFactory:
         if node.type == POWER_LEVELS and self.version.privileged_creators:
             # v12: creators have infinite power and must not be listed in "users".
             users = content.get("users", {})
-            content["users"] = {u: v for u, v in users.items() if u not in self._creators}
+            if isinstance(users, Mapping):
+                content["users"] = {u: v for u, v in users.items() if u not in self._creators}
         return content
 
 
