@@ -107,6 +107,8 @@ def resolve_v2(
     resolved = iterative_auth_checks(
         room_version, sorted_power, base, event_map, rejected_event_ids
     )
+    # The rest, with any power events on an auth cycle (hostile v1/v2 IDs),
+    # which the topological sort leaves out.
     done = set(sorted_power)
     remaining = mainline_sort(
         [e for e in full_set if e not in done],
