@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import attrs
 import httpx
 
+import trio
+
 from trioserver.guarded_http import (
     AddressBlocked,
     AddressPolicy,
@@ -90,6 +92,19 @@ def federation_http_client(config: FederationConfig, *, user_agent: str) -> http
         follow_redirects=False,
         headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
     )
+
+
+def phase_timeout(deadline: float) -> httpx.Timeout:
+    """httpx's per-phase timeouts (connect and TLS handshake, each read and write, the pool
+    wait) for a request that must end by `deadline` (``trio.current_time()`` based).
+
+    They end a little before the deadline, which stays the bound on the whole request (a
+    remote dripping bytes never trips a per-read timeout): httpcore abandons a TLS handshake
+    cleanly only on its own timeout. Cancelled from outside, its trio backend leaves the
+    socket open for the garbage collector.
+    """
+    remaining = deadline - trio.current_time()
+    return httpx.Timeout(max(remaining - min(1.0, remaining / 10), 0.001))
 
 
 async def read_capped(response: httpx.Response, limit: int) -> bytes | None:

@@ -37,7 +37,11 @@ import orjson
 
 import trio
 
-from trioserver.federation.connections import federation_http_client, read_capped
+from trioserver.federation.connections import (
+    federation_http_client,
+    phase_timeout,
+    read_capped,
+)
 from trioserver.federation.discovery import (
     DiscoveryError,
     InvalidServerName,
@@ -202,8 +206,9 @@ class FederationClient:
             raise ValueError(f"federation path {path!r} does not start with /")
         seconds = self._config.request_timeout if timeout is None else timeout
         limit = self._max_response_bytes if max_response_bytes is None else max_response_bytes
+        deadline = trio.current_time() + seconds
         try:
-            with trio.fail_after(seconds):
+            with trio.fail_at(deadline):
                 server = await self._resolver.resolve(destination)
                 url = httpx.URL(
                     scheme="https",
@@ -213,9 +218,9 @@ class FederationClient:
                     query=encode_query(query).encode("ascii") if query else None,
                 )
                 request = self._build(destination, server, method, url, content, signed)
-                request.extensions["timeout"] = httpx.Timeout(seconds).as_dict()
+                request.extensions["timeout"] = phase_timeout(deadline).as_dict()
                 return await self._send(request, limit)
-        except trio.TooSlowError:
+        except (trio.TooSlowError, httpx.TimeoutException):
             raise DestinationUnreachable(f"{destination}: no answer within {seconds} s") from None
         except DiscoveryError as exc:
             raise DestinationUnreachable(f"{destination}: {exc}") from None
@@ -383,6 +388,13 @@ def _remote_error(status: int, body: bytes) -> RemoteError:
 
 
 def _describe(exc: httpx.HTTPError) -> str:
-    # httpx's timeouts and some TLS failures have empty messages; the class name says it.
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    # httpx's errors often say nothing themselves (a timeout; TLS failures arrive as trio's
+    # BrokenResourceError around the ssl error): name the class, then the causes that speak.
+    texts: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(texts) < 3:
+        text = str(cause)
+        if text and text not in texts:
+            texts.append(text)
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {'; '.join(texts)}" if texts else type(exc).__name__

@@ -24,7 +24,7 @@ import orjson
 import trio
 
 from trioserver.events.identifiers import is_valid_server_name
-from trioserver.federation.connections import read_capped
+from trioserver.federation.connections import phase_timeout, read_capped
 
 WELL_KNOWN_PATH = "/.well-known/matrix/server"
 MAX_BODY_BYTES = 50 * 1024
@@ -152,8 +152,9 @@ class HttpWellKnownFetcher:
                 port=None if self._port == 443 else self._port,
                 path=WELL_KNOWN_PATH,
             )
-            with trio.fail_after(self._timeout):
-                return await self._follow(url)
+            deadline = trio.current_time() + self._timeout
+            with trio.fail_at(deadline):
+                return await self._follow(url, deadline)
         except trio.TooSlowError:
             raise WellKnownUnavailable(f"no answer within {self._timeout} s") from None
         except httpx.HTTPError as exc:  # connect, TLS, deny-list, read, protocol
@@ -161,10 +162,11 @@ class HttpWellKnownFetcher:
         except httpx.InvalidURL as exc:
             raise WellKnownUnavailable(f"invalid URL: {exc}") from None
 
-    async def _follow(self, url: httpx.URL) -> WellKnownResponse:
+    async def _follow(self, url: httpx.URL, deadline: float) -> WellKnownResponse:
         seen = {url}
         for _hop in range(self._max_redirects + 1):
-            async with self._client.stream("GET", url) as response:
+            timeout = phase_timeout(deadline)
+            async with self._client.stream("GET", url, timeout=timeout) as response:
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECTS and location:
                     url = url.join(location)
