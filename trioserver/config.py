@@ -352,6 +352,26 @@ class FederationConfig:
     verify_tls: bool = True
     # Seconds one outbound request may take.
     request_timeout: float = 60.0
+    # A listener of its own for the Server-Server API (TLS, as other servers require), e.g.
+    # port 8448 while clients use a plain-HTTP port behind a reverse proxy; None: federation
+    # is served on the client listener only.
+    port: int | None = None
+    bind_addresses: tuple[str, ...] = ("0.0.0.0",)
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+
+    def listener(self, client: HttpConfig) -> HttpConfig | None:
+        """The federation listener as an HTTP listener config (None when there is none)."""
+        if self.port is None:
+            return None
+        return attrs.evolve(
+            client,
+            port=self.port,
+            bind_addresses=self.bind_addresses,
+            tls_certificate_path=self.tls_certificate_path,
+            tls_private_key_path=self.tls_private_key_path,
+            log_access=client.log_access,
+        )
 
 
 @attrs.frozen
@@ -634,6 +654,16 @@ def _check_consistency(config: Config) -> None:
         problems.append(
             "config.http: tls_certificate_path and tls_private_key_path must be set together"
         )
+    fed = config.federation
+    if fed.port is not None and (
+        fed.tls_certificate_path is None or fed.tls_private_key_path is None
+    ):
+        problems.append(
+            "config.federation: a federation port needs tls_certificate_path and"
+            " tls_private_key_path (other servers connect with TLS)"
+        )
+    if fed.port is not None and not 0 <= fed.port <= 65535:
+        problems.append("config.federation.port: must be between 0 and 65535")
     if not 4 <= config.registration.bcrypt_rounds <= 31:
         problems.append("config.registration.bcrypt_rounds: must be between 4 and 31")
     if config.database.reader_connections < 1:

@@ -72,6 +72,8 @@ class RunningServer:
     base_urls: tuple[str, ...]
     replication_port: int | None = None
     internal_port: int | None = None
+    # The Server-Server API's own TLS listener ([federation] port), when there is one.
+    federation_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -270,8 +272,34 @@ def build_components(
     pushers = wiring.build_pushers(config, db, clock, core, accounts, writer, streams)
     media = wiring.build_media(config, db, clock)
     upgrades = wiring.build_upgrades(config, core, push, rooms, streams)
+    federation = None
+    if config.federation.enabled:
+        from trioserver.federation.wiring import build_federation
+
+        federation = build_federation(
+            config,
+            db,
+            signing_key,
+            events=core.events,
+            state=core.state,
+            persister=writer.persister if writer is not None else None,
+        )
+        if federation.deps.remote is not None:
+            rooms.membership.use_federation(federation.deps.remote)
     deps = wiring.build_api_deps(
-        config, db, clock, accounts, core, push, rooms, streams, sync, pushers, media, upgrades
+        config,
+        db,
+        clock,
+        accounts,
+        core,
+        push,
+        rooms,
+        streams,
+        sync,
+        pushers,
+        media,
+        upgrades,
+        federation.deps if federation is not None else None,
     )
     # Issue 5: self-destructing messages are pruned by the events writer only.
     expiry = None
@@ -333,6 +361,7 @@ def build_components(
             *media.subsystems,
             *caches.subsystems,
             *(expiry.subsystems if expiry is not None else ()),
+            *(federation.subsystems if federation is not None else ()),
         ),
     )
 
@@ -411,6 +440,12 @@ async def serve(
                                 listen_fds=listen_fds,
                             )
                         )
+                        federation_http = config.federation.listener(config.http)
+                        if config.federation.enabled and federation_http is not None:
+                            federation = await http_nursery.start(
+                                partial(run_http_api, client_app, federation_http, stop_serving)
+                            )
+                            ports["federation_port"] = federation.port
                         task_status.started(attrs.evolve(running, **ports))
                 else:
                     task_status.started(RunningServer((), **ports))

@@ -115,6 +115,7 @@ if TYPE_CHECKING:
     from signedjson.types import SigningKey
 
     from trioserver.config import Config
+    from trioserver.federation.deps import FederationDeps
 
     # Writer- and pusher-only code, imported by the builders that use it: a worker never loads
     # it (issue 13). The records name these types, but cattrs never structures the records, so
@@ -628,6 +629,7 @@ def build_api_deps(
     pushers: PushersPart,
     media: MediaPart,
     upgrades: UpgradesPart,
+    federation: FederationDeps | None = None,
 ) -> ApiDeps:
     """What the HTTP API uses, with the handlers only the API needs."""
     name = config.server_name
@@ -690,6 +692,7 @@ def build_api_deps(
         pushers=pushers.pushers,
         media=media.media,
         url_previews=media.url_previews,
+        federation=federation,
     )
 
 

@@ -37,6 +37,10 @@ EXPECTED_LOCAL = {
     ("POST", "media", "upload"),
     ("POST", "media", "create"),
     ("PUT", "media", "upload_to"),
+    # Issue 15: Server-Server API reads with a body.
+    ("POST", "keys", "post_query"),
+    ("POST", "server_api", "post_missing_events"),
+    ("POST", "server_api", "post_public_rooms"),
 }
 
 # Every write forwarded to main, and the stream it writes (or why it is forwarded).
@@ -86,6 +90,15 @@ EXPECTED_FORWARDED = {
     ("PUT", "push_rules", "put_push_rule"): "account_data (push rules)",
     ("DELETE", "push_rules", "delete_push_rule"): "account_data (push rules)",
     ("POST", "pushers", "set_pusher"): "pushers run on main (roles.pushers)",
+    # Issue 15: events from other servers are judged and stored by the events writer.
+    ("PUT", "server_api", "put_send"): "events (received)",
+    ("PUT", "server_api", "put_send_join"): "events (received)",
+    ("PUT", "server_api", "put_send_join_v1"): "events (received)",
+    ("PUT", "server_api", "put_send_leave"): "events (received)",
+    ("PUT", "server_api", "put_send_leave_v1"): "events (received)",
+    ("PUT", "server_api", "put_send_knock"): "events (received)",
+    ("PUT", "server_api", "put_invite"): "events (received invite)",
+    ("PUT", "server_api", "put_invite_v1"): "events (received invite)",
 }
 
 
@@ -128,6 +141,11 @@ def test_forwarded_writes_are_exactly_the_expected_ones() -> None:
 EXPECTED_ON_MAIN_READS = {
     ("GET", "admin", "get_nonce"),
     ("GET", "spaces", "get_hierarchy"),
+    # Issue 15: the template is built on the events writer's view of the room head, which
+    # only main (as the writer that federates) has.
+    ("GET", "server_api", "get_make_join"),
+    ("GET", "server_api", "get_make_leave"),
+    ("GET", "server_api", "get_make_knock"),
 }
 
 

@@ -39,6 +39,7 @@ from trioserver.api.client import (
     voip,
     whois,
 )
+from trioserver.api.federation import keys as federation_keys, server_api as federation_server_api
 from trioserver.api.http import MatrixApp, Request, Route
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ ROUTE_TABLES: list[list[Route[ApiDeps]]] = [
     # Issue 12: the media repository.
     media.ROUTES,
     media_preview.ROUTES,
+    # Issue 15: the Server-Server API, on the same listener.
+    federation_keys.ROUTES,
+    federation_server_api.ROUTES,
 ]
 
 
@@ -107,4 +111,7 @@ def create_app(
         on_authenticated=seen,
         forwarder=forwarder,
         instance_name=instance_name,
+        authenticate_server=(
+            deps.federation.authenticator if deps.federation is not None else None
+        ),
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from trioserver.config import HttpConfig, RegistrationConfig
+from trioserver.federation.deps import FederationDeps
 from trioserver.handlers.account_data import AccountDataHandler
 from trioserver.handlers.accounts import AccountsHandler
 from trioserver.handlers.auth import AuthHandler
@@ -109,3 +110,5 @@ class ApiDeps:
     media: MediaRepository
     # Issue 12: GET /preview_url; None when media.url_preview_enabled is off.
     url_previews: PreviewHandler | None
+    # Issue 15: the Server-Server API; None when federation.enabled is off.
+    federation: FederationDeps | None = None

@@ -60,11 +60,13 @@ def generate_v1_event_id(server_name: str) -> str:
     return f"${opaque}:{server_name}"
 
 
-def _event_refs(
+def event_refs(
     room_version: RoomVersion,
     event_ids: Sequence[str],
     reference_hashes: Mapping[str, bytes] | None,
 ) -> list[Any]:
+    """``prev_events``/``auth_events`` in the room version's format: ids, or (v1/v2) pairs of
+    id and reference hash."""
     if not room_version.event_id_in_pdu:
         return list(event_ids)
     refs: list[Any] = []
@@ -147,8 +149,8 @@ def build_event(
         "type": type,
         "sender": sender,
         "content": copy_json(content),
-        "prev_events": _event_refs(room_version, prev_event_ids, reference_hashes),
-        "auth_events": _event_refs(room_version, auth_event_ids, reference_hashes),
+        "prev_events": event_refs(room_version, prev_event_ids, reference_hashes),
+        "auth_events": event_refs(room_version, auth_event_ids, reference_hashes),
         "depth": min(depth, room_version.max_depth),
         "origin_server_ts": origin_server_ts,
     }

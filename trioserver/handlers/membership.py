@@ -16,18 +16,21 @@ from trioserver.errors import MatrixError
 from trioserver.events import (
     KNOWN_ROOM_VERSIONS,
     get_named_level,
+    get_server_name,
     get_user_power_level,
     is_valid_room_alias,
     is_valid_room_id,
     is_valid_user_id,
 )
 from trioserver.handlers.guest_access import check_guest_membership
+from trioserver.handlers.sync_rooms import STRIPPED_STATE_TYPES, stripped
 from trioserver.storage.intents import EventIntent
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from trioserver.events import Event
+    from trioserver.federation.remote_membership import RemoteMembership
     from trioserver.storage.intents import EventSubmitter
     from trioserver.stores.database import Database, Txn
     from trioserver.stores.directory import DirectoryStore
@@ -71,8 +74,15 @@ class MembershipHandler:
         self._state = state
         self._profiles = profiles
         self._directory = directory
+        self._server_name = server_name
         self._server_suffix = ":" + server_name
         self._join_listeners: list[JoinListener] = []
+        # Issue 15: memberships in rooms this server is not in go over federation.
+        self._remote: RemoteMembership | None = None
+
+    def use_federation(self, remote: RemoteMembership) -> None:
+        """Join, knock and reject invites through other servers, and invite their users."""
+        self._remote = remote
 
     def add_join_listener(self, listener: JoinListener) -> None:
         """Have ``await listener(user_id, room_id, state)`` called after a local user joins a
@@ -85,16 +95,28 @@ class MembershipHandler:
         Raises:
             MatrixError: 400 for neither, 404 for an unknown alias.
         """
+        room_id, _servers = await self.resolve_room_and_servers(room_id_or_alias)
+        return room_id
+
+    async def resolve_room_and_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """A room id from a room id or an alias (another server's, over federation), and
+        the servers the directory says are in the room.
+
+        Raises:
+            MatrixError: 400 for neither, 404 for an unknown alias.
+        """
         if room_id_or_alias.startswith("#"):
             if not is_valid_room_alias(room_id_or_alias):
                 raise MatrixError("M_INVALID_PARAM", "Invalid room alias")
+            if self._remote is not None and not room_id_or_alias.endswith(self._server_suffix):
+                return await self._remote.query_alias(room_id_or_alias)
             row = await self._directory.get_alias(room_id_or_alias)
             if row is None:
                 raise MatrixError("M_NOT_FOUND", "Room alias not found")
-            return row.room_id
+            return row.room_id, []
         if not is_valid_room_id(room_id_or_alias):
             raise MatrixError("M_INVALID_PARAM", f"{room_id_or_alias} is not a room id or alias")
-        return room_id_or_alias
+        return room_id_or_alias, []
 
     async def _state_events(self, room_id: str) -> dict[tuple[str, str], Event]:
         ids = await self._state.current_state(room_id)
@@ -111,12 +133,14 @@ class MembershipHandler:
         reason: str | None = None,
         extra_content: dict[str, Any] | None = None,
         guest: bool = False,
+        servers: Sequence[str] = (),
     ) -> str:
         """Send a member event for `target`, built like Synapse builds it.
 
         Args:
             membership: join, invite, leave, ban or knock ("unban" is leave by `unban`).
             guest: the sender is a guest account (spec "Guest Access").
+            servers: servers to join or knock through when this server is not in the room.
 
         Returns:
             The member event id (an existing one when nothing would change).
@@ -134,6 +158,8 @@ class MembershipHandler:
         if not state:
             if membership == "leave" and target == sender:
                 return await self._leave_left_room(sender, room_id, content)
+            if membership in ("join", "knock") and self._remote is not None and not guest:
+                return await self._remote_handshake(sender, room_id, membership, content, servers)
             await self._raise_not_in_room(room_id, membership)
         if guest:
             check_guest_membership(state, membership)
@@ -153,7 +179,54 @@ class MembershipHandler:
         if membership == "join" and (current is None or current.membership != "join"):
             for listener in self._join_listeners:
                 await listener(target, room_id, state)
+        if membership == "invite" and self._remote is not None and not self._is_local(target):
+            await self._tell_invitee_server(stored.event, state)
         return stored.event_id
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.endswith(self._server_suffix)
+
+    async def _tell_invitee_server(
+        self, invite: Event, state: Mapping[tuple[str, str], Event]
+    ) -> None:
+        # The invite is already stored; the invitee's server is told of it (and it reaches
+        # the room's servers as any event does). A server that cannot be told is logged.
+        assert self._remote is not None
+        room_state = [stripped(e) for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES]
+        try:
+            await self._remote.invite(invite, room_state)
+        except Exception as err:  # the remote server's failure is not this request's
+            logger.warning("telling %s's server of the invite failed: %s", invite.state_key, err)
+
+    async def _remote_handshake(
+        self,
+        user_id: str,
+        room_id: str,
+        membership: str,
+        content: dict[str, Any],
+        servers: Sequence[str],
+    ) -> str:
+        assert self._remote is not None
+        if membership == "join":
+            await self._add_profile(user_id, content)
+        candidates = [*servers, *await self._servers_known_for(user_id, room_id)]
+        if membership == "join":
+            event_id = await self._remote.join(user_id, room_id, candidates, content)
+            for listener in self._join_listeners:
+                await listener(user_id, room_id, {})
+            return event_id
+        return await self._remote.knock(user_id, room_id, candidates, content)
+
+    async def _servers_known_for(self, user_id: str, room_id: str) -> list[str]:
+        # Whoever invited the user, then the servers of the room's last known members (a
+        # room this server left, seed 4).
+        found: list[str] = []
+        row = await self._state.local_membership(user_id, room_id)
+        if row is not None:
+            stored = await self._events.get_event(row.event_id)
+            if stored is not None:
+                found.append(get_server_name(stored.event.sender))
+        return found
 
     def check_invitee(self, user_id: str) -> None:
         """Refuse to invite a user of another server (403): the invite would have to go over
@@ -161,7 +234,7 @@ class MembershipHandler:
         handler itself records such invites (tests build rooms with remote members so)."""
         if not is_valid_user_id(user_id, historical=True):
             raise MatrixError("M_INVALID_PARAM", f"Invalid user id: {user_id}")
-        if not user_id.endswith(self._server_suffix):
+        if not user_id.endswith(self._server_suffix) and self._remote is None:
             raise MatrixError(
                 "M_FORBIDDEN",
                 f"Cannot invite {user_id}: inviting users of other servers needs federation, "
@@ -213,6 +286,18 @@ class MembershipHandler:
         row = await self._state.local_membership(user_id, room_id)
         if row is None or row.membership not in ("invite", "knock"):
             await self._raise_not_in_room(room_id, "leave")
+        assert row is not None
+        invite = await self._events.get_event(row.event_id)
+        if (
+            self._remote is not None
+            and invite is not None
+            and invite.state_group is None
+            and not self._is_local(invite.event.sender)
+        ):
+            # An invite from another server, of a room this server has never been in: the
+            # rejection goes through the inviting server.
+            servers = [get_server_name(invite.event.sender)]
+            return await self._remote.leave(user_id, room_id, servers, content)
         intent = EventIntent(type=MEMBER, sender=user_id, content=content, state_key=user_id)
         (stored,) = await self._persister.submit(room_id, [intent], on_left_room=True)
         return stored.event_id

@@ -311,6 +311,12 @@ class RoomSyncBuilder:
             return []
         if row.membership == "invite" and stored.event.sender in ctx.ignored:
             return None
+        if stored.state_group is None:
+            # An invite from another server (issue 15): this server holds no state of the
+            # room, only what the inviting server sent with it.
+            sent = stored.event.unsigned.get("invite_room_state")
+            events = [s for s in sent if isinstance(s, dict)] if isinstance(sent, list) else []
+            return [*events, stripped(stored.event)]
         state = await self._group(stored.state_group)
         inviter = (MEMBER, stored.event.sender)
         wanted = [e for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES or k == inviter]

@@ -36,6 +36,7 @@ from trioserver.events import (
     Event,
     EventTooLargeError,
     InvalidEventError,
+    RoomVersion,
     auth_types_for_event,
     build_event,
     check_auth_rules,
@@ -46,6 +47,14 @@ from trioserver.events import (
 from trioserver.storage.expiry import expiry_ts_of
 from trioserver.storage.intents import EventIntent, NewRoom, TxnKey, random_room_id
 from trioserver.storage.live_room import LiveRoom, RoomView, load_room_head_txn
+from trioserver.storage.received_events import (
+    KnownEvent,
+    PlacedEvent,
+    PlacementContext,
+    ReceivedEvent,
+    ReceivedEventPlacer,
+    stored_as_known,
+)
 from trioserver.stores.events import EventStore, StoredEvent
 from trioserver.stores.persist_events import (
     MAX_STATE_CHAIN,
@@ -77,6 +86,12 @@ class _Request:
     intents: list[EventIntent]
     new_room: NewRoom | None
     on_left_room: bool = False
+    # Issue 15: events from other servers, to judge and place (`storage.received_events`),
+    # in a room of this version (which this server may not have heard of yet).
+    received: list[ReceivedEvent] | None = None
+    room_version: RoomVersion | None = None
+    # Set when the received events are the first this server stores of their room.
+    creates_room: bool = False
     done: trio.Event = attrs.field(factory=trio.Event)
     result: list[StoredEvent] = attrs.field(factory=list)
     error: BaseException | None = None
@@ -97,6 +112,10 @@ class _Built:
     txn_key: TxnKey | None
     expiry_ts: int | None
     applies_redaction_to: str | None
+    # Received events (issue 15): kept out of the timeline, and why it was rejected.
+    outlier: bool = False
+    rejected: str | None = None
+    out_of_band: bool = False
 
 
 @attrs.define
@@ -106,6 +125,7 @@ class _RoomBatch:
     room: LiveRoom
     min_stream: int
     changes: dict[tuple[str, str], StateChange] = attrs.field(factory=dict)
+    out_of_band: list[StateChange] = attrs.field(factory=list)
     new_room_version: str | None = None
     creator: str | None = None
     created_ts: int = 0
@@ -151,6 +171,10 @@ class EventPersister:
         self.stream_position = 0
         self._relation_checks = relation_checks
         self._push = push
+        # Events and state groups of the batch being built, which later requests of the same
+        # batch may refer to before they are committed (received events, issue 15).
+        self._batch_known: dict[str, KnownEvent] = {}
+        self._batch_groups: dict[int, NewStateGroup] = {}
 
     def add_listener(self, listener: PersistListener) -> None:
         """Call `listener` with each committed batch of events (in stream order)."""
@@ -183,6 +207,24 @@ class EventPersister:
         stored.
         """
         request = _Request(room_id, intents, new_room, on_left_room)
+        await self._send.send(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def submit_received(
+        self, room_id: str, room_version: RoomVersion, events: list[ReceivedEvent]
+    ) -> list[StoredEvent]:
+        """Judge and store events received from other servers (issue 15), in order.
+
+        Events already stored are skipped. Each is stored even when rejected or soft-failed
+        (`storage.received_events`); the returned events say which (``rejected``), and a
+        timeline event is one with a state group that is not rejected.
+
+        Checkpoint: yes.
+        """
+        request = _Request(room_id, [], None, received=events, room_version=room_version)
         await self._send.send(request)
         await request.done.wait()
         if request.error is not None:
@@ -228,6 +270,8 @@ class EventPersister:
         rooms: dict[str, _RoomBatch] = {}
         accepted: list[_Request] = []
         now_ms = int(self._clock() * 1000)
+        self._batch_known.clear()
+        self._batch_groups.clear()
         if self._relation_checks is not None:
             self._relation_checks.start_batch()
         for request in batch:
@@ -276,6 +320,8 @@ class EventPersister:
 
         for i in range(start, len(writes)):
             write = writes[i]
+            if write.outlier:
+                continue
             try:
                 push = await self._push.evaluate(room, write.stored.event, in_batch)
             except Exception:  # boundary: a push rule bug must not lose the message; it is
@@ -295,9 +341,13 @@ class EventPersister:
         self.stream_position = max(self.stream_position, stored[-1].stream_ordering)
         for request in accepted:
             request.finish()
+        # Outliers (received events outside the timeline) are nobody's news.
+        timeline = [w.stored for w in writes if not w.outlier or w.out_of_band]
+        if not timeline:
+            return
         for listener in self._listeners:
             try:
-                listener(stored)
+                listener(timeline)
             except Exception:  # boundary: the events are committed; the other listeners
                 # (the /sync notifier among them) must still hear of them.
                 logger.exception("persist listener %r failed", listener)
@@ -311,6 +361,7 @@ class EventPersister:
         writes: list[EventWrite],
         now_ms: int,
     ) -> None:
+        received_changes = _changed_state(view) if request.received is not None else None
         view.commit()
         room = view.room
         room_batch = rooms.get(room.room_id)
@@ -322,6 +373,14 @@ class EventPersister:
             room_batch.creator = request.intents[0].sender
             room_batch.created_ts = now_ms
             self._cache_room(room)
+        elif request.creates_room:
+            room_batch.new_room_version = room.room_version.identifier
+            room_batch.creator = next(
+                (b.event.sender for b in built if b.event.is_create_event()), None
+            )
+            room_batch.created_ts = now_ms
+            self._cache_room(room)
+        streams: dict[str, int] = {}
         for item in built:
             self._next_stream += 1
             stored = StoredEvent(
@@ -331,7 +390,7 @@ class EventPersister:
                 state_group=item.state_group,
                 replaces_state=item.replaces_state,
                 redacted_by=None,
-                rejected=None,
+                rejected=item.rejected,
             )
             writes.append(
                 EventWrite(
@@ -341,12 +400,25 @@ class EventPersister:
                     txn_key=item.txn_key,
                     expiry_ts=item.expiry_ts,
                     applies_redaction_to=item.applies_redaction_to,
+                    outlier=item.outlier,
+                    out_of_band=item.out_of_band,
                 )
             )
-            if item.event.state_key is not None:
+            if item.out_of_band:
+                room_batch.out_of_band.append(state_change_for(item.event, self._next_stream))
+            streams[item.event.event_id] = self._next_stream
+            self._batch_known[item.event.event_id] = KnownEvent(
+                item.event, item.state_group, item.rejected, item.outlier
+            )
+            if item.new_group is not None:
+                self._batch_groups[item.new_group.id] = item.new_group
+            if received_changes is None and item.event.state_key is not None:
                 change = state_change_for(item.event, self._next_stream)
                 room_batch.changes[(change.type, change.state_key)] = change
             request.result.append(stored)
+        for key, event in (received_changes or {}).items():
+            stream = streams.get(event.event_id, self._next_stream)
+            room_batch.changes[key] = state_change_for(event, stream)
 
     def _room_write(self, room_batch: _RoomBatch) -> RoomWrite:
         room = room_batch.room
@@ -368,11 +440,14 @@ class EventPersister:
             creator=room_batch.creator,
             created_ts=room_batch.created_ts,
             server_left=server_left,
+            out_of_band=tuple(room_batch.out_of_band),
         )
 
     async def _build_request(
         self, request: _Request, now_ms: int
     ) -> tuple[list[_Built], RoomView]:
+        if request.received is not None:
+            return await self._build_received(request)
         if request.new_room is not None:
             view = self._new_room_view(request)
         else:
@@ -392,6 +467,71 @@ class EventPersister:
         for intent in intents:
             built.append(await self._build_one(view, intent, now_ms))
         return built, view
+
+    async def _build_received(self, request: _Request) -> tuple[list[_Built], RoomView]:
+        assert request.room_id is not None
+        assert request.room_version is not None
+        assert request.received is not None
+        room = await self._live_room(request.room_id)
+        if room is None:
+            room = LiveRoom(request.room_id, request.room_version, {}, [], 0, None, 0)
+            request.creates_room = True
+        view = RoomView.of(room)
+        context = PlacementContext(
+            lookup=self._known_events,
+            state_of_group=self._state_of_group,
+            next_group_id=self._allocate_group,
+            max_chain=MAX_STATE_CHAIN,
+        )
+        placer = ReceivedEventPlacer(context, view)
+        already = await self._known_events([r.event.event_id for r in request.received])
+        built = []
+        for received in request.received:
+            if received.event.event_id in already:
+                continue
+            already[received.event.event_id] = KnownEvent(received.event, None, None, True)
+            built.append(self._built_from(room.room_id, await placer.place(received)))
+        return built, view
+
+    def _built_from(self, room_id: str, placed: PlacedEvent) -> _Built:
+        new_group = None
+        if placed.new_group is not None:
+            group_id, prev, chain, entries = placed.new_group
+            new_group = NewStateGroup(group_id, room_id, prev, chain, entries)
+        return _Built(
+            event=placed.event,
+            state_group=placed.state_group,
+            replaces_state=placed.replaces_state,
+            new_group=new_group,
+            txn_key=None,
+            expiry_ts=None,
+            applies_redaction_to=placed.applies_redaction_to,
+            outlier=placed.outlier,
+            rejected=placed.rejected,
+            out_of_band=placed.out_of_band,
+        )
+
+    async def _known_events(self, event_ids: Sequence[str]) -> dict[str, KnownEvent]:
+        """Events stored or placed earlier in this batch, by id."""
+        found = {e: self._batch_known[e] for e in event_ids if e in self._batch_known}
+        missing = [e for e in event_ids if e not in found]
+        if missing:
+            stored = await self._events.get_events(missing)
+            found.update({e: stored_as_known(s, outlier=False) for e, s in stored.items()})
+        return found
+
+    async def _state_of_group(self, group: int) -> dict[tuple[str, str], str]:
+        """A state group's full state, also for groups of this uncommitted batch."""
+        new = self._batch_groups.get(group)
+        if new is None:
+            return dict(await self._state_groups.state_for_group(group))
+        base = {} if new.prev_group is None else await self._state_of_group(new.prev_group)
+        base.update(new.entries)
+        return base
+
+    def _allocate_group(self) -> int:
+        self._next_group += 1
+        return self._next_group
 
     async def _build_on_head_state(
         self, request: _Request, room: LiveRoom, now_ms: int
@@ -548,7 +688,14 @@ class EventPersister:
         self, view: RoomView, event: Event
     ) -> tuple[int | None, int, NewStateGroup | None]:
         if event.state_key is None:
-            return view.state_group, view.chain_length, None
+            if view.state_group is not None or not view.room.state:
+                return view.state_group, view.chain_length, None
+            # Received events left the room on a resolved state no group holds yet
+            # (`storage.received_events`): this event's state is a new snapshot of it.
+            self._next_group += 1
+            entries = {k: e.event_id for k, e in view.items()}
+            group = NewStateGroup(self._next_group, view.room.room_id, None, 0, entries)
+            return group.id, 0, group
         self._next_group += 1
         key = (event.type, event.state_key)
         if view.state_group is None or view.chain_length >= MAX_STATE_CHAIN:
@@ -595,3 +742,12 @@ class EventPersister:
         self._rooms.move_to_end(room.room_id)
         if len(self._rooms) > self._max_rooms:
             self._rooms.popitem(last=False)
+
+
+def _changed_state(view: RoomView) -> dict[tuple[str, str], Event]:
+    """The current-state keys a view changed (received events may pick an older event)."""
+    return {
+        key: event
+        for key, event in view.overlay.items()
+        if (old := view.room.state.get(key)) is None or old.event_id != event.event_id
+    }

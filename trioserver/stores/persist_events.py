@@ -74,6 +74,12 @@ class EventWrite:
     applies_redaction_to: str | None = None
     # Who the event notifies (local members' push rules, evaluated by the writer).
     push: EventPush | None = None
+    # Issue 15: a received event kept out of the timeline (an auth-chain or state event, or
+    # one rejected or soft-failed; `storage.received_events`).
+    outlier: bool = False
+    # An out-of-band membership of a local user (an invite from another server): an outlier
+    # that still changes the user's `local_current_membership`, and is news for them.
+    out_of_band: bool = False
 
 
 @attrs.frozen
@@ -101,6 +107,9 @@ class RoomWrite:
     created_ts: int = 0
     # Seed 4: after this batch no local user is joined any more.
     server_left: bool = False
+    # Out-of-band memberships of local users (`EventWrite.out_of_band`): they change
+    # `local_current_membership` only, not the room's current state.
+    out_of_band: tuple[StateChange, ...] = ()
 
 
 def _insert_event_txn(txn: Txn, write: EventWrite) -> None:
@@ -109,7 +118,7 @@ def _insert_event_txn(txn: Txn, write: EventWrite) -> None:
     txn.execute(
         "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
         " topological_ordering, origin_server_ts, received_ts, membership, state_group,"
-        " replaces_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " replaces_state, rejected, outlier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             stored.stream_ordering,
             event.event_id,
@@ -123,6 +132,8 @@ def _insert_event_txn(txn: Txn, write: EventWrite) -> None:
             event.membership,
             stored.state_group,
             stored.replaces_state,
+            stored.rejected,
+            1 if write.outlier else 0,
         ),
     )
     txn.execute(
@@ -214,7 +225,8 @@ def _update_room_txn(txn: Txn, room: RoomWrite, server_name: str) -> None:
         _delete_current_state_txn(txn, room)
     else:
         _update_current_state_txn(txn, room)
-    _update_local_membership_txn(txn, room, server_name)
+    _update_local_membership_txn(txn, room.room_id, room.state_changes, server_name)
+    _update_local_membership_txn(txn, room.room_id, room.out_of_band, server_name)
 
 
 def _update_current_state_txn(txn: Txn, room: RoomWrite) -> None:
@@ -257,16 +269,18 @@ def _delete_current_state_txn(txn: Txn, room: RoomWrite) -> None:
     txn.execute("DELETE FROM current_state_events WHERE room_id = ?", (room.room_id,))
 
 
-def _update_local_membership_txn(txn: Txn, room: RoomWrite, server_name: str) -> None:
+def _update_local_membership_txn(
+    txn: Txn, room_id: str, changes: Sequence[StateChange], server_name: str
+) -> None:
     # Seed 6: the latest membership of each local user, kept even after the server has left
     # (so that a kick or ban of the last local user is still recorded).
     suffix = ":" + server_name
-    for change in room.state_changes:
+    for change in changes:
         if change.type != "m.room.member" or not change.state_key.endswith(suffix):
             continue
         txn.execute(
             "DELETE FROM local_current_membership WHERE room_id = ? AND user_id = ?",
-            (room.room_id, change.state_key),
+            (room_id, change.state_key),
         )
         if change.event_id is not None and change.membership is not None:
             txn.execute(
@@ -274,7 +288,7 @@ def _update_local_membership_txn(txn: Txn, room: RoomWrite, server_name: str) ->
                 " (room_id, user_id, event_id, membership, event_stream_ordering)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
-                    room.room_id,
+                    room_id,
                     change.state_key,
                     change.event_id,
                     change.membership,

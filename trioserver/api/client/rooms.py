@@ -32,7 +32,11 @@ def _reason(body: JsonDict) -> str | None:
 
 async def _join(deps: ApiDeps, request: Request, room_id_or_alias: str) -> JsonDict:
     body = request.json_or_empty()
-    room_id = await deps.membership.resolve_room(room_id_or_alias)
+    room_id, directory_servers = await deps.membership.resolve_room_and_servers(room_id_or_alias)
+    # Servers to join through when this server is not in the room (`via`, and the older
+    # `server_name`), then those the directory named.
+    servers = [*(request.query.get("via") or []), *(request.query.get("server_name") or [])]
+    servers += [s for s in directory_servers if s not in servers]
     requester = request.requester
     # Other body keys go into the member event content, as Synapse does (SyTest "POST
     # /join/:room_id can join a room with custom content"); `membership` is always "join" and
@@ -46,6 +50,7 @@ async def _join(deps: ApiDeps, request: Request, room_id_or_alias: str) -> JsonD
         reason=_reason(body),
         extra_content=extra,
         guest=requester.is_guest,
+        servers=servers,
     )
     return {"room_id": room_id}
 
@@ -63,10 +68,14 @@ async def post_room_join(deps: ApiDeps, request: Request) -> JsonDict:
 async def post_knock(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /knock/{roomIdOrAlias}."""
     body = request.json_or_empty()
-    room_id = await deps.membership.resolve_room(request.path_params["room"])
+    room_id, directory_servers = await deps.membership.resolve_room_and_servers(
+        request.path_params["room"]
+    )
+    servers = [*(request.query.get("via") or []), *(request.query.get("server_name") or [])]
+    servers += [s for s in directory_servers if s not in servers]
     user_id = request.requester.user_id
     await deps.membership.update_membership(
-        user_id, room_id, user_id, "knock", reason=_reason(body)
+        user_id, room_id, user_id, "knock", reason=_reason(body), servers=servers
     )
     return {"room_id": room_id}
 

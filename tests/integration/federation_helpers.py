@@ -1,0 +1,113 @@
+"""Servers that federate with each other over real TLS on loopback (issue 15).
+
+Each server is a full in-process trioserver named ``localhost:PORT``, its Server-Server API on
+a TLS listener of its own at PORT with a certificate from a test CA (`trustme`) that every
+server trusts (``federation.ca_file``); the client API stays plain HTTP for the test's
+clients. Loopback is allowed as a federation destination (``ip_range_allowlist``), as it
+never is by default.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trustme
+
+from trioserver.testing import InProcessServer, serve_in_process
+
+from tests.integration.client import Client
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@attrs.frozen
+class TestCa:
+    """A certificate authority and one server certificate for localhost, as files."""
+
+    ca_path: str
+    cert_path: str
+    key_path: str
+
+
+def make_test_ca(directory: Path) -> TestCa:
+    """Write a fresh test CA and a localhost/127.0.0.1 certificate into `directory`."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    paths = TestCa(
+        str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem")
+    )
+    ca.cert_pem.write_to_path(paths.ca_path)
+    cert.private_key_pem.write_to_path(paths.key_path)
+    with open(paths.cert_path, "wb") as out:
+        for blob in cert.cert_chain_pems:
+            out.write(blob.bytes())
+    return paths
+
+
+def federation_overrides(tls: TestCa, port: int) -> dict[str, Any]:
+    """Config keys of a server named ``localhost:port`` federating over TLS at `port`."""
+    return {
+        "server_name": f"localhost:{port}",
+        "federation": {
+            "port": port,
+            "bind_addresses": ["127.0.0.1"],
+            "tls_certificate_path": tls.cert_path,
+            "tls_private_key_path": tls.key_path,
+            "ca_file": tls.ca_path,
+            "ip_range_allowlist": ["127.0.0.0/8"],
+            "request_timeout": 10.0,
+        },
+    }
+
+
+@attrs.frozen
+class FederatedServer:
+    """One server of a federation test, with an HTTP client for its client API."""
+
+    hs: InProcessServer
+    http: httpx.AsyncClient
+
+    @property
+    def name(self) -> str:
+        """The server name (``localhost:PORT``)."""
+        return self.hs.server_name
+
+    async def user(self, localpart: str) -> Client:
+        """Register a user and return a client logged in as them."""
+        user = await self.hs.register_user(localpart, f"{localpart}-pw")
+        return Client(self.http, user.user_id, user.access_token, user.device_id)
+
+
+@asynccontextmanager
+async def federating_servers(
+    count: int = 2, data_dirs: list[Path] | None = None, **overrides: Any
+) -> AsyncIterator[list[FederatedServer]]:
+    """`count` servers that federate with each other, for the duration of the block."""
+    with tempfile.TemporaryDirectory(prefix="trioserver-fed-") as tmp:
+        tls = make_test_ca(Path(tmp))
+        async with AsyncExitStack() as stack:
+            servers = []
+            for index in range(count):
+                port = free_port()
+                data_dir = data_dirs[index] if data_dirs is not None else None
+                hs = await stack.enter_async_context(
+                    serve_in_process(data_dir, **federation_overrides(tls, port), **overrides)
+                )
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=hs.base_url, timeout=30)
+                )
+                servers.append(FederatedServer(hs, http))
+            yield servers

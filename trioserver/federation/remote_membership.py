@@ -1,0 +1,300 @@
+"""Local users' memberships in rooms this server is not in: joining, knocking and leaving
+through a server that is (Server-Server API, "Joining Rooms", "Knocking", "Leaving Rooms"),
+inviting users of other servers, and the directory and profile queries behind them.
+
+A join asks the candidate servers in turn for a ``make_join`` template, fills it in, signs
+it, and sends it with ``send_join``; the answer's state and auth chain pass the same checks as
+any received PDU, are stored as outliers, and the join is placed on that state by the events
+writer (`storage.received_events`). A leave (rejecting a remote invite) works the same way
+and is stored as an out-of-band membership, as the invite was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from trioserver.errors import MatrixError
+from trioserver.events import (
+    KNOWN_ROOM_VERSIONS,
+    Event,
+    InvalidEventError,
+    RoomVersion,
+    add_hashes_and_signatures,
+    generate_v1_event_id,
+    get_server_name,
+)
+from trioserver.federation.gaps import sort_by_auth
+from trioserver.federation.pdu_checks import PduRejected, check_pdu
+from trioserver.storage.received_events import ReceivedEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from signedjson.types import SigningKey
+
+    from trioserver.federation.inbound import InboundTransactions
+    from trioserver.federation.pdu_checks import EventVerifier
+    from trioserver.storage.persistence import EventPersister
+    from trioserver.stores.events import StoredEvent
+
+logger = logging.getLogger(__name__)
+
+FED = "/_matrix/federation"
+MEMBER = "m.room.member"
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _remote_failure(action: str, errors: list[str]) -> MatrixError:
+    detail = "; ".join(errors[-3:]) if errors else "no server answered"
+    return MatrixError("M_UNKNOWN", f"Failed to {action} over federation: {detail}", status=502)
+
+
+def _forbidden_from(err: Exception) -> MatrixError | None:
+    # A remote refusal (403, an incompatible version) is the user's answer, said as such.
+    status = getattr(err, "status", None)
+    errcode = getattr(err, "errcode", None)
+    if status == 403 or errcode == "M_FORBIDDEN":
+        return MatrixError("M_FORBIDDEN", f"The remote server refused: {err}")
+    if errcode == "M_INCOMPATIBLE_ROOM_VERSION":
+        return MatrixError("M_INCOMPATIBLE_ROOM_VERSION", f"{err}")
+    return None
+
+
+class RemoteMembership:
+    """Memberships of local users negotiated with other servers (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        signing_key: SigningKey,
+        client: Any,
+        persister: EventPersister,
+        verifier: EventVerifier,
+        inbound: InboundTransactions,
+    ) -> None:
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._client = client
+        self._persister = persister
+        self._verifier = verifier
+        self._inbound = inbound
+
+    def _candidates(self, room_id: str, servers: Iterable[str]) -> list[str]:
+        ordered: list[str] = []
+        for server in [*servers, _room_server(room_id)]:
+            if server and server != self._server_name and server not in ordered:
+                ordered.append(server)
+        return ordered
+
+    async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
+    ) -> str:
+        """Join a room through the first candidate server that lets the user in.
+
+        Raises:
+            MatrixError: 404 with no candidate, 403 when refused, 502 when none answered.
+        """
+        return await self._handshake(user_id, room_id, servers, content, "join")
+
+    async def knock(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
+    ) -> str:
+        """Knock on a room through a server that is in it."""
+        return await self._handshake(user_id, room_id, servers, content, "knock")
+
+    async def leave(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
+    ) -> str:
+        """Leave (reject an invite to, withdraw a knock on) a room this server is not in."""
+        return await self._handshake(user_id, room_id, servers, content, "leave")
+
+    async def _handshake(
+        self,
+        user_id: str,
+        room_id: str,
+        servers: Sequence[str],
+        content: dict[str, Any],
+        membership: str,
+    ) -> str:
+        candidates = self._candidates(room_id, servers)
+        if not candidates:
+            raise MatrixError("M_NOT_FOUND", "No known servers")
+        errors: list[str] = []
+        for server in candidates:
+            try:
+                return await self._handshake_with(server, user_id, room_id, content, membership)
+            except MatrixError:
+                raise
+            except Exception as err:  # that server failed: try the next one
+                refusal = _forbidden_from(err)
+                if refusal is not None:
+                    raise refusal from None
+                logger.info("%s of %s via %s failed: %s", membership, room_id, server, err)
+                errors.append(f"{server}: {err}")
+        raise _remote_failure(membership, errors)
+
+    async def _handshake_with(
+        self, server: str, user_id: str, room_id: str, content: dict[str, Any], membership: str
+    ) -> str:
+        path = f"{FED}/v1/make_{membership}/{_q(room_id)}/{_q(user_id)}"
+        query = {"ver": list(KNOWN_ROOM_VERSIONS)} if membership != "leave" else None
+        answer = await self._client.get_json(server, path, query=query)
+        if not isinstance(answer, dict) or not isinstance(answer.get("event"), dict):
+            raise PduRejected(f"make_{membership} answer has no event")
+        version = KNOWN_ROOM_VERSIONS.get(str(answer.get("room_version", "1")))
+        if version is None:
+            raise PduRejected(f"unsupported room version {answer.get('room_version')!r}")
+        event = self._fill_template(version, answer["event"], user_id, room_id, content)
+        send_path = f"{FED}/v2/send_{membership}/{_q(room_id)}/{_q(event.event_id)}"
+        reply = await self._client.put_json(server, send_path, event.get_pdu_json())
+        if membership == "join":
+            return await self._store_join(version, event, reply)
+        await self._inbound.room_locks.run(
+            room_id,
+            self._persister.submit_received,
+            room_id,
+            version,
+            [ReceivedEvent(event, out_of_band=True)],
+        )
+        return event.event_id
+
+    def _fill_template(
+        self,
+        version: RoomVersion,
+        template: dict[str, Any],
+        user_id: str,
+        room_id: str,
+        content: dict[str, Any],
+    ) -> Event:
+        if (
+            template.get("room_id") != room_id
+            or template.get("type") != MEMBER
+            or template.get("sender") != user_id
+            or template.get("state_key") != user_id
+        ):
+            raise PduRejected("the template is not for this membership")
+        base = template.get("content")
+        merged = {**(base if isinstance(base, dict) else {}), **content}
+        pdu: dict[str, Any] = {
+            k: v
+            for k, v in template.items()
+            if k not in ("event_id", "signatures", "hashes", "unsigned")
+        }
+        pdu["content"] = merged
+        pdu["origin"] = self._server_name
+        pdu["origin_server_ts"] = int(time.time() * 1000)
+        if version.event_id_in_pdu:
+            pdu["event_id"] = generate_v1_event_id(self._server_name)
+        add_hashes_and_signatures(version, pdu, self._server_name, self._signing_key)
+        try:
+            return Event.from_pdu(version, pdu)
+        except InvalidEventError as err:
+            raise PduRejected(f"the template makes an invalid event: {err}") from None
+
+    async def _store_join(self, version: RoomVersion, event: Event, reply: Any) -> str:
+        if not isinstance(reply, dict):
+            raise PduRejected("send_join answer is not an object")
+        signed = reply.get("event")
+        if isinstance(signed, dict) and signed.get("event_id", event.event_id) == event.event_id:
+            # A restricted join comes back countersigned by the resident server.
+            with contextlib.suppress(PduRejected):
+                event = await check_pdu(version, signed, self._verifier)
+        room_id = event.room_id
+        state = await self._checked(version, room_id, reply.get("state"))
+        chain = await self._checked(version, room_id, reply.get("auth_chain"))
+        state_map = {(e.type, e.state_key): e.event_id for e in state if e.state_key is not None}
+        if ("m.room.create", "") not in state_map:
+            raise PduRejected("the send_join state has no create event")
+        ordered = sort_by_auth([*chain, *state])
+        received = [ReceivedEvent(e, outlier=True) for e in ordered]
+        received.append(ReceivedEvent(event, state_before=state_map))
+        stored: list[StoredEvent] = await self._inbound.room_locks.run(
+            room_id, self._persister.submit_received, room_id, version, received
+        )
+        mine = next((s for s in stored if s.event_id == event.event_id), None)
+        if mine is not None and mine.rejected is not None:
+            raise MatrixError("M_FORBIDDEN", f"The join is not allowed: {mine.rejected}")
+        return event.event_id
+
+    async def _checked(self, version: RoomVersion, room_id: str, pdus: Any) -> list[Event]:
+        if not isinstance(pdus, list):
+            return []
+        checked: list[Event] = []
+        for pdu in pdus:
+            try:
+                event = await check_pdu(version, pdu, self._verifier)
+            except PduRejected as err:
+                logger.info("dropping a PDU of a join answer: %s", err)
+                continue
+            if event.room_id == room_id:
+                checked.append(event)
+        return checked
+
+    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> None:
+        """Tell the invitee's server of an invite this server stored (``PUT /v2/invite``)."""
+        target = event.state_key
+        assert target is not None
+        body = {
+            "room_version": event.room_version.identifier,
+            "event": event.get_pdu_json(),
+            "invite_room_state": invite_room_state,
+        }
+        path = f"{FED}/v2/invite/{_q(event.room_id)}/{_q(event.event_id)}"
+        await self._client.put_json(get_server_name(target), path, body)
+
+    async def query_alias(self, alias: str) -> tuple[str, list[str]]:
+        """Resolve an alias of another server (``/query/directory``).
+
+        Raises:
+            MatrixError: 404 when the server does not know it, 502 when it cannot be asked.
+        """
+        server = get_server_name(alias)
+        try:
+            answer = await self._client.get_json(
+                server, f"{FED}/v1/query/directory", query={"room_alias": alias}
+            )
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                raise MatrixError("M_NOT_FOUND", "Room alias not found") from None
+            raise MatrixError(
+                "M_UNKNOWN", f"Could not resolve {alias}: {err}", status=502
+            ) from None
+        room_id = answer.get("room_id") if isinstance(answer, dict) else None
+        if not isinstance(room_id, str):
+            raise MatrixError("M_NOT_FOUND", "Room alias not found")
+        servers = answer.get("servers")
+        return room_id, [s for s in servers if isinstance(s, str)] if isinstance(
+            servers, list
+        ) else []
+
+    async def query_profile(self, user_id: str, field: str | None) -> dict[str, Any]:
+        """A user's profile from their server (``/query/profile``)."""
+        query = {"user_id": user_id}
+        if field is not None:
+            query["field"] = field
+        try:
+            answer = await self._client.get_json(
+                get_server_name(user_id), f"{FED}/v1/query/profile", query=query
+            )
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                raise MatrixError("M_NOT_FOUND", "Profile not found") from None
+            raise MatrixError(
+                "M_UNKNOWN", f"Could not fetch the profile: {err}", status=502
+            ) from None
+        return answer if isinstance(answer, dict) else {}
+
+
+def _room_server(room_id: str) -> str | None:
+    # Before room version 12 a room id names the server that created it; a candidate.
+    if ":" not in room_id:
+        return None
+    return room_id.split(":", 1)[1] or None

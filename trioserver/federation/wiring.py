@@ -1,0 +1,123 @@
+"""Building the federation side of an instance (issue 15) from the config and the parts
+`trioserver.wiring` already built. No I/O here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+import trio
+
+from trioserver.federation.deps import FederationDeps
+from trioserver.federation.event_server import EventServer
+from trioserver.federation.inbound_auth import RequestAuthenticator
+from trioserver.federation.keyring import KeyRing, Notary
+from trioserver.federation.own_keys import OwnKeys, old_keys_path, read_old_keys
+from trioserver.keys import key_id
+from trioserver.federation.transport import FederationClient
+from trioserver.stores.federation_inbound import FederationInboundStore
+from trioserver.stores.server_keys import ServerKeyStore
+
+if TYPE_CHECKING:
+    from signedjson.types import SigningKey
+
+    from trioserver.config import Config
+    from trioserver.storage.persistence import EventPersister
+    from trioserver.stores.database import Database
+    from trioserver.stores.events import EventStore
+    from trioserver.stores.state import StateStore
+    from trioserver.supervisor import Subsystem  # noqa: TC004
+
+
+@attrs.frozen
+class FederationPart:
+    """The federation deps and the background tasks they need."""
+
+    deps: FederationDeps
+    subsystems: tuple[Subsystem, ...]
+
+
+def build_federation(
+    config: Config,
+    db: Database,
+    signing_key: SigningKey,
+    *,
+    events: EventStore,
+    state: StateStore,
+    persister: EventPersister | None,
+) -> FederationPart:
+    """Keys, the outbound client, and (on the events writer) inbound handling."""
+    from trioserver.federation.gaps import GapFiller
+    from trioserver.federation.inbound import InboundTransactions
+    from trioserver.federation.membership_server import MembershipServer
+    from trioserver.federation.remote_membership import RemoteMembership
+
+    name = config.server_name
+    fed = config.federation
+    # The key the server signs with was loaded by the caller; old keys (after a rotation)
+    # are in a sidecar file, absent until the first rotation.
+    old_keys = read_old_keys(old_keys_path(config.data_path(config.signing_key_path)))
+    old_keys.pop(key_id(signing_key), None)
+    own_keys = OwnKeys(name, signing_key, old_keys)
+    client = FederationClient(fed, server_name=name, signing_key=signing_key)
+    keyring = KeyRing(
+        own_keys,
+        ServerKeyStore(db),
+        client,
+        notaries=[Notary(server) for server in fed.trusted_key_servers],
+        timeout_s=min(fed.request_timeout, 30.0),
+    )
+    store = FederationInboundStore(db)
+    event_server = EventServer(server_name=name, events=events, state=state, store=store)
+    inbound = membership = remote = None
+    if persister is not None:
+        gaps = GapFiller(client=client, events=events, store=store, verifier=keyring)
+        inbound = InboundTransactions(
+            server_name=name,
+            persister=persister,
+            events=events,
+            state=state,
+            store=store,
+            verifier=keyring,
+            gaps=gaps,
+        )
+        membership = MembershipServer(
+            server_name=name,
+            signing_key=signing_key,
+            db=db,
+            events=events,
+            persister=persister,
+            verifier=keyring,
+            event_server=event_server,
+            inbound=inbound,
+        )
+        remote = RemoteMembership(
+            server_name=name,
+            signing_key=signing_key,
+            client=client,
+            persister=persister,
+            verifier=keyring,
+            inbound=inbound,
+        )
+    deps = FederationDeps(
+        own_keys=own_keys,
+        keyring=keyring,
+        client=client,
+        authenticator=RequestAuthenticator(keyring, name, fed.domain_whitelist),
+        events=event_server,
+        inbound=inbound,
+        membership=membership,
+        remote=remote,
+    )
+
+    async def run_client(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Owns the client's pooled connections: closed when the server stops.
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+    return FederationPart(deps, (run_client,))
