@@ -14,8 +14,8 @@ from trioserver.federation.event_server import EventServer
 from trioserver.federation.inbound_auth import RequestAuthenticator
 from trioserver.federation.keyring import KeyRing, Notary
 from trioserver.federation.own_keys import OwnKeys, old_keys_path, read_old_keys
-from trioserver.keys import key_id
 from trioserver.federation.transport import FederationClient
+from trioserver.keys import key_id
 from trioserver.stores.federation_inbound import FederationInboundStore
 from trioserver.stores.server_keys import ServerKeyStore
 
