@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trustme
 from signedjson.key import generate_signing_key, get_verify_key
@@ -27,7 +28,11 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from trioserver.config import FederationConfig
 from trioserver.errors import MatrixError
-from trioserver.federation.connections import federation_http_client
+from trioserver.federation.connections import (
+    FederationTransport,
+    federation_http_client,
+    federation_ssl_context,
+)
 from trioserver.federation.discovery import ServerResolver, SrvRecord
 from trioserver.federation.request_auth import parse_authorization, verify_request
 from trioserver.federation.transport import (
@@ -42,6 +47,7 @@ from trioserver.federation.well_known import (
     WellKnownResponse,
     WellKnownUnavailable,
 )
+from trioserver.guarded_http import AddressPolicy
 
 ORIGIN = "origin.test"
 SIGNING_KEY = generate_signing_key("k1")
@@ -483,3 +489,24 @@ async def test_srv_delegation_checks_the_certificate_for_the_server_name(
         with pytest.raises(DestinationUnreachable, match=r"other\.test"):
             await client.get_json("other.test", "/_matrix/test/echo")
     assert len(remote.received) == 1
+
+
+# --- Route pools --------------------------------------------------------------------------
+
+
+async def test_idle_route_pools_are_closed_past_the_limit(pki: Pki, remote: Remote) -> None:
+    context = federation_ssl_context(federation_config(pki))
+    transport = FederationTransport(AddressPolicy([], []), context, max_routes=1)
+    localhost = f"https://localhost:{remote.port}/_matrix/test/echo"
+    by_ip = f"https://127.0.0.1:{remote.port}/_matrix/test/echo"
+    async with httpx.AsyncClient(transport=transport) as http:
+        first = (await http.get(localhost)).json()
+        assert (await http.get(localhost)).json()["client_port"] == first["client_port"]
+        # A route with a response still open is kept although over the limit...
+        async with http.stream("GET", localhost) as open_response:
+            await http.get(by_ip)  # (another TLS name: another route)
+            assert (await open_response.aread()).startswith(b"{")
+        # ...and closed once idle, when another route is made.
+        await http.get(by_ip)
+        await http.get(localhost, extensions={"sni_hostname": "srv.test"})  # a third route
+        assert (await http.get(localhost)).json()["client_port"] != first["client_port"]
