@@ -73,3 +73,106 @@ async def test_joining_through_a_server_that_is_not_in_the_room_fails_cleanly() 
         )
         assert response.status_code in (403, 404, 502), response.text
         assert isinstance(response.json().get("errcode"), str)
+
+
+async def _join_via(client: Client, room: str, server: str) -> None:
+    assert_ok(await client.post(f"/join/{quote(room)}", {}, params={"server_name": server}))
+
+
+async def _not_joined(client: Client, room_id: str, user_id: str) -> bool:
+    return user_id not in await _joined_members(client, room_id)
+
+
+async def test_messages_flow_both_ways() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="public_chat")
+        await _join_via(bob, room_id, a.name)
+        await send_text(alice, room_id, "hello from a")
+        await _wait_for(
+            lambda: _has_text(bob, room_id, "hello from a"), "alice's message on bob's server"
+        )
+        await send_text(bob, room_id, "hello from b")
+        await _wait_for(
+            lambda: _has_text(alice, room_id, "hello from b"), "bob's message on alice's server"
+        )
+        # Both servers hold the same conversation, in the same order.
+        assert await _texts(alice, room_id) == await _texts(bob, room_id)
+
+
+async def _has_text(client: Client, room_id: str, body: str) -> bool:
+    return body in await _texts(client, room_id)
+
+
+async def test_a_remote_user_is_invited_and_accepts() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="private_chat", name="Private")
+        assert_ok(await alice.post(f"/rooms/{room_id}/invite", {"user_id": bob.user_id}))
+
+        async def invited() -> bool:
+            sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+            return room_id in sync["rooms"].get("invite", {})
+
+        await _wait_for(invited, "the invite in bob's sync")
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+        events = sync["rooms"]["invite"][room_id]["invite_state"]["events"]
+        assert {"type": "m.room.name", "state_key": "", "content": {"name": "Private"}} in [
+            {k: e[k] for k in ("type", "state_key", "content")} for e in events
+        ]
+        # The room is private: only the invite lets bob in, through alice's server.
+        assert_ok(await bob.post(f"/rooms/{quote(room_id)}/join", {}))
+        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        await _wait_for(
+            lambda: _joined_members_has(alice, room_id, bob.user_id), "bob joined on a"
+        )
+
+
+async def test_a_remote_invite_is_rejected() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="private_chat")
+        assert_ok(await alice.post(f"/rooms/{room_id}/invite", {"user_id": bob.user_id}))
+
+        async def invited() -> bool:
+            sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+            return room_id in sync["rooms"].get("invite", {})
+
+        await _wait_for(invited, "the invite")
+        assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
+
+        async def bob_left_on_a() -> bool:
+            member = await alice.get(f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
+            return member.status_code == 200 and member.json()["membership"] == "leave"
+
+        await _wait_for(bob_left_on_a, "bob's rejection on alice's server")
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+        assert room_id not in sync["rooms"].get("invite", {})
+
+
+async def test_leave_and_rejoin_after_the_server_left_the_room() -> None:
+    # Seeds 4 and 6 over federation: the last local user leaving drops the room's current
+    # state on that server, keeps the user's membership, and the user can come back.
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="public_chat")
+        await _join_via(bob, room_id, a.name)
+        assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
+        await _wait_for(
+            lambda: _not_joined(alice, room_id, bob.user_id), "bob's leave on alice's server"
+        )
+        # Bob's server is out of the room: it receives nothing from it any more, and it no
+        # longer answers for it (a join through it fails: it has no current state).
+        await send_text(alice, room_id, "while bob is away")
+        carol = await b.user("carol")
+        response = await carol.post(f"/join/{quote(room_id)}", {}, params={"server_name": b.name})
+        assert response.status_code == 404, response.text
+        assert "while bob is away" not in await _texts(bob, room_id)
+        await _join_via(bob, room_id, a.name)
+        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        await send_text(alice, room_id, "welcome back")
+        await _wait_for(lambda: _has_text(bob, room_id, "welcome back"), "the message after")

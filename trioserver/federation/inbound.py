@@ -29,7 +29,7 @@ from trioserver.federation.server_acl import server_allowed
 from trioserver.storage.received_events import ReceivedEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from trioserver.federation.gaps import GapFiller
     from trioserver.federation.pdu_checks import EventVerifier
@@ -88,6 +88,8 @@ class InboundTransactions:
         self._gaps = gaps
         self.room_locks = RoomLocks()
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
+        # Told of every server that sends a transaction (the sender retries it at once).
+        self.on_origin_seen: Callable[[str], None] | None = None
 
     async def on_transaction(self, origin: str, txn_id: str, body: Mapping[str, Any]) -> Any:
         """Process a transaction once; the ``{"pdus": {event_id: result}}`` answer.
@@ -101,6 +103,8 @@ class InboundTransactions:
             raise MatrixError("M_BAD_JSON", "pdus and edus must be lists")
         if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
             raise MatrixError("M_BAD_JSON", f"At most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")
+        if self.on_origin_seen is not None:
+            self.on_origin_seen(origin)
         key = (origin, txn_id)
         while (running := self._in_flight.get(key)) is not None:
             await running.wait()  # a retry of a transaction still being processed

@@ -120,4 +120,22 @@ def build_federation(
             with trio.CancelScope(shield=True):
                 await client.aclose()
 
-    return FederationPart(deps, (run_client,))
+    subsystems: list[Subsystem] = [run_client]
+    if persister is not None and config.runs_role("federation_sender"):
+        from trioserver.federation.sender import FederationSender
+        from trioserver.stores.federation_sender import FederationSenderStore
+
+        sender = FederationSender(
+            server_name=name,
+            store=FederationSenderStore(db),
+            events=events,
+            state=state,
+            transport=client,
+            request_timeout=fed.request_timeout,
+        )
+        persister.add_listener(sender.on_persisted)
+        if inbound is not None:
+            # A server that sends us a transaction is up again: what it missed goes now.
+            inbound.on_origin_seen = sender.wake_destination
+        subsystems.append(sender.run)
+    return FederationPart(deps, tuple(subsystems))
