@@ -20,7 +20,7 @@ pool, sharing the one SSL context, for each. A pool keyed by address alone would
 connection verified for one server name for another name served from the same address (a
 hosting provider's SRV targets), which is exactly what the certificate check must prevent.
 At most `max_routes` pools are kept; past that, the least recently used idle pools (no
-response open) are closed.
+request or response in progress) are closed.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
 @attrs.define(eq=False)
 class _Route:
     transport: httpx.AsyncHTTPTransport
-    open_responses: int = 0
+    in_use: int = 0  # requests being sent, and responses not yet closed
 
 
 class FederationTransport(httpx.AsyncBaseTransport):
@@ -178,18 +178,27 @@ class FederationTransport(httpx.AsyncBaseTransport):
         permitted = await self._permitted(request, url.host, port)
         route = await self._route((server_name, url.host, port))
         request.extensions = {**request.extensions, "sni_hostname": server_name}
-        for index, address in enumerate(permitted):
-            request.url = url.copy_with(host=str(address))
+        route.in_use += 1  # from here until the response is closed: never evicted meanwhile
+        try:
+            response = await self._send(route, request, url, permitted)
+        except BaseException:
+            route.in_use -= 1
+            raise
+        response.stream = _Tracked(response.stream, route)
+        return response
+
+    @staticmethod
+    async def _send(
+        route: _Route, request: httpx.Request, url: httpx.URL, permitted: list[str]
+    ) -> httpx.Response:
+        for address in permitted[:-1]:
+            request.url = url.copy_with(host=address)
             try:
-                response = await route.transport.handle_async_request(request)
+                return await route.transport.handle_async_request(request)
             except httpx.ConnectError:
-                if index == len(permitted) - 1:
-                    raise
-                continue
-            route.open_responses += 1
-            response.stream = _Tracked(response.stream, route)
-            return response
-        raise AssertionError("unreachable: permitted is never empty")
+                continue  # nothing was sent: the next address may connect
+        request.url = url.copy_with(host=permitted[-1])
+        return await route.transport.handle_async_request(request)
 
     async def _permitted(self, request: httpx.Request, host: str, port: int) -> list[str]:
         try:
@@ -223,7 +232,7 @@ class FederationTransport(httpx.AsyncBaseTransport):
         excess = len(self._routes) - self._max_routes
         if excess <= 0:
             return
-        idle = [k for k, r in self._routes.items() if r.open_responses == 0 and k != keep]
+        idle = [k for k, r in self._routes.items() if r.in_use == 0 and k != keep]
         for key in idle[:excess]:
             await self._routes.pop(key).transport.aclose()
 
@@ -235,7 +244,7 @@ class FederationTransport(httpx.AsyncBaseTransport):
 
 
 class _Tracked(httpx.AsyncByteStream):
-    """A response body that counts as open on its route until closed (eviction skips it)."""
+    """A response body that keeps its route in use until closed (eviction skips it)."""
 
     def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, route: _Route) -> None:
         assert isinstance(inner, httpx.AsyncByteStream)  # an async transport's response
@@ -251,5 +260,5 @@ class _Tracked(httpx.AsyncByteStream):
             await self._inner.aclose()
         finally:
             if self._route is not None:
-                self._route.open_responses -= 1
+                self._route.in_use -= 1
                 self._route = None
