@@ -7,6 +7,7 @@ The sender's backoff runs on an injected wall clock; its flush and wake pauses a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import Counter
@@ -23,9 +24,16 @@ from trioserver.federation.destination_queue import (
     MAX_EDUS_PER_TXN,
     MAX_PDUS_PER_TXN,
     BackoffPolicy,
+    Outcome,
+    classify_failure,
+    pdu_errors,
 )
 from trioserver.federation.sender import FederationSender
-from trioserver.federation.transport import DestinationUnreachable, RemoteError
+from trioserver.federation.transport import (
+    DestinationNotAllowed,
+    DestinationUnreachable,
+    RemoteError,
+)
 from trioserver.stores.events import EventCache, EventStore, StoredEvent
 from trioserver.stores.federation_sender import DestinationRow, FederationSenderStore
 from trioserver.stores.state import StateStore
@@ -741,3 +749,72 @@ async def test_catch_up_matches_server_names_exactly(tmp_path: Path) -> None:
         # The newest event of ours: the xours.test message is not one of ours.
         assert [e.event_id for e in found] == ["$e1"]
         assert await store.newest_local_stream(OURS) == 1
+
+
+async def test_joined_servers_are_cached_until_the_state_may_have_changed(
+    tmp_path: Path,
+) -> None:
+    async with running_env(tmp_path) as env:
+        room = await shared_room(env)
+        await env.persist(await env.world.event(room, ALICE, state_group=1))
+        # EVE's join is written where the sender does not see it as an event (as state
+        # resolution might let her in): the cached servers stay until the state changes.
+        await env.world.join(room, EVE)
+        await env.persist(await env.world.event(room, BOB, state_group=1))
+        await env.persist(await env.world.event(room, ALICE, state_group=1))
+        assert env.transport.to("three.test") == []
+        # A remote event with a state of its own (a merge of forks): read again.
+        await env.persist(await env.world.event(room, BOB, state_group=2))
+        message = await env.world.event(room, ALICE, state_group=2)
+        await env.persist(message)
+        assert env.transport.sent_ids("three.test") == [message.event_id]
+
+
+async def test_a_destination_our_config_forbids_is_not_backed_off(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        room = await shared_room(env)
+        env.transport.failing["one.test"] = DestinationNotAllowed("not in domain_whitelist")
+        await env.persist(await env.world.event(room, ALICE))
+        await env.persist(await env.world.event(room, ALICE))
+        assert len(env.transport.to("one.test", ok=False)) == 2
+        assert env.sender.statistics().backing_off == 0
+
+
+# -- Pure parts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (RemoteError(400, "M_BAD_JSON", None, None), Outcome.REFUSED),
+        (RemoteError(403, "M_FORBIDDEN", None, None), Outcome.REFUSED),
+        (RemoteError(413, "M_TOO_LARGE", None, None), Outcome.REFUSED),
+        (RemoteError(401, "M_UNAUTHORIZED", None, None), Outcome.FAILED),
+        (RemoteError(404, None, None, None), Outcome.FAILED),
+        (RemoteError(408, None, None, None), Outcome.FAILED),
+        (RemoteError(429, "M_LIMIT_EXCEEDED", None, None), Outcome.FAILED),
+        (RemoteError(500, None, None, None), Outcome.FAILED),
+        (DestinationUnreachable("timeout"), Outcome.FAILED),
+        (ValueError("a bug"), Outcome.FAILED),
+    ],
+)
+def test_which_failures_back_off(error: Exception, outcome: Outcome) -> None:
+    assert classify_failure(error) is outcome
+
+
+def test_backoff_doubles_with_jitter_between_its_bounds() -> None:
+    policy = BackoffPolicy(min_ms=5_000, max_ms=86_400_000, jitter=0.2)
+    rng = random.Random(1)
+    intervals = [policy.next_interval(0, rng)]
+    while intervals[-1] < policy.max_ms:
+        intervals.append(policy.next_interval(intervals[-1], rng))
+    assert 5_000 <= intervals[0] <= 6_000
+    assert all(1.6 * a <= b or b == policy.max_ms for a, b in itertools.pairwise(intervals))
+    assert len(intervals) < 20
+    assert policy.next_interval(policy.max_ms, rng) == policy.max_ms
+
+
+def test_pdu_errors_are_read_leniently() -> None:
+    assert pdu_errors({"pdus": {"$a": {}, "$b": {"error": "no"}}}) == [("$b", "no")]
+    assert pdu_errors({"pdus": []}) == []
+    assert pdu_errors(None) == []

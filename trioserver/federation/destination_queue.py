@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -45,6 +45,26 @@ MAX_PENDING_PDUS = 500
 MAX_PENDING_EDUS = 1_000
 # Statuses after which a destination is backed off (the rest of 4xx: the server answered).
 BACKOFF_STATUSES = frozenset({401, 404, 408, 429})
+
+
+class TransactionTransport(Protocol):
+    """What the sender needs of the federation client
+    (`trioserver.federation.transport.FederationClient`)."""
+
+    async def put_json(
+        self,
+        destination: str,
+        path: str,
+        content: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the transport's own deadline
+    ) -> Any:
+        """Send a signed ``PUT`` to `destination`; return the decoded JSON response.
+
+        Raises an exception (with an int ``status`` attribute for an error response) when
+        the request fails.
+        """
+        ...
 
 
 @attrs.frozen
@@ -152,6 +172,20 @@ def transaction_body(
 ) -> dict[str, Any]:
     """The JSON body of a transaction (Server-Server API, "Transactions")."""
     return {"origin": origin, "origin_server_ts": origin_server_ts, "pdus": pdus, "edus": edus}
+
+
+def pdu_errors(response: Any) -> list[tuple[str, Any]]:
+    """The PDUs a transaction's response says the destination could not process, with its
+    error; they are not sent again (Server-Server API, "Transactions": the response maps
+    event ids to results, an ``error`` key meaning failure)."""
+    results = response.get("pdus") if isinstance(response, dict) else None
+    if not isinstance(results, dict):
+        return []
+    return [
+        (event_id, result["error"])
+        for event_id, result in results.items()
+        if isinstance(result, dict) and "error" in result
+    ]
 
 
 def pdu_json(stored: StoredEvent) -> dict[str, Any]:

@@ -6,19 +6,16 @@ The events writer calls `FederationSender.on_persisted` after each commit with t
 events, in stream order (`EventPersister.add_listener`). That call only appends them to a
 queue; one task (`_dispatch_loop`) takes them in order and, for each event this server sent
 (sender on this server, not rejected), works out the destinations: every other server with a
-joined member of the room, plus, for a membership event, the server of its target (an invited,
-kicked or banned remote user must hear of it). Joined servers are read from the room's current
-state and cached per room; any state event, and any event from another server (state
-resolution may change the state), drops the room's entry first. A membership event goes to the
-servers joined before it too, so a server hears of its last member leaving or being kicked;
-and when the current state is gone because this server's last user left (seed 4), the members
-are read from the state at the event instead.
+joined member of the room (`trioserver.federation.room_hosts`, which sees every event, to keep
+its cache right), plus, for a membership event, the server of its target (an invited, kicked
+or banned remote user must hear of it) and the servers joined before it (a server hears of its
+last member leaving).
 
 Each destination has a `DestinationQueue` (`trioserver.federation.destination_queue`, which
 documents the healthy / backing-off / catching-up cycle). A task runs for a destination only
 while it has something to send and is not backing off, so an idle or dead destination costs
 no task and no queued PDUs. The task sends one transaction at a time (``PUT
-/_matrix/federation/v1/send/{txnId}``), with fresh transaction ids (``{start_ms}-{n}``),
+/_matrix/federation/v1/send/{txnId}``), with fresh transaction ids (``{start_ms}{random}-{n}``),
 and ends when nothing is left. Each destination's attempt is the documented boundary (STYLE
 S4) where any exception, a transport bug included, counts as a failed send: it is logged and
 backs the destination off, and no other destination is affected.
@@ -37,8 +34,9 @@ import itertools
 import logging
 import math
 import random
+import secrets
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -50,10 +48,13 @@ from trioserver.federation.destination_queue import (
     BackoffPolicy,
     DestinationQueue,
     Outcome,
+    TransactionTransport,
     classify_failure,
+    pdu_errors,
     pdu_json,
     transaction_body,
 )
+from trioserver.federation.room_hosts import MEMBER, RoomHosts
 from trioserver.federation.transport import DestinationNotAllowed, FederationError, fed_path
 
 if TYPE_CHECKING:
@@ -65,31 +66,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MEMBER = "m.room.member"
-MAX_CACHED_ROOMS = 10_000
 # Beyond the transport's own timeout, in case it does not honour it.
 TIMEOUT_MARGIN_S = 10.0
 SEND_PATH = "/_matrix/federation/v1/send/{}"
-
-
-class TransactionTransport(Protocol):
-    """What the sender needs of the federation client
-    (`trioserver.federation.transport.FederationClient`)."""
-
-    async def put_json(
-        self,
-        destination: str,
-        path: str,
-        content: Any,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 -- the transport's own deadline
-    ) -> Any:
-        """Send a signed ``PUT`` to `destination`; return the decoded JSON response.
-
-        Raises an exception (with an int ``status`` attribute for an error response) when
-        the request fails.
-        """
-        ...
 
 
 @attrs.frozen
@@ -129,7 +108,6 @@ class FederationSender:
         self._server_name = server_name
         self._store = store
         self._events = events
-        self._state = state
         self._transport = transport
         self._clock = clock
         self._backoff = backoff or BackoffPolicy()
@@ -141,7 +119,7 @@ class FederationSender:
         self._loaded = False
         self._incoming: collections.deque[StoredEvent] = collections.deque()
         self._incoming_ready = trio.Event()
-        self._hosts: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
+        self._hosts = RoomHosts(state, store)
         self._dirty: set[str] = set()
         self._flushing = 0
         self._waking = 0
@@ -150,7 +128,9 @@ class FederationSender:
             math.inf
         )
         self._txn_ids = itertools.count(1)
-        self._txn_prefix = str(self._now_ms())
+        # Unique across restarts, even if the clock went back (a reused id would be taken
+        # by the destination as a retry of a transaction it has, and dropped).
+        self._txn_prefix = f"{self._now_ms()}{secrets.token_hex(3)}"
 
     # -- Entry points (sync, never block) --------------------------------------------------
 
@@ -261,14 +241,12 @@ class FederationSender:
 
     async def _dispatch(self, stored: StoredEvent) -> None:
         event = stored.event
-        local = get_server_name(event.sender) == self._server_name
-        before = None
-        if not local or event.is_state():
-            before = self._hosts.pop(event.room_id, None)
-        if not local or stored.rejected is not None:
+        before = self._hosts.note(stored)
+        if get_server_name(event.sender) != self._server_name or stored.rejected is not None:
             return
-        hosts = set(await self._room_hosts(stored))
+        hosts = set(await self._hosts.hosts(stored))
         if event.type == MEMBER and event.state_key is not None:
+            # Those in the room before it too: a server hears of its last member leaving.
             hosts |= before or frozenset()
             _, sep, target = event.state_key.partition(":")
             if sep:
@@ -283,26 +261,6 @@ class FederationSender:
             if queue.retry.last_successful_stream_ordering != position:
                 # It fell behind before ever being served: that must survive a restart.
                 self._mark_dirty(queue)
-
-    async def _room_hosts(self, stored: StoredEvent) -> frozenset[str]:
-        room_id = stored.room_id
-        cached = self._hosts.get(room_id)
-        if cached is not None:
-            self._hosts.move_to_end(room_id)
-            return cached
-        users = await self._state.joined_users(room_id)
-        if not users and stored.state_group is not None:
-            # This server left (seed 4 dropped the current state): the state after the
-            # event still lists the servers that must hear of the leave. Not cached.
-            state = await self._state.state_for_group(stored.state_group)
-            members = [eid for (kind, _), eid in state.items() if kind == MEMBER]
-            users = await self._store.joined_members(members)
-            return frozenset(user.partition(":")[2] for user in users)
-        hosts = frozenset(user.partition(":")[2] for user in users)
-        self._hosts[room_id] = hosts
-        if len(self._hosts) > MAX_CACHED_ROOMS:
-            self._hosts.popitem(last=False)
-        return hosts
 
     # -- Sending ------------------------------------------------------------------------------
 
@@ -391,7 +349,14 @@ class FederationSender:
                 exc_info=not isinstance(exc, FederationError),
             )
             return outcome
-        _log_pdu_errors(destination, txn_id, response)
+        for event_id, error in pdu_errors(response):
+            logger.info(
+                "%s could not process %s (transaction %s): %s",
+                destination,
+                event_id,
+                txn_id,
+                error,
+            )
         if queue.retry.record_reachable():
             self._mark_dirty(queue)
         return Outcome.SENT
@@ -449,20 +414,3 @@ class FederationSender:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-
-def _log_pdu_errors(destination: str, txn_id: str, response: Any) -> None:
-    """Log the PDUs the destination says it could not process; they are not sent again
-    (Server-Server API, "Transactions": the response maps event ids to results)."""
-    results = response.get("pdus") if isinstance(response, dict) else None
-    if not isinstance(results, dict):
-        return
-    for event_id, result in results.items():
-        if isinstance(result, dict) and "error" in result:
-            logger.info(
-                "%s could not process %s (transaction %s): %s",
-                destination,
-                event_id,
-                txn_id,
-                result["error"],
-            )
