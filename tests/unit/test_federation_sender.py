@@ -28,7 +28,7 @@ from trioserver.federation.destination_queue import (
     classify_failure,
     pdu_errors,
 )
-from trioserver.federation.sender import FederationSender
+from trioserver.federation.sender import MAX_DISPATCH_ATTEMPTS, FederationSender
 from trioserver.federation.transport import (
     DestinationNotAllowed,
     DestinationUnreachable,
@@ -778,6 +778,46 @@ async def test_a_destination_our_config_forbids_is_not_backed_off(tmp_path: Path
         await env.persist(await env.world.event(room, ALICE))
         assert len(env.transport.to("one.test", ok=False)) == 2
         assert env.sender.statistics().backing_off == 0
+
+
+class PoisonedState(StateStore):
+    """A state store whose reads of one room fail (as a bug would)."""
+
+    async def joined_users(self, room_id: str) -> list[str]:
+        if room_id == "!poison:ours.test":
+            raise RuntimeError("a bug")
+        return await super().joined_users(room_id)
+
+
+async def test_an_event_that_keeps_failing_is_dropped_after_some_restarts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_env(tmp_path) as env:
+        good_room = await shared_room(env)
+        poison = await env.world.event("!poison:ours.test", ALICE)
+        message = await env.world.event(good_room, ALICE)
+        sender = FederationSender(
+            server_name=OURS,
+            store=env.store,
+            events=EventStore(env.db, EventCache()),
+            state=PoisonedState(env.db, server_name=OURS),
+            transport=env.transport,
+            flush_interval=0,
+        )
+        sender.on_persisted([poison, message])
+        failures = 0
+        for _ in range(MAX_DISPATCH_ATTEMPTS):
+            # As `run_supervised` restarts it.
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(sender.run)
+                    await settle(sender)
+                    nursery.cancel_scope.cancel()
+            except* RuntimeError:
+                failures += 1
+        assert failures == MAX_DISPATCH_ATTEMPTS - 1
+        assert "giving up on sending $e" in caplog.text
+        assert env.transport.sent_ids("one.test") == [message.event_id]
 
 
 # -- Pure parts ------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ import attrs
 
 import trio
 
-from trioserver.events import get_server_name
 from trioserver.federation.destination_queue import (
     MAX_PDUS_PER_TXN,
     BackoffPolicy,
@@ -69,6 +68,8 @@ logger = logging.getLogger(__name__)
 # Beyond the transport's own timeout, in case it does not honour it.
 TIMEOUT_MARGIN_S = 10.0
 SEND_PATH = "/_matrix/federation/v1/send/{}"
+# Restarts (`trioserver.supervisor`) an event may fail to be dispatched before it is dropped.
+MAX_DISPATCH_ATTEMPTS = 3
 
 
 @attrs.frozen
@@ -119,6 +120,7 @@ class FederationSender:
         self._loaded = False
         self._incoming: collections.deque[StoredEvent] = collections.deque()
         self._incoming_ready = trio.Event()
+        self._head_failures = 0
         self._hosts = RoomHosts(state, store)
         self._dirty: set[str] = set()
         self._flushing = 0
@@ -235,14 +237,24 @@ class FederationSender:
                 self._incoming_ready = trio.Event()
                 await self._incoming_ready.wait()
                 continue
-            # Removed only once handled: after a restart the same event is handled again.
-            await self._dispatch(self._incoming[0])
+            head = self._incoming[0]
+            # Removed only once handled: after a restart the same event is handled again
+            # (the database may have been down). Only an event that keeps failing is given
+            # up, so that it cannot stop every later event from going out.
+            try:
+                await self._dispatch(head)
+            except Exception:  # boundary: one event's destinations (see above)
+                self._head_failures += 1
+                if self._head_failures < MAX_DISPATCH_ATTEMPTS:
+                    raise
+                logger.exception("giving up on sending %s to other servers", head.event_id)
+            self._head_failures = 0
             self._incoming.popleft()
 
     async def _dispatch(self, stored: StoredEvent) -> None:
         event = stored.event
         before = self._hosts.note(stored)
-        if get_server_name(event.sender) != self._server_name or stored.rejected is not None:
+        if event.sender.partition(":")[2] != self._server_name or stored.rejected is not None:
             return
         hosts = set(await self._hosts.hosts(stored))
         if event.type == MEMBER and event.state_key is not None:
