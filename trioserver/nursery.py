@@ -286,6 +286,8 @@ def build_components(
         )
         if federation.deps.remote is not None:
             rooms.membership.use_federation(federation.deps.remote)
+        if federation.deps.backfiller is not None:
+            rooms.room_reads.backfill = federation.deps.backfiller.backfill
     deps = wiring.build_api_deps(
         config,
         db,

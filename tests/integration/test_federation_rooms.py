@@ -176,3 +176,32 @@ async def test_leave_and_rejoin_after_the_server_left_the_room() -> None:
         assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
         await send_text(alice, room_id, "welcome back")
         await _wait_for(lambda: _has_text(bob, room_id, "welcome back"), "the message after")
+
+
+async def test_messages_backfill_history_from_before_the_join() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="public_chat")
+        for n in range(15):
+            await send_text(alice, room_id, f"old {n}")
+        await _join_via(bob, room_id, a.name)
+        # Bob's server holds nothing from before his join: paging back fetches it from a.
+        chunk: list[dict[str, Any]] = []
+        token = None
+        for _ in range(10):
+            params: dict[str, Any] = {"dir": "b", "limit": 10}
+            if token is not None:
+                params["from"] = token
+            page = assert_ok(await bob.get(f"/rooms/{room_id}/messages", params=params))
+            chunk.extend(page["chunk"])
+            token = page.get("end")
+            if token is None or not page["chunk"]:
+                break
+        texts = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
+        assert texts == [f"old {n}" for n in reversed(range(15))]
+        # History is not news: bob's incremental sync does not present it as new.
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+        since = sync["next_batch"]
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0, "since": since}))
+        assert room_id not in sync["rooms"].get("join", {})

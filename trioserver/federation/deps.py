@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from trioserver.federation.backfill import Backfiller  # noqa: TC004
     from trioserver.federation.event_server import EventServer  # noqa: TC004
     from trioserver.federation.inbound import InboundTransactions  # noqa: TC004
     from trioserver.federation.inbound_auth import RequestAuthenticator  # noqa: TC004
@@ -33,3 +34,4 @@ class FederationDeps:
     inbound: InboundTransactions | None
     membership: MembershipServer | None
     remote: RemoteMembership | None
+    backfiller: Backfiller | None = None

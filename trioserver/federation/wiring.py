@@ -100,6 +100,20 @@ def build_federation(
             verifier=keyring,
             inbound=inbound,
         )
+    backfiller = None
+    if persister is not None and inbound is not None:
+        from trioserver.federation.backfill import Backfiller
+
+        backfiller = Backfiller(
+            server_name=name,
+            client=client,
+            db=db,
+            events=events,
+            event_server=event_server,
+            persister=persister,
+            verifier=keyring,
+            inbound=inbound,
+        )
     deps = FederationDeps(
         own_keys=own_keys,
         keyring=keyring,
@@ -109,6 +123,7 @@ def build_federation(
         inbound=inbound,
         membership=membership,
         remote=remote,
+        backfiller=backfiller,
     )
 
     async def run_client(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

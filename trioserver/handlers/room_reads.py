@@ -36,6 +36,8 @@ from trioserver.handlers.visibility import Page, Viewer, VisibilityFilter, visib
 from trioserver.stores.events import RoomPosition, StoredEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from trioserver.handlers.aggregations import Aggregator
     from trioserver.handlers.auth import Requester
     from trioserver.stores.account_data import AccountDataStore
@@ -47,7 +49,8 @@ if TYPE_CHECKING:
 JsonDict = dict[str, Any]
 MEMBER = "m.room.member"
 MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
-_ROOM_TOKEN = re.compile(r"t(\d+)-(\d+)(?:_.*)?\Z", re.DOTALL)
+# The stream part is negative for backfilled history (issue 15, `federation.backfill`).
+_ROOM_TOKEN = re.compile(r"t(\d+)-(-?\d+)(?:_.*)?\Z", re.DOTALL)
 _STREAM_TOKEN = re.compile(r"s(\d+)(?:_.*)?\Z", re.DOTALL)
 # Positions are SQL integers; larger numbers in a token are not ours (and would not bind).
 _MAX_POSITION = 2**62
@@ -138,6 +141,9 @@ class RoomReadHandler:
         self._server_name = server_name
         self._account_data = account_data
         self.visibility = VisibilityFilter(events, state, erasure)
+        # Issue 15: fetches history from other servers, ``await backfill(room_id, limit)``
+        # -> events stored (set on the events writer when federation is on).
+        self.backfill: Callable[[str, int], Awaitable[int]] | None = None
         # Issue 11: the aggregator bundles unsigned["m.relations"] into served events.
         self.serializer = EventSerializer(events, reads, aggregator=aggregator)
 
@@ -359,16 +365,30 @@ class RoomReadHandler:
             start = end
         elif end is not None and not backwards and (bound is None or _before(end, bound)):
             bound = end
-        page = await self.visibility.scan(
+        page = await self._scan(room_id, start, bound, query, access)
+        # At the start of what this server holds, older history may be on other servers.
+        exhausted = backwards and page.exhausted and self.backfill is not None
+        if exhausted and self.backfill is not None and await self.backfill(room_id, query.limit):
+            page = await self._scan(room_id, start, bound, query, access)
+        return await self._messages_body(page, start, query, requester)
+
+    async def _scan(
+        self,
+        room_id: str,
+        start: RoomPosition,
+        bound: RoomPosition | None,
+        query: MessagesQuery,
+        access: Access,
+    ) -> Page:
+        return await self.visibility.scan(
             room_id,
-            store_cursor(start, backwards),
+            store_cursor(start, query.backwards),
             bound,
-            backwards=backwards,
+            backwards=query.backwards,
             limit=query.limit,
             event_filter=query.event_filter,
             viewer=access.viewer,
         )
-        return await self._messages_body(page, start, query, requester)
 
     async def _messages_body(
         self, page: Page, start: RoomPosition, query: MessagesQuery, requester: Requester

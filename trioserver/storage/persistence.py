@@ -116,6 +116,7 @@ class _Built:
     outlier: bool = False
     rejected: str | None = None
     out_of_band: bool = False
+    backfilled: bool = False
 
 
 @attrs.define
@@ -167,6 +168,7 @@ class EventPersister:
         self._send, self._receive = trio.open_memory_channel[_Request](10_000)
         self._listeners: list[PersistListener] = []
         self._next_stream = 0
+        self._next_backfill_stream = 0
         self._next_group = 0
         self.stream_position = 0
         self._relation_checks = relation_checks
@@ -243,6 +245,7 @@ class EventPersister:
         """
         self._rooms.clear()
         self._next_stream, self._next_group = await self._store.max_ids()
+        self._next_backfill_stream = min(0, await self._store.min_stream_ordering())
         self.stream_position = max(self.stream_position, self._next_stream)
         task_status.started()
         while True:
@@ -320,8 +323,8 @@ class EventPersister:
 
         for i in range(start, len(writes)):
             write = writes[i]
-            if write.outlier:
-                continue
+            if write.outlier or write.stored.stream_ordering < 0:
+                continue  # outside the timeline, or history: nobody is notified
             try:
                 push = await self._push.evaluate(room, write.stored.event, in_batch)
             except Exception:  # boundary: a push rule bug must not lose the message; it is
@@ -342,7 +345,11 @@ class EventPersister:
         for request in accepted:
             request.finish()
         # Outliers (received events outside the timeline) are nobody's news.
-        timeline = [w.stored for w in writes if not w.outlier or w.out_of_band]
+        timeline = [
+            w.stored
+            for w in writes
+            if (not w.outlier or w.out_of_band) and w.stored.stream_ordering > 0
+        ]
         if not timeline:
             return
         for listener in self._listeners:
@@ -382,10 +389,16 @@ class EventPersister:
             self._cache_room(room)
         streams: dict[str, int] = {}
         for item in built:
-            self._next_stream += 1
+            if item.backfilled:
+                # History: below every live event, so that no stream presents it as new.
+                self._next_backfill_stream -= 1
+                stream_ordering = self._next_backfill_stream
+            else:
+                self._next_stream += 1
+                stream_ordering = self._next_stream
             stored = StoredEvent(
                 event=item.event,
-                stream_ordering=self._next_stream,
+                stream_ordering=stream_ordering,
                 topological_ordering=item.event.depth,
                 state_group=item.state_group,
                 replaces_state=item.replaces_state,
@@ -406,14 +419,14 @@ class EventPersister:
             )
             if item.out_of_band:
                 room_batch.out_of_band.append(state_change_for(item.event, self._next_stream))
-            streams[item.event.event_id] = self._next_stream
+            streams[item.event.event_id] = stream_ordering
             self._batch_known[item.event.event_id] = KnownEvent(
                 item.event, item.state_group, item.rejected, item.outlier
             )
             if item.new_group is not None:
                 self._batch_groups[item.new_group.id] = item.new_group
             if received_changes is None and item.event.state_key is not None:
-                change = state_change_for(item.event, self._next_stream)
+                change = state_change_for(item.event, stream_ordering)
                 room_batch.changes[(change.type, change.state_key)] = change
             request.result.append(stored)
         for key, event in (received_changes or {}).items():
@@ -509,6 +522,7 @@ class EventPersister:
             outlier=placed.outlier,
             rejected=placed.rejected,
             out_of_band=placed.out_of_band,
+            backfilled=placed.backfilled,
         )
 
     async def _known_events(self, event_ids: Sequence[str]) -> dict[str, KnownEvent]:

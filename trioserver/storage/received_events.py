@@ -74,6 +74,9 @@ class ReceivedEvent:
     outlier: bool = False
     state_before: StateMap | None = None
     out_of_band: bool = False
+    # History from before this server joined (`federation.backfill`): in the timeline below
+    # every live event, on `state_before`, leaving current state and extremities alone.
+    backfilled: bool = False
 
 
 @attrs.frozen
@@ -102,6 +105,7 @@ class PlacedEvent:
     replaces_state: str | None
     applies_redaction_to: str | None = None
     out_of_band: bool = False
+    backfilled: bool = False
 
 
 class PlacementContext:
@@ -138,6 +142,9 @@ class ReceivedEventPlacer:
         # Chain lengths of the groups made here; a received event continues only those
         # chains (others are snapshotted over: simpler, and rarely more rows).
         self._chain_lengths: dict[int, int] = {}
+        self._backfill_group: tuple[int, tuple[int, int | None, int, dict[StateKey, str]]] | None
+        self._backfill_group = None
+        self._backfill_group_used = False
 
     async def _lookup(self, event_ids: Sequence[str]) -> dict[str, KnownEvent]:
         found = {e: self._placed[e] for e in event_ids if e in self._placed}
@@ -159,6 +166,8 @@ class ReceivedEventPlacer:
             placed = PlacedEvent(event, True, None, None, None, None, None, out_of_band=True)
             return self._remember(placed, None)
         rejected = await self._check_own_auth_events(event)
+        if received.backfilled and received.state_before is not None:
+            return self._remember(self._backfilled(event, rejected, received.state_before), None)
         if received.outlier:
             return self._remember(PlacedEvent(event, True, rejected, None, None, None, None), None)
         before, before_group = await self._state_before(received)
@@ -199,6 +208,24 @@ class ReceivedEventPlacer:
         if not placed.outlier:
             await self._advance_room(event, after, group)
         return self._remember(placed, group)
+
+    def _backfilled(self, event: Event, rejected: str | None, state: StateMap) -> PlacedEvent:
+        # One snapshot of the state serves every backfilled event of the request.
+        if self._backfill_group is None:
+            self._backfill_group = self._snapshot(dict(state))
+        group, new_group = self._backfill_group
+        first = new_group if not self._backfill_group_used else None
+        self._backfill_group_used = True
+        return PlacedEvent(
+            event,
+            outlier=rejected is not None,
+            rejected=rejected,
+            state_group=group,
+            state_after=None,
+            new_group=first,
+            replaces_state=None,
+            backfilled=True,
+        )
 
     def _remember(self, placed: PlacedEvent, group: int | None) -> PlacedEvent:
         self._placed[placed.event.event_id] = KnownEvent(

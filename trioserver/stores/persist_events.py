@@ -347,6 +347,12 @@ def _push_actions_txn(txn: Txn, events: Sequence[EventWrite]) -> None:
             redact_push_actions_txn(txn, write.applies_redaction_to)
 
 
+def _min_stream_txn(txn: Txn) -> int:
+    row = txn.execute("SELECT COALESCE(MIN(stream_ordering), 0) FROM events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _max_ids_txn(txn: Txn) -> tuple[int, int]:
     stream = txn.execute("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetchone()
     group = txn.execute("SELECT COALESCE(MAX(id), 0) FROM state_groups").fetchone()
@@ -378,6 +384,10 @@ class PersistEventStore:
         await self._db.run_txn(
             "persist_events", _persist_batch_txn, events, rooms, self._server_name
         )
+
+    async def min_stream_ordering(self) -> int:
+        """The smallest stream ordering stored (backfilled history counts down from 0)."""
+        return await self._db.run_txn("min_stream", _min_stream_txn)
 
     async def max_ids(self) -> tuple[int, int]:
         """The largest stream ordering and state group id stored (0 when none).
