@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 @attrs.frozen
-class TestCa:
+class TlsFiles:
     """A certificate authority and one server certificate for localhost, as files."""
 
     ca_path: str
@@ -42,11 +42,11 @@ class TestCa:
     key_path: str
 
 
-def make_test_ca(directory: Path) -> TestCa:
+def make_test_ca(directory: Path) -> TlsFiles:
     """Write a fresh test CA and a localhost/127.0.0.1 certificate into `directory`."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
-    paths = TestCa(
+    paths = TlsFiles(
         str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem")
     )
     ca.cert_pem.write_to_path(paths.ca_path)
@@ -57,7 +57,7 @@ def make_test_ca(directory: Path) -> TestCa:
     return paths
 
 
-def federation_overrides(tls: TestCa, port: int) -> dict[str, Any]:
+def federation_overrides(tls: TlsFiles, port: int) -> dict[str, Any]:
     """Config keys of a server named ``localhost:port`` federating over TLS at `port`."""
     return {
         "server_name": f"localhost:{port}",
@@ -92,22 +92,32 @@ class FederatedServer:
 
 
 @asynccontextmanager
+async def federated_server(
+    tls: TlsFiles, port: int, data_dir: Path | None = None, **overrides: Any
+) -> AsyncIterator[FederatedServer]:
+    """One server named ``localhost:port`` (the same `data_dir` and `port` restart it)."""
+    async with (
+        serve_in_process(data_dir, **federation_overrides(tls, port), **overrides) as hs,
+        httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+    ):
+        yield FederatedServer(hs, http)
+
+
+@asynccontextmanager
+async def fresh_tls() -> AsyncIterator[TlsFiles]:
+    """A fresh test CA and certificate, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="trioserver-fed-") as tmp:
+        yield make_test_ca(Path(tmp))
+
+
+@asynccontextmanager
 async def federating_servers(
-    count: int = 2, data_dirs: list[Path] | None = None, **overrides: Any
+    count: int = 2, **overrides: Any
 ) -> AsyncIterator[list[FederatedServer]]:
     """`count` servers that federate with each other, for the duration of the block."""
-    with tempfile.TemporaryDirectory(prefix="trioserver-fed-") as tmp:
-        tls = make_test_ca(Path(tmp))
-        async with AsyncExitStack() as stack:
-            servers = []
-            for index in range(count):
-                port = free_port()
-                data_dir = data_dirs[index] if data_dirs is not None else None
-                hs = await stack.enter_async_context(
-                    serve_in_process(data_dir, **federation_overrides(tls, port), **overrides)
-                )
-                http = await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=hs.base_url, timeout=30)
-                )
-                servers.append(FederatedServer(hs, http))
-            yield servers
+    async with fresh_tls() as tls, AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(federated_server(tls, free_port(), **overrides))
+            for _ in range(count)
+        ]
+        yield servers

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trioserver.errors import MatrixError
-from trioserver.events import KNOWN_ROOM_VERSIONS, RoomVersion
+from trioserver.events import KNOWN_ROOM_VERSIONS, RoomVersion, compute_event_id
 from trioserver.federation.pdu_checks import PduRejected, check_pdu
 from trioserver.federation.server_acl import server_allowed
 from trioserver.storage.received_events import ReceivedEvent
@@ -167,15 +167,25 @@ class InboundTransactions:
             return await self._judge_pdu(origin, room_id, pdu)
         except PduRejected as err:
             logger.info("rejected a PDU from %s in %s: %s", origin, room_id, err)
-            event_id = pdu.get("event_id")
-            return (event_id if isinstance(event_id, str) else None), str(err)
+            return await self._event_id_of(room_id, pdu), str(err)
         except MatrixError as err:
-            event_id = pdu.get("event_id")
-            return (event_id if isinstance(event_id, str) else None), err.message
+            return await self._event_id_of(room_id, pdu), err.message
         except Exception:  # boundary: one PDU's bug must not fail the transaction
             logger.exception("handling a PDU from %s in %s failed", origin, room_id)
-            event_id = pdu.get("event_id")
-            return (event_id if isinstance(event_id, str) else None), "Internal error"
+            return await self._event_id_of(room_id, pdu), "Internal error"
+
+    async def _event_id_of(self, room_id: str, pdu: dict[str, Any]) -> str | None:
+        # The id an error is reported under: in the PDU (v1, v2), else its reference hash.
+        event_id = pdu.get("event_id")
+        if isinstance(event_id, str):
+            return event_id
+        version = await self.room_version_of(room_id)
+        if version is None or version.event_id_in_pdu:
+            return None
+        try:
+            return compute_event_id(version, pdu)
+        except Exception:  # not even hashable as an event: reported under no id
+            return None
 
     async def _judge_pdu(
         self, origin: str, room_id: str, pdu: dict[str, Any]
