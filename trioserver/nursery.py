@@ -303,6 +303,10 @@ def build_components(
         upgrades,
         federation.deps if federation is not None else None,
     )
+    if federation is not None:
+        from trioserver.federation.queries import query_profile
+
+        deps.profile.remote_profile = partial(query_profile, federation.deps.client)
     # Issue 5: self-destructing messages are pruned by the events writer only.
     expiry = None
     if writer is not None and config.enable_ephemeral_messages:

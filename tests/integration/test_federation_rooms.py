@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import trio
 
-from tests.integration.client import Client, assert_ok
+from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.federation_helpers import federating_servers
 from tests.integration.room_helpers import create_room, send_text
 
@@ -205,3 +205,30 @@ async def test_messages_backfill_history_from_before_the_join() -> None:
         since = sync["next_batch"]
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0, "since": since}))
         assert room_id not in sync["rooms"].get("join", {})
+
+
+async def test_aliases_profiles_and_the_directory_of_another_server() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        assert_ok(await alice.put(f"/profile/{alice.user_id}/displayname", {"displayname": "Al"}))
+        alias = f"#lobby:{a.name}"
+        room_id = await create_room(alice, preset="public_chat", room_alias_name="lobby")
+        assert_ok(await alice.put(f"/directory/list/room/{room_id}", {"visibility": "public"}))
+        # Bob's server asks alice's for her profile, the alias, and the public directory.
+        profile = assert_ok(await bob.get(f"/profile/{quote(alice.user_id)}"))
+        assert profile == {"displayname": "Al"}
+        name = assert_ok(await bob.get(f"/profile/{quote(alice.user_id)}/displayname"))
+        assert name == {"displayname": "Al"}
+        resolved = assert_ok(await bob.get(f"/directory/room/{quote(alias)}"))
+        assert resolved["room_id"] == room_id
+        assert a.name in resolved["servers"]
+        rooms = assert_ok(await bob.get("/publicRooms", params={"server": a.name}))
+        assert room_id in [r["room_id"] for r in rooms["chunk"]]
+        rooms = assert_ok(await bob.post("/publicRooms", {"limit": 5}, params={"server": a.name}))
+        assert room_id in [r["room_id"] for r in rooms["chunk"]]
+        # Joining by the alias goes through the directory answer.
+        assert_ok(await bob.post(f"/join/{quote(alias)}", {}))
+        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        missing = await bob.get(f"/directory/room/{quote('#nothing:' + a.name)}")
+        assert_error(missing, 404, "M_NOT_FOUND")

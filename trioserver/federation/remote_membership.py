@@ -29,6 +29,7 @@ from trioserver.events import (
 )
 from trioserver.federation.gaps import sort_by_auth
 from trioserver.federation.pdu_checks import PduRejected, check_pdu
+from trioserver.federation.queries import query_alias
 from trioserver.storage.received_events import ReceivedEvent
 
 if TYPE_CHECKING:
@@ -251,46 +252,8 @@ class RemoteMembership:
         await self._client.put_json(get_server_name(target), path, body)
 
     async def query_alias(self, alias: str) -> tuple[str, list[str]]:
-        """Resolve an alias of another server (``/query/directory``).
-
-        Raises:
-            MatrixError: 404 when the server does not know it, 502 when it cannot be asked.
-        """
-        server = get_server_name(alias)
-        try:
-            answer = await self._client.get_json(
-                server, f"{FED}/v1/query/directory", query={"room_alias": alias}
-            )
-        except Exception as err:
-            if getattr(err, "status", None) == 404:
-                raise MatrixError("M_NOT_FOUND", "Room alias not found") from None
-            raise MatrixError(
-                "M_UNKNOWN", f"Could not resolve {alias}: {err}", status=502
-            ) from None
-        room_id = answer.get("room_id") if isinstance(answer, dict) else None
-        if not isinstance(room_id, str):
-            raise MatrixError("M_NOT_FOUND", "Room alias not found")
-        servers = answer.get("servers")
-        return room_id, [s for s in servers if isinstance(s, str)] if isinstance(
-            servers, list
-        ) else []
-
-    async def query_profile(self, user_id: str, field: str | None) -> dict[str, Any]:
-        """A user's profile from their server (``/query/profile``)."""
-        query = {"user_id": user_id}
-        if field is not None:
-            query["field"] = field
-        try:
-            answer = await self._client.get_json(
-                get_server_name(user_id), f"{FED}/v1/query/profile", query=query
-            )
-        except Exception as err:
-            if getattr(err, "status", None) == 404:
-                raise MatrixError("M_NOT_FOUND", "Profile not found") from None
-            raise MatrixError(
-                "M_UNKNOWN", f"Could not fetch the profile: {err}", status=502
-            ) from None
-        return answer if isinstance(answer, dict) else {}
+        """Resolve an alias of another server (`federation.queries.query_alias`)."""
+        return await query_alias(self._client, alias)
 
 
 def _room_server(room_id: str) -> str | None:

@@ -18,13 +18,14 @@ import trio
 
 from trioserver.errors import MatrixError
 from trioserver.events import is_valid_user_id
+from trioserver.stores.profiles import Profile
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from trioserver.handlers.membership import MembershipHandler
     from trioserver.stores.events import EventStore
-    from trioserver.stores.profiles import Profile, ProfileStore
+    from trioserver.stores.profiles import ProfileStore
     from trioserver.stores.state import StateStore
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class ProfileHandler:
         # One profile change at a time per user, so that member events cannot end up
         # carrying an older profile than the store (Synapse serialises these too).
         self._locks: dict[str, trio.Lock] = {}
+        # Issue 15: ``await remote_profile(user_id, field)`` asks the user's server.
+        self.remote_profile: Callable[[str, str | None], Awaitable[dict[str, Any]]] | None = None
 
     @asynccontextmanager
     async def _user_lock(self, user_id: str) -> AsyncIterator[None]:
@@ -113,12 +116,15 @@ class ProfileHandler:
             if not stats.locked and stats.tasks_waiting == 0:
                 self._locks.pop(user_id, None)
 
-    async def _profile(self, user_id: str) -> Profile:
+    async def _profile(self, user_id: str, field: str | None = None) -> Profile:
         check_user_id(user_id)
-        # Remote profiles need federation, which this server does not speak yet.
         profile = None
         if user_id.endswith(self._server_suffix):
             profile = await self._profiles.get_profile(user_id)
+        elif self.remote_profile is not None:
+            # Another server's user: asked over federation (without it, never found).
+            fields = await self.remote_profile(user_id, field)
+            profile = Profile(fields.get("displayname"), fields.get("avatar_url"))
         if profile is None:
             raise MatrixError("M_NOT_FOUND", "Profile was not found")
         return profile
@@ -142,7 +148,7 @@ class ProfileHandler:
             MatrixError: 400 bad user id or key; 404 unknown user or unset generic field.
         """
         check_key_name(key)
-        profile = await self._profile(user_id)
+        profile = await self._profile(user_id, key if key in PROFILE_FIELDS else None)
         if key in PROFILE_FIELDS:
             # An unset displayname or avatar_url is 200 without the key, as Synapse answers
             # (SyTest 10apidoc/10profile-displayname and 11profile-avatar_url read it first).

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from trioserver.api.http import CLIENT, JsonDict, Request, Route, route
 from trioserver.api.params import optional, query_int, require
 from trioserver.errors import MatrixError
-from trioserver.events import is_valid_server_name
+from trioserver.events import get_server_name, is_valid_room_alias, is_valid_server_name
+from trioserver.federation.queries import query_alias
 from trioserver.handlers.directory import MAX_PUBLIC_ROOMS, PublicRoomsQuery
 
 if TYPE_CHECKING:
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
 
 
 async def get_alias(deps: ApiDeps, request: Request) -> JsonDict:
-    """GET /directory/room/{roomAlias}."""
-    return await deps.directory_handler.resolve_alias(request.path_params["alias"])
+    """GET /directory/room/{roomAlias} (another server's alias: asked over federation)."""
+    alias = request.path_params["alias"]
+    remote = is_valid_room_alias(alias) and get_server_name(alias) != deps.server_name
+    if deps.federation is not None and remote:
+        room_id, servers = await query_alias(deps.federation.client, alias)
+        return {"room_id": room_id, "servers": servers}
+    return await deps.directory_handler.resolve_alias(alias)
 
 
 async def put_alias(deps: ApiDeps, request: Request) -> JsonDict:
@@ -64,13 +70,38 @@ async def put_visibility(deps: ApiDeps, request: Request) -> JsonDict:
     return {}
 
 
-def _check_server(deps: ApiDeps, server: str | None) -> None:
+def _remote_server(deps: ApiDeps, server: str | None) -> str | None:
+    """`server` when it names another server whose directory is asked over federation."""
     if server is None or server == deps.server_name:
-        return
+        return None
     if not is_valid_server_name(server):
         raise MatrixError("M_INVALID_PARAM", f"Invalid server name: {server}")
-    # Another server's directory needs federation, which this server does not speak yet.
-    raise MatrixError("M_NOT_FOUND", f"Cannot fetch the room directory of {server}")
+    if deps.federation is None:
+        raise MatrixError("M_NOT_FOUND", f"Cannot fetch the room directory of {server}")
+    return server
+
+
+async def _remote_public_rooms(
+    deps: ApiDeps, server: str, method: str, query: dict[str, str], body: JsonDict | None
+) -> JsonDict:
+    assert deps.federation is not None
+    client = deps.federation.client
+    path = "/_matrix/federation/v1/publicRooms"
+    try:
+        if method == "GET":
+            answer = await client.get_json(server, path, query=query)
+        else:
+            answer = await client.post_json(server, path, body or {})
+    except Exception as err:  # the remote server's failure, said as one
+        status = getattr(err, "status", None)
+        if status is not None and 400 <= status < 500:
+            raise MatrixError("M_NOT_FOUND", f"{server} refused: {err}") from None
+        raise MatrixError(
+            "M_UNKNOWN", f"Could not fetch the room directory of {server}", status=502
+        ) from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+        raise MatrixError("M_UNKNOWN", f"{server} sent no room directory", status=502)
+    return answer
 
 
 def _limit(value: int) -> int:
@@ -80,7 +111,10 @@ def _limit(value: int) -> int:
 
 async def get_public_rooms(deps: ApiDeps, request: Request) -> JsonDict:
     """GET /publicRooms (``limit``, ``since``, ``server``)."""
-    _check_server(deps, request.query_param("server"))
+    server = _remote_server(deps, request.query_param("server"))
+    if server is not None:
+        remote_query = {k: v for k in ("limit", "since") if (v := request.query_param(k))}
+        return await _remote_public_rooms(deps, server, "GET", remote_query, None)
     query = PublicRoomsQuery(
         limit=_limit(query_int(request, "limit", 0)), since=request.query_param("since")
     )
@@ -99,8 +133,10 @@ def _room_types(search_filter: JsonDict) -> frozenset[str | None] | None:
 
 async def post_public_rooms(deps: ApiDeps, request: Request) -> JsonDict:
     """POST /publicRooms (``limit``, ``since``, ``filter``, networks; ``?server=``)."""
-    _check_server(deps, request.query_param("server"))
+    server = _remote_server(deps, request.query_param("server"))
     body = request.json_or_empty()
+    if server is not None:
+        return await _remote_public_rooms(deps, server, "POST", {}, body)
     limit = optional(body, "limit", int, MAX_PUBLIC_ROOMS)
     if limit < 0:
         raise MatrixError("M_INVALID_PARAM", "'limit' must not be negative")
