@@ -232,3 +232,105 @@ async def test_aliases_profiles_and_the_directory_of_another_server() -> None:
         assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
         missing = await bob.get(f"/directory/room/{quote('#nothing:' + a.name)}")
         assert_error(missing, 404, "M_NOT_FOUND")
+
+
+async def test_three_servers_share_a_room() -> None:
+    async with federating_servers(3) as (a, b, c):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        carol = await c.user("carol")
+        room_id = await create_room(alice, preset="public_chat")
+        await _join_via(bob, room_id, a.name)
+        # Carol joins through bob's server, which was not the room's first.
+        await _join_via(carol, room_id, b.name)
+        everyone = {alice.user_id, bob.user_id, carol.user_id}
+        for client in (alice, bob, carol):
+            await _wait_for(
+                lambda client=client: _joined_members_equal(client, room_id, everyone),
+                f"three members on {client.user_id}'s server",
+            )
+        for n, client in enumerate((alice, bob, carol)):
+            await send_text(client, room_id, f"from {n}")
+        wanted = {"from 0", "from 1", "from 2"}
+        for client in (alice, bob, carol):
+            await _wait_for(
+                lambda client=client: _has_all(client, room_id, wanted), "every message"
+            )
+
+
+async def _joined_members_equal(client: Client, room_id: str, members: set[str]) -> bool:
+    return await _joined_members(client, room_id) == members
+
+
+async def _has_all(client: Client, room_id: str, bodies: set[str]) -> bool:
+    return bodies <= set(await _texts(client, room_id))
+
+
+async def test_redactions_and_state_changes_travel() -> None:
+    async with federating_servers(2) as (a, b):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="public_chat")
+        await _join_via(bob, room_id, a.name)
+        event_id = await send_text(alice, room_id, "regrettable")
+        await _wait_for(lambda: _has_text(bob, room_id, "regrettable"), "the message on b")
+        assert_ok(
+            await alice.put(f"/rooms/{room_id}/redact/{quote(event_id)}/r1", {"reason": "oops"})
+        )
+        assert_ok(await alice.put(f"/rooms/{room_id}/state/m.room.topic", {"topic": "New"}))
+
+        async def redacted_on_b() -> bool:
+            response = await bob.get(f"/rooms/{room_id}/event/{quote(event_id)}")
+            return response.status_code == 200 and response.json()["content"] == {}
+
+        await _wait_for(redacted_on_b, "the redaction on b")
+
+        async def topic_on_b() -> bool:
+            response = await bob.get(f"/rooms/{room_id}/state/m.room.topic")
+            return response.status_code == 200 and response.json().get("topic") == "New"
+
+        await _wait_for(topic_on_b, "the topic on b")
+        # Bob may not redact alice's message (no power); his attempt changes nothing on a.
+        other = await send_text(alice, room_id, "keep me")
+        await _wait_for(lambda: _has_text(bob, room_id, "keep me"), "the second message")
+        response = await bob.put(f"/rooms/{room_id}/redact/{quote(other)}/r2", {})
+        assert_error(response, 403, "M_FORBIDDEN")
+        kept = assert_ok(await alice.get(f"/rooms/{room_id}/event/{quote(other)}"))
+        assert kept["content"]["body"] == "keep me"
+
+
+async def test_a_server_acl_shuts_a_server_out() -> None:
+    async with federating_servers(3) as (a, b, d):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="public_chat")
+        await _join_via(bob, room_id, a.name)
+        # ACLs match host names without the port, and both test servers are "localhost":
+        # allowing only a name that matches neither shuts out every server but the ACL
+        # sender's own (whose users' events it does not judge).
+        acl = {"allow": ["nothing.example"], "deny": []}
+        assert_ok(await alice.put(f"/rooms/{room_id}/state/m.room.server_acl", acl))
+        await _wait_for(lambda: _state_is(bob, room_id, "m.room.server_acl", acl), "the ACL on b")
+        await send_text(bob, room_id, "after the acl")
+        # Bob's server still holds the room, so carol joins there; alice's server refuses
+        # both the message and the join that b sends it.
+        carol = await b.user("carol")
+        await _join_via(carol, room_id, a.name)
+        await _never(lambda: _has_text(alice, room_id, "after the acl"), seconds=2)
+        assert carol.user_id not in await _joined_members(alice, room_id)
+        # A join through a, by a user of a server the ACL denies, is refused at make_join.
+        dave = await d.user("dave")
+        response = await dave.post(f"/join/{quote(room_id)}", {}, params={"server_name": a.name})
+        assert_error(response, 403, "M_FORBIDDEN")
+
+
+async def _never(predicate: Any, seconds: float) -> None:
+    with trio.move_on_after(seconds):
+        while True:
+            assert not await predicate()
+            await trio.sleep(0.1)
+
+
+async def _state_is(client: Client, room_id: str, event_type: str, content: Any) -> bool:
+    response = await client.get(f"/rooms/{room_id}/state/{event_type}")
+    return response.status_code == 200 and response.json() == content
