@@ -1,0 +1,145 @@
+"""trioserver federating with a real Synapse, over TLS on loopback (issue 15): a room on each
+side joined from the other, messages both ways.
+
+Synapse is installed from PyPI into the benchmarks' cached venv the first time (see
+`tests.integration.synapse_peer`), so on a fresh machine this test installs it (about half a
+minute) rather than skipping. Both servers trust one test CA and serve the same certificate
+for localhost/127.0.0.1; each is named ``localhost:PORT`` with its federation listener at
+PORT.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+import trio
+
+from trioserver.testing import serve_in_process
+
+from tests.integration.client import Client, assert_ok
+from tests.integration.federation_helpers import (
+    FederatedServer,
+    federation_overrides,
+    free_port,
+    make_test_ca,
+)
+from tests.integration.room_helpers import create_room, send_text
+from tests.integration.synapse_peer import SynapsePeer, synapse_peer
+
+# Synapse is slow to fetch keys, join and send its first transaction to a new destination.
+WAIT_S = 90.0
+
+
+@asynccontextmanager
+async def trioserver_and_synapse() -> AsyncIterator[tuple[FederatedServer, SynapsePeer]]:
+    """A trioserver and a Synapse that federate with each other, for the block."""
+    with tempfile.TemporaryDirectory(prefix="trioserver-synapse-") as tmp:
+        tls = make_test_ca(Path(tmp))
+        synapse_dir = Path(tmp) / "synapse"
+        synapse_dir.mkdir()
+        async with (
+            serve_in_process(**federation_overrides(tls, free_port())) as hs,
+            httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
+            synapse_peer(tls, synapse_dir) as synapse,
+        ):
+            yield FederatedServer(hs, http), synapse
+
+
+async def _wait_for(predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
+    with trio.move_on_after(WAIT_S):
+        while True:
+            result = await predicate()
+            if result:
+                return result
+            await trio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _joined_members(client: Client, room_id: str) -> set[str]:
+    response = await client.get(f"/rooms/{quote(room_id)}/joined_members")
+    if response.status_code != 200:
+        return set()
+    return set(response.json()["joined"])
+
+
+async def _texts(client: Client, room_id: str) -> list[str]:
+    params = {"dir": "b", "limit": 50}
+    response = await client.get(f"/rooms/{quote(room_id)}/messages", params=params)
+    if response.status_code != 200:
+        return []
+    return [
+        e["content"].get("body")
+        for e in reversed(response.json()["chunk"])
+        if e["type"] == "m.room.message"
+    ]
+
+
+async def _join_via(client: Client, room_id: str, server: str) -> None:
+    joined = assert_ok(
+        await client.post(f"/join/{quote(room_id)}", {}, params={"server_name": server})
+    )
+    assert joined["room_id"] == room_id
+
+
+async def _exchange_messages(
+    host: Client, guest: Client, room_id: str, host_side: str, guest_side: str
+) -> None:
+    """`host`'s server made the room and sent "before the join" in it, then `guest` joined it
+    from the other server: that message reaches the guest (backfilled by its server), then a
+    message goes each way, each read back on the other server."""
+
+    async def member_on_host() -> bool:
+        return guest.user_id in await _joined_members(host, room_id)
+
+    await _wait_for(member_on_host, f"{guest.user_id}'s join on {host_side}")
+    assert await _joined_members(guest, room_id) == {host.user_id, guest.user_id}
+
+    async def seen(client: Client, body: str) -> bool:
+        return body in await _texts(client, room_id)
+
+    await _wait_for(lambda: seen(guest, "before the join"), f"the history on {guest_side}")
+    await send_text(host, room_id, f"hello from {host_side}")
+    await _wait_for(
+        lambda: seen(guest, f"hello from {host_side}"), f"{host_side}'s message on {guest_side}"
+    )
+    await send_text(guest, room_id, f"hello from {guest_side}")
+    await _wait_for(
+        lambda: seen(host, f"hello from {guest_side}"), f"{guest_side}'s message on {host_side}"
+    )
+    # The conversation is the same, in the same order, on both servers.
+    wanted = ["before the join", f"hello from {host_side}", f"hello from {guest_side}"]
+    assert await _texts(host, room_id) == wanted
+    assert await _texts(guest, room_id) == wanted
+
+
+async def test_a_synapse_user_joins_a_trioserver_room() -> None:
+    async with trioserver_and_synapse() as (trio_hs, synapse):
+        alice = await trio_hs.user("alice")
+        bob = await synapse.user("bob")
+        room_id = await create_room(alice, preset="public_chat", name="On trioserver")
+        await send_text(alice, room_id, "before the join")
+        await _join_via(bob, room_id, trio_hs.name)
+        # Synapse holds the room's state now, from trioserver's send_join answer.
+        name = assert_ok(await bob.get(f"/rooms/{quote(room_id)}/state/m.room.name"))
+        assert name == {"name": "On trioserver"}
+        await _exchange_messages(alice, bob, room_id, "trioserver", "synapse")
+
+
+async def test_a_trioserver_user_joins_a_synapse_room() -> None:
+    async with trioserver_and_synapse() as (trio_hs, synapse):
+        alice = await trio_hs.user("alice")
+        bob = await synapse.user("bob")
+        room_id = await create_room(bob, preset="public_chat", name="On Synapse")
+        await send_text(bob, room_id, "before the join")
+        await _join_via(alice, room_id, synapse.name)
+        # trioserver holds the room's state now, from Synapse's send_join answer.
+        name = assert_ok(await alice.get(f"/rooms/{quote(room_id)}/state/m.room.name"))
+        assert name == {"name": "On Synapse"}
+        await _exchange_messages(bob, alice, room_id, "synapse", "trioserver")
