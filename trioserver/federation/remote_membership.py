@@ -154,7 +154,9 @@ class RemoteMembership:
         if version is None:
             raise PduRejected(f"unsupported room version {answer.get('room_version')!r}")
         event = self._fill_template(version, answer["event"], user_id, room_id, content)
-        send_path = f"{FED}/v2/send_{membership}/{_q(room_id)}/{_q(event.event_id)}"
+        # send_knock has only a v1 (answered without the v1 [200, body] wrapping).
+        api = "v1" if membership == "knock" else "v2"
+        send_path = f"{FED}/{api}/send_{membership}/{_q(room_id)}/{_q(event.event_id)}"
         reply = await self._client.put_json(server, send_path, event.get_pdu_json())
         if membership == "join":
             return await self._store_join(version, event, reply)
