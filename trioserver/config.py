@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -655,6 +656,13 @@ def _check_consistency(config: Config) -> None:
             "config.http: tls_certificate_path and tls_private_key_path must be set together"
         )
     fed = config.federation
+    if fed.serve_well_known:
+        url = urlsplit(fed.public_baseurl or "")
+        if url.scheme != "https" or not url.hostname:
+            problems.append(
+                "config.federation.public_baseurl: serve_well_known needs an https URL of this"
+                " server's federation listener, e.g. https://matrix.example.org:443"
+            )
     if fed.port is not None and (
         fed.tls_certificate_path is None or fed.tls_private_key_path is None
     ):

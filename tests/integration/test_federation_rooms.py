@@ -6,7 +6,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 import trio
+
+from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
 from tests.integration.federation_helpers import federating_servers
@@ -334,3 +338,16 @@ async def _never(predicate: Any, seconds: float) -> None:
 async def _state_is(client: Client, room_id: str, event_type: str, content: Any) -> bool:
     response = await client.get(f"/rooms/{room_id}/state/{event_type}")
     return response.status_code == 200 and response.json() == content
+
+
+async def test_well_known_server_delegation_and_version() -> None:
+    async with federating_servers(1) as (a,):
+        response = await a.http.get("/.well-known/matrix/server")
+        assert_error(response, 404, "M_NOT_FOUND")
+        version = assert_ok(await a.http.get("/_matrix/federation/v1/version"))
+        assert version["server"]["name"] == "trioserver"
+    overrides = {"serve_well_known": True, "public_baseurl": "https://matrix.example.org"}
+    async with serve_in_process(federation=overrides) as hs:
+        async with httpx.AsyncClient(base_url=hs.base_url) as http:
+            answer = assert_ok(await http.get("/.well-known/matrix/server"))
+            assert answer == {"m.server": "matrix.example.org:443"}

@@ -35,3 +35,5 @@ class FederationDeps:
     membership: MembershipServer | None
     remote: RemoteMembership | None
     backfiller: Backfiller | None = None
+    # What /.well-known/matrix/server delegates to (``host:port``), when it is served.
+    well_known_server: str | None = None

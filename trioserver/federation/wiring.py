@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -22,12 +23,22 @@ from trioserver.stores.server_keys import ServerKeyStore
 if TYPE_CHECKING:
     from signedjson.types import SigningKey
 
-    from trioserver.config import Config
+    from trioserver.config import Config, FederationConfig
     from trioserver.storage.persistence import EventPersister
     from trioserver.stores.database import Database
     from trioserver.stores.events import EventStore
     from trioserver.stores.state import StateStore
     from trioserver.supervisor import Subsystem  # noqa: TC004
+
+
+def well_known_delegation(fed: FederationConfig) -> str | None:
+    """The ``m.server`` of this server's /.well-known/matrix/server (None: not served)."""
+    if not fed.serve_well_known or fed.public_baseurl is None:
+        return None
+    url = urlsplit(fed.public_baseurl)
+    assert url.hostname is not None  # checked with the config
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{host}:{url.port or 443}"
 
 
 @attrs.frozen
@@ -124,6 +135,7 @@ def build_federation(
         membership=membership,
         remote=remote,
         backfiller=backfiller,
+        well_known_server=well_known_delegation(fed),
     )
 
     async def run_client(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -51,6 +51,14 @@ def _required_param(request: Request, name: str) -> str:
     return value
 
 
+async def get_well_known_server(deps: ApiDeps, request: Request) -> JsonDict:
+    """GET /.well-known/matrix/server: where other servers find this one (when delegated)."""
+    del request
+    if deps.federation is None or deps.federation.well_known_server is None:
+        raise MatrixError("M_NOT_FOUND", "No server delegation is published")
+    return {"m.server": deps.federation.well_known_server}
+
+
 async def get_version(deps: ApiDeps, request: Request) -> JsonDict:
     """GET /version (no authentication)."""
     del deps, request
@@ -267,6 +275,7 @@ async def post_public_rooms(deps: ApiDeps, request: Request) -> JsonDict:
 
 
 ROUTES: list[Route[ApiDeps]] = [
+    route("GET", "/.well-known/matrix/server", get_well_known_server, auth="none"),
     route("GET", f"{V1}/version", get_version, auth="none"),
     route("PUT", f"{V1}/send/{{txn}}", put_send, auth="federation"),
     route("GET", f"{V1}/event/{{event}}", get_event, auth="federation"),
