@@ -347,7 +347,9 @@ async def test_well_known_server_delegation_and_version() -> None:
         version = assert_ok(await a.http.get("/_matrix/federation/v1/version"))
         assert version["server"]["name"] == "trioserver"
     overrides = {"serve_well_known": True, "public_baseurl": "https://matrix.example.org"}
-    async with serve_in_process(federation=overrides) as hs:
-        async with httpx.AsyncClient(base_url=hs.base_url) as http:
-            answer = assert_ok(await http.get("/.well-known/matrix/server"))
-            assert answer == {"m.server": "matrix.example.org:443"}
+    async with (
+        serve_in_process(federation=overrides) as hs,
+        httpx.AsyncClient(base_url=hs.base_url) as http,
+    ):
+        answer = assert_ok(await http.get("/.well-known/matrix/server"))
+        assert answer == {"m.server": "matrix.example.org:443"}
