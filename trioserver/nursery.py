@@ -108,22 +108,25 @@ _BIND_HINTS = {
 }
 
 
-def _listen_error(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> StartupError:
+def _listen_error(
+    http: HttpConfig, group: BaseExceptionGroup[OSError], section: str
+) -> StartupError:
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     assert isinstance(exc, OSError)
-    return listen_error(http, exc)
+    return listen_error(http, exc, section)
 
 
-def listen_error(http: HttpConfig, exc: OSError) -> StartupError:
-    """The one-line startup error for a client listener that cannot bind (`exc`)."""
+def listen_error(http: HttpConfig, exc: OSError, section: str = "http") -> StartupError:
+    """The one-line startup error for a listener that cannot bind (`exc`); `section` names
+    the config section that set it up (``http``, ``federation``)."""
     reason = exc.strerror or str(exc)
     reason = reason[:1].lower() + reason[1:]
     hint = _BIND_HINTS.get(exc.errno or 0)
     return StartupError(
-        f"cannot listen on {', '.join(_bind_strings(http))} (http.port / http.bind_addresses):"
-        f" {reason}" + (f" ({hint})" if hint else "")
+        f"cannot listen on {', '.join(_bind_strings(http))}"
+        f" ({section}.port / {section}.bind_addresses): {reason}" + (f" ({hint})" if hint else "")
     )
 
 
@@ -133,6 +136,7 @@ async def run_http_api(
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
     listen_fds: Sequence[int] = (),
+    section: str = "http",
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the client API until `shutdown_trigger` returns, then drain in-flight requests.
@@ -165,7 +169,7 @@ async def run_http_api(
         except* OSError as group:
             # Before it is started, hypercorn raises OSError only when binding a socket fails
             # (the TLS files are checked earlier, by `setup_files.ensure_data_files`).
-            raise _listen_error(http, group) from None
+            raise _listen_error(http, group, section) from None
         task_status.started(RunningServer(tuple(binds)))
 
 
@@ -435,8 +439,9 @@ async def serve(
                 notifier.shut_down()
 
             try:
-                if serve_clients:
-                    async with trio.open_nursery() as http_nursery:
+                async with trio.open_nursery() as http_nursery:
+                    running = RunningServer(())
+                    if serve_clients:
                         running = await http_nursery.start(
                             partial(
                                 run_http_api,
@@ -446,16 +451,23 @@ async def serve(
                                 listen_fds=listen_fds,
                             )
                         )
-                        federation_http = config.federation.listener(config.http)
-                        if config.federation.enabled and federation_http is not None:
-                            federation = await http_nursery.start(
-                                partial(run_http_api, client_app, federation_http, stop_serving)
+                    # The federation listener of its own ([federation] port) is main's: the
+                    # one instance of a deployment that binds it.
+                    federation_http = config.federation.listener(config.http)
+                    if config.is_main and config.federation.enabled and federation_http:
+                        federation = await http_nursery.start(
+                            partial(
+                                run_http_api,
+                                client_app,
+                                federation_http,
+                                stop_serving,
+                                section="federation",
                             )
-                            ports["federation_port"] = federation.port
-                        task_status.started(attrs.evolve(running, **ports))
-                else:
-                    task_status.started(RunningServer((), **ports))
-                    await stop_serving()
+                        )
+                        ports["federation_port"] = federation.port
+                    task_status.started(RunningServer(running.base_urls, **ports))
+                    if not serve_clients and not ports.get("federation_port"):
+                        await stop_serving()
             finally:
                 for internal_client in replication.internal_clients:
                     with trio.CancelScope(shield=True):  # closing sockets only

@@ -95,9 +95,20 @@ class FederatedServer:
 async def federated_server(
     tls: TlsFiles, port: int, data_dir: Path | None = None, **overrides: Any
 ) -> AsyncIterator[FederatedServer]:
-    """One server named ``localhost:port`` (the same `data_dir` and `port` restart it)."""
+    """One server named ``localhost:port`` (the same `data_dir` and `port` restart it).
+
+    Always a single process, whatever TRIOSERVER_TEST_VIA_WORKER says: events from other
+    servers are judged by main as the events writer, and backfill runs there (see README,
+    "Federation": a worker does not backfill yet).
+    """
     async with (
-        serve_in_process(data_dir, **federation_overrides(tls, port), **overrides) as hs,
+        serve_in_process(
+            data_dir,
+            via_worker=False,
+            events_on_worker=False,
+            **federation_overrides(tls, port),
+            **overrides,
+        ) as hs,
         httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
     ):
         yield FederatedServer(hs, http)

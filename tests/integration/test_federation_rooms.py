@@ -204,6 +204,10 @@ async def test_messages_backfill_history_from_before_the_join() -> None:
                 break
         texts = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
         assert texts == [f"old {n}" for n in reversed(range(15))]
+        # The whole history, to the room's creation (events bob's server first held only as
+        # the state it joined on, too).
+        assert chunk[-1]["type"] == "m.room.create"
+        assert "m.room.power_levels" in {e["type"] for e in chunk}
         # History is not news: bob's incremental sync does not present it as new.
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
         since = sync["next_batch"]

@@ -45,7 +45,9 @@ async def trioserver_and_synapse() -> AsyncIterator[tuple[FederatedServer, Synap
         synapse_dir = Path(tmp) / "synapse"
         synapse_dir.mkdir()
         async with (
-            serve_in_process(**federation_overrides(tls, free_port())) as hs,
+            serve_in_process(
+                via_worker=False, events_on_worker=False, **federation_overrides(tls, free_port())
+            ) as hs,
             httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
             synapse_peer(tls, synapse_dir) as synapse,
         ):

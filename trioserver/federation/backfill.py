@@ -15,6 +15,7 @@ have differed: visibility of older history follows the state this server joined 
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_BACKFILL = 100
+MAX_DRY_ROOMS = 10_000
 # Servers asked in turn for one backfill at most.
 MAX_SERVERS_TRIED = 5
 
@@ -70,6 +72,8 @@ class Backfiller:
         self._persister = persister
         self._verifier = verifier
         self._inbound = inbound
+        # Rooms whose history ran dry at this earliest event: not asked again for it.
+        self._dry: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     async def backfill(self, room_id: str, limit: int) -> int:
         """Fetch up to `limit` events before the earliest one held; how many were stored.
@@ -81,6 +85,8 @@ class Backfiller:
             return 0
         earliest = await self._events.get_event(earliest_id)
         if earliest is None or earliest.event.is_create_event():
+            return 0
+        if self._dry.get(room_id) == earliest_id:
             return 0
         prevs = earliest.event.prev_event_ids
         held = await self._events.get_events(prevs)
@@ -103,11 +109,18 @@ class Backfiller:
                 continue
             state = await self._event_server.state_before(earliest)
             received = [ReceivedEvent(e, state_before=state, backfilled=True) for e in fetched]
-            stored = await self._inbound.room_locks.run(
+            await self._inbound.room_locks.run(
                 room_id, self._persister.submit_received, room_id, version, received
             )
-            return len(stored)
+            return len(received)
+        self._remember_dry(room_id, earliest_id)
         return 0
+
+    def _remember_dry(self, room_id: str, earliest_id: str) -> None:
+        self._dry[room_id] = earliest_id
+        self._dry.move_to_end(room_id)
+        if len(self._dry) > MAX_DRY_ROOMS:
+            self._dry.popitem(last=False)
 
     async def _fetch(
         self, server: str, version: RoomVersion, room_id: str, from_ids: list[str], limit: int
@@ -130,5 +143,12 @@ class Backfiller:
             if event.room_id == room_id:
                 checked.append(event)
         held = await self._events.get_events([e.event_id for e in checked])
-        fresh = [e for e in checked if e.event_id not in held]
+        # New events, and those held only as outliers (the join's state and auth chain),
+        # which now take their place in the timeline.
+        fresh = [
+            e
+            for e in checked
+            if e.event_id not in held
+            or (held[e.event_id].state_group is None and held[e.event_id].rejected is None)
+        ]
         return sorted(fresh, key=lambda e: (e.depth, e.event_id))

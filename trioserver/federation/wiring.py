@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -39,6 +40,9 @@ def well_known_delegation(fed: FederationConfig) -> str | None:
     assert url.hostname is not None  # checked with the config
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     return f"{host}:{url.port or 443}"
+
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -79,6 +83,14 @@ def build_federation(
         notaries=[Notary(server) for server in fed.trusted_key_servers],
         timeout_s=min(fed.request_timeout, 30.0),
     )
+    if persister is None and config.is_main:
+        # Issue 13's layout with events on a worker: main cannot judge events from other
+        # servers itself, and forwarding them to the writer is not built yet.
+        logger.warning(
+            "federation: the events writer is %r, not main, so this deployment refuses"
+            ' events from other servers (set [stream_writers] events = "main")',
+            config.stream_writers.events,
+        )
     store = FederationInboundStore(db)
     event_server = EventServer(server_name=name, events=events, state=state, store=store)
     inbound = membership = remote = None

@@ -117,6 +117,8 @@ class _Built:
     rejected: str | None = None
     out_of_band: bool = False
     backfilled: bool = False
+    # A backfilled event this server held as an outlier: it joins the timeline in place.
+    promote: bool = False
 
 
 @attrs.define
@@ -127,6 +129,8 @@ class _RoomBatch:
     min_stream: int
     changes: dict[tuple[str, str], StateChange] = attrs.field(factory=dict)
     out_of_band: list[StateChange] = attrs.field(factory=list)
+    promoted: list[tuple[str, int]] = attrs.field(factory=list)
+    new_groups: list[NewStateGroup] = attrs.field(factory=list)
     new_room_version: str | None = None
     creator: str | None = None
     created_ts: int = 0
@@ -291,9 +295,9 @@ class EventPersister:
             self._add_to_batch(request, built, room, rooms, writes, now_ms)
             accepted.append(request)
             await self._evaluate_push(room.room, writes, start)
-        if not writes:
-            return
         room_writes = [self._room_write(rb) for rb in rooms.values()]
+        if not writes and not any(r.promoted for r in room_writes):
+            return
         try:
             await self._store.persist_batch(writes, room_writes)
         except Exception as exc:  # boundary: the batch's waiters get the error, the loop goes on
@@ -309,7 +313,8 @@ class EventPersister:
             for request in accepted:
                 request.finish(failure)
             return
-        self._after_commit(writes, accepted)
+        promoted = [event_id for r in room_writes for event_id, _group in r.promoted]
+        self._after_commit(writes, accepted, promoted)
 
     async def _evaluate_push(self, room: LiveRoom, writes: list[EventWrite], start: int) -> None:
         """Attach push actions to the events a request added (from `start`), evaluated on the
@@ -334,14 +339,18 @@ class EventPersister:
             if push is not None:
                 writes[i] = attrs.evolve(write, push=push)
 
-    def _after_commit(self, writes: list[EventWrite], accepted: list[_Request]) -> None:
+    def _after_commit(
+        self, writes: list[EventWrite], accepted: list[_Request], promoted: list[str]
+    ) -> None:
         stored = [w.stored for w in writes]
         for item in stored:
             self._events.cache.put(item)
         self._events.cache.invalidate(
             w.applies_redaction_to for w in writes if w.applies_redaction_to is not None
         )
-        self.stream_position = max(self.stream_position, stored[-1].stream_ordering)
+        self._events.cache.invalidate(promoted)  # cached as outliers until now
+        if stored:
+            self.stream_position = max(self.stream_position, stored[-1].stream_ordering)
         for request in accepted:
             request.finish()
         # Outliers (received events outside the timeline) are nobody's news.
@@ -389,6 +398,14 @@ class EventPersister:
             self._cache_room(room)
         streams: dict[str, int] = {}
         for item in built:
+            if item.promote:
+                # Already stored (as an outlier): only its place in the timeline changes.
+                assert item.state_group is not None
+                if item.new_group is not None:
+                    room_batch.new_groups.append(item.new_group)
+                    self._batch_groups[item.new_group.id] = item.new_group
+                room_batch.promoted.append((item.event.event_id, item.state_group))
+                continue
             if item.backfilled:
                 # History: below every live event, so that no stream presents it as new.
                 self._next_backfill_stream -= 1
@@ -454,6 +471,8 @@ class EventPersister:
             created_ts=room_batch.created_ts,
             server_left=server_left,
             out_of_band=tuple(room_batch.out_of_band),
+            promoted=tuple(room_batch.promoted),
+            new_groups=tuple(room_batch.new_groups),
         )
 
     async def _build_request(
@@ -500,10 +519,12 @@ class EventPersister:
         already = await self._known_events([r.event.event_id for r in request.received])
         built = []
         for received in request.received:
-            if received.event.event_id in already:
+            known = already.get(received.event.event_id)
+            if known is not None and not _promotable(received, known):
                 continue
             already[received.event.event_id] = KnownEvent(received.event, None, None, True)
             built.append(self._built_from(room.room_id, await placer.place(received)))
+            built[-1].promote = known is not None
         return built, view
 
     def _built_from(self, room_id: str, placed: PlacedEvent) -> _Built:
@@ -765,3 +786,9 @@ def _changed_state(view: RoomView) -> dict[tuple[str, str], Event]:
         for key, event in view.overlay.items()
         if (old := view.room.state.get(key)) is None or old.event_id != event.event_id
     }
+
+
+def _promotable(received: ReceivedEvent, known: KnownEvent) -> bool:
+    """Whether a backfilled event held as an outlier (an auth or state event of the join)
+    joins the timeline now."""
+    return received.backfilled and known.state_group is None and known.rejected is None

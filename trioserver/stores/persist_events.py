@@ -110,6 +110,10 @@ class RoomWrite:
     # Out-of-band memberships of local users (`EventWrite.out_of_band`): they change
     # `local_current_membership` only, not the room's current state.
     out_of_band: tuple[StateChange, ...] = ()
+    # Backfilled events held as outliers, joining the timeline: (event id, state group), and
+    # the state groups they need.
+    promoted: tuple[tuple[str, int], ...] = ()
+    new_groups: tuple[NewStateGroup, ...] = ()
 
 
 def _insert_event_txn(txn: Txn, write: EventWrite) -> None:
@@ -308,6 +312,13 @@ def _persist_batch_txn(
                 " VALUES (?, ?, ?, ?) ON CONFLICT (room_id) DO NOTHING",
                 (room.room_id, room.new_room_version, room.creator, room.created_ts),
             )
+    for room in rooms:
+        for group in room.new_groups:
+            _insert_state_group_txn(txn, group)
+        txn.executemany(
+            "UPDATE events SET outlier = 0, state_group = ? WHERE event_id = ? AND outlier = 1",
+            [(group_id, event_id) for event_id, group_id in room.promoted],
+        )
     for write in events:
         _insert_event_txn(txn, write)
         if write.new_state_group is not None:
