@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from trioserver.federation.inbound import InboundTransactions  # noqa: TC004
     from trioserver.federation.inbound_auth import RequestAuthenticator  # noqa: TC004
     from trioserver.federation.keyring import KeyRing  # noqa: TC004
+    from trioserver.federation.lazy_client import LazyFederationClient  # noqa: TC004
     from trioserver.federation.membership_server import MembershipServer  # noqa: TC004
     from trioserver.federation.own_keys import OwnKeys  # noqa: TC004
     from trioserver.federation.remote_membership import RemoteMembership  # noqa: TC004
-    from trioserver.federation.transport import FederationClient  # noqa: TC004
 
 
 @attrs.frozen
@@ -28,7 +28,7 @@ class FederationDeps:
 
     own_keys: OwnKeys
     keyring: KeyRing
-    client: FederationClient
+    client: LazyFederationClient
     authenticator: RequestAuthenticator
     events: EventServer
     inbound: InboundTransactions | None

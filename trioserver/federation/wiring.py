@@ -15,8 +15,8 @@ from trioserver.federation.deps import FederationDeps
 from trioserver.federation.event_server import EventServer
 from trioserver.federation.inbound_auth import RequestAuthenticator
 from trioserver.federation.keyring import KeyRing, Notary
+from trioserver.federation.lazy_client import LazyFederationClient
 from trioserver.federation.own_keys import OwnKeys, old_keys_path, read_old_keys
-from trioserver.federation.transport import FederationClient
 from trioserver.keys import key_id
 from trioserver.stores.federation_inbound import FederationInboundStore
 from trioserver.stores.server_keys import ServerKeyStore
@@ -63,11 +63,6 @@ def build_federation(
     persister: EventPersister | None,
 ) -> FederationPart:
     """Keys, the outbound client, and (on the events writer) inbound handling."""
-    from trioserver.federation.gaps import GapFiller
-    from trioserver.federation.inbound import InboundTransactions
-    from trioserver.federation.membership_server import MembershipServer
-    from trioserver.federation.remote_membership import RemoteMembership
-
     name = config.server_name
     fed = config.federation
     # The key the server signs with was loaded by the caller; old keys (after a rotation)
@@ -75,7 +70,7 @@ def build_federation(
     old_keys = read_old_keys(old_keys_path(config.data_path(config.signing_key_path)))
     old_keys.pop(key_id(signing_key), None)
     own_keys = OwnKeys(name, signing_key, old_keys)
-    client = FederationClient(fed, server_name=name, signing_key=signing_key)
+    client = LazyFederationClient(fed, server_name=name, signing_key=signing_key)
     keyring = KeyRing(
         own_keys,
         ServerKeyStore(db),
@@ -95,6 +90,12 @@ def build_federation(
     event_server = EventServer(server_name=name, events=events, state=state, store=store)
     inbound = membership = remote = None
     if persister is not None:
+        # The writer's side only: a worker never loads it (issue 13: its idle memory).
+        from trioserver.federation.gaps import GapFiller
+        from trioserver.federation.inbound import InboundTransactions
+        from trioserver.federation.membership_server import MembershipServer
+        from trioserver.federation.remote_membership import RemoteMembership
+
         gaps = GapFiller(client=client, events=events, store=store, verifier=keyring)
         inbound = InboundTransactions(
             server_name=name,
