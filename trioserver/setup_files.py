@@ -87,6 +87,19 @@ max_upload_size = 52428800
 # Link previews make the server fetch any URL a user names; see the README before enabling.
 url_preview_enabled = false
 
+# Other Matrix servers (README "Federation"). They reach this one over TLS, at port 8448 of
+# the server name unless /.well-known/matrix/server on the name's host says otherwise.
+# [federation]
+# enabled = true
+# port = 8448                          # a TLS listener for other servers
+# bind_addresses = ["0.0.0.0"]
+# tls_certificate_path = "/path/to/fullchain.pem"
+# tls_private_key_path = "/path/to/privkey.pem"
+# serve_well_known = false             # true: serve /.well-known/matrix/server, delegating to
+# public_baseurl = "https://matrix.example.org:443"   # this (the TLS listener others use)
+# domain_whitelist = ["example.org"]   # only these servers (default: any)
+# trusted_key_servers = []             # notaries asked for keys (default: none)
+
 # More than one core: `trioserver run --workers 2` needs nothing here. For a deployment laid
 # out by hand (README "Worker processes"), name main's listeners and each worker, and start
 # each with `trioserver run --config THIS_FILE --instance NAME`:
