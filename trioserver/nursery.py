@@ -47,10 +47,12 @@ if TYPE_CHECKING:
 
     from trioserver.api.http import MatrixApp
     from trioserver.config import Config, HttpConfig
+    from trioserver.internal.client import MainClient
 
     # Writer-only (`wiring.build_writer` imports it): a worker never loads it (issue 13). cattrs
     # never structures `Components`, so its annotations are not needed at run time.
     from trioserver.storage.persistence import EventPersister  # noqa: TC004
+    from trioserver.stores.events import EventStore
     from trioserver.stores.persist_events import PersistEventStore
 
 from trioserver.errors import StartupError
@@ -292,6 +294,8 @@ def build_components(
             rooms.membership.use_federation(federation.deps.remote)
         if federation.deps.backfiller is not None:
             rooms.room_reads.backfill = federation.deps.backfiller.backfill
+        elif main_client is not None:
+            rooms.room_reads.backfill = partial(_backfill_on_main, main_client, core.events)
     deps = wiring.build_api_deps(
         config,
         db,
@@ -376,6 +380,20 @@ def build_components(
     )
 
 
+async def _backfill_on_main(
+    main: MainClient, events: EventStore, room_id: str, limit: int
+) -> list[str]:
+    """A worker's backfill: main fetches and stores the history; this instance forgets what
+    it cached of those events (some were outliers until now)."""
+    try:
+        event_ids = await main.backfill(room_id, limit)
+    except Exception as err:  # main unreachable: the page is what this instance holds
+        logger.warning("backfill of %s through main failed: %s", room_id, err)
+        return []
+    events.cache.invalidate(event_ids)
+    return event_ids
+
+
 async def serve(
     config: Config,
     *,
@@ -420,7 +438,18 @@ async def serve(
             )
             # Listening before following: main and an events writer elsewhere follow each
             # other, and each would otherwise wait for the other's listener first.
-            ports = await _start_replication_listeners(background, config, replication, client_app)
+            federation = components.deps.federation
+            ports = await _start_replication_listeners(
+                background,
+                config,
+                replication,
+                client_app,
+                backfill=(
+                    federation.backfiller.backfill
+                    if federation is not None and federation.backfiller is not None
+                    else None
+                ),
+            )
             clients = replication.followed.clients if replication.followed is not None else ()
             for client in clients:
                 # Started once caught up with its writer (or after its start timeout), so
@@ -481,6 +510,8 @@ async def _start_replication_listeners(
     config: Config,
     replication: wiring.ReplicationPart,
     client_app: MatrixApp[Any],
+    *,
+    backfill: Callable[[str, int], Awaitable[list[str]]] | None = None,
 ) -> dict[str, int]:
     """This instance's replication and internal listeners (main of a multi-instance
     deployment, and an events writer that is not main); their bound ports (no replication
@@ -501,6 +532,7 @@ async def _start_replication_listeners(
             writer_streams={stream.name: stream for stream in replication.writer_streams},
             presence_sync=replication.presence_sync,
             invalidate=replication.invalidate,
+            backfill=backfill,
         )
     else:
         # The events writer's listener (issue 13): its events stream, and main's submissions.

@@ -93,18 +93,22 @@ class FederatedServer:
 
 @asynccontextmanager
 async def federated_server(
-    tls: TlsFiles, port: int, data_dir: Path | None = None, **overrides: Any
+    tls: TlsFiles,
+    port: int,
+    data_dir: Path | None = None,
+    *,
+    via_worker: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[FederatedServer]:
     """One server named ``localhost:port`` (the same `data_dir` and `port` restart it).
 
-    Always a single process, whatever TRIOSERVER_TEST_VIA_WORKER says: events from other
-    servers are judged by main as the events writer, and backfill runs there (see README,
-    "Federation": a worker does not backfill yet).
+    A single process whatever TRIOSERVER_TEST_VIA_WORKER says (federation is main's, as the
+    events writer); with `via_worker`, main and a worker answering the test's clients.
     """
     async with (
         serve_in_process(
             data_dir,
-            via_worker=False,
+            via_worker=via_worker,
             events_on_worker=False,
             **federation_overrides(tls, port),
             **overrides,

@@ -13,7 +13,12 @@ import trio
 from trioserver.testing import serve_in_process
 
 from tests.integration.client import Client, assert_error, assert_ok
-from tests.integration.federation_helpers import federating_servers
+from tests.integration.federation_helpers import (
+    federated_server,
+    federating_servers,
+    free_port,
+    fresh_tls,
+)
 from tests.integration.room_helpers import create_room, send_text
 
 
@@ -357,3 +362,22 @@ async def test_well_known_server_delegation_and_version() -> None:
     ):
         answer = assert_ok(await http.get("/.well-known/matrix/server"))
         assert answer == {"m.server": "matrix.example.org:443"}
+
+
+async def test_a_worker_backfills_through_main() -> None:
+    async with (
+        fresh_tls() as tls,
+        federated_server(tls, free_port()) as a,
+        federated_server(tls, free_port(), via_worker=True) as b,
+    ):
+        alice = await a.user("alice")
+        bob = await b.user("bob")  # b's clients talk to its worker
+        room_id = await create_room(alice, preset="public_chat")
+        for n in range(5):
+            await send_text(alice, room_id, f"early {n}")
+        await _join_via(bob, room_id, a.name)
+        page = assert_ok(
+            await bob.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 30})
+        )
+        texts = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+        assert texts == [f"early {n}" for n in reversed(range(5))]

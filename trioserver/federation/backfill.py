@@ -75,27 +75,28 @@ class Backfiller:
         # Rooms whose history ran dry at this earliest event: not asked again for it.
         self._dry: collections.OrderedDict[str, str] = collections.OrderedDict()
 
-    async def backfill(self, room_id: str, limit: int) -> int:
-        """Fetch up to `limit` events before the earliest one held; how many were stored.
+    async def backfill(self, room_id: str, limit: int) -> list[str]:
+        """Fetch up to `limit` events before the earliest one held; the ids of those stored
+        (or brought into the timeline).
 
         Never raises for a remote failure: history is simply not extended.
         """
         earliest_id = await self._db.run_read("fed_earliest", _earliest_txn, room_id)
         if earliest_id is None:
-            return 0
+            return []
         earliest = await self._events.get_event(earliest_id)
         if earliest is None or earliest.event.is_create_event():
-            return 0
+            return []
         if self._dry.get(room_id) == earliest_id:
-            return 0
+            return []
         prevs = earliest.event.prev_event_ids
         held = await self._events.get_events(prevs)
         missing = [p for p in prevs if p not in held or held[p].state_group is None]
         if not missing:
-            return 0
+            return []
         version = await self._inbound.room_version_of(room_id)
         if version is None or earliest.state_group is None:
-            return 0
+            return []
         servers = [
             s for s in await self._event_server.servers_in_room(room_id) if s != self._server_name
         ]
@@ -112,9 +113,9 @@ class Backfiller:
             await self._inbound.room_locks.run(
                 room_id, self._persister.submit_received, room_id, version, received
             )
-            return len(received)
+            return [e.event_id for e in fetched]
         self._remember_dry(room_id, earliest_id)
-        return 0
+        return []
 
     def _remember_dry(self, room_id: str, earliest_id: str) -> None:
         self._dry[room_id] = earliest_id

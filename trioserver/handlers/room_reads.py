@@ -142,8 +142,8 @@ class RoomReadHandler:
         self._account_data = account_data
         self.visibility = VisibilityFilter(events, state, erasure)
         # Issue 15: fetches history from other servers, ``await backfill(room_id, limit)``
-        # -> events stored (set on the events writer when federation is on).
-        self.backfill: Callable[[str, int], Awaitable[int]] | None = None
+        # -> the ids of the events stored (main; a worker asks main).
+        self.backfill: Callable[[str, int], Awaitable[list[str]]] | None = None
         # Issue 11: the aggregator bundles unsigned["m.relations"] into served events.
         self.serializer = EventSerializer(events, reads, aggregator=aggregator)
 

@@ -37,6 +37,7 @@ import orjson
 from trioserver.api.http import JsonDict, Response, _read_body, _run_lifespan, _send_response
 from trioserver.errors import MatrixError
 from trioserver.internal.protocol import (
+    BACKFILL_PATH,
     CLIENT_ADDR_HEADER,
     CLIENT_PREFIX,
     FORWARDED_AUTHORIZATION,
@@ -70,6 +71,8 @@ _MAX_SUBMISSION = 16 * 1024 * 1024
 PresenceSync = Callable[[str, str, "str | None", bool], Awaitable[None]]
 SubmitEvents = Callable[[JsonDict], Awaitable[JsonDict]]
 Invalidate = Callable[[str, list[str]], Awaitable[None]]
+# (room id, limit) -> the ids of the events stored (`federation.backfill.Backfiller`).
+Backfill = Callable[[str, int], Awaitable[list[str]]]
 
 
 def create_internal_app(
@@ -81,6 +84,7 @@ def create_internal_app(
     presence_sync: PresenceSync | None = None,
     invalidate: Invalidate | None = None,
     submit_events: SubmitEvents | None = None,
+    backfill: Backfill | None = None,
 ) -> InternalApp:
     """An instance's internal app (see the module docstring).
 
@@ -93,6 +97,7 @@ def create_internal_app(
             stopped) on an instance.
         invalidate: ``(cache, keys)``: write a caches-stream invalidation (main).
         submit_events: persist a submission (an events writer that is not main).
+        backfill: fetch a room's older history from other servers (main, issue 15).
     """
     return InternalApp(
         secret,
@@ -102,6 +107,7 @@ def create_internal_app(
         presence_sync,
         invalidate,
         submit_events,
+        backfill,
     )
 
 
@@ -117,6 +123,7 @@ class InternalApp:
         presence_sync: PresenceSync | None,
         invalidate: Invalidate | None,
         submit_events: SubmitEvents | None,
+        backfill: Backfill | None = None,
     ) -> None:
         self._secret = secret.encode()
         self._client_app = client_app
@@ -125,6 +132,7 @@ class InternalApp:
         self._presence_sync = presence_sync
         self._invalidate = invalidate
         self._submit_events = submit_events
+        self._backfill = backfill
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -166,6 +174,12 @@ class InternalApp:
         if path == INVALIDATE_PATH and method == "POST" and self._invalidate is not None:
             await self._invalidation(self._invalidate, await _read_body(scope, receive, _MAX_BODY))
             return Response({})
+        if path == BACKFILL_PATH and method == "POST" and self._backfill is not None:
+            request = _json_body(await _read_body(scope, receive, _MAX_BODY))
+            room_id, limit = request.get("room_id"), request.get("limit")
+            if not isinstance(room_id, str) or type(limit) is not int:
+                raise MatrixError("M_BAD_JSON", "Expected room_id and limit")
+            return Response({"event_ids": await self._backfill(room_id, limit)})
         if path == PRESENCE_SYNC_PATH and method == "POST" and self._presence_sync is not None:
             body = await _read_body(scope, receive, _MAX_BODY)
             before = self._positions()

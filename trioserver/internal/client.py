@@ -20,6 +20,7 @@ import orjson
 from trioserver.errors import MatrixError
 from trioserver.internal.errors import WriterUnavailable
 from trioserver.internal.protocol import (
+    BACKFILL_PATH,
     CLIENT_ADDR_HEADER,
     CLIENT_PREFIX,
     FORWARDED_AUTHORIZATION,
@@ -173,6 +174,22 @@ class MainClient:
             "POST", INVALIDATE_PATH, [("content-type", "application/json")], payload
         )
         _json_object(response, "invalidate")
+
+    async def backfill(self, room_id: str, limit: int) -> list[str]:
+        """Have main fetch a room's older history from other servers; the ids of the events
+        it stored (in the shared database once this returns). Checkpoint: yes.
+
+        Raises:
+            WriterUnavailable: main could not be reached or gave a malformed answer.
+        """
+        payload = orjson.dumps({"room_id": room_id, "limit": limit})
+        response = await self._send(
+            "POST", BACKFILL_PATH, [("content-type", "application/json")], payload
+        )
+        event_ids = _json_object(response, "backfill").get("event_ids")
+        if not isinstance(event_ids, list) or not all(isinstance(e, str) for e in event_ids):
+            raise WriterUnavailable("malformed backfill answer")
+        return event_ids
 
     async def aclose(self) -> None:
         """Close the pooled connections. Checkpoint: yes."""

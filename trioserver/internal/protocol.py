@@ -25,3 +25,5 @@ FORWARDED_HEADERS = frozenset({"authorization", "content-type", "user-agent"})
 SUBMIT_EVENTS_PATH = f"{PREFIX}/submit_events"
 # On main, from such a writer: write caches-stream invalidations (main writes that stream).
 INVALIDATE_PATH = f"{PREFIX}/invalidate"
+# On main, from a worker (issue 15): fetch a room's older history from other servers.
+BACKFILL_PATH = f"{PREFIX}/backfill"
