@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from trioserver.errors import MatrixError
 from trioserver.events import get_server_name
+from trioserver.federation.server_acl import check_room_acl
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -81,6 +82,7 @@ class EventServer:
     async def _check_may_read(self, room_id: str, origin: str) -> None:
         if await self._state.room_version(room_id) is None:
             raise MatrixError("M_NOT_FOUND", "Unknown room")
+        await check_room_acl(self._state, self._events, room_id, origin)
         if not await self.server_in_room(room_id, origin):
             raise MatrixError("M_FORBIDDEN", f"Server {origin} is not in the room", status=403)
 

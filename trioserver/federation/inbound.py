@@ -25,7 +25,7 @@ import trio
 from trioserver.errors import MatrixError
 from trioserver.events import KNOWN_ROOM_VERSIONS, RoomVersion, compute_event_id
 from trioserver.federation.pdu_checks import PduRejected, check_pdu
-from trioserver.federation.server_acl import server_allowed
+from trioserver.federation.server_acl import check_room_acl
 from trioserver.storage.received_events import ReceivedEvent
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 MAX_PDUS = 50
 MAX_EDUS = 100
-ACL_KEY = ("m.room.server_acl", "")
 
 
 class RoomLocks:
@@ -151,13 +150,7 @@ class InboundTransactions:
 
     async def check_acl(self, room_id: str, origin: str) -> None:
         """Refuse (403) a server the room's ``m.room.server_acl`` denies."""
-        current = await self._state.current_state_entries(room_id, [ACL_KEY])
-        acl_id = current.get(ACL_KEY)
-        if acl_id is None:
-            return
-        acl = await self._events.get_event(acl_id)
-        if acl is not None and not server_allowed(acl.event.content, origin):
-            raise MatrixError("M_FORBIDDEN", f"Server {origin} is banned by the room's ACL")
+        await check_room_acl(self._state, self._events, room_id, origin)
 
     async def _handle_pdu(
         self, origin: str, room_id: str, pdu: dict[str, Any]

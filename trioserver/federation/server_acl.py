@@ -11,7 +11,14 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING, Any
 
+from trioserver.errors import MatrixError
 from trioserver.events import parse_server_name
+
+if TYPE_CHECKING:
+    from trioserver.stores.events import EventStore
+    from trioserver.stores.state import StateStore
+
+ACL_KEY = ("m.room.server_acl", "")
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,3 +63,16 @@ def server_allowed(content: Mapping[str, Any], server_name: str) -> bool:
     if any(_glob(p).match(host) for p in _patterns(content, "deny")):
         return False
     return any(_glob(p).match(host) for p in _patterns(content, "allow"))
+
+
+async def check_room_acl(
+    state: StateStore, events: EventStore, room_id: str, server_name: str
+) -> None:
+    """Refuse (403) a server the room's current ``m.room.server_acl`` denies."""
+    current = await state.current_state_entries(room_id, [ACL_KEY])
+    acl_id = current.get(ACL_KEY)
+    if acl_id is None:
+        return
+    acl = await events.get_event(acl_id)
+    if acl is not None and not server_allowed(acl.event.content, server_name):
+        raise MatrixError("M_FORBIDDEN", f"Server {server_name} is banned by the room's ACL")
