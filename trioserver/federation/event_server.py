@@ -103,7 +103,8 @@ class EventServer:
 
     async def state_before(self, stored: StoredEvent) -> dict[tuple[str, str], str]:
         """The room's state before an event (its state group holds the state after it)."""
-        if stored.state_group is None:
+        if stored.state_group is None or stored.rejected is not None:
+            # An outlier has no state here; a rejected event is not part of the room.
             raise MatrixError("M_NOT_FOUND", "No state is known at this event")
         state = dict(await self._state.state_for_group(stored.state_group))
         event = stored.event

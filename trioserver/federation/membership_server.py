@@ -253,6 +253,8 @@ class MembershipServer:
             or get_server_name(event.sender) != origin
         ):
             raise MatrixError("M_BAD_JSON", f"Not an invite of {origin} for a user of this server")
+        if await self._inbound.room_version_of(room_id) is not None:
+            await self._inbound.check_acl(room_id, origin)
         room_state = body.get("invite_room_state")
         stripped_state = (
             [s for s in room_state if isinstance(s, dict)] if isinstance(room_state, list) else []

@@ -154,10 +154,7 @@ class RemoteMembership:
         if version is None:
             raise PduRejected(f"unsupported room version {answer.get('room_version')!r}")
         event = self._fill_template(version, answer["event"], user_id, room_id, content)
-        # send_knock has only a v1 (answered without the v1 [200, body] wrapping).
-        api = "v1" if membership == "knock" else "v2"
-        send_path = f"{FED}/{api}/send_{membership}/{_q(room_id)}/{_q(event.event_id)}"
-        reply = await self._client.put_json(server, send_path, event.get_pdu_json())
+        reply = await self._send_membership(server, membership, event)
         if membership == "join":
             return await self._store_join(version, event, reply)
         await self._inbound.room_locks.run(
@@ -168,6 +165,20 @@ class RemoteMembership:
             [ReceivedEvent(event, out_of_band=True)],
         )
         return event.event_id
+
+    async def _send_membership(self, server: str, membership: str, event: Event) -> Any:
+        # send_knock has only a v1 (answered without the v1 [200, body] wrapping); joins and
+        # leaves use v2, and v1 where the server has no v2 (it answers [200, body]).
+        tail = f"send_{membership}/{_q(event.room_id)}/{_q(event.event_id)}"
+        if membership == "knock":
+            return await self._client.put_json(server, f"{FED}/v1/{tail}", event.get_pdu_json())
+        try:
+            return await self._client.put_json(server, f"{FED}/v2/{tail}", event.get_pdu_json())
+        except Exception as err:
+            if not _unrecognized(err):
+                raise
+        reply = await self._client.put_json(server, f"{FED}/v1/{tail}", event.get_pdu_json())
+        return _v1_body(reply)
 
     def _fill_template(
         self,
@@ -250,8 +261,17 @@ class RemoteMembership:
             "event": event.get_pdu_json(),
             "invite_room_state": invite_room_state,
         }
-        path = f"{FED}/v2/invite/{_q(event.room_id)}/{_q(event.event_id)}"
-        await self._client.put_json(get_server_name(target), path, body)
+        tail = f"invite/{_q(event.room_id)}/{_q(event.event_id)}"
+        destination = get_server_name(target)
+        try:
+            await self._client.put_json(destination, f"{FED}/v2/{tail}", body)
+            return
+        except Exception as err:
+            if not _unrecognized(err):
+                raise
+        # A server without the v2 API: the event alone, the stripped state in its unsigned.
+        pdu = {**event.get_pdu_json(), "unsigned": {"invite_room_state": invite_room_state}}
+        await self._client.put_json(destination, f"{FED}/v1/{tail}", pdu)
 
     async def query_alias(self, alias: str) -> tuple[str, list[str]]:
         """Resolve an alias of another server (`federation.queries.query_alias`)."""
@@ -263,3 +283,20 @@ def _room_server(room_id: str) -> str | None:
     if ":" not in room_id:
         return None
     return room_id.split(":", 1)[1] or None
+
+
+def _unrecognized(err: Exception) -> bool:
+    """Whether a remote answered that it has no such endpoint (try the older API)."""
+    status = getattr(err, "status", None)
+    return status in (400, 404, 405) and getattr(err, "errcode", None) in (
+        None,
+        "M_UNRECOGNIZED",
+        "M_NOT_FOUND",
+    )
+
+
+def _v1_body(reply: Any) -> Any:
+    # The v1 membership APIs answer [200, body].
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] == 200:
+        return reply[1]
+    return reply
