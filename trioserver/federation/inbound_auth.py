@@ -60,7 +60,8 @@ class RequestAuthenticator:
         """
         auth = parse_authorization(request.headers.get("authorization"))
         if not is_valid_server_name(auth.origin):
-            raise _unauthorized("X-Matrix origin is not a valid server name")
+            # A malformed request (Synapse: 400), not a failed signature.
+            raise MatrixError("M_INVALID_PARAM", "X-Matrix origin is not a valid server name")
         if auth.destination is not None and auth.destination != self._server_name:
             raise _unauthorized(f"Request is for {auth.destination}, not this server")
         if self._whitelist is not None and auth.origin not in self._whitelist:

@@ -28,7 +28,7 @@ from trioserver.events import (
     is_valid_user_id,
 )
 from trioserver.events.builder import event_refs
-from trioserver.federation.pdu_checks import PduRejected, check_pdu
+from trioserver.federation.pdu_checks import PduRejected, PduSignatureError, check_pdu
 from trioserver.handlers.sync_rooms import STRIPPED_STATE_TYPES, stripped
 from trioserver.storage.live_room import load_room_head_txn
 from trioserver.storage.received_events import ReceivedEvent
@@ -151,19 +151,15 @@ class MembershipServer:
         await self._inbound.check_acl(room_id, origin)
         if isinstance(pdu, dict) and membership == "join":
             pdu = self._countersign_restricted(version, pdu)
-        try:
-            event = await check_pdu(version, pdu, self._verifier)
-        except PduRejected as err:
-            raise MatrixError("M_BAD_JSON", str(err)) from None
-        if (
-            event.room_id != room_id
-            or event.event_id != event_id
-            or event.type != MEMBER
-            or event.membership != membership
-            or event.state_key != event.sender
-            or get_server_name(event.sender) != origin
-        ):
-            raise MatrixError("M_BAD_JSON", f"Not a {membership} event of {origin} for this room")
+        event = await _checked_handshake_pdu(version, pdu, self._verifier)
+        if event.room_id != room_id or event.event_id != event_id:
+            raise MatrixError("M_BAD_JSON", "The event does not match the request's path")
+        if event.type != MEMBER or event.membership != membership:
+            raise MatrixError("M_BAD_JSON", f"Not a {membership} event")
+        if event.state_key != event.sender or get_server_name(event.sender) != origin:
+            raise MatrixError(
+                "M_FORBIDDEN", f"Not allowed to {membership} on behalf of another server's user"
+            )
         stored = await self._inbound.room_locks.run(room_id, self._place, room_id, version, event)
         if stored.rejected is not None:
             raise MatrixError("M_FORBIDDEN", f"The {membership} is not allowed: {stored.rejected}")
@@ -237,11 +233,7 @@ class MembershipServer:
                 "This server does not support the room's version",
                 extra={"room_version": str(body.get("room_version"))},
             )
-        pdu = body.get("event")
-        try:
-            event = await check_pdu(version, pdu, self._verifier)
-        except PduRejected as err:
-            raise MatrixError("M_BAD_JSON", str(err)) from None
+        event = await _checked_handshake_pdu(version, body.get("event"), self._verifier)
         target = event.state_key
         if (
             event.room_id != room_id
@@ -278,3 +270,14 @@ class MembershipServer:
             await self._persister.submit_received(
                 room_id, version, [ReceivedEvent(event, out_of_band=True)]
             )
+
+
+async def _checked_handshake_pdu(version: RoomVersion, pdu: Any, verifier: EventVerifier) -> Event:
+    """A handshake's event, checked like a received PDU: 403 for a missing or bad signature,
+    400 for a malformed event."""
+    try:
+        return await check_pdu(version, pdu, verifier)
+    except PduSignatureError as err:
+        raise MatrixError("M_FORBIDDEN", str(err)) from None
+    except PduRejected as err:
+        raise MatrixError("M_BAD_JSON", str(err)) from None

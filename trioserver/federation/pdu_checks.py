@@ -30,6 +30,11 @@ class PduRejected(Exception):
     """The PDU is not acceptable at all; it is dropped (not stored)."""
 
 
+class PduSignatureError(PduRejected):
+    """A signature the PDU needs is missing or does not verify (a refusal: 403 where a
+    handshake answers)."""
+
+
 class EventVerifier(Protocol):
     """Checks the signatures an event needs (`federation.keyring.KeyRing`)."""
 
@@ -57,7 +62,7 @@ async def check_pdu(room_version: RoomVersion, pdu: Any, verifier: EventVerifier
     except PduRejected:
         raise
     except Exception as err:  # the keyring's SignatureError/KeyLookupError, or any other
-        raise PduRejected(f"signature check failed: {err}") from None
+        raise PduSignatureError(f"signature check failed: {err}") from None
     if not check_content_hash(event.get_pdu_json()):
         logger.info("event %s has a wrong content hash: keeping it redacted", event.event_id)
         event = event.redacted()

@@ -57,6 +57,15 @@ def _remote_failure(action: str, errors: list[str]) -> MatrixError:
     return MatrixError("M_UNKNOWN", f"Failed to {action} over federation: {detail}", status=502)
 
 
+def _passed_through(err: Exception) -> MatrixError | None:
+    status = getattr(err, "status", None)
+    errcode = getattr(err, "errcode", None)
+    if isinstance(status, int) and 400 <= status < 500 and isinstance(errcode, str):
+        message = getattr(err, "message", None) or str(err)
+        return MatrixError(errcode, f"{message}", status=status)
+    return None
+
+
 def _forbidden_from(err: Exception) -> MatrixError | None:
     # A remote refusal (403, an incompatible version) is the user's answer, said as such.
     status = getattr(err, "status", None)
@@ -129,6 +138,7 @@ class RemoteMembership:
         if not candidates:
             raise MatrixError("M_NOT_FOUND", "No known servers")
         errors: list[str] = []
+        answered: MatrixError | None = None
         for server in candidates:
             try:
                 return await self._handshake_with(server, user_id, room_id, content, membership)
@@ -140,7 +150,10 @@ class RemoteMembership:
                     raise refusal from None
                 logger.info("%s of %s via %s failed: %s", membership, room_id, server, err)
                 errors.append(f"{server}: {err}")
-        raise _remote_failure(membership, errors)
+                answered = _passed_through(err) or answered
+        # A server that answered with a Matrix error says why better than "failed" (Synapse
+        # passes the remote's 4xx through to the client).
+        raise answered if answered is not None else _remote_failure(membership, errors)
 
     async def _handshake_with(
         self, server: str, user_id: str, room_id: str, content: dict[str, Any], membership: str
