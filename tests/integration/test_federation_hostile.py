@@ -169,3 +169,33 @@ async def test_a_server_that_was_down_catches_up(tmp_path: Any) -> None:
 
             await _wait_for(caught_up, "b catching up", seconds=60)
             await _wait_for(lambda: _has(alice, room_id, "b is back"), "b's message on a")
+
+
+async def test_a_long_gap_is_bridged_with_the_state_before_it(tmp_path: Any) -> None:
+    # More events missed than /get_missing_events returns (10): the oldest of those fetched
+    # is placed on the state the other server gives for its missing prev_event.
+    async with fresh_tls() as tls, federated_server(tls, free_port()) as a:
+        port_b = free_port()
+        data_b = tmp_path / "b"
+        data_b.mkdir()
+        async with federated_server(tls, port_b, data_b) as b:
+            alice, bob, room_id = await _shared_room(a, b)
+            bob_token = (bob.user_id, bob.token, bob.device_id)
+        for n in range(14):
+            await send_text(alice, room_id, f"missed {n}")
+        assert_ok(await alice.put(f"/rooms/{room_id}/state/m.room.topic", {"topic": "later"}))
+        async with federated_server(tls, port_b, data_b) as b:
+            bob = Client(b.http, *bob_token)
+            await send_text(bob, room_id, "b is back")
+            recent = [f"missed {n}" for n in range(5, 14)]
+
+            async def bridged() -> bool:
+                texts = await _texts(bob, room_id)
+                return all(w in texts for w in recent)
+
+            await _wait_for(bridged, "b bridging the gap", seconds=60)
+            topic = assert_ok(await bob.get(f"/rooms/{room_id}/state/m.room.topic"))
+            assert topic == {"topic": "later"}
+            # The room goes on: b's next message reaches a.
+            await send_text(bob, room_id, "after the gap")
+            await _wait_for(lambda: _has(alice, room_id, "after the gap"), "b's next message")

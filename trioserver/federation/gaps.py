@@ -96,6 +96,10 @@ class GapFiller:
     async def fill(self, origin: str, version: RoomVersion, event: Event) -> Gap:
         """The events to store before `event` (and its state, when fetched).
 
+        The missing events are asked for first; where the oldest of them (or `event`
+        itself) still names ``prev_events`` that are not held, the state after such a
+        ``prev_event`` is fetched and the event placed on it.
+
         Raises:
             PduRejected: the gap could not be filled (the origin did not answer usefully).
         """
@@ -103,14 +107,33 @@ class GapFiller:
             return Gap([], None)
         chain = await self._missing_events(origin, version, event)
         fetched = {e.event_id for e in chain}
-        wanted = [p for e in [*chain, event] for p in e.prev_event_ids if p not in fetched]
-        if chain and await self._placeable(wanted, fetched):
-            return Gap([ReceivedEvent(e) for e in chain], None)
-        known = await self._events.get_events(event.prev_event_ids)
-        missing = [
-            p for p in event.prev_event_ids if p not in known or known[p].state_group is None
-        ]
-        return await self._state_after(origin, version, event, missing[0])
+        every = [p for e in [*chain, event] for p in e.prev_event_ids if p not in fetched]
+        known = await self._events.get_events(every)
+        held = {p for p, s in known.items() if s.state_group is not None}
+        outliers: list[Event] = []
+        received: list[ReceivedEvent] = []
+        state_for_event: dict[tuple[str, str], str] | None = None
+        for item in [*chain, event]:
+            missing = [p for p in item.prev_event_ids if p not in fetched and p not in held]
+            if not missing:
+                if item is not event:
+                    received.append(ReceivedEvent(item))
+                continue
+            if item is not event and len(received) + len(outliers) > MAX_STATE_PDUS:
+                break
+            events, state = await self._state_after(origin, version, item, missing[0])
+            outliers.extend(events)
+            if item is event:
+                state_for_event = state
+            else:
+                received.append(ReceivedEvent(item, state_before=state))
+        seen: set[str] = set()
+        before = []
+        for outlier in sort_by_auth(outliers):
+            if outlier.event_id not in seen and outlier.event_id not in fetched:
+                seen.add(outlier.event_id)
+                before.append(ReceivedEvent(outlier, outlier=True))
+        return Gap([*before, *received], state_for_event)
 
     async def _placeable(self, prev_ids: list[str], also: set[str]) -> bool:
         ids = [p for p in prev_ids if p not in also]
@@ -157,29 +180,52 @@ class GapFiller:
 
     async def _state_after(
         self, origin: str, version: RoomVersion, event: Event, prev_id: str
-    ) -> Gap:
+    ) -> tuple[list[Event], dict[tuple[str, str], str]]:
+        """The events to keep as outliers, and the state after `prev_id` (the state before
+        it from ``/state_ids``, with it; the events this server lacks from ``/state``)."""
         room = quote(event.room_id, safe="")
         try:
-            answer = await self._client.get_json(
-                origin, f"/_matrix/federation/v1/state/{room}", query={"event_id": prev_id}
+            ids = await self._client.get_json(
+                origin, f"/_matrix/federation/v1/state_ids/{room}", query={"event_id": prev_id}
             )
             prev_answer = await self._client.get_json(
                 origin, f"/_matrix/federation/v1/event/{quote(prev_id, safe='')}"
             )
         except Exception as err:
             raise PduRejected(f"could not fetch the state before the event: {err}") from None
-        if not isinstance(answer, dict) or not isinstance(prev_answer, dict):
+        if not isinstance(ids, dict) or not isinstance(prev_answer, dict):
             raise PduRejected("the state answer is not an object")
-        state_events = await self._checked(version, event.room_id, answer.get("pdus"))
-        auth_chain = await self._checked(version, event.room_id, answer.get("auth_chain"))
         prev_list = await self._checked(version, event.room_id, prev_answer.get("pdus"))
         prev = next((e for e in prev_list if e.event_id == prev_id), None)
         if prev is None:
             raise PduRejected(f"could not fetch the missing event {prev_id}")
+        state_ids = _id_list(ids.get("pdu_ids"))
+        wanted = [*state_ids, *_id_list(ids.get("auth_chain_ids"))][:MAX_STATE_PDUS]
+        held = await self._events.get_events(wanted)
+        fetched: list[Event] = []
+        if any(e not in held for e in wanted):
+            try:
+                answer = await self._client.get_json(
+                    origin, f"/_matrix/federation/v1/state/{room}", query={"event_id": prev_id}
+                )
+            except Exception as err:
+                raise PduRejected(f"could not fetch the state events: {err}") from None
+            if isinstance(answer, dict):
+                fetched = [
+                    *await self._checked(version, event.room_id, answer.get("pdus")),
+                    *await self._checked(version, event.room_id, answer.get("auth_chain")),
+                ]
+        by_id = {s.event_id: s.event for s in held.values()}
+        by_id.update({e.event_id: e for e in fetched})
         state = {
-            (e.type, e.state_key): e.event_id for e in state_events if e.state_key is not None
+            (e.type, e.state_key): e.event_id
+            for event_id in state_ids
+            if (e := by_id.get(event_id)) is not None and e.state_key is not None
         }
         if prev.state_key is not None:
             state[(prev.type, prev.state_key)] = prev.event_id
-        ordered = sort_by_auth([*auth_chain, *state_events, prev])
-        return Gap([ReceivedEvent(e, outlier=True) for e in ordered], state)
+        return [*fetched, prev], state
+
+
+def _id_list(value: Any) -> list[str]:
+    return [e for e in value if isinstance(e, str)] if isinstance(value, list) else []

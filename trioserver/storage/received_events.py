@@ -279,11 +279,21 @@ class ReceivedEventPlacer:
         sets = [await self._state_of(g) for g in groups]
         return await self._resolve(sets), None
 
-    async def _resolve(self, sets: Sequence[StateMap]) -> dict[StateKey, str]:
+    async def _resolve(
+        self, sets: Sequence[StateMap], also: Event | None = None
+    ) -> dict[StateKey, str]:
+        # `also`: the event being placed, which the state after it names but which is not
+        # stored (nor remembered) yet.
         distinct = {tuple(sorted(s.items())) for s in sets}
         if len(distinct) == 1:
             return dict(sets[0])
-        event_map = await self._load_auth_closure({e for s in sets for e in s.values()})
+        ids = {e for s in sets for e in s.values()}
+        if also is not None:
+            ids.discard(also.event_id)
+            ids.update(also.auth_event_ids)
+        event_map = await self._load_auth_closure(ids)
+        if also is not None:
+            event_map[also.event_id] = also
         return resolve_state_groups(self._version, list(sets), event_map)
 
     async def _load_auth_closure(self, event_ids: set[str]) -> dict[str, Event]:
@@ -392,7 +402,7 @@ class ReceivedEventPlacer:
         view.extremities = [*remaining, event]
         view.depth = max(view.depth, event.depth)
         if remaining and current:
-            new_state = await self._resolve([current, after])
+            new_state = await self._resolve([current, after], also=event)
         else:
             new_state = after
         changed = {k: e for k, e in new_state.items() if current.get(k) != e}
