@@ -91,8 +91,9 @@ async def test_bad_aliases_are_400(alice: Client) -> None:
     # Aliases are only created on this server's domain, and without whitespace.
     assert_error(await _put_alias(alice, "#x:elsewhere.example", room_id), 400, "M_INVALID_PARAM")
     assert_error(await _put_alias(alice, "#a b:localhost", room_id), 400, "M_INVALID_PARAM")
-    # No federation yet: remote aliases resolve to nothing.
-    assert_error(await alice.get(_alias_path("#x:elsewhere.example")), 404, "M_NOT_FOUND")
+    # Another server's alias is asked of it over federation; one that cannot be reached is
+    # 502, as Synapse answers.
+    assert_error(await alice.get(_alias_path("#x:elsewhere.example")), 502, "M_UNKNOWN")
 
 
 async def test_put_alias_body_and_room_checks(alice: Client, http: httpx.AsyncClient) -> None:
@@ -396,8 +397,9 @@ async def test_public_rooms_networks_and_servers(
     assert_error(await alice.post("/publicRooms", both), 400, "M_INVALID_PARAM")
     ours = assert_ok(await alice.get("/publicRooms", params={"server": "localhost"}))
     assert len(ours["chunk"]) == 3
+    # Another server's directory is asked of it over federation (unreachable here: 502).
     remote = await alice.get("/publicRooms", params={"server": "elsewhere.example"})
-    assert_error(remote, 404, "M_NOT_FOUND")
+    assert_error(remote, 502, "M_UNKNOWN")
     invalid = await alice.post("/publicRooms", {}, params={"server": "bad server"})
     assert_error(invalid, 400, "M_INVALID_PARAM")
     assert_error(await http.post(f"{V3}/publicRooms", json={}), 401, "M_MISSING_TOKEN")

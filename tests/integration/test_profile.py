@@ -48,8 +48,9 @@ async def test_new_user_has_localpart_displayname_and_no_avatar(
 async def test_unknown_remote_and_invalid_users(alice: Client) -> None:
     for path in ("/profile/@nobody:localhost", "/profile/@nobody:localhost/displayname"):
         assert_error(await alice.get(path), 404, "M_NOT_FOUND")
-    # No federation yet: a remote user's profile cannot be found.
-    assert_error(await alice.get("/profile/@alice:elsewhere.example"), 404, "M_NOT_FOUND")
+    # A remote user's profile is asked of their server; one that cannot be reached is 502
+    # (Synapse's answer). Federation between servers: test_federation_rooms.
+    assert_error(await alice.get("/profile/@alice:elsewhere.example"), 502, "M_UNKNOWN")
     for path in ("/profile/alice", "/profile/not-a-user/displayname"):
         assert_error(await alice.get(path), 400, "M_INVALID_PARAM")
 
