@@ -344,3 +344,15 @@ async def test_seed5_redaction_without_target_from_the_persister(
         )
         assert ids(context["events_before"]) == [before]
         assert ids(context["events_after"]) == [after]
+
+
+async def test_redact_without_a_transaction_id(alice: Client) -> None:
+    room_id, sent = await _room_with_messages(alice, 2)
+    first = assert_ok(await alice.post(f"/rooms/{room_id}/redact/{sent[0]}", {}))["event_id"]
+    # Not idempotent: each POST is a new redaction (as in Synapse).
+    again = assert_ok(await alice.post(f"/rooms/{room_id}/redact/{sent[0]}", {"reason": "x"}))
+    assert again["event_id"] != first
+    chunk = (await messages(alice, room_id, dir="b", limit=5))["chunk"]
+    redacted = next(e for e in chunk if e["event_id"] == sent[0])
+    assert redacted["content"] == {}
+    assert redacted["unsigned"]["redacted_by"] in (first, again["event_id"])

@@ -69,6 +69,7 @@ EXPECTED_FORWARDED = {
     ("PUT", "room_send", "put_send"): "events",
     ("PUT", "room_send", "put_state"): "events",
     ("PUT", "room_send", "put_redact"): "events",
+    ("POST", "room_send", "post_redact"): "events",
     ("POST", "room_upgrade", "post_upgrade"): "events",
     ("PUT", "profile", "put_field"): "events (member events), user directory",
     ("DELETE", "profile", "delete_field"): "events (member events), user directory",

@@ -81,6 +81,19 @@ async def put_redact(deps: ApiDeps, request: Request) -> JsonDict:
     return {"event_id": event_id}
 
 
+async def post_redact(deps: ApiDeps, request: Request) -> JsonDict:
+    """POST /rooms/{roomId}/redact/{eventId}: the form without a transaction id (Synapse
+    serves it; SyTest's room-version tests use it); each request redacts anew."""
+    params = request.path_params
+    body = request.json_or_empty()
+    deps.ratelimits.message.check(request.requester.user_id)
+    txn_id = "post-" + secrets.token_urlsafe(12)
+    event_id = await deps.send.redact(
+        request.requester, params["room"], params["event"], body.get("reason"), txn_id
+    )
+    return {"event_id": event_id}
+
+
 ROUTES: list[Route[ApiDeps]] = [
     route(
         "POST", f"{CLIENT}/rooms/{{room}}/send/{{type}}", post_send, auth="required", guest=True
@@ -103,4 +116,5 @@ ROUTES: list[Route[ApiDeps]] = [
         "PUT", f"{CLIENT}/rooms/{{room}}/state/{{type}}", put_state, auth="required", guest=True
     ),
     route("PUT", f"{CLIENT}/rooms/{{room}}/redact/{{event}}/{{txn}}", put_redact, auth="required"),
+    route("POST", f"{CLIENT}/rooms/{{room}}/redact/{{event}}", post_redact, auth="required"),
 ]
