@@ -127,10 +127,18 @@ async def test_an_event_the_auth_rules_refuse_is_rejected() -> None:
             prev=head,
             auth_event_ids=_auth_ids(version, ids, bob.user_id),
         )
+        # Taken, and stored as rejected ({} in the answer, as Synapse answers): the state
+        # and the timeline are as before.
         answer = await actor.send(a, [coup.get_pdu_json()])
-        assert "error" in answer["pdus"][coup.event_id]
+        assert answer["pdus"][coup.event_id] == {}
         after = assert_ok(await alice.get(f"/rooms/{room_id}/state/m.room.power_levels"))
         assert after == power
+        timeline = assert_ok(
+            await alice.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 20})
+        )
+        assert coup.event_id not in [e["event_id"] for e in timeline["chunk"]]
+        fetched = await alice.get(f"/rooms/{room_id}/event/{quote(coup.event_id)}")
+        assert fetched.status_code == 404
         # A PDU that is not an event at all, or names a room this server is not in,
         # is answered with an error too; nothing fails as a whole.
         junk = {"room_id": "!nowhere:" + b.name, "type": "m.room.message"}
@@ -199,3 +207,25 @@ async def test_a_long_gap_is_bridged_with_the_state_before_it(tmp_path: Any) -> 
             # The room goes on: b's next message reaches a.
             await send_text(bob, room_id, "after the gap")
             await _wait_for(lambda: _has(alice, room_id, "after the gap"), "b's next message")
+
+
+async def test_an_invite_is_rejected_even_when_the_inviting_server_is_gone() -> None:
+    async with fresh_tls() as tls, federated_server(tls, free_port()) as b:
+        bob = await b.user("bob")
+        async with federated_server(tls, free_port()) as a:
+            alice = await a.user("alice")
+            room_id = await create_room(alice, preset="private_chat")
+            assert_ok(await alice.post(f"/rooms/{room_id}/invite", {"user_id": bob.user_id}))
+
+            async def invited() -> bool:
+                sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+                return room_id in sync["rooms"].get("invite", {})
+
+            await _wait_for(invited, "the invite on b")
+        # a is gone: bob still says no, and his next sync shows the room left.
+        since = assert_ok(await bob.get("/sync", params={"timeout": 0}))["next_batch"]
+        assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0, "since": since}))
+        assert room_id in sync["rooms"].get("leave", {})
+        sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
+        assert room_id not in sync["rooms"].get("invite", {})

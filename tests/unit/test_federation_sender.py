@@ -388,16 +388,18 @@ async def test_membership_events_reach_their_target_server(tmp_path: Path) -> No
         room = await shared_room(env)
         invite = await env.world.member(room, ALICE, EVE, "invite")
         await env.persist(invite)
-        assert env.transport.sent_ids("three.test") == [invite.event_id]
+        # An invitee's server hears of its invite through /invite, not a transaction: it is
+        # not in the room, and cannot take the PDU (SyTest's fake servers fail on it).
+        assert env.transport.sent_ids("three.test") == []
 
         await env.persist(await env.world.join(room, EVE))
         kick = await env.world.member(room, ALICE, EVE, "leave")
         await env.persist(kick)
-        assert env.transport.sent_ids("three.test") == [invite.event_id, kick.event_id]
+        assert env.transport.sent_ids("three.test") == [kick.event_id]
         # The kick went to everyone, and later messages no longer go to the kicked server.
         assert env.transport.sent_ids("one.test")[-1] == kick.event_id
         await env.persist(await env.world.event(room, ALICE))
-        assert env.transport.sent_ids("three.test") == [invite.event_id, kick.event_id]
+        assert env.transport.sent_ids("three.test") == [kick.event_id]
 
 
 async def test_joined_servers_are_read_again_after_a_membership_change(tmp_path: Path) -> None:

@@ -113,8 +113,13 @@ def check_auth_events(
     auth_events: Iterable[Event],
     *,
     rejected_event_ids: Set[str] = frozenset(),
+    ignore_unselected: bool = False,
 ) -> dict[StateKey, Event]:
     """Check the rules about an event's ``auth_events`` list and index it.
+
+    `ignore_unselected`: an entry of a type the selection algorithm does not pick is left
+    out instead of rejecting the event (Synapse's behaviour for events from other servers,
+    which SyTest's federation tests rely on); every other rule still holds.
 
     Args:
         room_version: The room's version.
@@ -147,7 +152,14 @@ def check_auth_events(
     for event_id in event.auth_event_ids:
         if event_id not in by_id:
             raise ValueError(f"auth event {event_id} was not supplied")
-        key = _check_auth_event(event, by_id[event_id], allowed, rejected_event_ids)
+        auth_event = by_id[event_id]
+        if (
+            ignore_unselected
+            and auth_event.state_key is not None
+            and (auth_event.type, auth_event.state_key) not in allowed
+        ):
+            continue
+        key = _check_auth_event(event, auth_event, allowed, rejected_event_ids)
         if key in state:
             raise AuthError(f"duplicate auth events for {key}")
         state[key] = by_id[event_id]

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import attrs
 
+import trio
+
 from trioserver.federation.pdu_checks import PduRejected, check_pdu
 from trioserver.storage.received_events import ReceivedEvent
 
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 MISSING_EVENTS_LIMIT = 10
 # State and auth-chain PDUs accepted from one /state answer at most.
 MAX_STATE_PDUS = 50_000
+# Without /state, events fetched one by one at most, and how many at a time.
+MAX_EVENTS_FETCHED_ONE_BY_ONE = 1_000
+EVENT_FETCH_CONCURRENCY = 10
 
 StateMap = Mapping[tuple[str, str], str]
 
@@ -112,28 +117,33 @@ class GapFiller:
         held = {p for p, s in known.items() if s.state_group is not None}
         outliers: list[Event] = []
         received: list[ReceivedEvent] = []
-        state_for_event: dict[tuple[str, str], str] | None = None
         for item in [*chain, event]:
             missing = [p for p in item.prev_event_ids if p not in fetched and p not in held]
             if not missing:
                 if item is not event:
                     received.append(ReceivedEvent(item))
                 continue
-            if item is not event and len(received) + len(outliers) > MAX_STATE_PDUS:
+            if item is event:
+                # The pushed event itself must connect to what is held once the missing
+                # events are in (Synapse refuses it too); only pulled events get fetched state.
+                raise PduRejected(
+                    "Your server isn't divulging details about prev_events referenced in"
+                    " this event"
+                )
+            if len(received) + len(outliers) > MAX_STATE_PDUS:
                 break
+            # Placed on this state and on the state after its held prev_events, resolved
+            # together (`storage.received_events`).
             events, state = await self._state_after(origin, version, item, missing[0])
             outliers.extend(events)
-            if item is event:
-                state_for_event = state
-            else:
-                received.append(ReceivedEvent(item, state_before=state))
+            received.append(ReceivedEvent(item, state_before=state))
         seen: set[str] = set()
         before = []
         for outlier in sort_by_auth(outliers):
             if outlier.event_id not in seen and outlier.event_id not in fetched:
                 seen.add(outlier.event_id)
                 before.append(ReceivedEvent(outlier, outlier=True))
-        return Gap([*before, *received], state_for_event)
+        return Gap([*before, *received], None)
 
     async def _placeable(self, prev_ids: list[str], also: set[str]) -> bool:
         ids = [p for p in prev_ids if p not in also]
@@ -178,6 +188,48 @@ class GapFiller:
             (e for e in chain if e.event_id != event.event_id), key=lambda e: (e.depth, e.event_id)
         )
 
+    async def _fetch_events(
+        self, origin: str, version: RoomVersion, room_id: str, at: str, event_ids: list[str]
+    ) -> list[Event]:
+        """The state and auth events this server lacks: all at once from ``/state``, or, from
+        a server that does not serve it, one ``/event`` each (a few at a time, bounded)."""
+        room = quote(room_id, safe="")
+        try:
+            answer = await self._client.get_json(
+                origin, f"/_matrix/federation/v1/state/{room}", query={"event_id": at}
+            )
+        except Exception as err:
+            logger.info("/state from %s failed (%s): fetching events one by one", origin, err)
+        else:
+            if isinstance(answer, dict):
+                return [
+                    *await self._checked(version, room_id, answer.get("pdus")),
+                    *await self._checked(version, room_id, answer.get("auth_chain")),
+                ]
+        found: list[Event] = []
+
+        async def fetch(event_id: str) -> None:
+            try:
+                one = await self._client.get_json(
+                    origin, f"/_matrix/federation/v1/event/{quote(event_id, safe='')}"
+                )
+            except Exception as err:  # that event is missing from the state, then
+                logger.info("fetching %s from %s failed: %s", event_id, origin, err)
+                return
+            pdus = one.get("pdus") if isinstance(one, dict) else None
+            found.extend(await self._checked(version, room_id, pdus))
+
+        limiter = trio.CapacityLimiter(EVENT_FETCH_CONCURRENCY)
+
+        async def limited(event_id: str) -> None:
+            async with limiter:
+                await fetch(event_id)
+
+        async with trio.open_nursery() as nursery:
+            for event_id in event_ids[:MAX_EVENTS_FETCHED_ONE_BY_ONE]:
+                nursery.start_soon(limited, event_id)
+        return found
+
     async def _state_after(
         self, origin: str, version: RoomVersion, event: Event, prev_id: str
     ) -> tuple[list[Event], dict[tuple[str, str], str]]:
@@ -203,18 +255,9 @@ class GapFiller:
         wanted = [*state_ids, *_id_list(ids.get("auth_chain_ids"))][:MAX_STATE_PDUS]
         held = await self._events.get_events(wanted)
         fetched: list[Event] = []
-        if any(e not in held for e in wanted):
-            try:
-                answer = await self._client.get_json(
-                    origin, f"/_matrix/federation/v1/state/{room}", query={"event_id": prev_id}
-                )
-            except Exception as err:
-                raise PduRejected(f"could not fetch the state events: {err}") from None
-            if isinstance(answer, dict):
-                fetched = [
-                    *await self._checked(version, event.room_id, answer.get("pdus")),
-                    *await self._checked(version, event.room_id, answer.get("auth_chain")),
-                ]
+        lacking = [e for e in wanted if e not in held]
+        if lacking:
+            fetched = await self._fetch_events(origin, version, event.room_id, prev_id, lacking)
         by_id = {s.event_id: s.event for s in held.values()}
         by_id.update({e.event_id: e for e in fetched})
         state = {

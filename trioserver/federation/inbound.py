@@ -198,7 +198,9 @@ class InboundTransactions:
         )
         mine = next((s for s in stored if s.event_id == event.event_id), None)
         if mine is not None and mine.rejected is not None:
-            return event.event_id, f"rejected: {mine.rejected}"
+            # Received and stored as rejected: the transaction's answer is {} for it, as
+            # Synapse answers (an error is for PDUs that could not be taken at all).
+            logger.info("rejected %s from %s: %s", event.event_id, origin, mine.rejected)
         return event.event_id, None
 
     async def _in_room(self, room_id: str) -> bool:

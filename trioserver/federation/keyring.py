@@ -371,13 +371,18 @@ class KeyRing:
     # Fetching.
 
     async def _refresh(
-        self, server_name: str, wanted: Mapping[str, int], *, direct_only: bool
+        self,
+        server_name: str,
+        wanted: Mapping[str, int],
+        *,
+        direct_only: bool,
+        force: bool = False,
     ) -> None:
         # Direct-only fetches (of a notary's own keys) are flights of their own: they wait for
         # nothing else, so no two fetches can wait for each other.
         flight_key = (server_name, direct_only)
         while True:
-            if self._recent_attempt(server_name) is not None:
+            if not force and self._recent_attempt(server_name) is not None:
                 return
             flight = self._flights.get(flight_key)
             if flight is None:
@@ -566,7 +571,9 @@ class KeyRing:
             return [self.own_server_keys()]
         stored = await self._store.get_server_keys(server_name)
         if _notary_should_fetch(stored, wanted, min_ts):
-            await self._refresh(server_name, wanted, direct_only=True)
+            # Asked for keys (or validity) it does not keep, a notary asks the server again
+            # even soon after the last time: the asker's needs decide, not our cache.
+            await self._refresh(server_name, wanted, direct_only=True, force=True)
             stored = await self._store.get_server_keys(server_name)
         texts = dict.fromkeys(row.key_json for row in stored if not wanted or row.key_id in wanted)
         return [self._own.sign(orjson.loads(text)) for text in texts]

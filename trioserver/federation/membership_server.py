@@ -34,7 +34,7 @@ from trioserver.storage.live_room import load_room_head_txn
 from trioserver.storage.received_events import ReceivedEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from signedjson.types import SigningKey
 
@@ -75,6 +75,9 @@ class MembershipServer:
         self._verifier = verifier
         self._event_server = event_server
         self._inbound = inbound
+        # ``relay(event_id, origin)``: the sender passes a handshake's event on to the room's
+        # other servers (set when this instance runs the federation sender).
+        self.relay: Callable[[str, str], None] | None = None
 
     async def make_membership(
         self,
@@ -160,6 +163,8 @@ class MembershipServer:
             raise MatrixError(
                 "M_FORBIDDEN", f"Not allowed to {membership} on behalf of another server's user"
             )
+        if self.relay is not None:
+            self.relay(event.event_id, origin)
         stored = await self._inbound.room_locks.run(room_id, self._place, room_id, version, event)
         if stored.rejected is not None:
             raise MatrixError("M_FORBIDDEN", f"The {membership} is not allowed: {stored.rejected}")

@@ -50,6 +50,11 @@ async def check_pdu(room_version: RoomVersion, pdu: Any, verifier: EventVerifier
     """
     if not isinstance(pdu, dict):
         raise PduRejected("PDU is not an object")
+    if not isinstance(pdu.get("signatures"), dict) or not pdu["signatures"]:
+        raise PduSignatureError("PDU is not signed")
+    if not isinstance(pdu.get("hashes"), dict):
+        # Unhashed, it cannot have been signed as an event is signed.
+        raise PduSignatureError("PDU has no hashes, so no valid signature")
     try:
         event = Event.from_pdu(room_version, pdu)
         validate_pdu_limits(room_version, event.get_pdu_json(), event.event_id)

@@ -24,9 +24,11 @@ from trioserver.events import (
     InvalidEventError,
     RoomVersion,
     add_hashes_and_signatures,
+    compute_reference_hash,
     generate_v1_event_id,
     get_server_name,
 )
+from trioserver.events.builder import event_refs
 from trioserver.federation.gaps import sort_by_auth
 from trioserver.federation.pdu_checks import PduRejected, check_pdu
 from trioserver.federation.queries import query_alias
@@ -62,7 +64,12 @@ def _passed_through(err: Exception) -> MatrixError | None:
     errcode = getattr(err, "errcode", None)
     if isinstance(status, int) and 400 <= status < 500 and isinstance(errcode, str):
         message = getattr(err, "message", None) or str(err)
-        return MatrixError(errcode, f"{message}", status=status)
+        body = getattr(err, "body", None)
+        extra = {}
+        if isinstance(body, dict):
+            # The remote's other fields too (room_version of M_INCOMPATIBLE_ROOM_VERSION).
+            extra = {k: v for k, v in body.items() if k not in ("errcode", "error")}
+        return MatrixError(errcode, f"{message}", status=status, extra=extra)
     return None
 
 
@@ -72,8 +79,6 @@ def _forbidden_from(err: Exception) -> MatrixError | None:
     errcode = getattr(err, "errcode", None)
     if status == 403 or errcode == "M_FORBIDDEN":
         return MatrixError("M_FORBIDDEN", f"The remote server refused: {err}")
-    if errcode == "M_INCOMPATIBLE_ROOM_VERSION":
-        return MatrixError("M_INCOMPATIBLE_ROOM_VERSION", f"{err}")
     return None
 
 
@@ -125,6 +130,36 @@ class RemoteMembership:
     ) -> str:
         """Leave (reject an invite to, withdraw a knock on) a room this server is not in."""
         return await self._handshake(user_id, room_id, servers, content, "leave")
+
+    async def leave_locally(self, user_id: str, invite: Event, content: dict[str, Any]) -> str:
+        """Reject an invite without the inviting server (it refused or cannot be reached):
+        an out-of-band leave, signed here and stored here only, so the user is rid of the
+        invite (Synapse does the same)."""
+        version = invite.room_version
+        pdu: dict[str, Any] = {
+            "room_id": invite.room_id,
+            "type": MEMBER,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": {**content, "membership": "leave"},
+            "depth": invite.depth + 1,
+            "origin": self._server_name,
+            "origin_server_ts": int(time.time() * 1000),
+            "prev_events": event_refs_of(version, [invite]),
+            "auth_events": event_refs_of(version, [invite]),
+        }
+        if version.event_id_in_pdu:
+            pdu["event_id"] = generate_v1_event_id(self._server_name)
+        add_hashes_and_signatures(version, pdu, self._server_name, self._signing_key)
+        event = Event.from_pdu(version, pdu)
+        await self._inbound.room_locks.run(
+            invite.room_id,
+            self._persister.submit_received,
+            invite.room_id,
+            version,
+            [ReceivedEvent(event, out_of_band=True)],
+        )
+        return event.event_id
 
     async def _handshake(
         self,
@@ -313,3 +348,11 @@ def _v1_body(reply: Any) -> Any:
     if isinstance(reply, list) and len(reply) == 2 and reply[0] == 200:
         return reply[1]
     return reply
+
+
+def event_refs_of(version: RoomVersion, events: list[Event]) -> list[Any]:
+    """``prev_events``/``auth_events`` naming `events`, in the room version's format."""
+    hashes = None
+    if version.event_id_in_pdu:
+        hashes = {e.event_id: compute_reference_hash(version, e.get_pdu_json()) for e in events}
+    return event_refs(version, [e.event_id for e in events], hashes)

@@ -70,6 +70,7 @@ TIMEOUT_MARGIN_S = 10.0
 SEND_PATH = "/_matrix/federation/v1/send/{}"
 # Restarts (`trioserver.supervisor`) an event may fail to be dispatched before it is dropped.
 MAX_DISPATCH_ATTEMPTS = 3
+MAX_RELAYS = 10_000
 
 
 @attrs.frozen
@@ -107,6 +108,8 @@ class FederationSender:
         startup_wake_interval: float = 0.1,
     ) -> None:
         self._server_name = server_name
+        # Other servers' events to send on their behalf (`relay_on_behalf_of`), by event id.
+        self._relays: dict[str, str] = {}
         self._store = store
         self._events = events
         self._transport = transport
@@ -149,6 +152,13 @@ class FederationSender:
         queue = self._queue(destination)
         if queue.add_edu({"edu_type": edu_type, "content": content}, self._now_ms()):
             self._schedule(queue)
+
+    def relay_on_behalf_of(self, event_id: str, origin: str) -> None:
+        """Send another server's event to the room's other servers once it is stored (a
+        join, leave or knock it made through this server). Call before submitting it."""
+        self._relays[event_id] = origin
+        while len(self._relays) > MAX_RELAYS:  # events that never got stored
+            self._relays.pop(next(iter(self._relays)))
 
     def wake_destination(self, destination: str) -> None:
         """`destination` contacted us, so it is up: end its backoff and send what it missed."""
@@ -254,16 +264,24 @@ class FederationSender:
     async def _dispatch(self, stored: StoredEvent) -> None:
         event = stored.event
         before = self._hosts.note(stored)
-        if event.sender.partition(":")[2] != self._server_name or stored.rejected is not None:
+        # Another server's event goes out only when it came through a membership handshake
+        # here (Synapse's send_on_behalf_of): the joining server reaches the room's others.
+        on_behalf_of = self._relays.pop(event.event_id, None)
+        local = event.sender.partition(":")[2] == self._server_name
+        if (not local and on_behalf_of is None) or stored.rejected is not None:
             return
         hosts = set(await self._hosts.hosts(stored))
         if event.type == MEMBER and event.state_key is not None:
             # Those in the room before it too: a server hears of its last member leaving.
             hosts |= before or frozenset()
             _, sep, target = event.state_key.partition(":")
-            if sep:
+            # A kicked or banned user's server must hear of it; an invitee's server hears
+            # of its invite through /invite (a server not in the room cannot take the PDU).
+            if sep and event.membership != "invite":
                 hosts.add(target)
         hosts.discard(self._server_name)
+        if on_behalf_of is not None:
+            hosts.discard(on_behalf_of)
         now = self._now_ms()
         for destination in sorted(hosts):
             queue = self._queue(destination)

@@ -177,5 +177,7 @@ def build_federation(
         if inbound is not None:
             # A server that sends us a transaction is up again: what it missed goes now.
             inbound.on_origin_seen = sender.wake_destination
+        if membership is not None:
+            membership.relay = sender.relay_on_behalf_of
         subsystems.append(sender.run)
     return FederationPart(deps, tuple(subsystems))

@@ -297,7 +297,13 @@ class MembershipHandler:
             # An invite from another server, of a room this server has never been in: the
             # rejection goes through the inviting server.
             servers = [get_server_name(invite.event.sender)]
-            return await self._remote.leave(user_id, room_id, servers, content)
+            try:
+                return await self._remote.leave(user_id, room_id, servers, content)
+            except MatrixError as err:
+                # The inviting server refused or cannot be reached: the invite is rejected
+                # here all the same (Synapse does so too).
+                logger.info("rejecting %s's invite to %s locally: %s", user_id, room_id, err)
+                return await self._remote.leave_locally(user_id, invite.event, content)
         intent = EventIntent(type=MEMBER, sender=user_id, content=content, state_key=user_id)
         (stored,) = await self._persister.submit(room_id, [intent], on_left_room=True)
         return stored.event_id

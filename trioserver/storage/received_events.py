@@ -254,6 +254,7 @@ class ReceivedEventPlacer:
                 event,
                 [k.event for k in found.values()],
                 rejected_event_ids=rejected_ids,
+                ignore_unselected=True,
             )
             create = found.get(create_id) if create_id is not None else None
             if create is not None:
@@ -268,9 +269,15 @@ class ReceivedEventPlacer:
     async def _state_before(
         self, received: ReceivedEvent
     ) -> tuple[dict[StateKey, str] | None, int | None]:
-        if received.state_before is not None:
-            return dict(received.state_before), None
         prevs = await self._lookup(received.event.prev_event_ids)
+        if received.state_before is not None:
+            # The state given for the prev_events this server lacked, resolved with the
+            # state after those it holds (an event joining a gap to the known graph).
+            held = sorted({k.state_group for k in prevs.values() if k.state_group is not None})
+            sets = [dict(received.state_before), *[await self._state_of(g) for g in held]]
+            if len(sets) == 1:
+                return dict(sets[0]), None
+            return await self._resolve(sets), None
         groups = sorted({k.state_group for k in prevs.values() if k.state_group is not None})
         if not groups:
             return None, None

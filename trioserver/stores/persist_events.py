@@ -151,7 +151,8 @@ def _insert_event_txn(txn: Txn, write: EventWrite) -> None:
     )
     txn.executemany(
         "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
-        [(event.event_id, prev) for prev in event.prev_event_ids],
+        # An event from another server may name a prev_event twice: one edge.
+        [(event.event_id, prev) for prev in dict.fromkeys(event.prev_event_ids)],
     )
 
 
