@@ -10,6 +10,7 @@ SRV lookup (the TLS name checks are real in both).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -388,6 +389,26 @@ async def test_a_server_that_never_speaks_tls_times_out(pki: Pki) -> None:
             with pytest.raises(DestinationUnreachable, match=r"no answer within 0\.5 s"):
                 await client.get_json(f"localhost:{port}", "/_matrix/test/echo")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_request_cancelled_during_the_tls_handshake_closes_its_socket(pki: Pki) -> None:
+    # A server shutting down cancels its requests wherever they are; one still in its TLS
+    # handshake must not leave its socket to the garbage collector (the suite turns the
+    # ResourceWarning that would give into an error).
+    async def accept_and_wait(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, accept_and_wait, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        async with open_client(pki) as client:
+            with trio.move_on_after(0.3) as scope:
+                await client.get_json(f"localhost:{port}", "/_matrix/test/echo")
+            assert scope.cancelled_caught
+        nursery.cancel_scope.cancel()
+    gc.collect()
 
 
 # --- Destinations refused before anything is sent ----------------------------------------

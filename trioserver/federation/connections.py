@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import collections
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import httpcore
 import httpx
 
 import trio
@@ -43,7 +44,7 @@ from trioserver.guarded_http import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
 
     from trioserver.config import FederationConfig
 
@@ -219,11 +220,7 @@ class FederationTransport(httpx.AsyncBaseTransport):
         if route is not None:
             self._routes.move_to_end(key)
             return route
-        route = _Route(
-            httpx.AsyncHTTPTransport(
-                verify=self._ssl_context, trust_env=False, limits=ROUTE_LIMITS
-            )
-        )
+        route = _Route(_route_transport(self._ssl_context))
         self._routes[key] = route
         await self._evict_idle(keep=key)
         return route
@@ -262,3 +259,85 @@ class _Tracked(httpx.AsyncByteStream):
             if self._route is not None:
                 self._route.in_use -= 1
                 self._route = None
+
+
+# httpcore's interface names its arguments `timeout` (ASYNC109 does not apply to overrides).
+class _ClosingTlsStream(httpcore.AsyncNetworkStream):
+    """A trio stream whose TLS handshake closes the socket when it is cancelled.
+
+    httpcore 1.0's trio backend closes the socket when the handshake fails with an
+    exception, but not when it is cancelled (``trio.Cancelled`` is a BaseException): a
+    request cancelled during its handshake (a server shutting down, a caller's deadline)
+    then leaves the socket to the garbage collector.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            with trio.CancelScope(shield=True):  # closing a socket: never blocks for long
+                await self._inner.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _TrioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's trio backend, with `_ClosingTlsStream` streams."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _ClosingTlsStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.UnsupportedProtocol("federation does not use unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _route_transport(ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False, limits=ROUTE_LIMITS)
+    # httpx takes no network backend, so its pool is replaced by the same pool on
+    # `_TrioBackend` (httpx is pinned below 0.29, where `_pool` is this pool).
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=ROUTE_LIMITS.max_connections,
+        max_keepalive_connections=ROUTE_LIMITS.max_keepalive_connections,
+        keepalive_expiry=ROUTE_LIMITS.keepalive_expiry,
+        network_backend=_TrioBackend(),
+    )
+    return transport
