@@ -289,6 +289,7 @@ def build_components(
             events=core.events,
             state=core.state,
             persister=writer.persister if writer is not None else None,
+            erasure=accounts.erasure,
         )
         if federation.deps.remote is not None:
             rooms.membership.use_federation(federation.deps.remote)

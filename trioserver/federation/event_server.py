@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from trioserver.events import Event
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore, StoredEvent
     from trioserver.stores.federation_inbound import FederationInboundStore
     from trioserver.stores.state import StateStore
@@ -45,8 +46,10 @@ class EventServer:
         events: EventStore,
         state: StateStore,
         store: FederationInboundStore,
+        erasure: ErasureStore | None = None,
     ) -> None:
         self._server_name = server_name
+        self._erasure = erasure
         self._events = events
         self._state = state
         self._store = store
@@ -96,10 +99,20 @@ class EventServer:
         """``GET /event/{eventId}``."""
         stored = await self._stored(event_id)
         await self._check_may_read(stored.room_id, origin)
-        return self._envelope([pdu_of(self._as_served(stored))])
+        return self._envelope(await self._served([stored]))
 
-    def _as_served(self, stored: StoredEvent) -> Event:
-        return stored.event.redacted() if stored.redacted_by is not None else stored.event
+    def _as_served(self, stored: StoredEvent, erased: set[str] | None = None) -> Event:
+        # Redacted events, and those of users erased with their account (GDPR erasure, as
+        # Synapse serves them), go to other servers pruned.
+        if stored.redacted_by is not None or (erased and stored.event.sender in erased):
+            return stored.event.redacted()
+        return stored.event
+
+    async def _served(self, events: list[StoredEvent]) -> list[dict[str, Any]]:
+        erased = set()
+        if self._erasure is not None:
+            erased = await self._erasure.erased_among({s.event.sender for s in events})
+        return [pdu_of(self._as_served(s, erased)) for s in events]
 
     async def state_before(self, stored: StoredEvent) -> dict[tuple[str, str], str]:
         """The room's state before an event (its state group holds the state after it)."""
@@ -169,7 +182,7 @@ class EventServer:
         await self._check_may_read(room_id, origin)
         limit = max(0, min(limit, MAX_BACKFILL))
         events = await self._walk_back(room_id, list(from_ids), set(), limit, include_start=True)
-        return self._envelope([pdu_of(self._as_served(s)) for s in events])
+        return self._envelope(await self._served(events))
 
     async def missing_events(
         self,
@@ -189,7 +202,7 @@ class EventServer:
         )
         events = [s for s in events if s.event.depth >= min_depth]
         events.sort(key=lambda s: (s.topological_ordering, s.stream_ordering))
-        return {"events": [pdu_of(self._as_served(s)) for s in events]}
+        return {"events": await self._served(events)}
 
     async def _walk_back(
         self,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from trioserver.config import Config, FederationConfig
     from trioserver.storage.persistence import EventPersister
     from trioserver.stores.database import Database
+    from trioserver.stores.erasure import ErasureStore
     from trioserver.stores.events import EventStore
     from trioserver.stores.state import StateStore
     from trioserver.supervisor import Subsystem  # noqa: TC004
@@ -61,6 +62,7 @@ def build_federation(
     events: EventStore,
     state: StateStore,
     persister: EventPersister | None,
+    erasure: ErasureStore | None = None,
 ) -> FederationPart:
     """Keys, the outbound client, and (on the events writer) inbound handling."""
     name = config.server_name
@@ -87,7 +89,9 @@ def build_federation(
             config.stream_writers.events,
         )
     store = FederationInboundStore(db)
-    event_server = EventServer(server_name=name, events=events, state=state, store=store)
+    event_server = EventServer(
+        server_name=name, events=events, state=state, store=store, erasure=erasure
+    )
     inbound = membership = remote = None
     if persister is not None:
         # The writer's side only: a worker never loads it (issue 13: its idle memory).

@@ -193,6 +193,8 @@ class ReceivedEventPlacer:
                 group, new_group = self._snapshot(after)
         applies_to = None
         if rejected is None and event.type == "m.room.redaction":
+            rejected = await self._check_redaction_target(event)
+        if rejected is None and event.type == "m.room.redaction":
             applies_to = await self._redaction_target(event, auth_state)
         soft_failed = rejected is None and not await self._passes_current_state(event)
         placed = PlacedEvent(
@@ -382,6 +384,19 @@ class ReceivedEventPlacer:
         self._chain_lengths[group] = 0
         self._group_state[group] = dict(state)
         return group, (group, None, 0, dict(state))
+
+    async def _check_redaction_target(self, event: Event) -> str | None:
+        # A redaction of an event of another room, or of itself, is rejected (as Synapse):
+        # it must not reach the timeline as if it had redacted something.
+        target_id = event.redacts
+        if target_id is None:
+            return None
+        if target_id == event.event_id:
+            return "a redaction may not redact itself"
+        target = (await self._lookup([target_id])).get(target_id)
+        if target is not None and target.event.room_id != event.room_id:
+            return "the redacted event is in another room"
+        return None
 
     async def _redaction_target(
         self, event: Event, auth_state: dict[StateKey, Event]
