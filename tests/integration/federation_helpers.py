@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import httpx
 import trustme
+
+import trio
 
 from trioserver.testing import InProcessServer, serve_in_process
 
@@ -136,3 +139,37 @@ async def federating_servers(
             for _ in range(count)
         ]
         yield servers
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[Any]], what: str, seconds: float = 30.0
+) -> Any:
+    """Poll `predicate` until it is true (its value), failing after `seconds`."""
+    with trio.move_on_after(seconds):
+        while True:
+            result = await predicate()
+            if result:
+                return result
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def joined_members(client: Client, room_id: str) -> set[str]:
+    """The room's joined members as `client`'s server sees them (empty when refused)."""
+    response = await client.get(f"/rooms/{quote(room_id)}/joined_members")
+    if response.status_code != 200:
+        return set()
+    return set(response.json()["joined"])
+
+
+async def texts(client: Client, room_id: str, limit: int = 100) -> list[str]:
+    """The bodies of the room's latest messages, oldest first, as `client` sees them."""
+    params = {"dir": "b", "limit": limit}
+    response = await client.get(f"/rooms/{quote(room_id)}/messages", params=params)
+    if response.status_code != 200:
+        return []
+    return [
+        e["content"].get("body")
+        for e in reversed(response.json()["chunk"])
+        if e["type"] == "m.room.message"
+    ]

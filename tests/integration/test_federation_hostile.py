@@ -9,8 +9,6 @@ from urllib.parse import quote
 
 from signedjson.key import generate_signing_key
 
-import trio
-
 from tests.integration.client import Client, assert_ok
 from tests.integration.federation_forge import ActingServer
 from tests.integration.federation_helpers import (
@@ -18,29 +16,10 @@ from tests.integration.federation_helpers import (
     federated_server,
     free_port,
     fresh_tls,
+    texts,
+    wait_for,
 )
 from tests.integration.room_helpers import create_room, send_text
-
-
-async def _wait_for(predicate: Any, what: str, seconds: float = 30.0) -> Any:
-    with trio.move_on_after(seconds):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await trio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def _texts(client: Client, room_id: str) -> list[str]:
-    response = await client.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 100})
-    if response.status_code != 200:
-        return []
-    return [
-        e["content"].get("body")
-        for e in reversed(response.json()["chunk"])
-        if e["type"] == "m.room.message"
-    ]
 
 
 async def _shared_room(a: FederatedServer, b: FederatedServer) -> tuple[Client, Client, str]:
@@ -53,7 +32,7 @@ async def _shared_room(a: FederatedServer, b: FederatedServer) -> tuple[Client, 
         joined = assert_ok(await alice.get(f"/rooms/{room_id}/joined_members"))["joined"]
         return bob.user_id in joined
 
-    await _wait_for(bob_on_a, "bob's join on a")
+    await wait_for(bob_on_a, "bob's join on a")
     return alice, bob, room_id
 
 
@@ -101,9 +80,9 @@ async def test_a_forged_signature_is_rejected_and_the_rest_of_the_transaction_ke
         answer = await actor.send(a, [forged.get_pdu_json(), genuine.get_pdu_json()])
         assert "error" in answer["pdus"][forged.event_id]
         assert answer["pdus"][genuine.event_id] == {}
-        texts = await _texts(alice, room_id)
-        assert "genuine" in texts
-        assert "forged" not in texts
+        seen = await texts(alice, room_id)
+        assert "genuine" in seen
+        assert "forged" not in seen
 
 
 async def test_an_event_the_auth_rules_refuse_is_rejected() -> None:
@@ -146,11 +125,11 @@ async def test_an_event_the_auth_rules_refuse_is_rejected() -> None:
         assert all("error" in result for result in answer["pdus"].values())
         # The room goes on working.
         await send_text(alice, room_id, "still here")
-        await _wait_for(lambda: _has(bob, room_id, "still here"), "the next message")
+        await wait_for(lambda: _has(bob, room_id, "still here"), "the next message")
 
 
 async def _has(client: Client, room_id: str, body: str) -> bool:
-    return body in await _texts(client, room_id)
+    return body in await texts(client, room_id)
 
 
 async def test_a_server_that_was_down_catches_up(tmp_path: Any) -> None:
@@ -172,11 +151,11 @@ async def test_a_server_that_was_down_catches_up(tmp_path: Any) -> None:
             wanted = [f"while b was down {n}" for n in range(3)]
 
             async def caught_up() -> bool:
-                texts = await _texts(bob, room_id)
-                return all(w in texts for w in wanted)
+                seen = await texts(bob, room_id)
+                return all(w in seen for w in wanted)
 
-            await _wait_for(caught_up, "b catching up", seconds=60)
-            await _wait_for(lambda: _has(alice, room_id, "b is back"), "b's message on a")
+            await wait_for(caught_up, "b catching up", seconds=60)
+            await wait_for(lambda: _has(alice, room_id, "b is back"), "b's message on a")
 
 
 async def test_a_long_gap_is_bridged_with_the_state_before_it(tmp_path: Any) -> None:
@@ -198,15 +177,15 @@ async def test_a_long_gap_is_bridged_with_the_state_before_it(tmp_path: Any) -> 
             recent = [f"missed {n}" for n in range(5, 14)]
 
             async def bridged() -> bool:
-                texts = await _texts(bob, room_id)
-                return all(w in texts for w in recent)
+                seen = await texts(bob, room_id)
+                return all(w in seen for w in recent)
 
-            await _wait_for(bridged, "b bridging the gap", seconds=60)
+            await wait_for(bridged, "b bridging the gap", seconds=60)
             topic = assert_ok(await bob.get(f"/rooms/{room_id}/state/m.room.topic"))
             assert topic == {"topic": "later"}
             # The room goes on: b's next message reaches a.
             await send_text(bob, room_id, "after the gap")
-            await _wait_for(lambda: _has(alice, room_id, "after the gap"), "b's next message")
+            await wait_for(lambda: _has(alice, room_id, "after the gap"), "b's next message")
 
 
 async def test_an_invite_is_rejected_even_when_the_inviting_server_is_gone() -> None:
@@ -221,7 +200,7 @@ async def test_an_invite_is_rejected_even_when_the_inviting_server_is_gone() -> 
                 sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
                 return room_id in sync["rooms"].get("invite", {})
 
-            await _wait_for(invited, "the invite on b")
+            await wait_for(invited, "the invite on b")
         # a is gone: bob still says no, and his next sync shows the room left.
         since = assert_ok(await bob.get("/sync", params={"timeout": 0}))["next_batch"]
         assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))

@@ -18,36 +18,11 @@ from tests.integration.federation_helpers import (
     federating_servers,
     free_port,
     fresh_tls,
+    joined_members,
+    texts,
+    wait_for,
 )
 from tests.integration.room_helpers import create_room, send_text
-
-
-async def _wait_for(predicate: Any, what: str, seconds: float = 20.0) -> Any:
-    with trio.move_on_after(seconds):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await trio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def _joined_members(client: Client, room_id: str) -> set[str]:
-    response = await client.get(f"/rooms/{room_id}/joined_members")
-    if response.status_code != 200:
-        return set()
-    return set(response.json()["joined"])
-
-
-async def _texts(client: Client, room_id: str) -> list[str]:
-    response = await client.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 50})
-    if response.status_code != 200:
-        return []
-    return [
-        e["content"].get("body")
-        for e in reversed(response.json()["chunk"])
-        if e["type"] == "m.room.message"
-    ]
 
 
 async def test_a_user_joins_a_room_on_another_server() -> None:
@@ -63,14 +38,14 @@ async def test_a_user_joins_a_room_on_another_server() -> None:
         # Bob's server holds the room now: its state, and bob is a member on both sides.
         name = assert_ok(await bob.get(f"/rooms/{room_id}/state/m.room.name"))
         assert name == {"name": "Over there"}
-        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
-        assert await _wait_for(
+        assert await joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        assert await wait_for(
             lambda: _joined_members_has(alice, room_id, bob.user_id), "bob on alice's server"
         )
 
 
 async def _joined_members_has(client: Client, room_id: str, user_id: str) -> bool:
-    return user_id in await _joined_members(client, room_id)
+    return user_id in await joined_members(client, room_id)
 
 
 async def test_joining_through_a_server_that_is_not_in_the_room_fails_cleanly() -> None:
@@ -89,7 +64,7 @@ async def _join_via(client: Client, room: str, server: str) -> None:
 
 
 async def _not_joined(client: Client, room_id: str, user_id: str) -> bool:
-    return user_id not in await _joined_members(client, room_id)
+    return user_id not in await joined_members(client, room_id)
 
 
 async def test_messages_flow_both_ways() -> None:
@@ -99,19 +74,19 @@ async def test_messages_flow_both_ways() -> None:
         room_id = await create_room(alice, preset="public_chat")
         await _join_via(bob, room_id, a.name)
         await send_text(alice, room_id, "hello from a")
-        await _wait_for(
+        await wait_for(
             lambda: _has_text(bob, room_id, "hello from a"), "alice's message on bob's server"
         )
         await send_text(bob, room_id, "hello from b")
-        await _wait_for(
+        await wait_for(
             lambda: _has_text(alice, room_id, "hello from b"), "bob's message on alice's server"
         )
         # Both servers hold the same conversation, in the same order.
-        assert await _texts(alice, room_id) == await _texts(bob, room_id)
+        assert await texts(alice, room_id) == await texts(bob, room_id)
 
 
 async def _has_text(client: Client, room_id: str, body: str) -> bool:
-    return body in await _texts(client, room_id)
+    return body in await texts(client, room_id)
 
 
 async def test_a_remote_user_is_invited_and_accepts() -> None:
@@ -125,7 +100,7 @@ async def test_a_remote_user_is_invited_and_accepts() -> None:
             sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
             return room_id in sync["rooms"].get("invite", {})
 
-        await _wait_for(invited, "the invite in bob's sync")
+        await wait_for(invited, "the invite in bob's sync")
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
         events = sync["rooms"]["invite"][room_id]["invite_state"]["events"]
         assert {"type": "m.room.name", "state_key": "", "content": {"name": "Private"}} in [
@@ -133,10 +108,8 @@ async def test_a_remote_user_is_invited_and_accepts() -> None:
         ]
         # The room is private: only the invite lets bob in, through alice's server.
         assert_ok(await bob.post(f"/rooms/{quote(room_id)}/join", {}))
-        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
-        await _wait_for(
-            lambda: _joined_members_has(alice, room_id, bob.user_id), "bob joined on a"
-        )
+        assert await joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        await wait_for(lambda: _joined_members_has(alice, room_id, bob.user_id), "bob joined on a")
 
 
 async def test_a_remote_invite_is_rejected() -> None:
@@ -150,14 +123,14 @@ async def test_a_remote_invite_is_rejected() -> None:
             sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
             return room_id in sync["rooms"].get("invite", {})
 
-        await _wait_for(invited, "the invite")
+        await wait_for(invited, "the invite")
         assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
 
         async def bob_left_on_a() -> bool:
             member = await alice.get(f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
             return member.status_code == 200 and member.json()["membership"] == "leave"
 
-        await _wait_for(bob_left_on_a, "bob's rejection on alice's server")
+        await wait_for(bob_left_on_a, "bob's rejection on alice's server")
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
         assert room_id not in sync["rooms"].get("invite", {})
 
@@ -171,7 +144,7 @@ async def test_leave_and_rejoin_after_the_server_left_the_room() -> None:
         room_id = await create_room(alice, preset="public_chat")
         await _join_via(bob, room_id, a.name)
         assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
-        await _wait_for(
+        await wait_for(
             lambda: _not_joined(alice, room_id, bob.user_id), "bob's leave on alice's server"
         )
         # Bob's server is out of the room: it receives nothing from it any more, and it no
@@ -180,11 +153,11 @@ async def test_leave_and_rejoin_after_the_server_left_the_room() -> None:
         carol = await b.user("carol")
         response = await carol.post(f"/join/{quote(room_id)}", {}, params={"server_name": b.name})
         assert response.status_code == 404, response.text
-        assert "while bob is away" not in await _texts(bob, room_id)
+        assert "while bob is away" not in await texts(bob, room_id)
         await _join_via(bob, room_id, a.name)
-        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        assert await joined_members(bob, room_id) == {alice.user_id, bob.user_id}
         await send_text(alice, room_id, "welcome back")
-        await _wait_for(lambda: _has_text(bob, room_id, "welcome back"), "the message after")
+        await wait_for(lambda: _has_text(bob, room_id, "welcome back"), "the message after")
 
 
 async def test_messages_backfill_history_from_before_the_join() -> None:
@@ -207,8 +180,8 @@ async def test_messages_backfill_history_from_before_the_join() -> None:
             token = page.get("end")
             if token is None or not page["chunk"]:
                 break
-        texts = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
-        assert texts == [f"old {n}" for n in reversed(range(15))]
+        bodies = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
+        assert bodies == [f"old {n}" for n in reversed(range(15))]
         # The whole history, to the room's creation (events bob's server first held only as
         # the state it joined on, too).
         assert chunk[-1]["type"] == "m.room.create"
@@ -242,7 +215,7 @@ async def test_aliases_profiles_and_the_directory_of_another_server() -> None:
         assert room_id in [r["room_id"] for r in rooms["chunk"]]
         # Joining by the alias goes through the directory answer.
         assert_ok(await bob.post(f"/join/{quote(alias)}", {}))
-        assert await _joined_members(bob, room_id) == {alice.user_id, bob.user_id}
+        assert await joined_members(bob, room_id) == {alice.user_id, bob.user_id}
         missing = await bob.get(f"/directory/room/{quote('#nothing:' + a.name)}")
         assert_error(missing, 404, "M_NOT_FOUND")
 
@@ -258,7 +231,7 @@ async def test_three_servers_share_a_room() -> None:
         await _join_via(carol, room_id, b.name)
         everyone = {alice.user_id, bob.user_id, carol.user_id}
         for client in (alice, bob, carol):
-            await _wait_for(
+            await wait_for(
                 lambda client=client: _joined_members_equal(client, room_id, everyone),
                 f"three members on {client.user_id}'s server",
             )
@@ -266,17 +239,17 @@ async def test_three_servers_share_a_room() -> None:
             await send_text(client, room_id, f"from {n}")
         wanted = {"from 0", "from 1", "from 2"}
         for client in (alice, bob, carol):
-            await _wait_for(
+            await wait_for(
                 lambda client=client: _has_all(client, room_id, wanted), "every message"
             )
 
 
 async def _joined_members_equal(client: Client, room_id: str, members: set[str]) -> bool:
-    return await _joined_members(client, room_id) == members
+    return await joined_members(client, room_id) == members
 
 
 async def _has_all(client: Client, room_id: str, bodies: set[str]) -> bool:
-    return bodies <= set(await _texts(client, room_id))
+    return bodies <= set(await texts(client, room_id))
 
 
 async def test_redactions_and_state_changes_travel() -> None:
@@ -286,7 +259,7 @@ async def test_redactions_and_state_changes_travel() -> None:
         room_id = await create_room(alice, preset="public_chat")
         await _join_via(bob, room_id, a.name)
         event_id = await send_text(alice, room_id, "regrettable")
-        await _wait_for(lambda: _has_text(bob, room_id, "regrettable"), "the message on b")
+        await wait_for(lambda: _has_text(bob, room_id, "regrettable"), "the message on b")
         assert_ok(
             await alice.put(f"/rooms/{room_id}/redact/{quote(event_id)}/r1", {"reason": "oops"})
         )
@@ -296,16 +269,16 @@ async def test_redactions_and_state_changes_travel() -> None:
             response = await bob.get(f"/rooms/{room_id}/event/{quote(event_id)}")
             return response.status_code == 200 and response.json()["content"] == {}
 
-        await _wait_for(redacted_on_b, "the redaction on b")
+        await wait_for(redacted_on_b, "the redaction on b")
 
         async def topic_on_b() -> bool:
             response = await bob.get(f"/rooms/{room_id}/state/m.room.topic")
             return response.status_code == 200 and response.json().get("topic") == "New"
 
-        await _wait_for(topic_on_b, "the topic on b")
+        await wait_for(topic_on_b, "the topic on b")
         # Bob may not redact alice's message (no power); his attempt changes nothing on a.
         other = await send_text(alice, room_id, "keep me")
-        await _wait_for(lambda: _has_text(bob, room_id, "keep me"), "the second message")
+        await wait_for(lambda: _has_text(bob, room_id, "keep me"), "the second message")
         response = await bob.put(f"/rooms/{room_id}/redact/{quote(other)}/r2", {})
         assert_error(response, 403, "M_FORBIDDEN")
         kept = assert_ok(await alice.get(f"/rooms/{room_id}/event/{quote(other)}"))
@@ -323,14 +296,14 @@ async def test_a_server_acl_shuts_a_server_out() -> None:
         # sender's own (whose users' events it does not judge).
         acl = {"allow": ["nothing.example"], "deny": []}
         assert_ok(await alice.put(f"/rooms/{room_id}/state/m.room.server_acl", acl))
-        await _wait_for(lambda: _state_is(bob, room_id, "m.room.server_acl", acl), "the ACL on b")
+        await wait_for(lambda: _state_is(bob, room_id, "m.room.server_acl", acl), "the ACL on b")
         await send_text(bob, room_id, "after the acl")
         # Bob's server still holds the room, so carol joins there; alice's server refuses
         # both the message and the join that b sends it.
         carol = await b.user("carol")
         await _join_via(carol, room_id, a.name)
         await _never(lambda: _has_text(alice, room_id, "after the acl"), seconds=2)
-        assert carol.user_id not in await _joined_members(alice, room_id)
+        assert carol.user_id not in await joined_members(alice, room_id)
         # A join through a, by a user of a server the ACL denies, is refused at make_join.
         dave = await d.user("dave")
         response = await dave.post(f"/join/{quote(room_id)}", {}, params={"server_name": a.name})
@@ -379,5 +352,5 @@ async def test_a_worker_backfills_through_main() -> None:
         page = assert_ok(
             await bob.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 30})
         )
-        texts = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
-        assert texts == [f"early {n}" for n in reversed(range(5))]
+        bodies = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+        assert bodies == [f"early {n}" for n in reversed(range(5))]

@@ -11,15 +11,12 @@ PORT.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
-
-import trio
 
 from trioserver.testing import serve_in_process
 
@@ -28,7 +25,10 @@ from tests.integration.federation_helpers import (
     FederatedServer,
     federation_overrides,
     free_port,
+    joined_members,
     make_test_ca,
+    texts,
+    wait_for,
 )
 from tests.integration.room_helpers import create_room, send_text
 from tests.integration.synapse_peer import SynapsePeer, synapse_peer
@@ -54,35 +54,6 @@ async def trioserver_and_synapse() -> AsyncIterator[tuple[FederatedServer, Synap
             yield FederatedServer(hs, http), synapse
 
 
-async def _wait_for(predicate: Callable[[], Awaitable[Any]], what: str) -> Any:
-    with trio.move_on_after(WAIT_S):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await trio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def _joined_members(client: Client, room_id: str) -> set[str]:
-    response = await client.get(f"/rooms/{quote(room_id)}/joined_members")
-    if response.status_code != 200:
-        return set()
-    return set(response.json()["joined"])
-
-
-async def _texts(client: Client, room_id: str) -> list[str]:
-    params = {"dir": "b", "limit": 50}
-    response = await client.get(f"/rooms/{quote(room_id)}/messages", params=params)
-    if response.status_code != 200:
-        return []
-    return [
-        e["content"].get("body")
-        for e in reversed(response.json()["chunk"])
-        if e["type"] == "m.room.message"
-    ]
-
-
 async def _join_via(client: Client, room_id: str, server: str) -> None:
     joined = assert_ok(
         await client.post(f"/join/{quote(room_id)}", {}, params={"server_name": server})
@@ -98,27 +69,33 @@ async def _exchange_messages(
     message goes each way, each read back on the other server."""
 
     async def member_on_host() -> bool:
-        return guest.user_id in await _joined_members(host, room_id)
+        return guest.user_id in await joined_members(host, room_id)
 
-    await _wait_for(member_on_host, f"{guest.user_id}'s join on {host_side}")
-    assert await _joined_members(guest, room_id) == {host.user_id, guest.user_id}
+    await wait_for(member_on_host, f"{guest.user_id}'s join on {host_side}", seconds=WAIT_S)
+    assert await joined_members(guest, room_id) == {host.user_id, guest.user_id}
 
     async def seen(client: Client, body: str) -> bool:
-        return body in await _texts(client, room_id)
+        return body in await texts(client, room_id)
 
-    await _wait_for(lambda: seen(guest, "before the join"), f"the history on {guest_side}")
+    await wait_for(
+        lambda: seen(guest, "before the join"), f"the history on {guest_side}", seconds=WAIT_S
+    )
     await send_text(host, room_id, f"hello from {host_side}")
-    await _wait_for(
-        lambda: seen(guest, f"hello from {host_side}"), f"{host_side}'s message on {guest_side}"
+    await wait_for(
+        lambda: seen(guest, f"hello from {host_side}"),
+        f"{host_side}'s message on {guest_side}",
+        seconds=WAIT_S,
     )
     await send_text(guest, room_id, f"hello from {guest_side}")
-    await _wait_for(
-        lambda: seen(host, f"hello from {guest_side}"), f"{guest_side}'s message on {host_side}"
+    await wait_for(
+        lambda: seen(host, f"hello from {guest_side}"),
+        f"{guest_side}'s message on {host_side}",
+        seconds=WAIT_S,
     )
     # The conversation is the same, in the same order, on both servers.
     wanted = ["before the join", f"hello from {host_side}", f"hello from {guest_side}"]
-    assert await _texts(host, room_id) == wanted
-    assert await _texts(guest, room_id) == wanted
+    assert await texts(host, room_id) == wanted
+    assert await texts(guest, room_id) == wanted
 
 
 async def test_a_synapse_user_joins_a_trioserver_room() -> None:
