@@ -205,6 +205,9 @@ async def test_an_invite_is_rejected_even_when_the_inviting_server_is_gone() -> 
         since = assert_ok(await bob.get("/sync", params={"timeout": 0}))["next_batch"]
         assert_ok(await bob.post(f"/rooms/{quote(room_id)}/leave", {}))
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0, "since": since}))
-        assert room_id in sync["rooms"].get("leave", {})
+        left = sync["rooms"]["leave"][room_id]["timeline"]["events"]
+        assert [(e["type"], e["content"]["membership"]) for e in left] == [
+            ("m.room.member", "leave")
+        ]
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
         assert room_id not in sync["rooms"].get("invite", {})

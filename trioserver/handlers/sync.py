@@ -308,6 +308,13 @@ class SyncHandler:
             and row.last_join_stream > ctx.since.events
         )
         full = ctx.since is None or joined
+        out_of_band = await self._rooms.out_of_band_timeline(row)
+        if out_of_band is not None:
+            return {
+                "timeline": await self._rooms.serialize_timeline(ctx, out_of_band),
+                "state": {"events": []},
+                "account_data": {"events": []},
+            }
         timeline = await self._rooms.timeline(
             ctx,
             row.room_id,

@@ -303,6 +303,16 @@ class RoomSyncBuilder:
         """The ``state`` object of a room entry."""
         return {"events": await self._serializer.serialize(state, ctx.options)}
 
+    async def out_of_band_timeline(self, row: SyncMembership) -> Timeline | None:
+        """The timeline of a room the user only knows through an out-of-band membership (an
+        invite from another server, rejected): that membership event alone; None for any
+        other room."""
+        stored = await self._events.get_event(row.event_id)
+        if stored is None or stored.state_group is not None:
+            return None
+        top = RoomPosition(stored.topological_ordering, stored.stream_ordering)
+        return Timeline([(stored, row.membership)], False, top.to_token(), [], top, {})
+
     async def stripped_state(self, ctx: SyncContext, row: SyncMembership) -> list[JsonDict] | None:
         """What an invitee or knocker sees: chosen state at their membership event, and it;
         None for an invite from an ignored user (spec "Ignoring Users": not sent)."""

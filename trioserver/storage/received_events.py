@@ -386,13 +386,12 @@ class ReceivedEventPlacer:
         return group, (group, None, 0, dict(state))
 
     async def _check_redaction_target(self, event: Event) -> str | None:
-        # A redaction of an event of another room, or of itself, is rejected (as Synapse):
-        # it must not reach the timeline as if it had redacted something.
+        # A redaction of an event of another room is rejected (as Synapse): it must not
+        # reach the timeline as if it had redacted something. One that names itself is
+        # kept, redacting nothing.
         target_id = event.redacts
-        if target_id is None:
+        if target_id is None or target_id == event.event_id:
             return None
-        if target_id == event.event_id:
-            return "a redaction may not redact itself"
         target = (await self._lookup([target_id])).get(target_id)
         if target is not None and target.event.room_id != event.room_id:
             return "the redacted event is in another room"
