@@ -274,9 +274,16 @@ class ReceivedEventPlacer:
         prevs = await self._lookup(received.event.prev_event_ids)
         if received.state_before is not None:
             # The state given for the prev_events this server lacked, resolved with the
-            # state after those it holds (an event joining a gap to the known graph).
+            # state after those it holds (an event joining a gap to the known graph). What
+            # of it was rejected here is no state at all: a server cannot slip in a made-up
+            # power levels event by naming it in a state answer (SyTest 36state).
+            given = dict(received.state_before)
+            known = await self._lookup(list(given.values()))
+            given = {
+                k: e for k, e in given.items() if e in known and known[e].rejected is None
+            }
             held = sorted({k.state_group for k in prevs.values() if k.state_group is not None})
-            sets = [dict(received.state_before), *[await self._state_of(g) for g in held]]
+            sets = [given, *[await self._state_of(g) for g in held]]
             if len(sets) == 1:
                 return dict(sets[0]), None
             return await self._resolve(sets), None
