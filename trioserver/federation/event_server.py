@@ -131,7 +131,9 @@ class EventServer:
         return state
 
     async def auth_chain(self, event_ids: Iterable[str]) -> list[StoredEvent]:
-        """The auth events of the events, recursively (not the events themselves)."""
+        """The auth events of the events, recursively (not the events themselves), oldest
+        first: a server reading the list in order ends on each key's latest event (as
+        SyTest's and Synapse's readers do)."""
         seen: dict[str, StoredEvent] = {}
         start = await self._events.get_events(list(event_ids))
         frontier = {a for s in start.values() for a in s.event.auth_event_ids}
@@ -139,7 +141,7 @@ class EventServer:
             found = await self._events.get_events(sorted(frontier))
             seen.update(found)
             frontier = {a for s in found.values() for a in s.event.auth_event_ids} - seen.keys()
-        return list(seen.values())
+        return sorted(seen.values(), key=lambda s: (s.topological_ordering, s.stream_ordering))
 
     async def _state_and_chain(
         self, origin: str, room_id: str, event_id: str
