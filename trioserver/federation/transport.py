@@ -333,17 +333,15 @@ class FederationClient:
                 signing_key=self._signing_key,
                 content=content,
             )
-        body = None
+        request = self._http.build_request(
+            method, url, headers=headers, extensions={"sni_hostname": server.tls_server_name}
+        )
         if content is not None:
             body = _encode_json(content)
-            headers["Content-Type"] = "application/json"
-        return self._http.build_request(
-            method,
-            url,
-            content=body,
-            headers=headers,
-            extensions={"sni_hostname": server.tls_server_name},
-        )
+            request.headers["Content-Type"] = "application/json"
+            request.headers["Content-Length"] = str(len(body))
+            request.stream = _BodyStream(body)
+        return request
 
     async def _send(self, request: httpx.Request, limit: int) -> Any:
         response = await self._http.send(request, stream=True)
@@ -398,3 +396,26 @@ def _describe(exc: httpx.HTTPError) -> str:
             texts.append(text)
         cause = cause.__cause__ or cause.__context__
     return f"{type(exc).__name__}: {'; '.join(texts)}" if texts else type(exc).__name__
+
+
+class _BodyStream(httpx.AsyncByteStream):
+    """A request body sent in one piece.
+
+    httpx's own byte stream iterates with an async generator, which a send that fails
+    midway (the remote closing the connection) leaves suspended for the garbage collector;
+    under trio that is a ResourceWarning. A plain iterator has nothing to leave behind.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._sent = False
+
+    def __aiter__(self) -> _BodyStream:
+        self._sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._body
