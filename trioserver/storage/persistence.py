@@ -514,6 +514,7 @@ class EventPersister:
             state_of_group=self._state_of_group,
             next_group_id=self._allocate_group,
             max_chain=MAX_STATE_CHAIN,
+            outliers=self._outlier_ids,
         )
         placer = ReceivedEventPlacer(context, view)
         already = await self._known_events([r.event.event_id for r in request.received])
@@ -554,6 +555,12 @@ class EventPersister:
             stored = await self._events.get_events(missing)
             found.update({e: stored_as_known(s, outlier=False) for e, s in stored.items()})
         return found
+
+    async def _outlier_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of the events kept outside the timeline, in this batch or stored."""
+        found = {e for e in event_ids if e in self._batch_known and self._batch_known[e].outlier}
+        stored = [e for e in event_ids if e not in self._batch_known]
+        return found | await self._events.outlier_ids(stored)
 
     async def _state_of_group(self, group: int) -> dict[tuple[str, str], str]:
         """A state group's full state, also for groups of this uncommitted batch."""

@@ -52,6 +52,8 @@ CREATE_KEY = ("m.room.create", "")
 # Resolving state loads the auth chains of the state events; past this many events the
 # event is not placed (a hostile room could otherwise make the writer load without end).
 MAX_RESOLUTION_EVENTS = 200_000
+# Rejected or soft-failed events walked back through, at most, to find replaced extremities.
+MAX_SKIPPED_PREVS = 100
 
 StateMap = Mapping[StateKey, str]
 
@@ -118,8 +120,11 @@ class PlacementContext:
         state_of_group: Callable[[int], Awaitable[StateMap]],
         next_group_id: Callable[[], int],
         max_chain: int,
+        outliers: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.lookup = lookup
+        # Which of the events are kept outside the timeline (stored or in this batch).
+        self.outliers = outliers
         self.state_of_group = state_of_group
         self.next_group_id = next_group_id
         self.max_chain = max_chain
@@ -231,7 +236,7 @@ class ReceivedEventPlacer:
 
     def _remember(self, placed: PlacedEvent, group: int | None) -> PlacedEvent:
         self._placed[placed.event.event_id] = KnownEvent(
-            placed.event, group, placed.rejected, placed.state_after is None
+            placed.event, group, placed.rejected, placed.outlier
         )
         if group is not None and placed.state_after is not None:
             self._group_state.setdefault(group, placed.state_after)
@@ -279,9 +284,7 @@ class ReceivedEventPlacer:
             # power levels event by naming it in a state answer (SyTest 36state).
             given = dict(received.state_before)
             known = await self._lookup(list(given.values()))
-            given = {
-                k: e for k, e in given.items() if e in known and known[e].rejected is None
-            }
+            given = {k: e for k, e in given.items() if e in known and known[e].rejected is None}
             held = sorted({k.state_group for k in prevs.values() if k.state_group is not None})
             sets = [given, *[await self._state_of(g) for g in held]]
             if len(sets) == 1:
@@ -418,11 +421,32 @@ class ReceivedEventPlacer:
             return target_id
         return None
 
+    async def _replaced_extremities(self, event: Event) -> set[str]:
+        """The events `event` makes no longer forward extremities: its prev_events, and,
+        through prev_events that are rejected or soft-failed (never extremities themselves),
+        the events before them (as Synapse: otherwise an extremity behind a soft-failed
+        event would stay one for ever)."""
+        prevs = set(event.prev_event_ids)
+        extremities = {e.event_id for e in self._view.extremities}
+        frontier = [p for p in prevs if p not in extremities]
+        for _ in range(MAX_SKIPPED_PREVS):
+            if not frontier or self._ctx.outliers is None:
+                break
+            here = {p for p in frontier if p in self._placed}
+            outside = {p for p in here if self._placed[p].outlier}
+            outside |= await self._ctx.outliers([p for p in frontier if p not in here])
+            known = await self._lookup(sorted(outside))
+            frontier = [
+                p for k in known.values() for p in k.event.prev_event_ids if p not in prevs
+            ]
+            prevs.update(frontier)
+        return prevs
+
     async def _advance_room(
         self, event: Event, after: dict[StateKey, str], group: int | None
     ) -> None:
         view = self._view
-        prevs = set(event.prev_event_ids)
+        prevs = await self._replaced_extremities(event)
         current = {k: e.event_id for k, e in view.items()}
         # With no current state (joining, or rejoining after seed 4 dropped it) the old
         # extremities are stale: the room continues from the remote server's graph.

@@ -139,6 +139,18 @@ def _txn_event_id_txn(
     return None if row is None else str(row[0])
 
 
+def _outlier_ids_txn(txn: Txn, event_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = txn.execute(
+            f"SELECT event_id FROM events WHERE outlier = 1 AND event_id IN ({marks})", chunk
+        ).fetchall()
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
 class EventCache:
     """A bounded LRU of parsed stored events, keyed by event id."""
 
@@ -191,6 +203,13 @@ class EventStore:
                 self.cache.put(stored)
                 result[stored.event_id] = stored
         return result
+
+    async def outlier_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of the events stored outside the timeline (outliers, rejected and
+        soft-failed events from other servers). Checkpoint: yes."""
+        if not event_ids:
+            return set()
+        return await self._db.run_read("outlier_ids", _outlier_ids_txn, list(event_ids))
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         """One stored event, or None."""
