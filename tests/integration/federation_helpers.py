@@ -94,6 +94,17 @@ class FederatedServer:
         return Client(self.http, user.user_id, user.access_token, user.device_id)
 
 
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra`'s keys, tables merged one level deep (``federation={...}``)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 @asynccontextmanager
 async def federated_server(
     tls: TlsFiles,
@@ -113,8 +124,7 @@ async def federated_server(
             data_dir,
             via_worker=via_worker,
             events_on_worker=False,
-            **federation_overrides(tls, port),
-            **overrides,
+            **_merged(federation_overrides(tls, port), overrides),
         ) as hs,
         httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http,
     ):

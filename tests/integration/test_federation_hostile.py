@@ -211,3 +211,23 @@ async def test_an_invite_is_rejected_even_when_the_inviting_server_is_gone() -> 
         ]
         sync = assert_ok(await bob.get("/sync", params={"timeout": 0}))
         assert room_id not in sync["rooms"].get("invite", {})
+
+
+async def test_an_invite_the_invitees_server_refuses_is_not_stored() -> None:
+    # The invitee's server countersigns an invite before it is stored; one that refuses
+    # (here: it federates only with another domain) leaves the room as it was.
+    async with (
+        fresh_tls() as tls,
+        federated_server(tls, free_port()) as a,
+        federated_server(
+            tls, free_port(), federation={"domain_whitelist": ["nothing.example"]}
+        ) as b,
+    ):
+        alice = await a.user("alice")
+        bob = await b.user("bob")
+        room_id = await create_room(alice, preset="private_chat")
+        response = await alice.post(f"/rooms/{room_id}/invite", {"user_id": bob.user_id})
+        assert response.status_code == 403, response.text
+        assert response.json()["errcode"] == "M_FORBIDDEN"
+        member = await alice.get(f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
+        assert member.status_code == 404

@@ -24,6 +24,7 @@ from trioserver.events import (
     InvalidEventError,
     RoomVersion,
     add_hashes_and_signatures,
+    check_canonical_json_values,
     compute_reference_hash,
     generate_v1_event_id,
     get_server_name,
@@ -300,8 +301,52 @@ class RemoteMembership:
                 checked.append(event)
         return checked
 
-    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> None:
-        """Tell the invitee's server of an invite this server stored (``PUT /v2/invite``)."""
+    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> str:
+        """Invite a user of another server: their server countersigns the invite
+        (``PUT /v2/invite``, or v1), then it is stored here. Nothing is stored when the
+        invitee's server refuses, cannot be reached, or answers with a bad event.
+
+        Raises:
+            MatrixError: the remote's refusal (its 4xx passed through), 400 ``M_BAD_JSON``
+                for an answer that is not this invite, 502 when it cannot be reached.
+        """
+        target = event.state_key
+        assert target is not None
+        try:
+            answer = await self._send_invite(event, invite_room_state)
+        except MatrixError:
+            raise
+        except Exception as err:
+            refusal = _passed_through(err)
+            if refusal is not None:
+                raise refusal from None
+            raise _remote_failure("invite", [f"{get_server_name(target)}: {err}"]) from None
+        signed = answer.get("event") if isinstance(answer, dict) else None
+        version = event.room_version
+        try:
+            if not isinstance(signed, dict):
+                raise PduRejected("the answer has no event")
+            check_canonical_json_values(signed)
+            countersigned = await check_pdu(version, signed, self._verifier)
+        except (PduRejected, InvalidEventError) as err:
+            raise MatrixError(
+                "M_BAD_JSON", f"The invitee's server sent a bad event: {err}"
+            ) from None
+        if countersigned.event_id != event.event_id:
+            raise MatrixError("M_BAD_JSON", "The invitee's server sent another event")
+        stored: list[StoredEvent] = await self._inbound.room_locks.run(
+            event.room_id,
+            self._persister.submit_received,
+            event.room_id,
+            version,
+            [ReceivedEvent(countersigned)],
+        )
+        mine = next((s for s in stored if s.event_id == event.event_id), None)
+        if mine is not None and mine.rejected is not None:
+            raise MatrixError("M_FORBIDDEN", f"The invite is not allowed: {mine.rejected}")
+        return event.event_id
+
+    async def _send_invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Any:
         target = event.state_key
         assert target is not None
         body = {
@@ -312,14 +357,13 @@ class RemoteMembership:
         tail = f"invite/{_q(event.room_id)}/{_q(event.event_id)}"
         destination = get_server_name(target)
         try:
-            await self._client.put_json(destination, f"{FED}/v2/{tail}", body)
-            return
+            return await self._client.put_json(destination, f"{FED}/v2/{tail}", body)
         except Exception as err:
             if not _unrecognized(err):
                 raise
         # A server without the v2 API: the event alone, the stripped state in its unsigned.
         pdu = {**event.get_pdu_json(), "unsigned": {"invite_room_state": invite_room_state}}
-        await self._client.put_json(destination, f"{FED}/v1/{tail}", pdu)
+        return _v1_body(await self._client.put_json(destination, f"{FED}/v1/{tail}", pdu))
 
     async def query_alias(self, alias: str) -> tuple[str, list[str]]:
         """Resolve an alias of another server (`federation.queries.query_alias`)."""

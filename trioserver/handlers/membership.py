@@ -175,28 +175,31 @@ class MembershipHandler:
         if current is not None and current.sender == sender and dict(current.content) == content:
             return current.event_id
         intent = EventIntent(type=MEMBER, sender=sender, content=content, state_key=target)
+        if membership == "invite" and self._remote is not None and not self._is_local(target):
+            return await self._invite_remote(room_id, intent, state)
         (stored,) = await self._persister.submit(room_id, [intent])
         if membership == "join" and (current is None or current.membership != "join"):
             for listener in self._join_listeners:
                 await listener(target, room_id, state)
-        if membership == "invite" and self._remote is not None and not self._is_local(target):
-            await self._tell_invitee_server(stored.event, state)
         return stored.event_id
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._server_suffix)
 
-    async def _tell_invitee_server(
-        self, invite: Event, state: Mapping[tuple[str, str], Event]
-    ) -> None:
-        # The invite is already stored; the invitee's server is told of it (and it reaches
-        # the room's servers as any event does). A server that cannot be told is logged.
+    async def _invite_remote(
+        self, room_id: str, intent: EventIntent, state: Mapping[tuple[str, str], Event]
+    ) -> str:
+        # Spec "Inviting to a room": the invitee's server countersigns the invite before it
+        # is stored; built (and authorised) here first, then sent, then stored as received.
         assert self._remote is not None
+        build_only = getattr(self._persister, "build_only", None)
+        if build_only is None:  # only the events writer builds (main federates: README)
+            raise MatrixError(
+                "M_UNKNOWN", "This instance cannot invite over federation", status=503
+            )
+        (event,) = await build_only(room_id, [intent])
         room_state = [stripped(e) for k, e in state.items() if k[0] in STRIPPED_STATE_TYPES]
-        try:
-            await self._remote.invite(invite, room_state)
-        except Exception as err:  # the remote server's failure is not this request's
-            logger.warning("telling %s's server of the invite failed: %s", invite.state_key, err)
+        return await self._remote.invite(event, room_state)
 
     async def _remote_handshake(
         self,

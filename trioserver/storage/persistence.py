@@ -92,6 +92,9 @@ class _Request:
     room_version: RoomVersion | None = None
     # Set when the received events are the first this server stores of their room.
     creates_room: bool = False
+    # Issue 15: build and authorise only, storing nothing (`build_only`).
+    dry_run: bool = False
+    built_events: list[Event] = attrs.field(factory=list)
     done: trio.Event = attrs.field(factory=trio.Event)
     result: list[StoredEvent] = attrs.field(factory=list)
     error: BaseException | None = None
@@ -237,6 +240,22 @@ class EventPersister:
             raise request.error
         return request.result
 
+    async def build_only(self, room_id: str, intents: list[EventIntent]) -> list[Event]:
+        """Build, authorise and sign events on the room's head, storing nothing: an invite
+        that the invitee's server must countersign before it is stored (issue 15).
+
+        Raises:
+            MatrixError: as `submit`.
+
+        Checkpoint: yes.
+        """
+        request = _Request(room_id, intents, None, dry_run=True)
+        await self._send.send(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.built_events
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: batch, build and persist submitted events until cancelled.
 
@@ -290,6 +309,11 @@ class EventPersister:
             except Exception:  # boundary: one request's bug fails that request alone
                 logger.exception("building events for room %s failed", request.room_id)
                 request.finish(_persist_failed())
+                continue
+            if request.dry_run:
+                # The view is dropped uncommitted: the room is as if it was never built.
+                request.built_events = [item.event for item in built]
+                request.finish()
                 continue
             start = len(writes)
             self._add_to_batch(request, built, room, rooms, writes, now_ms)
