@@ -44,7 +44,9 @@ async def _head_and_auth(
         await alice.get(f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 1})
     )["chunk"][0]["event_id"]
     head = await actor.pdu(a, latest)
-    state = assert_ok(await alice.get(f"/rooms/{room_id}/state"))
+    response = await alice.get(f"/rooms/{room_id}/state")
+    assert response.status_code == 200, response.text
+    state: list[dict[str, Any]] = response.json()
     ids = {f"{e['type']}|{e['state_key']}": e["event_id"] for e in state}
     create = next(e for e in state if e["type"] == "m.room.create")
     version = create["content"].get("room_version", "1")
@@ -68,7 +70,7 @@ async def test_a_forged_signature_is_rejected_and_the_rest_of_the_transaction_ke
         actor = ActingServer.of(b, tls)
         version, head, ids = await _head_and_auth(actor, a, alice, room_id)
         stranger = ActingServer(b.name, generate_signing_key("forged"), tls)
-        common = {
+        common: dict[str, Any] = {
             "room_id": room_id,
             "sender": bob.user_id,
             "event_type": "m.room.message",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import quote
 
@@ -232,16 +233,14 @@ async def test_three_servers_share_a_room() -> None:
         everyone = {alice.user_id, bob.user_id, carol.user_id}
         for client in (alice, bob, carol):
             await wait_for(
-                lambda client=client: _joined_members_equal(client, room_id, everyone),
+                functools.partial(_joined_members_equal, client, room_id, everyone),
                 f"three members on {client.user_id}'s server",
             )
         for n, client in enumerate((alice, bob, carol)):
             await send_text(client, room_id, f"from {n}")
         wanted = {"from 0", "from 1", "from 2"}
         for client in (alice, bob, carol):
-            await wait_for(
-                lambda client=client: _has_all(client, room_id, wanted), "every message"
-            )
+            await wait_for(functools.partial(_has_all, client, room_id, wanted), "every message")
 
 
 async def _joined_members_equal(client: Client, room_id: str, members: set[str]) -> bool:
