@@ -108,6 +108,9 @@ async def writer_env(
         "server_name": "blue",
         "registration": {"bcrypt_rounds": 4},
         "database": {"synchronous": "normal"},
+        # No HTTP listener here, so no federation: tests give rooms members of other servers
+        # by recording their invites locally, as the membership handler does without it.
+        "federation": {"enabled": False},
     }
     dsn = await trio.to_thread.run_sync(database_dsn_for, tmp_path)
     if dsn is not None:
